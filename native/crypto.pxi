@@ -1,0 +1,1 @@
+# Python-callable crypto (fastkrb.crypto): owned by the crypto work; see kcrypto.h.

@@ -1,0 +1,176 @@
+"""The error vocabulary: every rejection is data — a stable code, the facts, a cause and a fix.
+
+Codes are the contract with callers (sidecar ``X-Auth-Error``, logs, metrics); the prose may improve,
+the codes never change. ``krb_error`` is the nearest RFC 4120 §7.5.9 error number, for callers that
+must answer with a KRB-ERROR.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "KerberosError",
+    "MalformedToken",
+    "UnsupportedMechanism",
+    "EnctypeNotPermitted",
+    "WrongPrincipal",
+    "KeyVersionMismatch",
+    "EnctypeNotInKeytab",
+    "IntegrityError",
+    "ClockSkew",
+    "TicketExpired",
+    "TicketNotYetValid",
+    "NameMismatch",
+    "TicketInvalid",
+    "RealmNotAllowed",
+    "Replay",
+    "ChannelBindingsMismatch",
+    "ReplayCacheUnavailable",
+    "ERRORS_BY_CODE",
+    "error_for_code",
+]
+
+
+class KerberosError(Exception):
+    """Base of every rejection. ``code`` is stable; ``cause``/``fix`` are for people; ``details`` for machines."""
+
+    code: ClassVar[str] = "kerberos_error"
+    krb_error: ClassVar[int | None] = None
+    default_fix: ClassVar[str] = ""
+
+    def __init__(self, cause: str, fix: str | None = None, details: dict[str, Any] | None = None) -> None:
+        self.cause = cause
+        self.fix = fix if fix is not None else self.default_fix
+        self.details: dict[str, Any] = dict(details or {})
+        super().__init__(f"[{self.code}] {cause}" + (f" Fix: {self.fix}" if self.fix else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe view (bytes become hex) for logs, the CLI and the sidecar."""
+        return {
+            "code": self.code,
+            "cause": self.cause,
+            "fix": self.fix,
+            "details": {k: (v.hex() if isinstance(v, (bytes, bytearray)) else v) for k, v in self.details.items()},
+        }
+
+
+class MalformedToken(KerberosError):
+    code = "malformed"
+    krb_error = 40  # KRB_AP_ERR_MSG_TYPE
+    default_fix = ("The client did not send a Kerberos token fastkrb can parse; check that the proxy passes the "
+                   "Authorization header unchanged and that the client speaks Negotiate/Kerberos.")
+
+
+class UnsupportedMechanism(KerberosError):
+    code = "unsupported_mechanism"
+    krb_error = None
+    default_fix = ("The client fell back from Kerberos (usually to NTLM): it could not get a service ticket. "
+                   "Check on the client that the SPN exists in the KDC (setspn -Q / kadmin getprinc), that the "
+                   "hostname it used resolves to the canonical name, and that its realm trusts the service's.")
+
+
+class EnctypeNotPermitted(KerberosError):
+    code = "enctype_not_permitted"
+    krb_error = 14  # KDC_ERR_ETYPE_NOSUPP
+    default_fix = ("Permit the enctype in Validator(enctypes=...) if it is acceptable, or have the KDC issue "
+                   "tickets with an AES enctype (set the service principal's supported enctypes).")
+
+
+class WrongPrincipal(KerberosError):
+    code = "wrong_principal"
+    krb_error = 35  # KRB_AP_ERR_NOT_US
+    default_fix = ("The client asked for a service principal this validator does not accept. Add its key to the "
+                   "keytab (and to principals=) or make the client use the right hostname/SPN.")
+
+
+class KeyVersionMismatch(KerberosError):
+    code = "key_version_mismatch"
+    krb_error = 44  # KRB_AP_ERR_BADKEYVER
+
+
+class EnctypeNotInKeytab(KerberosError):
+    code = "enctype_not_in_keytab"
+    krb_error = 45  # KRB_AP_ERR_NOKEY
+    default_fix = ("Export the service key again with every enctype the KDC uses for it "
+                   "(kadmin ktadd -e ..., or ktpass /crypto ALL).")
+
+
+class IntegrityError(KerberosError):
+    code = "integrity"
+    krb_error = 31  # KRB_AP_ERR_BAD_INTEGRITY
+
+
+class ClockSkew(KerberosError):
+    code = "clock_skew"
+    krb_error = 37  # KRB_AP_ERR_SKEW
+    default_fix = "Synchronise the clocks of client and server (NTP/chrony), or raise clock_skew if that is policy."
+
+
+class TicketExpired(KerberosError):
+    code = "ticket_expired"
+    krb_error = 32  # KRB_AP_ERR_TKT_EXPIRED
+    default_fix = "The client must get a fresh ticket (kinit / klist purge), or its clock or ours is wrong."
+
+
+class TicketNotYetValid(KerberosError):
+    code = "ticket_not_yet_valid"
+    krb_error = 33  # KRB_AP_ERR_TKT_NYV
+    default_fix = "The ticket's start time is in the future: check the clocks of client, KDC and server."
+
+
+class NameMismatch(KerberosError):
+    code = "name_mismatch"
+    krb_error = 36  # KRB_AP_ERR_BADMATCH
+    default_fix = "The authenticator was not made by the ticket's owner: treat it as an attack or a broken client."
+
+
+class TicketInvalid(KerberosError):
+    code = "ticket_invalid"
+    krb_error = 33  # MIT answers KRB_AP_ERR_TKT_NYV for the INVALID flag
+    default_fix = "The ticket is postdated and not yet validated: the client must have the KDC validate it (kinit -v)."
+
+
+class RealmNotAllowed(KerberosError):
+    code = "realm_not_allowed"
+    krb_error = 12  # KDC_ERR_POLICY
+    default_fix = "Add the client's realm (and each transited realm) to the allowed realms if that trust is intended."
+
+
+class Replay(KerberosError):
+    code = "replay"
+    krb_error = 34  # KRB_AP_ERR_REPEAT
+    default_fix = ("The same authenticator was presented twice. If the first presentation was milliseconds ago from "
+                   "the same request, a proxy re-ran the auth (internal redirect, filter re-run): validate once per "
+                   "request. Otherwise it may be an attack; the client should send a fresh token.")
+
+
+class ChannelBindingsMismatch(KerberosError):
+    code = "channel_bindings"
+    krb_error = 38  # KRB_AP_ERR_BADADDR
+    default_fix = ("The token is bound to another channel (a TLS-terminating proxy in between?). Compute the "
+                   "bindings on the TLS connection the client actually used (tls-server-end-point).")
+
+
+class ReplayCacheUnavailable(KerberosError):
+    code = "replay_cache_unavailable"
+    krb_error = None
+    default_fix = ("The client should retry with a fresh token. If this persists, check the replay cache "
+                   "backend (shared-memory file, Redis) and the server's logs.")
+
+
+ERRORS_BY_CODE: dict[str, type[KerberosError]] = {
+    c.code: c
+    for c in (
+        MalformedToken, UnsupportedMechanism, EnctypeNotPermitted, WrongPrincipal, KeyVersionMismatch,
+        EnctypeNotInKeytab, IntegrityError, ClockSkew, TicketExpired, TicketNotYetValid, NameMismatch,
+        TicketInvalid, RealmNotAllowed, Replay, ChannelBindingsMismatch, ReplayCacheUnavailable,
+    )
+}
+
+
+def error_for_code(code: str, cause: str, fix: str | None = None,
+                   details: dict[str, Any] | None = None) -> KerberosError:
+    """Rebuild a typed error from its wire form (sidecar client, JSON logs)."""
+    cls = ERRORS_BY_CODE.get(code, KerberosError)
+    return cls(cause, fix, details)
