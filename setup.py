@@ -37,7 +37,7 @@ if os.environ.get("FASTKRB_COVERAGE"):
 
 ext = Extension(
     "fastkrb._native",
-    sources=["native/_native.pyx", *sorted(glob.glob("native/*.c"))],
+    sources=["native/_native.pyx", *sorted(c for c in glob.glob("native/*.c") if not c.endswith("_native.c"))],
     include_dirs=["native"],
     libraries=["crypto", "pthread"],
     extra_compile_args=CFLAGS,

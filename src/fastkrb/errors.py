@@ -27,6 +27,7 @@ __all__ = [
     "Replay",
     "ChannelBindingsMismatch",
     "ReplayCacheUnavailable",
+    "InternalError",
     "ERRORS_BY_CODE",
     "error_for_code",
 ]
@@ -159,12 +160,18 @@ class ReplayCacheUnavailable(KerberosError):
                    "backend (shared-memory file, Redis) and the server's logs.")
 
 
+class InternalError(KerberosError):
+    code = "internal"
+    krb_error = None
+    default_fix = "This is a fault in fastkrb or its environment (memory, OpenSSL), not in the token: report it."
+
+
 ERRORS_BY_CODE: dict[str, type[KerberosError]] = {
     c.code: c
     for c in (
         MalformedToken, UnsupportedMechanism, EnctypeNotPermitted, WrongPrincipal, KeyVersionMismatch,
         EnctypeNotInKeytab, IntegrityError, ClockSkew, TicketExpired, TicketNotYetValid, NameMismatch,
-        TicketInvalid, RealmNotAllowed, Replay, ChannelBindingsMismatch, ReplayCacheUnavailable,
+        TicketInvalid, RealmNotAllowed, Replay, ChannelBindingsMismatch, ReplayCacheUnavailable, InternalError,
     )
 }
 

@@ -1,0 +1,45 @@
+# fastkrb: `make demo` and `make test` each set up everything they need on a fresh machine.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip
+STAMP := $(VENV)/.deps-stamp
+
+.PHONY: demo test test-unit test-kdc bench lint build system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q -U pip setuptools wheel
+	$(PIP) install -q cython cryptography pyasn1 uvloop pytest pytest-benchmark hypothesis ruff mypy
+	touch $(STAMP)
+
+# The extension links to the system OpenSSL (libssl-dev); gssapi for the MIT baseline needs libkrb5-dev.
+system-deps:
+	bash .ci/system-deps
+
+build: $(STAMP)
+	$(VPY) setup.py -q build_ext --inplace
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+
+demo: $(STAMP)
+	@command -v cc >/dev/null || bash .ci/system-deps
+	@test -f /usr/include/openssl/evp.h || bash .ci/system-deps
+	$(MAKE) build
+	$(VPY) -m fastkrb demo
+
+test: system-deps $(STAMP)
+	$(PIP) install -q gssapi k5test
+	$(MAKE) build
+	$(MAKE) lint
+	$(VPY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benches
+	$(VENV)/bin/mypy
+
+bench: build
+	$(PIP) install -q gssapi k5test
+	$(VPY) -m pytest benches --benchmark-enable --benchmark-only --benchmark-json=.benchmarks/latest.json -q
+
+clean:
+	rm -rf build native/_native.c src/fastkrb/*.so .pytest_cache .mypy_cache .ruff_cache

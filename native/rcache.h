@@ -1,0 +1,30 @@
+/* In-process replay cache: atomic insert-if-absent of a 16-byte authenticator identity with expiry.
+ *
+ * Open addressing (linear probing, backward-shift deletion) plus a FIFO ring in insertion order:
+ * each insert first pops the expired entries at the head of the ring, so expiry costs O(1) amortised
+ * and no call scans the table. Bounded: when `capacity` live entries are held the insert fails
+ * closed (FK_RC_FULL) instead of forgetting one. One mutex; the critical section is a few probes.
+ */
+#ifndef FASTKRB_RCACHE_H
+#define FASTKRB_RCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FK_RC_OK 0        /* inserted: first presentation */
+#define FK_RC_REPLAY 1    /* present and live: a replay (first_seen set) */
+#define FK_RC_FULL 2      /* capacity of live entries reached: fail closed */
+#define FK_RC_ERROR 3
+
+typedef struct fk_rcache fk_rcache;
+
+typedef struct fk_rcache_stats {
+    uint64_t entries, inserts, hits, evictions, full, capacity;
+} fk_rcache_stats;
+
+fk_rcache *fk_rcache_new(size_t capacity);
+void fk_rcache_free(fk_rcache *rc);
+int fk_rcache_insert(fk_rcache *rc, const uint8_t key[16], double expiry, double now, double *first_seen);
+void fk_rcache_stats_get(fk_rcache *rc, fk_rcache_stats *out);
+
+#endif

@@ -1,0 +1,548 @@
+/* The acceptance checks, in the order of the data: framing -> DER -> key -> ticket -> authenticator ->
+ * policy -> GSS checksum -> replay -> answer. See validate.h. */
+#include "validate.h"
+
+#include <math.h>
+#include <openssl/md5.h>
+#include <string.h>
+
+#define KU_TICKET 2            /* RFC 4120 §7.5.1 */
+#define KU_AP_REQ_CKSUM 10
+#define KU_AP_REQ_AUTH 11
+#define KU_AP_REP 12
+
+#define TKT_FLG_INVALID 7      /* RFC 4120 §5.3, bit numbers from the MSB */
+#define TKT_FLG_TRANSIT_CHECKED 12
+#define AP_OPT_USE_SESSION_KEY 1
+#define AP_OPT_MUTUAL_REQUIRED 2
+
+#define GSS_CKSUM_8003 0x8003  /* RFC 4121 §4.1.1 */
+#define GSS_C_DELEG_FLAG 1
+#define GSS_C_MUTUAL_FLAG 2
+#define AD_IF_RELEVANT 1
+#define AD_WIN2K_PAC 128
+#define AD_AP_OPTIONS 143      /* MS-KILE: KERB_AP_OPTIONS_CBT in the authenticator */
+#define KERB_AP_OPTIONS_CBT 0x4000
+
+static int flag(uint32_t flags, int bit)
+{
+    return (int)((flags >> (31 - bit)) & 1);
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static int buf_eq(fk_buf a, fk_buf b)
+{
+    return a.n == b.n && memcmp(a.p, b.p, a.n) == 0;
+}
+
+static int name_eq(const fk_name *a, const fk_name *b)
+{
+    if (a->ncomp != b->ncomp)
+        return 0;
+    for (int i = 0; i < a->ncomp; i++)
+        if (!buf_eq(a->comp[i], b->comp[i]))
+            return 0;
+    return 1;
+}
+
+static int entry_is(const fk_kt_entry *e, const fk_apreq *q)
+{
+    if (e->ncomp != q->sname.ncomp || !buf_eq(e->realm, q->realm))
+        return 0;
+    for (int i = 0; i < e->ncomp; i++)
+        if (!buf_eq(e->comp[i], q->sname.comp[i]))
+            return 0;
+    return 1;
+}
+
+uint32_t fk_princ_hash(const fk_kt_entry *e)
+{
+    /* FNV-1a over "comp\0comp\0...@realm": names the principal in replay keys, stable across reloads. */
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < e->ncomp; i++) {
+        for (size_t j = 0; j < e->comp[i].n; j++)
+            h = (h ^ e->comp[i].p[j]) * 16777619u;
+        h = (h ^ 0) * 16777619u;
+    }
+    h = (h ^ '@') * 16777619u;
+    for (size_t j = 0; j < e->realm.n; j++)
+        h = (h ^ e->realm.p[j]) * 16777619u;
+    return h;
+}
+
+static int permitted(const fk_validator *v, int32_t etype)
+{
+    return etype > 0 && etype < 64 && ((v->permitted >> etype) & 1);
+}
+
+static int realm_allowed(const fk_validator *v, const uint8_t *p, size_t n)
+{
+    if (v->nrealms == 0)
+        return 1;
+    for (size_t i = 0; i < v->nrealms; i++)
+        if (v->realms[i].n == n && memcmp(v->realms[i].p, p, n) == 0)
+            return 1;
+    return 0;
+}
+
+static int done(fk_result *r, int code)
+{
+    r->code = code;
+    return code;
+}
+
+static int malformed(fk_result *r, const fk_derr *e, size_t base_off)
+{
+    r->what = e->what ? e->what : "malformed";
+    r->offset = base_off + e->offset;
+    return done(r, FK_V_MALFORMED);
+}
+
+size_t fk_scratch_size(size_t toklen)
+{
+    /* decoded token + ticket plaintext + authenticator plaintext + PAC copy + answer */
+    return 4 * toklen + 1024;
+}
+
+/* Decode "Negotiate <b64>", bare base64 or raw bytes into a byte view. */
+int fk_token_bytes(const uint8_t *tok, size_t n, uint8_t *out, fk_buf *res)
+{
+    static const char scheme[] = "negotiate";
+    size_t i = 0;
+    if (n >= 9) {
+        int is_scheme = 1;
+        for (size_t k = 0; k < 9; k++) {
+            uint8_t ch = tok[k];
+            if (ch >= 'A' && ch <= 'Z')
+                ch = (uint8_t)(ch + 32);
+            if (ch != (uint8_t)scheme[k])
+                is_scheme = 0;
+        }
+        if (is_scheme && (n == 9 || tok[9] == ' ')) {
+            i = 9;
+            while (i < n && tok[i] == ' ')
+                i++;
+            while (n > i && (tok[n - 1] == ' ' || tok[n - 1] == '\r' || tok[n - 1] == '\n'))
+                n--;
+            size_t outlen;
+            if (i == n || fk_b64_decode(tok + i, n - i, out, &outlen) != 0)
+                return -1;
+            res->p = out;
+            res->n = outlen;
+            return 0;
+        }
+    }
+    /* Binary tokens begin with a DER tag (0x60, 0xa0, 0xa1, 0x6e) or "NTLMSSP\0"; text is base64. */
+    if (n > 0 && (tok[0] == 0x60 || tok[0] == 0xa0 || tok[0] == 0xa1 || tok[0] == 0x6e ||
+                  (n >= 8 && memcmp(tok, "NTLMSSP", 8) == 0))) {
+        res->p = tok;
+        res->n = n;
+        return 0;
+    }
+    size_t outlen;
+    if (fk_b64_decode(tok, n, out, &outlen) != 0)
+        return -1;
+    res->p = out;
+    res->n = outlen;
+    return 0;
+}
+
+/* RFC 4121 §4.1.1.2: MD5 over the gss_channel_bindings_struct with no addresses. MIT writes the
+ * null address type as 0; Java's ChannelBinding writes GSS_C_AF_NULLADDR (255). */
+static void cb_hash(const uint8_t *cb, size_t cblen, uint32_t addrtype, uint8_t out[16])
+{
+    uint8_t hdr[20];
+    memset(hdr, 0, sizeof hdr);
+    hdr[0] = (uint8_t)addrtype;
+    hdr[8] = (uint8_t)addrtype;
+    hdr[16] = (uint8_t)cblen;
+    hdr[17] = (uint8_t)(cblen >> 8);
+    hdr[18] = (uint8_t)(cblen >> 16);
+    hdr[19] = (uint8_t)(cblen >> 24);
+    MD5_CTX c;
+    MD5_Init(&c);
+    MD5_Update(&c, hdr, sizeof hdr);
+    MD5_Update(&c, cb, cblen);
+    MD5_Final(out, &c);
+}
+
+/* The GSS checksum (RFC 4121 §4.1.1) with MIT's acceptance rules (accept_sec_context.c). */
+static int check_gss_cksum(const fk_validator *v, const uint8_t *cb, size_t cblen, fk_result *r)
+{
+    const fk_authenticator *a = &r->auth;
+    fk_buf ap;
+    if (fk_find_authdata(a->authdata, AD_AP_OPTIONS, &ap) == 1 && ap.n >= 4 &&
+        (le32(ap.p) & KERB_AP_OPTIONS_CBT))
+        r->cbt_required = 1;
+    if (!a->has_cksum || a->cksumtype != GSS_CKSUM_8003) {
+        /* No 0x8003 checksum: no flags, no bindings (MS-KILE/Samba clients). */
+        if (cb && r->cbt_required) {
+            r->cb_state = FK_CB_NONE;
+            return FK_V_CB_MISSING;
+        }
+        return FK_V_OK;
+    }
+    const uint8_t *c = a->cksum.p;
+    size_t n = a->cksum.n;
+    if (n < 24 || le32(c) != 16) {
+        r->what = "GSS checksum 0x8003 has a bad length";
+        return FK_V_MALFORMED;
+    }
+    r->has_gss_cksum = 1;
+    const uint8_t *bnd = c + 4;
+    r->gss_flags = le32(c + 20);
+    if ((r->gss_flags & GSS_C_DELEG_FLAG) && n >= 28) {
+        uint32_t dlgopt = (uint32_t)c[24] | ((uint32_t)c[25] << 8);
+        uint32_t dlgth = (uint32_t)c[26] | ((uint32_t)c[27] << 8);
+        if (dlgopt != 1 || n - 28 < dlgth) {
+            r->what = "GSS checksum delegation field is malformed";
+            return FK_V_MALFORMED;
+        }
+        r->deleg.p = c + 28;
+        r->deleg.n = dlgth;
+    }
+    int zero = 1;
+    for (int i = 0; i < 16; i++)
+        zero &= bnd[i] == 0;
+    if (!cb) {
+        r->cb_state = zero ? FK_CB_NONE : FK_CB_IGNORED;
+        return FK_V_OK;
+    }
+    if (zero) {
+        r->cb_state = FK_CB_CLIENT_NONE;
+        return r->cbt_required ? FK_V_CB_MISSING : FK_V_OK;
+    }
+    uint8_t h[16];
+    cb_hash(cb, cblen, 0, h);
+    if (fk_ct_memcmp(h, bnd, 16) == 0) {
+        r->cb_state = FK_CB_MATCHED;
+        return FK_V_OK;
+    }
+    cb_hash(cb, cblen, 255, h);
+    if (fk_ct_memcmp(h, bnd, 16) == 0) {
+        r->cb_state = FK_CB_MATCHED_JAVA;
+        return FK_V_OK;
+    }
+    return FK_V_CB_MISMATCH;
+}
+
+/* MS-PAC §2.8.1: the server signature covers the PAC with both signature fields zeroed. */
+static int verify_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, fk_result *r)
+{
+    const uint8_t *p = pac.p;
+    size_t n = pac.n;
+    if (n < 8)
+        return FK_V_PAC_MALFORMED;
+    uint32_t cnt = le32(p);
+    if (cnt == 0 || cnt > 1024 || (n - 8) / 16 < cnt)
+        return FK_V_PAC_MALFORMED;
+    memcpy(copy, p, n);
+    size_t srv_off = 0, srv_len = 0;
+    int srv_type = 0, have_srv = 0, have_kdc = 0;
+    for (uint32_t i = 0; i < cnt; i++) {
+        const uint8_t *b = p + 8 + 16 * i;
+        uint32_t type = le32(b), size = le32(b + 4);
+        uint64_t off = (uint64_t)le32(b + 8) | ((uint64_t)le32(b + 12) << 32);
+        if (off > n || size > n - off)
+            return FK_V_PAC_MALFORMED;
+        if (type != 6 && type != 7)
+            continue;
+        if (size < 4)
+            return FK_V_PAC_MALFORMED;
+        int32_t sigtype = (int32_t)le32(p + off);
+        size_t siglen;
+        switch (sigtype) {
+        case 15: case 16: siglen = 12; break;
+        case 19: case -138: siglen = 16; break;
+        case 20: siglen = 24; break;
+        default: return FK_V_PAC_MALFORMED;
+        }
+        if (size - 4 < siglen)
+            return FK_V_PAC_MALFORMED;
+        if (type == 6) {
+            if (have_srv)
+                return FK_V_PAC_MALFORMED;
+            have_srv = 1;
+            srv_off = (size_t)off + 4;
+            srv_len = siglen;
+            srv_type = sigtype;
+        } else {
+            have_kdc = 1;
+        }
+        memset(copy + off + 4, 0, siglen);
+    }
+    if (!have_srv || !have_kdc)
+        return FK_V_PAC_MALFORMED;
+    if (fk_checksum_verify(&key->pac, srv_type, copy, n, p + srv_off, srv_len) != FK_OK)
+        return FK_V_PAC_INTEGRITY;
+    r->pac_verified = 1;
+    return FK_V_OK;
+}
+
+/* DOMAIN-X500-COMPRESS (RFC 4120 §3.3.3.2) with only plain realm names: every realm must be allowed.
+ * Compressed forms (leading/trailing '.', '/') cannot be matched against an allow-list: refused. */
+static int check_transited(const fk_validator *v, fk_result *r)
+{
+    const fk_enc_ticket *t = &r->tkt;
+    if (t->transited.n == 0 || flag(t->flags, TKT_FLG_TRANSIT_CHECKED) || v->nrealms == 0)
+        return FK_V_OK;
+    const uint8_t *p = t->transited.p, *end = p + t->transited.n;
+    while (p <= end) {
+        const uint8_t *q = memchr(p, ',', (size_t)(end - p));
+        if (!q)
+            q = end;
+        size_t len = (size_t)(q - p);
+        r->transited_bad.p = p;
+        r->transited_bad.n = len;
+        if (len == 0 || p[0] == '.' || p[len - 1] == '.' || p[0] == '/' || !realm_allowed(v, p, len))
+            return FK_V_TRANSITED;
+        p = q + 1;
+    }
+    r->transited_bad.n = 0;
+    return FK_V_OK;
+}
+
+/* Build EncAPRepPart, encrypt it in the session key (usage 12), frame it like the request. */
+static int build_reply(const fk_result *r, const fk_ekey *sk, uint8_t *out, size_t cap, fk_buf *reply)
+{
+    uint8_t part[96], apbuf[256], rep[512], tmp[512];
+    uint32_t seq;
+    if (fk_random((uint8_t *)&seq, sizeof seq) != FK_OK)
+        return FK_V_INTERNAL;
+    seq &= 0x3fffffff;
+    size_t plen = fk_encode_enc_ap_rep_part(r->auth.ctime, r->auth.cusec, -1, NULL, 0, 1, seq, part, sizeof part);
+    size_t clen = fk_encrypt_len(sk, plen);
+    if (plen == 0 || clen > sizeof tmp)
+        return FK_V_INTERNAL;
+    if (fk_encrypt(sk, NULL, part, plen, tmp, &clen) != FK_OK)
+        return FK_V_INTERNAL;
+    size_t alen = fk_encode_ap_rep(sk->enctype, tmp, clen, apbuf, sizeof apbuf);
+    if (alen == 0)
+        return FK_V_INTERNAL;
+    const uint8_t *src = apbuf;
+    size_t n = alen;
+    if (r->frame.kind != FK_FRAME_RAW) {
+        n = fk_encode_gss_ap_rep(r->frame.gss_mech, apbuf, alen, rep, sizeof rep);
+        src = rep;
+        if (n == 0)
+            return FK_V_INTERNAL;
+    }
+    if (n > cap)
+        return FK_V_INTERNAL;
+    memcpy(out, src, n);
+    reply->p = out;
+    reply->n = n;
+    return FK_V_OK;
+}
+
+static int spnego_wrap(const fk_result *r, uint8_t *out, size_t cap, fk_buf *reply)
+{
+    uint8_t tmp[600];
+    size_t n = fk_encode_spnego_accept(r->frame.spnego_mech, reply->n ? reply->p : NULL, reply->n, tmp,
+                                       sizeof tmp);
+    if (n == 0 || n > cap)
+        return FK_V_INTERNAL;
+    memcpy(out, tmp, n);
+    reply->p = out;
+    reply->n = n;
+    return FK_V_OK;
+}
+
+/* Key selection with MIT's semantics (rd_req_dec.c): the ticket's kvno first, then every key of the
+ * principal and enctype whatever its kvno; the verdict on failure says precisely which case it is. */
+static int decrypt_ticket(const fk_validator *v, fk_result *r, uint8_t *plain, size_t *plen)
+{
+    const fk_apreq *q = &r->req;
+    int any_princ = 0, any_accepted = 0, kvno_found = 0, kvno_etype_found = 0, etype_found = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < v->nkeys; i++) {
+            const fk_kt_entry *e = &v->keys[i];
+            if (!entry_is(e, q))
+                continue;
+            any_princ = 1;
+            if (!e->accepted)
+                continue;
+            any_accepted = 1;
+            int kvno_match = q->has_kvno && e->kvno == q->tkt_kvno;
+            if (pass == 0) {
+                kvno_found |= kvno_match;
+                kvno_etype_found |= kvno_match && e->enctype == q->tkt_etype;
+                etype_found |= e->enctype == q->tkt_etype;
+            }
+            if (e->enctype != q->tkt_etype)
+                continue;
+            /* pass 0: the ticket's kvno (or every key when it names none); pass 1: the other kvnos */
+            if (pass == 0 ? (q->has_kvno && !kvno_match) : (!q->has_kvno || kvno_match))
+                continue;
+            r->key_tried++;
+            if (fk_decrypt(&e->tkt, q->tkt_cipher.p, q->tkt_cipher.n, plain, plen) == FK_OK) {
+                r->key = e;
+                return FK_V_OK;
+            }
+        }
+    }
+    if (!any_princ)
+        return FK_V_WRONG_PRINCIPAL;
+    if (!any_accepted)
+        return FK_V_PRINCIPAL_NOT_ACCEPTED;
+    if (!q->has_kvno)
+        return etype_found ? FK_V_TICKET_INTEGRITY_NO_KVNO : FK_V_ENCTYPE_NOT_IN_KEYTAB;
+    if (kvno_etype_found)
+        return FK_V_TICKET_INTEGRITY;
+    if (kvno_found)
+        return FK_V_ENCTYPE_NOT_IN_KEYTAB;
+    if (!etype_found && !kvno_found)
+        return FK_V_KVNO;  /* neither kvno nor enctype: the kvno is the first thing to fix */
+    return FK_V_KVNO;
+}
+
+int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double now,
+                const uint8_t *cb, size_t cblen, uint8_t *scratch, size_t scratchlen, fk_result *r)
+{
+    memset(r, 0, sizeof *r);
+    fk_derr e = {NULL, 0};
+    if (scratchlen < fk_scratch_size(toklen))
+        return done(r, FK_V_INTERNAL);
+    /* the decoded token never exceeds the raw length; base64 shrinks it */
+    if (toklen > v->max_token * 4 / 3 + 64)
+        return done(r, FK_V_TOO_LARGE);
+    uint8_t *decoded = scratch;
+    uint8_t *tkt_plain = scratch + toklen;
+    uint8_t *auth_plain = tkt_plain + toklen;
+    uint8_t *pac_copy = auth_plain + toklen;
+    uint8_t *answer = pac_copy + toklen;
+    size_t answer_cap = scratchlen - 4 * toklen;
+
+    /* 1. framing: header / base64 / GSS / SPNEGO */
+    fk_buf raw;
+    if (fk_token_bytes(tok, toklen, decoded, &raw) != 0) {
+        r->what = "token is neither binary nor base64";
+        return done(r, FK_V_MALFORMED);
+    }
+    if (raw.n > v->max_token)
+        return done(r, FK_V_TOO_LARGE);
+    int u = fk_unframe(raw.p, raw.n, &r->frame, &e);
+    if (u != FK_UNFRAME_OK) {
+        r->what = e.what;
+        r->offset = e.offset;
+        return done(r, u == FK_UNFRAME_NTLM ? FK_V_NTLM : u == FK_UNFRAME_NO_KRB5 ? FK_V_NO_KRB5 : FK_V_MALFORMED);
+    }
+    size_t apreq_off = (size_t)(r->frame.apreq.p - raw.p);
+
+    /* 2. AP-REQ */
+    fk_apreq *q = &r->req;
+    if (fk_decode_apreq(r->frame.apreq, q, &e) != 0)
+        return malformed(r, &e, apreq_off);
+    if (flag(q->ap_options, AP_OPT_USE_SESSION_KEY))
+        return done(r, FK_V_USER_TO_USER);
+    if (!permitted(v, q->tkt_etype))
+        return done(r, FK_V_ENCTYPE_NOT_PERMITTED);
+
+    /* 3. key selection and ticket decryption (usage 2) */
+    size_t plen;
+    int rc = decrypt_ticket(v, r, tkt_plain, &plen);
+    if (rc != FK_V_OK)
+        return done(r, rc);
+    fk_enc_ticket *t = &r->tkt;
+    if (fk_decode_enc_ticket((fk_buf){tkt_plain, plen}, t, &e) != 0)
+        return malformed(r, &e, 0);
+    r->have_tkt = 1;
+    r->tkt_start = t->has_starttime ? t->starttime : t->authtime;
+
+    /* 4. authenticator (usage 11) in the session key */
+    if (!permitted(v, t->keytype))
+        return done(r, FK_V_SESSION_ENCTYPE_NOT_PERMITTED);
+    if (q->auth_etype != t->keytype)
+        return done(r, FK_V_AUTH_ENCTYPE_MISMATCH);
+    fk_ekey sk;
+    if (fk_ekey_init(&sk, t->keytype, t->key.p, t->key.n, KU_AP_REQ_AUTH) != FK_OK) {
+        r->what = "session key has the wrong length for its enctype";
+        return done(r, FK_V_MALFORMED);
+    }
+    size_t alen;
+    rc = fk_decrypt(&sk, q->auth_cipher.p, q->auth_cipher.n, auth_plain, &alen);
+    if (rc != FK_OK)
+        return done(r, rc == FK_ERR_INTEGRITY ? FK_V_AUTH_INTEGRITY : FK_V_MALFORMED);
+    fk_authenticator *a = &r->auth;
+    if (fk_decode_authenticator((fk_buf){auth_plain, alen}, a, &e) != 0)
+        return malformed(r, &e, 0);
+    r->have_auth = 1;
+
+    /* 5. policy: names, realms, flags, times (MIT's order: skew before ticket times) */
+    if (!buf_eq(a->crealm, t->crealm) || !name_eq(&a->cname, &t->cname))
+        return done(r, FK_V_NAME_MISMATCH);
+    if (!realm_allowed(v, t->crealm.p, t->crealm.n))
+        return done(r, FK_V_REALM);
+    if ((rc = check_transited(v, r)) != FK_V_OK)
+        return done(r, rc);
+    if (flag(t->flags, TKT_FLG_INVALID))
+        return done(r, FK_V_TICKET_INVALID);
+    double atime = (double)a->ctime + (double)a->cusec / 1e6;
+    r->skew_seconds = atime - now;
+    if (fabs(r->skew_seconds) > v->skew || isnan(r->skew_seconds))
+        return done(r, FK_V_CLOCK_SKEW);
+    if (now < (double)r->tkt_start - v->skew)
+        return done(r, FK_V_NOT_YET_VALID);
+    if (now > (double)t->endtime + v->skew)
+        return done(r, FK_V_EXPIRED);
+
+    /* 6. checksum: GSS 0x8003 flags and channel bindings, or a keyed checksum over nothing */
+    if (r->frame.kind != FK_FRAME_RAW || (a->has_cksum && a->cksumtype == GSS_CKSUM_8003)) {
+        if ((rc = check_gss_cksum(v, cb, cblen, r)) != FK_V_OK)
+            return done(r, rc);
+    } else if (a->has_cksum) {
+        fk_ekey ck;
+        if (fk_ekey_init(&ck, t->keytype, t->key.p, t->key.n, KU_AP_REQ_CKSUM) != FK_OK ||
+            fk_checksum_verify(&ck, a->cksumtype, NULL, 0, a->cksum.p, a->cksum.n) != FK_OK)
+            return done(r, FK_V_CKSUM_INTEGRITY);
+    }
+    r->mutual = flag(q->ap_options, AP_OPT_MUTUAL_REQUIRED) || (r->gss_flags & GSS_C_MUTUAL_FLAG);
+
+    /* 7. PAC server signature, when the ticket carries a PAC */
+    if (t->authdata.n) {
+        int f = fk_find_authdata(t->authdata, AD_WIN2K_PAC, &r->pac);
+        if (f < 0) {
+            r->what = "ticket authorization-data is malformed";
+            return done(r, FK_V_MALFORMED);
+        }
+        if (f == 1 && v->verify_pac && (rc = verify_pac(r->key, r->pac, pac_copy, r)) != FK_V_OK)
+            return done(r, rc);
+    }
+
+    /* 8. replay: identity = MAC of the authenticator ciphertext + the principal whose key decrypted
+     * the ticket (never the clear-text sname). The MAC is the tail (AES) or the head (RC4). */
+    const uint8_t *mac = sk.enctype == 23 ? q->auth_cipher.p : q->auth_cipher.p + q->auth_cipher.n - sk.hlen;
+    memcpy(r->replay_key, mac, 12);
+    uint32_t ph = r->key->princ_hash;
+    memcpy(r->replay_key + 12, &ph, 4);
+    r->replay_expiry = atime + v->skew + 1.0;
+    if (v->cold_start && now < v->rc_started + v->skew && atime < v->rc_started)
+        return done(r, FK_V_RC_COLD);
+    if (v->rc) {
+        int ins = fk_rcache_insert(v->rc, r->replay_key, r->replay_expiry, now, &r->first_seen);
+        if (ins == FK_RC_REPLAY)
+            return done(r, FK_V_REPLAY);
+        if (ins == FK_RC_FULL)
+            return done(r, FK_V_RC_FULL);
+        if (ins != FK_RC_OK)
+            return done(r, FK_V_RC_UNAVAILABLE);
+    }
+
+    /* 9. the answer: AP-REP for mutual authentication; SPNEGO always gets accept-completed */
+    if (r->mutual) {
+        fk_ekey rk;
+        if (fk_ekey_init(&rk, t->keytype, t->key.p, t->key.n, KU_AP_REP) != FK_OK)
+            return done(r, FK_V_INTERNAL);
+        if ((rc = build_reply(r, &rk, answer, answer_cap, &r->reply)) != FK_V_OK)
+            return done(r, rc);
+    }
+    if (r->frame.kind == FK_FRAME_SPNEGO || r->frame.kind == FK_FRAME_SPNEGO_RESP) {
+        if ((rc = spnego_wrap(r, answer + 600, answer_cap > 600 ? answer_cap - 600 : 0, &r->reply)) != FK_V_OK)
+            return done(r, rc);
+    }
+    return done(r, FK_V_OK);
+}

@@ -1,0 +1,124 @@
+/* Token in, verdict out: every acceptance check of RFC 4120 §3.2.3 and RFC 4121 §4.1.1 in C.
+ *
+ * fk_validate runs without the GIL and allocates nothing: the caller provides a scratch buffer
+ * (fk_scratch_size) that receives the decoded token, both plaintexts and the AP-REP. The result
+ * struct holds slices into the token and the scratch, plus the facts an error needs.
+ */
+#ifndef FASTKRB_VALIDATE_H
+#define FASTKRB_VALIDATE_H
+
+#include "der.h"
+#include "kcrypto.h"
+#include "rcache.h"
+
+/* Verdicts. Python maps each to a KerberosError subclass with cause, fix and details. */
+enum {
+    FK_V_OK = 0,
+    FK_V_MALFORMED,
+    FK_V_TOO_LARGE,
+    FK_V_NTLM,
+    FK_V_NO_KRB5,
+    FK_V_USER_TO_USER,
+    FK_V_ENCTYPE_NOT_PERMITTED,      /* ticket enctype */
+    FK_V_SESSION_ENCTYPE_NOT_PERMITTED,
+    FK_V_WRONG_PRINCIPAL,            /* not in keytab at all */
+    FK_V_PRINCIPAL_NOT_ACCEPTED,     /* in keytab, excluded by principals= */
+    FK_V_KVNO,                       /* no key of the ticket's kvno decrypts; kvno absent from keytab */
+    FK_V_ENCTYPE_NOT_IN_KEYTAB,
+    FK_V_TICKET_INTEGRITY,           /* a key of the right kvno and enctype does not decrypt */
+    FK_V_TICKET_INTEGRITY_NO_KVNO,   /* ticket has no kvno; no key of its enctype decrypts */
+    FK_V_AUTH_INTEGRITY,
+    FK_V_AUTH_ENCTYPE_MISMATCH,      /* authenticator enctype differs from the session key's */
+    FK_V_CKSUM_INTEGRITY,            /* non-GSS authenticator checksum does not verify */
+    FK_V_PAC_INTEGRITY,
+    FK_V_PAC_MALFORMED,
+    FK_V_NAME_MISMATCH,
+    FK_V_REALM,
+    FK_V_TRANSITED,
+    FK_V_TICKET_INVALID,
+    FK_V_CLOCK_SKEW,
+    FK_V_NOT_YET_VALID,
+    FK_V_EXPIRED,
+    FK_V_CB_MISMATCH,
+    FK_V_CB_MISSING,
+    FK_V_REPLAY,
+    FK_V_RC_COLD,
+    FK_V_RC_FULL,
+    FK_V_RC_UNAVAILABLE,
+    FK_V_INTERNAL,
+};
+
+/* One keytab key, prepared once when the keytab is loaded. */
+typedef struct fk_kt_entry {
+    fk_buf realm;                    /* points into memory owned by the Python Validator */
+    int ncomp;
+    fk_buf comp[FK_MAX_COMPONENTS];
+    uint32_t kvno;
+    int32_t enctype;
+    int accepted;                    /* principal is in principals= (or all are accepted) */
+    int princ;                       /* index of the distinct principal */
+    uint32_t princ_hash;             /* names the principal in replay-cache keys */
+    fk_ekey tkt;                     /* usage 2: ticket enc-part (RFC 4120 §7.5.1) */
+    fk_ekey pac;                     /* usage 17: PAC server signature (MS-PAC §2.8.1) */
+} fk_kt_entry;
+
+typedef struct fk_validator {
+    fk_kt_entry *keys;               /* grouped by principal, newest kvno first */
+    size_t nkeys;
+    uint64_t permitted;              /* bit e set: enctype e permitted (e < 64) */
+    double skew;
+    size_t max_token;
+    fk_buf *realms;                  /* allowed client/transited realms; nrealms 0 = any */
+    size_t nrealms;
+    int verify_pac;
+    fk_rcache *rc;                   /* NULL: the caller checks the replay tag itself */
+    int cold_start;
+    double rc_started;               /* when the replay cache started empty */
+} fk_validator;
+
+#define FK_CB_NONE 0        /* no bindings involved */
+#define FK_CB_MATCHED 1
+#define FK_CB_MATCHED_JAVA 2
+#define FK_CB_CLIENT_NONE 3 /* acceptor had bindings, client sent none (allowed) */
+#define FK_CB_IGNORED 4     /* client sent bindings, acceptor had none */
+
+typedef struct fk_result {
+    int code;
+    const char *what;                /* malformed: the rule that failed */
+    size_t offset;
+    fk_frame frame;
+    fk_apreq req;
+    fk_enc_ticket tkt;
+    fk_authenticator auth;
+    int have_tkt, have_auth;
+    const fk_kt_entry *key;          /* the key that decrypted the ticket */
+    int key_tried;                   /* how many keys were tried */
+    int64_t tkt_start;
+    double skew_seconds;             /* authenticator time minus now (+: client ahead) */
+    int has_gss_cksum;
+    uint32_t gss_flags;
+    fk_buf deleg;                    /* KRB-CRED from the 0x8003 checksum, if delegated */
+    int cb_state;
+    int cbt_required;
+    int mutual;
+    fk_buf pac;
+    int pac_verified;
+    uint8_t replay_key[16];          /* the replay identity (when rc is NULL the caller checks it) */
+    double replay_expiry;
+    double first_seen;               /* replay: when the authenticator was first accepted */
+    fk_buf reply;                    /* the response token (framed like the request), if any */
+    fk_buf transited_bad;            /* the transited realm that is not allowed */
+} fk_result;
+
+size_t fk_scratch_size(size_t toklen);
+
+/* tok: raw bytes, base64, or "Negotiate <base64>". cb/cblen: acceptor channel-binding application
+ * data (NULL: none). scratch: fk_scratch_size(toklen) bytes. Returns r->code. */
+int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double now,
+                const uint8_t *cb, size_t cblen, uint8_t *scratch, size_t scratchlen, fk_result *r);
+
+uint32_t fk_princ_hash(const fk_kt_entry *e);
+/* "Negotiate <b64>", bare base64 or raw bytes -> the token bytes (out holds n bytes). 0 or -1. */
+int fk_token_bytes(const uint8_t *tok, size_t n, uint8_t *out, fk_buf *res);
+
+#endif

@@ -1,0 +1,7 @@
+"""`python -m fastkrb` is the `fastkrb` command."""
+
+import sys
+
+from fastkrb.cli import main
+
+sys.exit(main())

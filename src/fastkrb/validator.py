@@ -1,0 +1,168 @@
+"""The Validator: configuration in Python, validation in native code.
+
+A Validator prepares every keytab key once (derived keys and HMAC states for the ticket usage), then
+``validate()`` is a single call into C that releases the GIL. It is stateless per call apart from the
+replay cache, so one instance serves many threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, Union
+
+from fastkrb import _native
+from fastkrb.diagnose import explain
+from fastkrb.errors import KerberosError, Replay, ReplayCacheUnavailable
+from fastkrb.keytab import Keytab
+
+__all__ = ["Validator", "AuthResult", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
+
+log = logging.getLogger("fastkrb")
+
+AuthResult = _native.AuthResult
+SUPPORTED_ENCTYPES = (17, 18, 19, 20, 23)
+DEFAULT_ENCTYPES = (20, 19, 18, 17)
+DEFAULT_MAX_TOKEN = 64 * 1024
+
+
+class ReplayBackend(Protocol):
+    """What a Python replay cache offers the validator (fastkrb.replay backends implement it)."""
+
+    started: float
+
+    def insert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]: ...
+
+
+KeytabLike = Union[str, "os.PathLike[str]", bytes, Keytab]
+ReplaySpec = Union[str, ReplayBackend, None]
+
+
+class Validator:
+    """Validates AP-REQ tokens against a keytab; see design.md for the contract."""
+
+    def __init__(
+        self,
+        keytab: KeytabLike,
+        principals: Iterable[str] | None = None,
+        clock_skew: float = 300.0,
+        replay_cache: ReplaySpec = "memory",
+        enctypes: Sequence[int] = DEFAULT_ENCTYPES,
+        cold_start: bool = True,
+        *,
+        allowed_realms: Iterable[str] | None = None,
+        max_token_size: int = DEFAULT_MAX_TOKEN,
+        verify_pac: bool = True,
+        replay_capacity: int = 1 << 20,
+    ) -> None:
+        if clock_skew < 0:
+            raise ValueError("clock_skew must be >= 0")
+        bad = [e for e in enctypes if e not in SUPPORTED_ENCTYPES]
+        if bad:
+            raise ValueError(f"unsupported enctypes {bad}; fastkrb supports {SUPPORTED_ENCTYPES}")
+        self.clock_skew = float(clock_skew)
+        self.enctypes = tuple(enctypes)
+        self.cold_start = bool(cold_start)
+        self.max_token_size = int(max_token_size)
+        self.verify_pac = bool(verify_pac)
+        self.principals = None if principals is None else tuple(principals)
+        self._allowed_realms_arg = None if allowed_realms is None else tuple(allowed_realms)
+        self._replay = self._make_replay(replay_cache, replay_capacity)
+        self._load(keytab)
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def _make_replay(self, spec: ReplaySpec, capacity: int) -> Any:
+        if spec is None or spec == "none":
+            log.warning("fastkrb: replay cache disabled (replay_cache='none'): replayed tokens will be accepted")
+            return None
+        if spec == "memory":
+            return _native.MemoryReplayCache(capacity)
+        if isinstance(spec, str):
+            raise ValueError(f"unknown replay cache {spec!r} (use 'memory' or 'none', or pass a backend)")
+        return spec
+
+    def _load(self, keytab: KeytabLike) -> None:
+        kt = keytab if isinstance(keytab, Keytab) else Keytab.load(keytab)
+        accept = self._acceptor(self.principals)
+        entries = []
+        index: dict[str, list[tuple[int, int]]] = {}
+        realms: list[str] = []
+        for e in kt.entries:
+            index.setdefault(e.principal, []).append((e.kvno, e.enctype))
+            if e.enctype not in SUPPORTED_ENCTYPES:
+                continue  # DES and friends: listed for diagnoses, never used
+            ok = accept(e.principal)
+            if ok and e.realm not in realms:
+                realms.append(e.realm)
+            entries.append(((tuple(c.encode() for c in e.components), e.realm.encode(), e.kvno, e.enctype, e.key, ok),
+                            e.kvno))
+        # newest kvno first within a principal, so kvno-less tickets try the current key first
+        entries.sort(key=lambda t: -t[1])
+        allowed = self._allowed_realms_arg
+        if allowed is None:
+            allowed_list: list[str] | None = realms
+        elif "*" in allowed:
+            allowed_list = None
+        else:
+            allowed_list = list(allowed)
+        permitted = 0
+        for e in self.enctypes:
+            permitted |= 1 << e
+        native_rc = self._replay if isinstance(self._replay, _native.MemoryReplayCache) else None
+        hook = None if native_rc is not None or self._replay is None else self._replay_hook
+        started = float(getattr(self._replay, "started", time.time())) if self._replay is not None else 0.0
+        self._index = index
+        self.allowed_realms = allowed_list
+        self.keytab = kt
+
+        def on_error(code: int, facts: dict[str, Any]) -> Any:
+            raise explain(_native.VERDICTS.get(code, "internal"), facts, index, self.enctypes, allowed_list, started)
+
+        self._native = _native.NativeValidator(
+            [t for t, _ in entries], permitted, self.clock_skew, self.max_token_size,
+            [r.encode() for r in allowed_list or []], self.verify_pac, native_rc,
+            self.cold_start and self._replay is not None, started, on_error, hook,
+        )
+        # the hot path: one attribute lookup, then C
+        self.validate = self._native.validate  # type: ignore[method-assign]
+
+    @staticmethod
+    def _acceptor(principals: Sequence[str] | None) -> Any:
+        if principals is None:
+            return lambda p: True
+        full = {p for p in principals if "@" in p}
+        bare = {p for p in principals if "@" not in p}
+        return lambda p: p in full or p.rsplit("@", 1)[0] in bare
+
+    def _replay_hook(self, key: bytes, expiry: float, now: float, ctime: float) -> None:
+        try:
+            fresh, first = self._replay.insert(key, expiry, now)
+        except KerberosError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any backend failure must fail closed
+            raise ReplayCacheUnavailable(f"The replay cache cannot answer ({type(exc).__name__}: {exc}); "
+                                         "failing closed.", details={"reason": str(exc)}) from None
+        if not fresh:
+            ago = None if first is None else now - first
+            raise Replay(f"This authenticator was already accepted{'' if ago is None else f' {ago:.3f} s ago'}.",
+                         details={"first_seen": first, "first_seen_ago": ago})
+
+    def reload(self, keytab: KeytabLike) -> None:
+        """Swap in a new keytab atomically; the replay cache (and its memory) carries over."""
+        self._load(keytab)
+
+    # -- the work -------------------------------------------------------------------------------
+
+    def validate(self, token: str | bytes, now: float | None = None,
+                 channel_bindings: bytes | None = None) -> AuthResult:
+        """Validate one token; returns an AuthResult or raises a KerberosError subclass."""
+        return self._native.validate(token, now, channel_bindings)  # replaced per instance by _load
+
+    def replay_stats(self) -> dict[str, int] | None:
+        if self._replay is None:
+            return None
+        stats = getattr(self._replay, "stats", None)
+        return stats() if stats else None
