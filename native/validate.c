@@ -3,6 +3,7 @@
 #include "validate.h"
 
 #include <math.h>
+#include <openssl/crypto.h>
 #include <openssl/md5.h>
 #include <string.h>
 
@@ -93,6 +94,19 @@ static int done(fk_result *r, int code)
 {
     r->code = code;
     return code;
+}
+
+size_t fk_scratch_used(const fk_result *r, const uint8_t *scratch)
+{
+    return r->scratch_end;
+}
+
+/* Record that scratch up to p+n holds data (plaintexts, keys) the caller must wipe. */
+static void used(fk_result *r, const uint8_t *scratch, const uint8_t *p, size_t n)
+{
+    size_t end = (size_t)(p - scratch) + n;
+    if (end > r->scratch_end)
+        r->scratch_end = end;
 }
 
 static int malformed(fk_result *r, const fk_derr *e, size_t base_off)
@@ -231,7 +245,7 @@ static int check_gss_cksum(const fk_validator *v, const uint8_t *cb, size_t cble
 }
 
 /* MS-PAC §2.8.1: the server signature covers the PAC with both signature fields zeroed. */
-static int verify_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, fk_result *r)
+int fk_verify_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, fk_result *r)
 {
     const uint8_t *p = pac.p;
     size_t n = pac.n;
@@ -400,8 +414,9 @@ static int decrypt_ticket(const fk_validator *v, fk_result *r, uint8_t *plain, s
     return FK_V_KVNO;
 }
 
-int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double now,
-                const uint8_t *cb, size_t cblen, uint8_t *scratch, size_t scratchlen, fk_result *r)
+static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double now,
+                    const uint8_t *cb, size_t cblen, uint8_t *scratch, size_t scratchlen, fk_result *r,
+                    fk_ekey *ks)
 {
     memset(r, 0, sizeof *r);
     fk_derr e = {NULL, 0};
@@ -445,6 +460,7 @@ int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double
     /* 3. key selection and ticket decryption (usage 2) */
     size_t plen;
     int rc = decrypt_ticket(v, r, tkt_plain, &plen);
+    used(r, scratch, tkt_plain, q->tkt_cipher.n);
     if (rc != FK_V_OK)
         return done(r, rc);
     fk_enc_ticket *t = &r->tkt;
@@ -458,13 +474,15 @@ int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double
         return done(r, FK_V_SESSION_ENCTYPE_NOT_PERMITTED);
     if (q->auth_etype != t->keytype)
         return done(r, FK_V_AUTH_ENCTYPE_MISMATCH);
-    fk_ekey sk;
+    fk_ekey *skp = &ks[0], *tmp = &ks[1];
+#define sk (*skp)
     if (fk_ekey_init(&sk, t->keytype, t->key.p, t->key.n, KU_AP_REQ_AUTH) != FK_OK) {
         r->what = "session key has the wrong length for its enctype";
         return done(r, FK_V_MALFORMED);
     }
     size_t alen;
     rc = fk_decrypt(&sk, q->auth_cipher.p, q->auth_cipher.n, auth_plain, &alen);
+    used(r, scratch, auth_plain, q->auth_cipher.n);
     if (rc != FK_OK)
         return done(r, rc == FK_ERR_INTEGRITY ? FK_V_AUTH_INTEGRITY : FK_V_MALFORMED);
     fk_authenticator *a = &r->auth;
@@ -495,9 +513,8 @@ int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double
         if ((rc = check_gss_cksum(v, cb, cblen, r)) != FK_V_OK)
             return done(r, rc);
     } else if (a->has_cksum) {
-        fk_ekey ck;
-        if (fk_ekey_init(&ck, t->keytype, t->key.p, t->key.n, KU_AP_REQ_CKSUM) != FK_OK ||
-            fk_checksum_verify(&ck, a->cksumtype, NULL, 0, a->cksum.p, a->cksum.n) != FK_OK)
+        if (fk_ekey_init(tmp, t->keytype, t->key.p, t->key.n, KU_AP_REQ_CKSUM) != FK_OK ||
+            fk_checksum_verify(tmp, a->cksumtype, NULL, 0, a->cksum.p, a->cksum.n) != FK_OK)
             return done(r, FK_V_CKSUM_INTEGRITY);
     }
     r->mutual = flag(q->ap_options, AP_OPT_MUTUAL_REQUIRED) || (r->gss_flags & GSS_C_MUTUAL_FLAG);
@@ -509,8 +526,11 @@ int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double
             r->what = "ticket authorization-data is malformed";
             return done(r, FK_V_MALFORMED);
         }
-        if (f == 1 && v->verify_pac && (rc = verify_pac(r->key, r->pac, pac_copy, r)) != FK_V_OK)
-            return done(r, rc);
+        if (f == 1 && v->verify_pac) {
+            used(r, scratch, pac_copy, r->pac.n);
+            if ((rc = fk_verify_pac(r->key, r->pac, pac_copy, r)) != FK_V_OK)
+                return done(r, rc);
+        }
     }
 
     /* 8. replay: identity = MAC of the authenticator ciphertext + the principal whose key decrypted
@@ -534,15 +554,27 @@ int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double
 
     /* 9. the answer: AP-REP for mutual authentication; SPNEGO always gets accept-completed */
     if (r->mutual) {
-        fk_ekey rk;
-        if (fk_ekey_init(&rk, t->keytype, t->key.p, t->key.n, KU_AP_REP) != FK_OK)
+        used(r, scratch, answer, answer_cap);
+        if (fk_ekey_init(tmp, t->keytype, t->key.p, t->key.n, KU_AP_REP) != FK_OK)
             return done(r, FK_V_INTERNAL);
-        if ((rc = build_reply(r, &rk, answer, answer_cap, &r->reply)) != FK_V_OK)
+        if ((rc = build_reply(r, tmp, answer, answer_cap, &r->reply)) != FK_V_OK)
             return done(r, rc);
     }
+    used(r, scratch, answer, answer_cap);
     if (r->frame.kind == FK_FRAME_SPNEGO || r->frame.kind == FK_FRAME_SPNEGO_RESP) {
         if ((rc = spnego_wrap(r, answer + 600, answer_cap > 600 ? answer_cap - 600 : 0, &r->reply)) != FK_V_OK)
             return done(r, rc);
     }
     return done(r, FK_V_OK);
+}
+#undef sk
+
+int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double now,
+                const uint8_t *cb, size_t cblen, uint8_t *scratch, size_t scratchlen, fk_result *r)
+{
+    /* session-key material lives here and is wiped whatever the verdict */
+    fk_ekey ks[2];
+    int rc = validate(v, tok, toklen, now, cb, cblen, scratch, scratchlen, r, ks);
+    OPENSSL_cleanse(ks, sizeof ks);
+    return rc;
 }

@@ -108,9 +108,12 @@ typedef struct fk_result {
     double first_seen;               /* replay: when the authenticator was first accepted */
     fk_buf reply;                    /* the response token (framed like the request), if any */
     fk_buf transited_bad;            /* the transited realm that is not allowed */
+    size_t scratch_end;              /* bytes of scratch written (wiped by the caller) */
 } fk_result;
 
 size_t fk_scratch_size(size_t toklen);
+/* How much of the scratch holds secrets after fk_validate (the prefix to wipe). */
+size_t fk_scratch_used(const fk_result *r, const uint8_t *scratch);
 
 /* tok: raw bytes, base64, or "Negotiate <base64>". cb/cblen: acceptor channel-binding application
  * data (NULL: none). scratch: fk_scratch_size(toklen) bytes. Returns r->code. */
@@ -118,6 +121,17 @@ int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double
                 const uint8_t *cb, size_t cblen, uint8_t *scratch, size_t scratchlen, fk_result *r);
 
 uint32_t fk_princ_hash(const fk_kt_entry *e);
+/* MS-PAC §2.8.1 server signature with the key that decrypted the ticket; copy holds pac.n bytes. */
+int fk_verify_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, fk_result *r);
+
+/* Where the time goes: ns per operation of each stage of one token, each looped `iters` times in C.
+ * out[]: FK_STAGE_* order. Returns 0, or the verdict code when the token does not validate. */
+enum { FK_STAGE_FRAMING, FK_STAGE_DER_APREQ, FK_STAGE_TICKET_DECRYPT, FK_STAGE_DER_TICKET,
+       FK_STAGE_SESSION_KEY, FK_STAGE_AUTHENTICATOR, FK_STAGE_PAC, FK_STAGE_REPLAY, FK_STAGE_FULL,
+       FK_NSTAGES };
+int fk_profile_stages(const fk_validator *v, const uint8_t *tok, size_t toklen, double now, long iters,
+                      fk_rcache *rc, double *out);
+
 /* "Negotiate <b64>", bare base64 or raw bytes -> the token bytes (out holds n bytes). 0 or -1. */
 int fk_token_bytes(const uint8_t *tok, size_t n, uint8_t *out, fk_buf *res);
 

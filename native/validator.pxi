@@ -123,6 +123,7 @@ cdef extern from "validate.h":
         fk_buf transited_bad
     int FK_V_OK, FK_V_MALFORMED, FK_V_TOO_LARGE, FK_V_NTLM, FK_V_NO_KRB5, FK_V_USER_TO_USER, FK_V_ENCTYPE_NOT_PERMITTED, FK_V_SESSION_ENCTYPE_NOT_PERMITTED, FK_V_WRONG_PRINCIPAL, FK_V_PRINCIPAL_NOT_ACCEPTED, FK_V_KVNO, FK_V_ENCTYPE_NOT_IN_KEYTAB, FK_V_TICKET_INTEGRITY, FK_V_TICKET_INTEGRITY_NO_KVNO, FK_V_AUTH_INTEGRITY, FK_V_AUTH_ENCTYPE_MISMATCH, FK_V_CKSUM_INTEGRITY, FK_V_PAC_INTEGRITY, FK_V_PAC_MALFORMED, FK_V_NAME_MISMATCH, FK_V_REALM, FK_V_TRANSITED, FK_V_TICKET_INVALID, FK_V_CLOCK_SKEW, FK_V_NOT_YET_VALID, FK_V_EXPIRED, FK_V_CB_MISMATCH, FK_V_CB_MISSING, FK_V_REPLAY, FK_V_RC_COLD, FK_V_RC_FULL, FK_V_RC_UNAVAILABLE, FK_V_INTERNAL
     size_t fk_scratch_size(size_t toklen) nogil
+    size_t fk_scratch_used(const fk_result *r, const uint8_t *scratch) nogil
     int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double now,
                     const uint8_t *cb, size_t cblen, uint8_t *scratch, size_t scratchlen, fk_result *r) nogil
     uint32_t fk_princ_hash(const fk_kt_entry *e)
@@ -153,25 +154,43 @@ cdef inline bytes _bytes(fk_buf b):
 
 cdef str _name(const fk_name *nm, fk_buf realm):
     """MIT's unparse: components joined by '/', then '@realm'; '/', '@' and '\\' escaped."""
-    cdef bytearray out = bytearray()
+    cdef char stack[512]
+    cdef char *out = stack
+    cdef size_t cap = 2 * realm.n + 2
+    cdef size_t o = 0, j
     cdef int i
-    cdef size_t j
     cdef uint8_t ch
     for i in range(nm.ncomp):
-        if i:
-            out.append(0x2f)
-        for j in range(nm.comp[i].n):
-            ch = nm.comp[i].p[j]
-            if ch == 0x2f or ch == 0x40 or ch == 0x5c:
-                out.append(0x5c)
-            out.append(ch)
-    out.append(0x40)
-    for j in range(realm.n):
-        ch = realm.p[j]
-        if ch == 0x40 or ch == 0x5c:
-            out.append(0x5c)
-        out.append(ch)
-    return out.decode("utf-8", "surrogateescape")
+        cap += 2 * nm.comp[i].n + 1
+    if cap > sizeof(stack):
+        out = <char *>malloc(cap)
+        if out == NULL:
+            raise MemoryError()
+    try:
+        for i in range(nm.ncomp):
+            if i:
+                out[o] = b'/'
+                o += 1
+            for j in range(nm.comp[i].n):
+                ch = nm.comp[i].p[j]
+                if ch == 0x2f or ch == 0x40 or ch == 0x5c:
+                    out[o] = b'\\'
+                    o += 1
+                out[o] = <char>ch
+                o += 1
+        out[o] = b'@'
+        o += 1
+        for j in range(realm.n):
+            ch = realm.p[j]
+            if ch == 0x40 or ch == 0x5c:
+                out[o] = b'\\'
+                o += 1
+            out[o] = <char>ch
+            o += 1
+        return PyUnicode_DecodeUTF8(out, o, "surrogateescape")
+    finally:
+        if out != stack:
+            free(out)
 
 
 cdef str _realm(fk_buf realm):
@@ -441,12 +460,10 @@ cdef class NativeValidator:
                 return self._on_error(code, _facts(&r, t, self.v.skew))
             return _result(&r, t)
         finally:
+            # plaintexts and session keys must not linger: wipe what the call wrote
+            OPENSSL_cleanse(scratch, fk_scratch_used(&r, scratch))
             if scratch != stackbuf:
-                memset(scratch, 0, need)
                 free(scratch)
-            else:
-                # plaintexts and session keys must not linger on the stack
-                OPENSSL_cleanse(stackbuf, need)
 
 
 cdef extern from "openssl/crypto.h":
@@ -565,3 +582,27 @@ def decode_token(token):
         "mutual_required": bool((q.ap_options >> 29) & 1), "use_session_key": bool((q.ap_options >> 30) & 1),
     })
     return out
+
+
+cdef extern from "validate.h":
+    int FK_NSTAGES
+    int fk_profile_stages(const fk_validator *v, const uint8_t *tok, size_t toklen, double now, long iters,
+                          fk_rcache *rc, double *out) nogil
+
+STAGES = ("framing", "der_apreq", "ticket_decrypt", "der_ticket", "session_key", "authenticator", "pac",
+          "replay_insert", "full_validate")
+
+
+def profile_stages(NativeValidator nv, bytes token, double now, long iters=20000,
+                   MemoryReplayCache rcache=None):
+    """ns per operation for each stage of validating ``token`` (see profile.c)."""
+    cdef double out[16]
+    cdef int code
+    cdef fk_rcache *rc = rcache.rc if rcache is not None else NULL
+    cdef const uint8_t *tok = <const uint8_t *>PyBytes_AS_STRING(token)
+    cdef size_t toklen = PyBytes_GET_SIZE(token)
+    with nogil:
+        code = fk_profile_stages(&nv.v, tok, toklen, now, iters, rc, out)
+    if code != 0:
+        raise ValueError(f"token does not validate ({VERDICTS.get(code, code)})")
+    return {STAGES[i]: out[i] for i in range(FK_NSTAGES)}
