@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from fastkrb.errors import MalformedToken
 
@@ -155,8 +155,7 @@ def _utf16(raw: bytes, where: str, offset: int, field: str) -> str:
 
 # ----------------------------------------------------------------------------------------- typed views
 
-@dataclass(frozen=True, slots=True)
-class PacBuffer:
+class PacBuffer(NamedTuple):
     """One PAC_INFO_BUFFER entry: where a buffer lies in the PAC."""
 
     type: int
@@ -210,14 +209,16 @@ class UpnDnsInfo:
                 "sam_name": self.sam_name, "sid": self.sid}
 
 
-@dataclass(frozen=True, slots=True)
-class GroupMembership:
+class GroupMembership(NamedTuple):
+    """GROUP_MEMBERSHIP: a RID in the logon (or resource) domain and its SE_GROUP_* attributes."""
+
     relative_id: int
     attributes: int
 
 
-@dataclass(frozen=True, slots=True)
-class SidAndAttributes:
+class SidAndAttributes(NamedTuple):
+    """KERB_SID_AND_ATTRIBUTES with the SID as a string."""
+
     sid: str
     attributes: int
 
@@ -331,6 +332,9 @@ class AttributesInfo:
     def pac_was_given_implicitly(self) -> bool:
         return bool(self.flags and self.flags[0] & 2)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"flags_length": self.flags_length, "flags": list(self.flags)}
+
 
 # ------------------------------------------------------------------------------------------ NDR reader
 
@@ -390,8 +394,7 @@ class _Ndr:
         if n != count:
             raise self.fail(f"{what}: array of {n} where the count says {count}")
         p = self.take(8 * n, what)
-        flat = struct.unpack_from(f"<{2 * n}I", self.data, p)
-        return tuple(GroupMembership(flat[i], flat[i + 1]) for i in range(0, 2 * n, 2))
+        return tuple(map(GroupMembership._make, struct.iter_unpack("<II", self.data[p:p + 8 * n])))
 
     def sid(self, what: str) -> str:
         """A conformant RPC_SID: the sub-authority count first, then the SID itself."""
@@ -574,19 +577,20 @@ class Pac:
         if table_end > n:
             raise _malformed("header", 0, f"cBuffers {count} needs a {table_end}-byte table, PAC has {n} bytes")
         self.version: int = version
-        entries = [PacBuffer(*struct.unpack_from("<IIQ", self.data, 8 + 16 * i)) for i in range(count)]
+        entries = list(map(PacBuffer._make, struct.iter_unpack("<IIQ", self.data[8:table_end])))
         by_type: dict[int, PacBuffer] = {}
         for i, b in enumerate(entries):
-            at = 8 + 16 * i
-            label = f"buffer table entry {i} ({_buffer_label(b.type)})"
-            if b.offset % 8:
-                raise _malformed(label, at + 8, f"buffer offset {b.offset} is not 8-byte aligned")
-            if b.offset < table_end or b.offset + b.size > n:
-                raise _malformed(label, at + 8, f"buffer [{b.offset}, {b.offset + b.size}) lies outside the data "
-                                                f"area [{table_end}, {n})")
-            if b.type in by_type and b.type in _SINGLETONS:
-                raise _malformed(label, at, f"second buffer of type {b.type}")
-            by_type.setdefault(b.type, b)
+            t, size, off = b
+            if off & 7 or off < table_end or off + size > n or (t in by_type and t in _SINGLETONS):
+                label = f"buffer table entry {i} ({_buffer_label(t)})"
+                if off & 7:
+                    raise _malformed(label, 16 + 16 * i, f"buffer offset {off} is not 8-byte aligned")
+                if t in by_type:
+                    raise _malformed(label, 8 + 16 * i, f"second buffer of type {t}")
+                raise _malformed(label, 16 + 16 * i, f"buffer [{off}, {off + size}) lies outside the data "
+                                                     f"area [{table_end}, {n})")
+            if t not in by_type:
+                by_type[t] = b
         spans = sorted((b.offset, b.offset + b.size, i) for i, b in enumerate(entries) if b.size)
         for (_s1, e1, i1), (s2, _e2, i2) in pairwise(spans):
             if s2 < e1:
@@ -705,10 +709,7 @@ class Pac:
         views: dict[str, Any] = {}
         for b in self.buffers:
             v = self._view(b.type)
-            views[b.name.lower()] = (v.hex() if isinstance(v, bytes) else
-                                     v.to_dict() if hasattr(v, "to_dict") else
-                                     {"flags_length": v.flags_length, "flags": list(v.flags)}
-                                     if isinstance(v, AttributesInfo) else v)
+            views[b.name.lower()] = v.hex() if isinstance(v, bytes) else v.to_dict() if hasattr(v, "to_dict") else v
         return {
             "version": self.version,
             "length": len(self.data),
