@@ -468,6 +468,19 @@ def test_zeroing_keeps_type_and_rodc_and_other_checksums() -> None:
     assert Pac(z).server_checksum.signature == bytes(12)  # type: ignore[union-attr]
 
 
+def test_rodc_identifier_is_decoded_and_not_zeroed() -> None:
+    server = struct.pack("<i", 16) + b"\x11" * 12
+    kdc = struct.pack("<i", -138) + b"\x22" * 16 + struct.pack("<H", 0x1234)  # signed by RODC 0x1234
+    data = struct.pack("<IIIIQIIQ", 2, 0, 6, len(server), 40, 7, len(kdc), 56) + server + \
+        bytes(56 - 40 - len(server)) + kdc
+    p = Pac(data)
+    assert p.kdc_checksum == pacmod.Signature(-138, b"\x22" * 16, 0x1234)
+    assert p.server_checksum == pacmod.Signature(16, b"\x11" * 12, None)
+    z = p.zeroed_for_server_signature()
+    assert z[56:60] == data[56:60] and z[60:76] == bytes(16) and z[76:78] == b"\x34\x12"
+    assert z[44:56] == bytes(12) and z[:44] == data[:44]
+
+
 def test_verify_without_server_signature_is_false() -> None:
     data = bytearray(bytes.fromhex(GOKRB5["pac_hex"]))
     struct.pack_into("<I", data, 8 + 16 * 3, 0x99)  # entry 3 (the server checksum) becomes an unknown type

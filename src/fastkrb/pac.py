@@ -693,8 +693,9 @@ class Pac:
     def zeroed_for_server_signature(self) -> bytes:
         """The PAC with the Signature fields of the server and KDC signatures zeroed (MS-PAC 2.8.1).
 
-        The SignatureType and RODCIdentifier fields stay; so do the ticket and full-PAC signatures, which the
-        KDC computes before the server signature.
+        The SignatureType and RODCIdentifier fields stay (MIT zeroed the RODC id too until krb5 PR #1208 and
+        then failed RODC-issued PACs); so do the ticket and full-PAC signatures, which the KDC computes before
+        the server signature.
         """
         out = bytearray(self.data)
         for t in (SERVER_CHECKSUM, PRIVSVR_CHECKSUM):
