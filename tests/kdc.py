@@ -232,7 +232,7 @@ def ap_req_offset(token: bytes) -> int:
         return 0
     if token[0] != 0x60:
         raise ValueError("not a GSS token")
-    _t, cs, ce = _tlv(token, 0)
+    _t, cs, _ce = _tlv(token, 0)
     otag, os_, oe = _tlv(token, cs)
     if otag != 0x06:
         raise ValueError("no mech OID")
@@ -240,7 +240,7 @@ def ap_req_offset(token: bytes) -> int:
     if oid == KRB5_OID:
         return oe + 2  # TOK_ID 01 00
     if oid == SPNEGO_OID:
-        _t, ics, ice = _tlv(token, oe)  # [0] NegTokenInit
+        _t, ics, _ice = _tlv(token, oe)  # [0] NegTokenInit
         _t, scs, sce = _tlv(token, ics)  # SEQUENCE
         mcs, _mce = _field(token, scs, sce, 2)  # mechToken
         _t, octs, _octe = _tlv(token, mcs)  # OCTET STRING
@@ -281,15 +281,15 @@ def _encdata(buf: bytes, cs: int, ce: int) -> tuple[int, int | None, tuple[int, 
 
 def parse_ap_req(token: bytes) -> ApReqView:
     base = ap_req_offset(token)
-    tag, cs, ce = _tlv(token, base)
+    tag, cs, _ce = _tlv(token, base)
     if tag != 0x6E:
         raise ValueError("not an AP-REQ")
     _t, s, e = _tlv(token, cs)  # SEQUENCE
-    ocs, oce = _field(token, s, e, 2)
+    ocs, _oce = _field(token, s, e, 2)
     _t, bs, be = _tlv(token, ocs)
     ap_options = token[bs + 1:be]
     tcs, _tce = _field(token, s, e, 3)
-    _t, tks, tke = _tlv(token, tcs)  # [APPLICATION 1]
+    _t, tks, _tke = _tlv(token, tcs)  # [APPLICATION 1]
     _t, ts, te = _tlv(token, tks)  # SEQUENCE
     rcs, _rce = _field(token, ts, te, 1)
     _t, rs, re_ = _tlv(token, rcs)
@@ -462,17 +462,43 @@ def _cb(channel_bindings: bytes | None) -> Any:
 def accept_in_process(token: bytes, keytab: str | Path, channel_bindings: bytes | None,
                       env: Mapping[str, str]) -> MitVerdict:
     import gssapi
+    from gssapi.raw.misc import GSSError
 
     with environment(env):
         try:
             creds = gssapi.Credentials(usage="accept", store={"keytab": str(keytab)})
             ctx = gssapi.SecurityContext(creds=creds, usage="accept", channel_bindings=_cb(channel_bindings))
             out = ctx.step(token)
-        except gssapi.exceptions.GSSError as exc:
+            # SPNEGO hands back its reject token first and raises the stored error on the next access.
+            complete = ctx.complete
+        except GSSError as exc:
             return MitVerdict(False, str(exc), None)
-        if not ctx.complete:
+        if not complete:
             return MitVerdict(False, "context not complete after one token", bytes(out) if out else None)
         return MitVerdict(True, "", bytes(out) if out else None)
+
+
+@dataclass(frozen=True)
+class MitView:
+    """What MIT's acceptor learnt from an accepted token: the ground truth for fields fastkrb reports."""
+
+    client: str
+    pac_buffers: tuple[str, ...]  # "urn:mspac:..." name attributes; empty when the ticket has no PAC
+    delegated: bool
+
+
+def inspect_in_process(token: bytes, keytab: str | Path, env: Mapping[str, str]) -> MitView:
+    """Accept ``token`` with MIT and read the client name, PAC buffers and delegated credential (raises on
+    rejection: use it only on tokens MIT accepts)."""
+    import gssapi
+
+    with environment(env):
+        creds = gssapi.Credentials(usage="accept", store={"keytab": str(keytab)})
+        ctx = gssapi.SecurityContext(creds=creds, usage="accept")
+        ctx.step(token)
+        name = ctx.initiator_name
+        attrs = tuple(sorted(a.decode() for a in name.attributes if a.startswith(b"urn:mspac:")))
+        return MitView(str(name), attrs, ctx.delegated_creds is not None)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -599,11 +625,12 @@ class Realm:
             if not conf.exists():
                 self.write_client_conf(conf, client_aware_channel_bindings="true")
             env["KRB5_CONFIG"] = str(conf)
-        flags = [gssapi.RequirementFlag.replay_detection, gssapi.RequirementFlag.out_of_sequence_detection]
+        rf = gssapi.RequirementFlag
+        flags = int(rf.replay_detection) | int(rf.out_of_sequence_detection)
         if mutual:
-            flags.append(gssapi.RequirementFlag.mutual_authentication)
+            flags |= int(rf.mutual_authentication)
         if delegate:
-            flags.append(gssapi.RequirementFlag.delegate_to_peer)
+            flags |= int(rf.delegate_to_peer)
         with environment(env):
             creds = gssapi.Credentials(usage="initiate", store={"ccache": f"FILE:{cc}"})
             name = gssapi.Name(self.principal(service), gssapi.NameType.kerberos_principal)
@@ -636,6 +663,9 @@ class Realm:
             raise KdcError(f"acceptor child failed: {proc.stderr}")
         res = json.loads(proc.stdout)
         return MitVerdict(res["ok"], res["error"], bytes.fromhex(res["out"]) if res["out"] else None)
+
+    def mit_inspect(self, token: bytes, keytab: str | Path) -> MitView:
+        return inspect_in_process(token, keytab, self.env)
 
     # --- lifecycle
     def stop(self) -> None:
@@ -776,26 +806,26 @@ class HeimdalRealm(Realm):
             raise KdcError(f"heimdal kadmin: {proc.stderr.strip()} {proc.stdout.strip()}")
         return proc.stdout
 
-    def add_service(self, principal: str, enctypes: Sequence[int] = ALL_ENCTYPES) -> str:
+    def add_cmds(self, principal: str, enctypes: Sequence[int] = ALL_ENCTYPES) -> list[str]:
+        """kadmin commands for a random-key service with exactly ``enctypes`` (batch them: each kadmin -l
+        start costs ~0.2 s)."""
         p = self.principal(principal)
         cmds = [f"add --random-key --use-defaults {p}"]
         drop = [ENCTYPES[e] for e in ALL_ENCTYPES if e not in enctypes]
         if drop:
             cmds.append(f"del_enctype {p} {' '.join(drop)}")
-        self.kadmin(*cmds)
-        return p
+        return cmds
+
+    def export_cmds(self, keytab: Path, *principals: str) -> list[str]:
+        return [f"ext_keytab -k {keytab} {self.principal(p)}" for p in principals]
 
     def export(self, keytab: Path, *principals: str) -> Path:
-        self.kadmin(*(f"ext_keytab -k {keytab} {self.principal(p)}" for p in principals))
+        self.kadmin(*self.export_cmds(keytab, *principals))
         return keytab
 
-    def rotate(self, principal: str, enctypes: Sequence[int] = ALL_ENCTYPES) -> None:
-        p = self.principal(principal)
-        cmds = [f"cpw --random-key {p}"]
-        drop = [ENCTYPES[e] for e in ALL_ENCTYPES if e not in enctypes]
-        if drop:
-            cmds.append(f"del_enctype {p} {' '.join(drop)}")
-        self.kadmin(*cmds)
+    def rotate(self, principal: str) -> None:
+        """New random keys, kvno + 1 (Heimdal keeps the principal's enctypes)."""
+        self.kadmin(f"cpw --random-key {self.principal(principal)}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -821,6 +851,9 @@ class Lab:
                    **kw: Any) -> MitVerdict:
         kt = self.keytabs.get(str(keytab), keytab)
         return self.realm.mit_accept(token, kt, channel_bindings, **kw)
+
+    def mit_inspect(self, token: bytes, keytab: str | Path) -> MitView:
+        return self.realm.mit_inspect(token, self.keytabs.get(str(keytab), keytab))
 
     def stop(self) -> None:
         self.realm.stop()
@@ -901,12 +934,20 @@ def build_heimdal_lab(workdir: Path, name: str = "HEIMDAL.TEST", domain: str = "
     lab = Lab(realm)
     try:
         kt = realm.keytab
+        cmds: list[str] = []
         for short, e in SINGLE.items():
-            lab.services[short] = realm.add_service(realm.service(short), [e])
+            lab.services[short] = realm.principal(realm.service(short))
+            cmds += realm.add_cmds(lab.services[short], [e])
         for short in ("multi", "other", "rotated"):
-            lab.services[short] = realm.add_service(realm.service(short))
+            lab.services[short] = realm.principal(realm.service(short))
+            cmds += realm.add_cmds(lab.services[short])
         for short in (*SINGLE, "multi", "other"):
-            lab.keytabs[short] = realm.export(kt(short), lab.services[short])
+            lab.keytabs[short] = kt(short)
+            cmds += realm.export_cmds(kt(short), lab.services[short])
+        lab.keytabs["rotated_k1"] = kt("rotated_k1")
+        cmds += realm.export_cmds(kt("rotated_k1"), lab.services["rotated"])
+        realm.kadmin(*cmds)
+
         base = realm.kinit(realm.ccache("default"))
         lab.ccaches["default"] = base
         tgt_only = realm.copy_ccache(base, "tgt")
@@ -914,16 +955,16 @@ def build_heimdal_lab(workdir: Path, name: str = "HEIMDAL.TEST", domain: str = "
             realm.fetch_ticket(base, lab.services[short])
             lab.ticket_enctypes[short] = realm.ticket_enctype(base, lab.services[short])
         rot = lab.services["rotated"]
-        gens: dict[int, list[KeytabEntry]] = {}
         for kvno in (1, 2):
             if kvno > 1:
-                realm.rotate(rot)
-            gens[kvno] = read_keytab(realm.export(kt(f"rotated_k{kvno}"), rot))
-            lab.keytabs[f"rotated_k{kvno}"] = kt(f"rotated_k{kvno}")
+                realm.kadmin(f"cpw --random-key {rot}", *realm.export_cmds(kt(f"rotated_k{kvno}"), rot))
+                lab.keytabs[f"rotated_k{kvno}"] = kt(f"rotated_k{kvno}")
             cc = realm.copy_ccache(tgt_only, f"rotated_k{kvno}")
             realm.fetch_ticket(cc, rot)
             lab.ccaches[f"rotated_k{kvno}"] = cc
-        lab.keytabs["rotated_k12"] = write_keytab(kt("rotated_k12"), [*gens[1], *gens[2]])
+        lab.ticket_enctypes["rotated"] = realm.ticket_enctype(lab.ccaches["rotated_k1"], rot)
+        lab.keytabs["rotated_k12"] = write_keytab(
+            kt("rotated_k12"), [*read_keytab(kt("rotated_k1")), *read_keytab(kt("rotated_k2"))])
         multi_et = lab.ticket_enctypes["multi"]
         lab.keytabs["multi_missing"] = write_keytab(
             kt("multi_missing"), [e for e in read_keytab(lab.keytabs["multi"]) if e.enctype != multi_et])
