@@ -1,0 +1,260 @@
+"""fastkrb against a real MIT krb5 1.20 KDC and MIT's own initiator and acceptor.
+
+Every token is made by MIT's GSSAPI initiator from tickets a real KDC issued (tests/kdc.py). Positive cases
+check what fastkrb reports against the wire and MIT's acceptor; the negative table checks fastkrb's exact
+error code and that MIT's acceptor reaches the same accept/reject verdict on the same input.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import kdc
+from fastkrb import KerberosError, Validator
+
+CB = b"tls-server-end-point:" + bytes(range(32))
+OTHER_CB = b"tls-server-end-point:" + bytes(32)
+SKEW = 300.0
+
+
+def make_validator(keytab: Any, **kw: Any) -> Any:
+    kw.setdefault("clock_skew", SKEW)
+    kw.setdefault("replay_cache", "memory")
+    kw.setdefault("enctypes", (20, 19, 18, 17))
+    kw.setdefault("cold_start", False)
+    return Validator(keytab=str(keytab), **kw)
+
+
+def outcome(v: Any, token: bytes | str, **kw: Any) -> tuple[str | None, Any]:
+    """(None, AuthResult) or (error code, KerberosError); any other exception propagates (a crash)."""
+    try:
+        return None, v.validate(token, **kw)
+    except KerberosError as exc:
+        assert exc.cause, "every rejection names a cause"
+        assert isinstance(exc.details, dict)
+        return exc.code, exc
+
+
+# --- every enctype, both mechs, with and without mutual authentication
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["plain", "mutual"])
+@pytest.mark.parametrize("mech", ["krb5", "spnego"])
+@pytest.mark.parametrize("enctype", [17, 18, 19, 20])
+def test_each_enctype_and_mech(mit_lab: Any, enctype: int, mech: str, mutual: bool) -> None:
+    svc = f"svc{enctype}"
+    token, init = mit_lab.get_token(svc, mech=mech, mutual=mutual)
+    before = time.time()
+    res = make_validator(mit_lab.keytabs[svc]).validate(token)
+    assert res.client == "alice@FASTKRB.TEST"
+    assert res.server == mit_lab.services[svc]
+    assert res.enctype == enctype
+    assert res.kvno == 1
+    assert res.mutual is mutual
+    assert res.delegated is None
+    assert res.pac is not None, "MIT 1.20 KDCs put a PAC in every ticket"
+    assert res.auth_time <= before + 1
+    assert res.end_time > before + 3600
+    assert res.session_key
+    if mutual:
+        assert res.response_token
+        assert kdc.finish_initiator(init, res.response_token), "MIT's initiator must accept our AP-REP"
+        assert res.www_authenticate == "Negotiate " + base64.b64encode(res.response_token).decode()
+    elif mech == "krb5":
+        assert init.complete
+    # MIT's acceptor agrees on the very same token (its replay cache is its own).
+    ok, err, _ = mit_lab.mit_accept(token, svc)
+    assert ok, err
+
+
+def test_spnego_non_mutual_response_completes_mit_initiator(mit_lab: Any) -> None:
+    """A SPNEGO initiator waits for accept-completed even without mutual auth; if we answer, MIT must take it."""
+    token, init = mit_lab.get_token("svc18", mech="spnego")
+    res = make_validator(mit_lab.keytabs["svc18"]).validate(token)
+    if res.response_token is not None:
+        assert kdc.finish_initiator(init, res.response_token)
+
+
+def test_multi_enctype_service(mit_lab: Any) -> None:
+    token, init = mit_lab.get_token("multi", mutual=True, mech="spnego")
+    res = make_validator(mit_lab.keytabs["multi"]).validate(token)
+    assert res.enctype == mit_lab.ticket_enctypes["multi"] == kdc.parse_ap_req(token).ticket_enctype
+    assert kdc.finish_initiator(init, res.response_token)
+
+
+def test_one_keytab_for_many_services(mit_lab: Any) -> None:
+    v = make_validator(mit_lab.keytabs["all"])
+    for svc in ("svc17", "svc18", "svc19", "svc20", "multi", "other"):
+        token, _ = mit_lab.get_token(svc)
+        assert v.validate(token).server == mit_lab.services[svc]
+
+
+def test_token_forms(mit_lab: Any) -> None:
+    v = make_validator(mit_lab.keytabs["svc19"])
+    for form in ("raw", "b64", "header"):
+        token, _ = mit_lab.get_token("svc19", mech="spnego")
+        b64 = base64.b64encode(token).decode()
+        given: bytes | str = {"raw": token, "b64": b64, "header": "Negotiate " + b64}[form]
+        assert v.validate(given).client == "alice@FASTKRB.TEST"
+
+
+def test_flags_reported(mit_lab: Any) -> None:
+    token, _ = mit_lab.get_token("svc18")
+    res = make_validator(mit_lab.keytabs["svc18"]).validate(token)
+    assert res.flags is not None  # kinit -f: the ticket is forwardable; the form is the Validator's
+
+
+# --- rotation
+
+
+def test_rotated_keytab_accepts_old_and_new_tickets(mit_lab: Any) -> None:
+    v = make_validator(mit_lab.keytabs["rotated_k12"])
+    for kvno in (1, 2):
+        token, init = mit_lab.get_token("rotated", ccache=mit_lab.ccaches[f"rotated_k{kvno}"], mutual=True)
+        res = v.validate(token)
+        assert res.kvno == kvno
+        assert res.server == mit_lab.services["rotated"]
+        assert kdc.finish_initiator(init, res.response_token)
+        ok, err, _ = mit_lab.mit_accept(token, "rotated_k12")
+        assert ok, err
+
+
+def test_every_generation_in_one_keytab(mit_lab: Any) -> None:
+    v = make_validator(mit_lab.keytabs["rotated_k123"])
+    for kvno in (1, 2, 3):
+        token, _ = mit_lab.get_token("rotated", ccache=mit_lab.ccaches[f"rotated_k{kvno}"])
+        assert v.validate(token).kvno == kvno
+
+
+# --- channel bindings and delegation
+
+
+def test_channel_bindings_match(mit_lab: Any) -> None:
+    token, _ = mit_lab.get_token("svc20", channel_bindings=CB)
+    res = make_validator(mit_lab.keytabs["svc20"]).validate(token, channel_bindings=CB)
+    assert res.client == "alice@FASTKRB.TEST"
+
+
+def test_delegation(mit_lab: Any) -> None:
+    token, _ = mit_lab.get_token("svc18", delegate=True)
+    res = make_validator(mit_lab.keytabs["svc18"]).validate(token)
+    assert res.delegated is not None
+    assert mit_lab.mit_inspect(token, "svc18").delegated
+
+
+# --- the agreement table: fastkrb's code and MIT's verdict on the same input
+
+
+@dataclass
+class Scenario:
+    token: bytes
+    keytab: str  # lab keytab name
+    acceptor_cb: bytes | None = None
+    now_offset: float | None = None  # seconds from the real clock, for fastkrb's `now` and MIT's faketime
+    presentations: int = 1  # >1: the same token again (replay); only the last outcome is compared
+    validator_kw: dict[str, Any] | None = None
+
+
+def _svc18(lab: Any, **kw: Any) -> bytes:
+    return bytes(lab.get_token("svc18", **kw)[0])
+
+
+CASES: dict[str, tuple[Callable[[Any], Scenario], str | None]] = {
+    "valid": (lambda lab: Scenario(_svc18(lab), "svc18"), None),
+    "valid_spnego": (lambda lab: Scenario(_svc18(lab, mech="spnego"), "svc18"), None),
+    "tampered_ticket": (lambda lab: Scenario(kdc.tamper(_svc18(lab), "ticket"), "svc18"), "integrity"),
+    "tampered_ticket_spnego": (
+        lambda lab: Scenario(kdc.tamper(_svc18(lab, mech="spnego"), "ticket"), "svc18"), "integrity"),
+    "tampered_authenticator": (
+        lambda lab: Scenario(kdc.tamper(_svc18(lab), "authenticator"), "svc18"), "integrity"),
+    "replay": (lambda lab: Scenario(_svc18(lab), "svc18", presentations=2), "replay"),
+    "replay_spnego": (lambda lab: Scenario(_svc18(lab, mech="spnego"), "svc18", presentations=2), "replay"),
+    "skew_within_tolerance": (lambda lab: Scenario(_svc18(lab), "svc18", now_offset=SKEW - 100), None),
+    "skew_ahead": (lambda lab: Scenario(_svc18(lab), "svc18", now_offset=SKEW + 100), "clock_skew"),
+    # Our clock behind the client's by less than the skew (further behind, the ticket is not yet valid).
+    "skew_behind_within_tolerance": (lambda lab: Scenario(_svc18(lab), "svc18", now_offset=-(SKEW - 100)), None),
+    "expired": (lambda lab: Scenario(_svc18(lab), "svc18", now_offset=11 * 3600), "ticket_expired"),
+    "not_yet_valid": (lambda lab: Scenario(_svc18(lab), "svc18", now_offset=-3600), "ticket_not_yet_valid"),
+    "stale_keytab_k2": (lambda lab: Scenario(
+        lab.get_token("rotated", ccache=lab.ccaches["rotated_k2"])[0], "rotated_k1"), "key_version_mismatch"),
+    "stale_keytab_k3": (lambda lab: Scenario(
+        lab.get_token("rotated", ccache=lab.ccaches["rotated_k3"])[0], "rotated_k1"), "key_version_mismatch"),
+    "wrong_keytab": (lambda lab: Scenario(_svc18(lab), "svc18_wrong"), "integrity"),
+    "wrong_keytab_multi": (lambda lab: Scenario(lab.get_token("multi")[0], "multi_wrong"), "integrity"),
+    "missing_enctype": (
+        lambda lab: Scenario(lab.get_token("multi")[0], "multi_missing"), "enctype_not_in_keytab"),
+    "other_principal": (lambda lab: Scenario(lab.get_token("multi")[0], "other"), "wrong_principal"),
+    "truncated": (lambda lab: Scenario(_svc18(lab)[:-40], "svc18"), "malformed"),
+    "truncated_half_spnego": (
+        lambda lab: Scenario((t := _svc18(lab, mech="spnego"))[: len(t) // 2], "svc18"), "malformed"),
+    "garbage": (lambda lab: Scenario(b"this is not a kerberos token", "svc18"), "malformed"),
+    "garbage_gss_header": (lambda lab: Scenario(b"\x60\x82\xff\xff\x06\x09" + bytes(40), "svc18"), "malformed"),
+    "cb_match": (lambda lab: Scenario(_svc18(lab, channel_bindings=CB), "svc18", acceptor_cb=CB), None),
+    "cb_mismatch": (
+        lambda lab: Scenario(_svc18(lab, channel_bindings=CB), "svc18", acceptor_cb=OTHER_CB), "channel_bindings"),
+    "cb_acceptor_has_none": (lambda lab: Scenario(_svc18(lab, channel_bindings=CB), "svc18"), None),
+    "cb_initiator_sent_none": (lambda lab: Scenario(_svc18(lab), "svc18", acceptor_cb=CB), None),
+    "cb_aware_initiator_sent_none": (
+        lambda lab: Scenario(_svc18(lab, client_aware_cb=True), "svc18", acceptor_cb=CB), "channel_bindings"),
+    "cb_aware_match": (
+        lambda lab: Scenario(_svc18(lab, client_aware_cb=True, channel_bindings=CB), "svc18", acceptor_cb=CB), None),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_agreement_with_mit(mit_lab: Any, request: pytest.FixtureRequest, case: str) -> None:
+    build, expected = CASES[case]
+    sc = build(mit_lab)
+    if sc.now_offset is not None:
+        request.getfixturevalue("faketime")  # MIT's verdict at the moved clock needs libfaketime
+    v = make_validator(mit_lab.keytabs[sc.keytab], **(sc.validator_kw or {}))
+    now = None if sc.now_offset is None else time.time() + sc.now_offset
+    for _ in range(sc.presentations - 1):
+        assert v.validate(sc.token, now=now, channel_bindings=sc.acceptor_cb)
+    code, res = outcome(v, sc.token, now=now, channel_bindings=sc.acceptor_cb)
+    assert code == expected, f"{case}: fastkrb said {code or 'accept'} ({res}), expected {expected or 'accept'}"
+
+    for _ in range(sc.presentations - 1):
+        assert mit_lab.mit_accept(sc.token, sc.keytab, sc.acceptor_cb, now=now).ok
+    ok, err, _ = mit_lab.mit_accept(sc.token, sc.keytab, sc.acceptor_cb, now=now)
+    assert ok == (expected is None), f"{case}: MIT disagrees ({'accept' if ok else err})"
+
+
+# --- policy knobs on real tickets
+
+
+def test_enctype_not_permitted(mit_lab: Any) -> None:
+    token, _ = mit_lab.get_token("svc17")
+    code, _ = outcome(make_validator(mit_lab.keytabs["svc17"], enctypes=(20, 19, 18)), token)
+    assert code == "enctype_not_permitted"
+
+
+def test_principals_restricts_the_keytab(mit_lab: Any) -> None:
+    v = make_validator(mit_lab.keytabs["all"], principals=[mit_lab.services["svc18"]])
+    token, _ = mit_lab.get_token("svc18")
+    assert v.validate(token).server == mit_lab.services["svc18"]
+    token, _ = mit_lab.get_token("svc19")
+    assert outcome(v, token)[0] == "wrong_principal"
+
+
+def test_clock_skew_details(mit_lab: Any) -> None:
+    token, _ = mit_lab.get_token("svc18")
+    code, err = outcome(make_validator(mit_lab.keytabs["svc18"]), token, now=time.time() + 1000)
+    assert code == "clock_skew"
+    assert err.details, "the measured offset belongs in details"
+
+
+def test_cold_start_rejects_authenticators_from_before_the_cache(mit_lab: Any) -> None:
+    early, _ = mit_lab.get_token("svc18")
+    time.sleep(1.1)
+    v = make_validator(mit_lab.keytabs["svc18"], cold_start=True)
+    time.sleep(1.1)
+    late, _ = mit_lab.get_token("svc18")
+    assert v.validate(late).client == "alice@FASTKRB.TEST"
+    assert outcome(v, early)[0] == "replay_cache_unavailable"
