@@ -25,7 +25,7 @@ def make_validator(keytab: Any, **kw: Any) -> Any:
 @pytest.mark.parametrize("mech", ["krb5", "spnego"])
 def test_cross_realm_client(cross_lab: Any, mech: str, mutual: bool) -> None:
     token, init = cross_lab.get_token("api", mech=mech, mutual=mutual)
-    res = make_validator(cross_lab.keytabs["api"]).validate(token)
+    res = make_validator(cross_lab.keytabs["api"], allowed_realms=["BETA.TEST", "ALPHA.TEST"]).validate(token)
     assert res.client == "alice@ALPHA.TEST"
     assert res.server == "HTTP/api.beta.test@BETA.TEST"
     assert res.enctype == cross_lab.ticket_enctypes["api"]
@@ -58,8 +58,17 @@ def test_local_client_of_the_same_realm(cross_lab: Any) -> None:
     assert (res.client, res.server) == ("alice@ALPHA.TEST", "HTTP/local.alpha.test@ALPHA.TEST")
 
 
+def test_default_allows_only_the_keytab_realms(cross_lab: Any) -> None:
+    """Safe default (the issue's contract): a trusted foreign realm must be allowed explicitly."""
+    token, _ = cross_lab.get_token("api")
+    with pytest.raises(KerberosError) as info:
+        make_validator(cross_lab.keytabs["api"]).validate(token)
+    assert info.value.code == "realm_not_allowed"
+    assert info.value.details["allowed_realms"] == ["BETA.TEST"]
+
+
 def test_cross_realm_replay_and_tamper(cross_lab: Any) -> None:
-    v = make_validator(cross_lab.keytabs["api"])
+    v = make_validator(cross_lab.keytabs["api"], allowed_realms=["BETA.TEST", "ALPHA.TEST"])
     token, _ = cross_lab.get_token("api")
     v.validate(token)
     for bad, code in ((token, "replay"), (kdc.tamper(cross_lab.get_token("api")[0], "ticket"), "integrity")):
