@@ -490,7 +490,7 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
         return malformed(r, &e, 0);
     r->have_auth = 1;
 
-    /* 5. policy: names, realms, flags, times (MIT's order: skew before ticket times) */
+    /* 5. policy: names, realms, flags, times */
     if (!buf_eq(a->crealm, t->crealm) || !name_eq(&a->cname, &t->cname))
         return done(r, FK_V_NAME_MISMATCH);
     if (!realm_allowed(v, t->crealm.p, t->crealm.n))
@@ -499,14 +499,16 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
         return done(r, rc);
     if (flag(t->flags, TKT_FLG_INVALID))
         return done(r, FK_V_TICKET_INVALID);
+    /* MIT's order: the ticket's window first, then the authenticator's time (the skew is measured
+     * before either, so a rejection for the ticket still reports the clock offset). */
     double atime = (double)a->ctime + (double)a->cusec / 1e6;
     r->skew_seconds = atime - now;
-    if (fabs(r->skew_seconds) > v->skew || isnan(r->skew_seconds))
-        return done(r, FK_V_CLOCK_SKEW);
     if (now < (double)r->tkt_start - v->skew)
         return done(r, FK_V_NOT_YET_VALID);
     if (now > (double)t->endtime + v->skew)
         return done(r, FK_V_EXPIRED);
+    if (fabs(r->skew_seconds) > v->skew || isnan(r->skew_seconds))
+        return done(r, FK_V_CLOCK_SKEW);
 
     /* 6. checksum: GSS 0x8003 flags and channel bindings, or a keyed checksum over nothing */
     if (r->frame.kind != FK_FRAME_RAW || (a->has_cksum && a->cksumtype == GSS_CKSUM_8003)) {

@@ -276,11 +276,19 @@ def _skew(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Seq
         details=d)
 
 
+def _clock_note(f: Facts) -> str:
+    s = f.get("skew_seconds")
+    if s is None or abs(s) <= float(f.get("clock_skew", 300)):
+        return ""
+    return (f" The authenticator is also {abs(s):.0f} s {'ahead of' if s > 0 else 'behind'} this server's clock: "
+            "if the client just got its ticket, this server's clock is the one that is wrong.")
+
+
 def _not_yet(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
         realms: Sequence[str] | None, started: float) -> E.KerberosError:
     return E.TicketNotYetValid(
         f"The ticket of {f.get('client')} starts at {_iso(f.get('start_time'))}, after now "
-        f"({_iso(f.get('now'))}) plus the allowed skew.", details=d)
+        f"({_iso(f.get('now'))}) plus the allowed skew.{_clock_note(f)}", details=d)
 
 
 def _expired(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
@@ -288,7 +296,7 @@ def _expired(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: 
     ago = float(f.get("now", 0)) - float(f.get("end_time", 0))
     return E.TicketExpired(
         f"The ticket of {f.get('client')} expired at {_iso(f.get('end_time'))}, {ago:.0f} s ago "
-        f"(allowed skew {f.get('clock_skew'):.0f} s).", details=d)
+        f"(allowed skew {f.get('clock_skew'):.0f} s).{_clock_note(f)}", details=d)
 
 
 def _cb_mismatch(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],

@@ -88,6 +88,8 @@ class WrongPrincipal(KerberosError):
 class KeyVersionMismatch(KerberosError):
     code = "key_version_mismatch"
     krb_error = 44  # KRB_AP_ERR_BADKEYVER
+    default_fix = ("Compare the ticket's kvno with the keytab's (fastkrb keytab list): export the keytab again "
+                   "if it is older, or have the client get a new ticket (kdestroy; kinit) if the ticket is.")
 
 
 class EnctypeNotInKeytab(KerberosError):
@@ -100,6 +102,8 @@ class EnctypeNotInKeytab(KerberosError):
 class IntegrityError(KerberosError):
     code = "integrity"
     krb_error = 31  # KRB_AP_ERR_BAD_INTEGRITY
+    default_fix = ("A key that should decrypt does not: export the keytab from the KDC again; if it is current, "
+                   "the message was altered in transit.")
 
 
 class ClockSkew(KerberosError):
