@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any
 
@@ -335,6 +336,7 @@ def test_mit_accepts_minted_tokens(tmp_path: Path) -> None:
     ms.append(mint(kt, subkey=True, seq_number=2**31 + 5, starttime=int(time.time()),
                    renew_till=int(time.time()) + 7 * 86400, flags=("forwardable", "renewable", "initial")))
     ms.append(mint(kt, client="bob@PARTNER.TEST", framing="krb5"))
+    ms.append(ms[0].again())  # a second authenticator for a cached ticket
     res = mit_accept(kt, tmp_path, [(m.token_bytes, None) for m in ms])
     for m, r in zip(ms, res, strict=True):
         assert r["ok"], (m.framing, m.ticket_enctype, r)
@@ -426,3 +428,16 @@ def test_mit_verifies_the_minted_pac(tmp_path: Path) -> None:
     good_r, bad_r, minimal_r = json.loads(proc.stdout)
     assert good_r["authenticated"] and minimal_r["authenticated"]
     assert "error" in bad_r  # MIT drops a PAC whose server signature does not verify
+
+
+def test_again_keeps_the_ticket_and_renews_the_authenticator(kt: Keytab) -> None:
+    m = mint(kt, now=NOW, subkey=True, seq_number=5, channel_bindings=b"cb", framing="krb5")
+    n = m.again(now=NOW + 1.5)
+    assert n.ticket == m.ticket and n.session_key == m.session_key and n.framing == "krb5"
+    assert n.token != m.token and (n.ctime, n.cusec) == (NOW + 1, 500000)
+    ap, _, auth = _open(n)
+    old = Authenticator.from_der(m.authenticator)
+    assert auth == dataclasses_replace(old, ctime=NOW + 1, cusec=500000)
+    assert ap.ticket.to_der() == m.ticket and ap.ap_options == m.ap_options
+    r = m.again(rng=random.Random(3), now=NOW)
+    assert r.token == m.again(rng=random.Random(3), now=NOW).token
