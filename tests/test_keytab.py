@@ -377,3 +377,15 @@ def test_we_read_mit_ktutil_and_derive_the_same_keys(enctypes: tuple[int, int], 
     again = Keytab()
     again.add_password(principal, password, kvno=4, enctypes=enctypes, salt="EXAMPLE.TESTHTTPapi.example.test")
     assert [e.key for e in again] == [e.key for e in mit][:2]
+
+
+def test_add_password_reproduces_published_keys() -> None:
+    """keytabs.json observations: the override file's key is string-to-key("test", default salt), the sample
+    file's RC4 key is string-to-key("P@ssw0rd!") (RC4 ignores the salt)."""
+    aes = Keytab.load(VEC / "sample_with_32_bit_version_override.keytab").entries[0]
+    ours = Keytab().add_password(aes.principal, "test", kvno=2, enctypes=(18,))
+    assert ours[0].key == aes.key and ours[0].kvno == 2
+    rc4 = Keytab.load(VEC / "sample.keytab").find("HTTP/aadg.windows.net.nsatc.net@IDENTITYINTERVENTION.COM",
+                                                   enctype=23)[0]
+    assert Keytab().add_password(rc4.principal, "P@ssw0rd!", kvno=12, enctypes=(23,))[0].key == rc4.key
+    assert Keytab().add_password(aes.principal, "test", kvno=2, enctypes=(18,), salt="x")[0].key != aes.key

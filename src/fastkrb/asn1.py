@@ -33,7 +33,7 @@ __all__ = [
     "AD_IF_RELEVANT", "AD_WIN2K_PAC", "AD_AUTH_DATA_AP_OPTIONS", "KERB_AP_OPTIONS_CBT",
     "CKSUMTYPE_GSSAPI", "ADDRTYPE_INET", "ADDRTYPE_INET6", "GSS_C_AF_NULLADDR",
     "TICKET_FLAGS", "AP_OPTIONS", "GSS_FLAGS",
-    "flags_to_int", "flags_to_names", "encode_time", "decode_time",
+    "flags_to_int", "flags_to_names", "gss_flags_to_int", "encode_time", "decode_time",
     # dataclasses
     "PrincipalName", "EncryptedData", "EncryptionKey", "Checksum", "ADEntry", "HostAddress",
     "TransitedEncoding", "Ticket", "EncTicketPart", "Authenticator", "ApReq", "ApRep", "EncApRepPart",
@@ -95,6 +95,16 @@ def flags_to_int(flags: int | Iterable[str], table: dict[str, int] = TICKET_FLAG
 
 def flags_to_names(value: int, table: dict[str, int] = TICKET_FLAGS) -> list[str]:
     return [n for n, b in sorted(table.items(), key=lambda kv: kv[1]) if value & (1 << (31 - b))]
+
+
+def gss_flags_to_int(flags: int | Iterable[str]) -> int:
+    """GSS flag names (GSS_FLAGS keys) or an int to the checksum's Flags value."""
+    if isinstance(flags, int):
+        return flags
+    v = 0
+    for name in flags:
+        v |= GSS_FLAGS[name]
+    return v
 
 
 _TIME_RE = re.compile(r"^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$")

@@ -342,9 +342,8 @@ class Keytab:
         """
         from fastkrb import crypto  # floor 1; imported late so reading keytabs never needs the extension
 
-        comps, realm = parse_principal(principal)
         if salt is None:
-            salt_b = _octets(realm) + b"".join(_octets(c) for c in comps)
+            salt_b = crypto.default_salt(principal)
         else:
             salt_b = salt.encode("utf-8") if isinstance(salt, str) else bytes(salt)
         pw = password.encode("utf-8") if isinstance(password, str) else bytes(password)
