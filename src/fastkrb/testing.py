@@ -268,6 +268,7 @@ def mint(
     no_checksum: bool = False,
     cksum: bytes | tuple[int, bytes] | None = None,
     sname_type: int | None = None,
+    authenticator_client: str | None = None,
     framing: Framing = "spnego",
     rng: random.Random | None = None,
 ) -> Minted:
@@ -282,6 +283,7 @@ def mint(
     AD-IF-RELEVANT / AD-WIN2K-PAC), or True / a dict of build_pac arguments for a signed default PAC.
     ``cksum`` replaces the checksum value (bytes: type 0x8003) or the whole checksum (type, bytes).
     ``rng`` (a seeded random.Random) makes keys, confounders and cusec deterministic; fix ``now`` too.
+    ``authenticator_client`` names another client in the authenticator than in the ticket (an attack).
     """
     kt = Keytab.load(keytab) if keytab is not None else None
     if server is None:
@@ -363,8 +365,9 @@ def mint(
         sub = EncryptionKey(ses_enctype, bytes(subkey))
     elif isinstance(subkey, tuple):
         sub = EncryptionKey(int(subkey[0]), bytes(subkey[1]))
+    a_comps, a_realm = parse_principal(authenticator_client) if authenticator_client else (c_comps, c_realm)
     auth = Authenticator(
-        crealm=c_realm, cname=PrincipalName(asn1.NT_PRINCIPAL, c_comps), cusec=cusec, ctime=c_time,
+        crealm=a_realm, cname=PrincipalName(asn1.NT_PRINCIPAL, a_comps), cusec=cusec, ctime=c_time,
         cksum=checksum, subkey=sub, seq_number=seq_number,
         authorization_data=tuple(_ad_entries(authenticator_authorization_data)) or None,
     )
