@@ -360,8 +360,10 @@ def test_reload_keeps_replay_state(kt: Keytab) -> None:
     assert code_of(v, m.token, now=NOW) == "replay"
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\x00", b"Negotiate", b"Negotiate !!!", b"\x60\x80", b"\x6e\x84\xff\xff\xff\xff",
-                                     b"NTLMSSP\x00\x01\x00\x00\x00", b"Negotiate TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw=="])
+@pytest.mark.parametrize("garbage", [
+    b"", b"\x00", b"Negotiate", b"Negotiate !!!", b"\x60\x80", b"\x6e\x84\xff\xff\xff\xff",
+    b"NTLMSSP\x00\x01\x00\x00\x00", b"Negotiate TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw==",
+])
 def test_garbage_is_typed(kt: Keytab, garbage: bytes) -> None:
     code = code_of(v_(kt), garbage, now=NOW)
     assert code in ("malformed", "unsupported_mechanism")

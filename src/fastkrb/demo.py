@@ -42,7 +42,7 @@ def run_demo(seconds: float = 2.0) -> int:
         t = mint(kt, server=SPN, client=USER, ticket_enctype=18, framing="header",
                  gss_flags=("mutual", "integ", "conf"), rng=rng)
         res = v.validate(t.token)
-        print(f"\n== request with {t.token[:32]}...: ACCEPTED")
+        print(f"\n== request with {t.header[:42]}...: ACCEPTED")
         print(f"   client {res.client} (REMOTE_USER {res.short_name}), service {res.server}")
         print(f"   ticket {res.enctype} kvno {res.kvno}, mutual authentication: {res.mutual}")
         print(f"   answer: WWW-Authenticate: {str(res.www_authenticate)[:60]}...")
@@ -52,7 +52,7 @@ def run_demo(seconds: float = 2.0) -> int:
         except KerberosError as exc:
             _show_error("the same Authorization header again", exc)
 
-        skewed = mint(kt, server=SPN, client=USER, ctime=time.time() - 420, framing="header", rng=rng)
+        skewed = mint(kt, server=SPN, client=USER, ctime=int(time.time()) - 420, framing="header", rng=rng)
         try:
             v.validate(skewed.token)
         except KerberosError as exc:
@@ -67,7 +67,7 @@ def run_demo(seconds: float = 2.0) -> int:
 
         # Throughput: distinct tokens through the real path (memory replay cache), one thread.
         n = 2000
-        tokens = [mint(kt, server=SPN, client=USER, ticket_enctype=18, framing="spnego", rng=rng).token
+        tokens = [mint(kt, server=SPN, client=USER, ticket_enctype=18, framing="spnego", rng=rng).token_bytes
                   for _ in range(n)]
         fresh = Validator(path, cold_start=False)
         validate = fresh.validate

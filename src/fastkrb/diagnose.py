@@ -47,10 +47,11 @@ def explain(verdict: str, f: dict[str, Any], keys: KeyIndex, permitted: Sequence
     """The typed error for a verdict; ``f`` holds the facts the native core collected."""
     server = f.get("server")
     d = {k: v for k, v in f.items() if k not in ("what", "offset") or verdict in ("malformed", "pac_malformed")}
-    if server in keys:
+    held = keys.get(server) if isinstance(server, str) else None
+    if held:
         # what the keytab holds for the ticket's principal: the first thing an operator compares
-        d.setdefault("keytab_kvnos", sorted({k for k, _ in keys[server]}))
-        d.setdefault("keytab_enctypes", sorted({e for _, e in keys[server]}))
+        d.setdefault("keytab_kvnos", sorted({k for k, _ in held}))
+        d.setdefault("keytab_enctypes", sorted({e for _, e in held}))
     handler = _HANDLERS.get(verdict)
     if handler is None:
         return E.InternalError(f"Validation failed inside fastkrb ({verdict}).", details=d)

@@ -99,7 +99,8 @@ def _decrypt_ticket(d: dict[str, Any], kt: Keytab, show_keys: bool) -> dict[str,
         try:
             auth = Authenticator.from_der(crypto.decrypt(tkt.key.keytype, tkt.key.keyvalue, 11,
                                                          req.authenticator.cipher))
-            a: dict[str, Any] = {"client": "/".join(auth.cname.components) + "@" + auth.crealm, "ctime": _iso(auth.ctime),
+            a: dict[str, Any] = {"client": "/".join(auth.cname.components) + "@" + auth.crealm,
+                                 "ctime": _iso(auth.ctime),
                                  "cusec": auth.cusec, "seq_number": auth.seq_number,
                                  "subkey_enctype": auth.subkey.keytype if auth.subkey else None}
             if auth.cksum is not None and auth.cksum.cksumtype == 0x8003:

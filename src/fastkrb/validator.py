@@ -37,7 +37,7 @@ class ReplayBackend(Protocol):
 
 
 KeytabLike = Union[str, "os.PathLike[str]", bytes, Keytab]
-ReplaySpec = Union[str, ReplayBackend, None]
+ReplaySpec = Union[str, ReplayBackend, None]  # noqa: UP007 - a runtime alias, kept 3.10-safe
 
 
 class Validator:
@@ -109,8 +109,8 @@ class Validator:
         else:
             allowed_list = list(allowed)
         permitted = 0
-        for e in self.enctypes:
-            permitted |= 1 << e
+        for etype in self.enctypes:
+            permitted |= 1 << etype
         native_rc = self._replay if isinstance(self._replay, _native.MemoryReplayCache) else None
         hook = None if native_rc is not None or self._replay is None else self._replay_hook
         started = float(getattr(self._replay, "started", time.time())) if self._replay is not None else 0.0
@@ -142,7 +142,7 @@ class Validator:
             fresh, first = self._replay.insert(key, expiry, now)
         except KerberosError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any backend failure must fail closed
+        except Exception as exc:
             raise ReplayCacheUnavailable(f"The replay cache cannot answer ({type(exc).__name__}: {exc}); "
                                          "failing closed.", details={"reason": str(exc)}) from None
         if not fresh:
