@@ -34,7 +34,7 @@ test: system-deps $(STAMP)
 	$(VPY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benches
+	$(VENV)/bin/ruff check src tests $(wildcard benches)
 	$(VENV)/bin/mypy
 
 bench: build
