@@ -276,6 +276,7 @@ static void tls_free(void *p)
             EVP_CIPHER_CTX_free(t->dec[i][j].ctx);
     wipe(t, sizeof(*t));
     free(t);
+    t_tls = NULL;  /* a later destructor calling in gets a fresh state, not freed memory */
 }
 
 static void after_fork_child(void)
