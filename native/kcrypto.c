@@ -32,6 +32,13 @@ _Static_assert(sizeof(MD5_CTX) <= sizeof(((fk_hmac_key *)0)->inner), "MD5_CTX do
 
 static const uint8_t ZERO_IV[AES_BLOCK];
 
+/* Zero secrets the compiler may not elide (glibc's explicit_bzero: memset speed, unlike the byte
+ * loop of OPENSSL_cleanse, which showed up in profiles of key setup). */
+static inline void wipe(void *p, size_t n)
+{
+    explicit_bzero(p, n);
+}
+
 static inline void be32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
@@ -126,32 +133,29 @@ int fk_hmac_init(fk_hmac_key *h, int md, const uint8_t *key, size_t keylen)
 
     if (bs == 0)
         return FK_ERR_ENCTYPE;
-    memset(h, 0, sizeof(*h));
-    memset(kb, 0, sizeof(kb));
-    memset(&c, 0, sizeof(c));
     h->md = md;
     if (keylen > bs) {  /* RFC 2104: a long key is hashed first */
         md_init(md, &c);
         md_update(md, &c, key, keylen);
         md_final(md, &c, kb);
+        keylen = md_size(md);
     } else if (keylen > 0) {
         memcpy(kb, key, keylen);
     }
+    memset(kb + keylen, 0, bs - keylen);
     for (i = 0; i < bs; i++)
         pad[i] = kb[i] ^ 0x36;
-    memset(&c, 0, sizeof(c));
-    md_init(md, &c);
+    md_init(md, &c);  /* the *_Init functions set every field of the state */
     md_update(md, &c, pad, bs);
     memcpy(h->inner, &c, md_ctx_size(md));
     for (i = 0; i < bs; i++)
         pad[i] = kb[i] ^ 0x5c;
-    memset(&c, 0, sizeof(c));
     md_init(md, &c);
     md_update(md, &c, pad, bs);
     memcpy(h->outer, &c, md_ctx_size(md));
-    OPENSSL_cleanse(kb, sizeof(kb));
-    OPENSSL_cleanse(pad, sizeof(pad));
-    OPENSSL_cleanse(&c, sizeof(c));
+    wipe(kb, sizeof(kb));
+    wipe(pad, sizeof(pad));
+    wipe(&c, sizeof(c));
     return FK_OK;
 }
 
@@ -193,7 +197,7 @@ static size_t hmac_once(int md, const uint8_t *key, size_t keylen, const uint8_t
     if (fk_hmac_init(&h, md, key, keylen) != FK_OK)
         return 0;
     r = fk_hmac(&h, d, n, NULL, 0, out);
-    OPENSSL_cleanse(&h, sizeof(h));
+    wipe(&h, sizeof(h));
     return r;
 }
 
@@ -221,7 +225,7 @@ int fk_md4(const uint8_t *in, size_t len, uint8_t *out)
         return FK_ERR_INTERNAL;
     if (!MD4_Final(out, &c))
         return FK_ERR_INTERNAL;
-    OPENSSL_cleanse(&c, sizeof(c));
+    wipe(&c, sizeof(c));
     return FK_OK;
 }
 
@@ -243,7 +247,7 @@ typedef struct {
 } dec_slot;
 
 typedef struct {
-    EVP_CIPHER_CTX *ctx[C_COUNT];  /* re-keyed on every use */
+    EVP_CIPHER_CTX *ctx[C_COUNT];  /* encryption, re-keyed on every use */
     dec_slot dec[2][DEC_CACHE];    /* [0] AES-128, [1] AES-256 */
     unsigned dec_next[2];
     uint8_t rnd[RND_BUF];          /* confounders: one DRBG call per RND_BUF bytes */
@@ -270,8 +274,9 @@ static void tls_free(void *p)
     for (i = 0; i < 2; i++)
         for (j = 0; j < DEC_CACHE; j++)
             EVP_CIPHER_CTX_free(t->dec[i][j].ctx);
-    OPENSSL_cleanse(t, sizeof(*t));
+    wipe(t, sizeof(*t));
     free(t);
+    t_tls = NULL;  /* a later destructor calling in gets a fresh state, not freed memory */
 }
 
 static void after_fork_child(void)
@@ -315,7 +320,9 @@ static fk_tls *tls_get(void)
     return t;
 }
 
-/* A new context for cipher `which`, keyed, padding off; NULL on failure. */
+/* A new context for cipher `which`, keyed; NULL on failure. Only decryption turns padding off (it
+ * would hold back the last block): with padding off, every later re-key pays a parameter call, and
+ * encryption of whole blocks never pads before EVP_CipherFinal, which we never call. */
 static EVP_CIPHER_CTX *new_ctx(int which, const uint8_t *key, const uint8_t *iv, int enc)
 {
     EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
@@ -326,12 +333,13 @@ static EVP_CIPHER_CTX *new_ctx(int which, const uint8_t *key, const uint8_t *iv,
         EVP_CIPHER_CTX_free(c);
         return NULL;
     }
-    EVP_CIPHER_CTX_set_padding(c, 0);
+    if (!enc)
+        EVP_CIPHER_CTX_set_padding(c, 0);
     return c;
 }
 
-/* This thread's context for cipher `which`, keyed and ready; NULL on failure. */
-static EVP_CIPHER_CTX *cipher_ctx(int which, const uint8_t *key, const uint8_t *iv, int enc)
+/* This thread's encryption context for cipher `which`, keyed and ready; NULL on failure. */
+static EVP_CIPHER_CTX *enc_ctx(int which, const uint8_t *key, const uint8_t *iv)
 {
     fk_tls *t = tls_get();
     EVP_CIPHER_CTX *c;
@@ -340,11 +348,25 @@ static EVP_CIPHER_CTX *cipher_ctx(int which, const uint8_t *key, const uint8_t *
         return NULL;
     c = t->ctx[which];
     if (c == NULL)
-        return t->ctx[which] = new_ctx(which, key, iv, enc);
+        return t->ctx[which] = new_ctx(which, key, iv, 1);
     /* cipher == NULL keeps the provider context: only the key schedule (and IV) is redone. */
-    if (!EVP_CipherInit_ex2(c, NULL, key, iv, enc, NULL))
+    if (!EVP_CipherInit_ex2(c, NULL, key, iv, 1, NULL))
         return NULL;
     return c;
+}
+
+/* Constant-time equality of two 16- or 32-byte keys, a word at a time (CRYPTO_memcmp goes byte by byte). */
+static inline int key_eq(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    uint64_t x, y, acc = 0;
+    size_t i;
+
+    for (i = 0; i < n; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        acc |= x ^ y;
+    }
+    return acc == 0;
 }
 
 /* An ECB-decryption context keyed with key, from this thread's cache when it holds that key. */
@@ -358,7 +380,7 @@ static EVP_CIPHER_CTX *ecb_dec_ctx(const uint8_t *key, size_t keylen)
         return NULL;
     for (i = 0; i < DEC_CACHE; i++) {
         d = &t->dec[sz][i];
-        if (d->valid && CRYPTO_memcmp(d->key, key, keylen) == 0)
+        if (d->valid && key_eq(d->key, key, keylen))
             return d->ctx;
     }
     d = &t->dec[sz][t->dec_next[sz]++ % DEC_CACHE];
@@ -389,7 +411,7 @@ static int confounder(uint8_t *out, size_t n)
     }
     t->rnd_left -= n;
     memcpy(out, t->rnd + t->rnd_left, n);
-    OPENSSL_cleanse(t->rnd + t->rnd_left, n);
+    wipe(t->rnd + t->rnd_left, n);
     return FK_OK;
 }
 
@@ -433,7 +455,7 @@ static int cts_encrypt(const uint8_t *key, size_t keylen, const uint8_t *iv, con
         return FK_ERR_KEYSIZE;
     if (len < AES_BLOCK || len > MAX_CHUNK)
         return FK_ERR_LENGTH;
-    c = cipher_ctx(kind, key, iv, 1);
+    c = enc_ctx(kind, key, iv);
     if (c == NULL)
         return FK_ERR_INTERNAL;
     if (len == AES_BLOCK)
@@ -491,7 +513,7 @@ static int cts_decrypt(const uint8_t *key, size_t keylen, const uint8_t *iv, con
     xor16(pn1, pn1, nb >= 3 ? in + (nb - 3) * AES_BLOCK : iv);
     for (j = 0; j + 2 < nb; j++)
         xor16(out + j * AES_BLOCK, out + j * AES_BLOCK, j ? in + (j - 1) * AES_BLOCK : iv);
-    OPENSSL_cleanse(dn, sizeof(dn));
+    wipe(dn, sizeof(dn));
     return FK_OK;
 }
 
@@ -615,7 +637,7 @@ static int aes_dk_blocks(const uint8_t *key, size_t keylen, const uint8_t *folde
         return FK_ERR_KEYSIZE;
     if (n == 0 || n > 4)
         return FK_ERR_INTERNAL;
-    c = cipher_ctx(kind, key, NULL, 1);
+    c = enc_ctx(kind, key, NULL);
     if (c == NULL)
         return FK_ERR_INTERNAL;
     memcpy(cur, folded, n * AES_BLOCK);
@@ -628,8 +650,8 @@ static int aes_dk_blocks(const uint8_t *key, size_t keylen, const uint8_t *folde
         memcpy(cur, nxt, n * AES_BLOCK);
         done += take;
     }
-    OPENSSL_cleanse(cur, sizeof(cur));
-    OPENSSL_cleanse(nxt, sizeof(nxt));
+    wipe(cur, sizeof(cur));
+    wipe(nxt, sizeof(nxt));
     return FK_OK;
 }
 
@@ -667,8 +689,8 @@ static int kdf_sha2(const fk_hmac_key *base, const uint8_t *label, size_t llen, 
         memcpy(out + done, blk, take);
         done += take;
     }
-    OPENSSL_cleanse(blk, sizeof(blk));
-    OPENSSL_cleanse(&c, sizeof(c));
+    wipe(blk, sizeof(blk));
+    wipe(&c, sizeof(c));
     return FK_OK;
 }
 
@@ -702,7 +724,7 @@ int fk_derive(int enctype, const uint8_t *key, size_t keylen, const uint8_t *con
 
         fk_hmac_init(&base, sha2_md(enctype), key, keylen);
         rc = kdf_sha2(&base, constant, clen, NULL, 0, out, outlen);
-        OPENSSL_cleanse(&base, sizeof(base));
+        wipe(&base, sizeof(base));
         return rc;
     }
 }
@@ -819,7 +841,7 @@ int fk_ekey_init_flags(fk_ekey *k, int enctype, const uint8_t *key, size_t keyle
             if (with_kc)
                 fk_hmac_init(&k->kc, FK_MD_SHA1, dk, keylen);
         }
-        OPENSSL_cleanse(dk, sizeof(dk));
+        wipe(dk, sizeof(dk));
     } else if (enctype == 19 || enctype == 20) {
         /* RFC 8009 §5: Ke = KDF(base, usage|0xAA, keylen), Ki/Kc = KDF(base, usage|0x55/0x99, MAC len). */
         fk_hmac_key base;
@@ -837,8 +859,8 @@ int fk_ekey_init_flags(fk_ekey *k, int enctype, const uint8_t *key, size_t keyle
         cst[4] = 0x99;
         if (with_kc && rc == FK_OK && (rc = kdf_sha2(&base, cst, 5, NULL, 0, d, hlen)) == FK_OK)
             fk_hmac_init(&k->kc, md, d, hlen);
-        OPENSSL_cleanse(&base, sizeof(base));
-        OPENSSL_cleanse(d, sizeof(d));
+        wipe(&base, sizeof(base));
+        wipe(d, sizeof(d));
     } else {
         /* RFC 4757: K1 = HMAC-MD5(K, T) keys the message MAC; Ksign = HMAC-MD5(K, "signaturekey\0"). */
         static const uint8_t sigkey[] = "signaturekey";  /* the NUL terminator is part of the constant */
@@ -851,7 +873,7 @@ int fk_ekey_init_flags(fk_ekey *k, int enctype, const uint8_t *key, size_t keyle
             hmac_once(FK_MD_MD5, key, keylen, sigkey, sizeof(sigkey), d);
             fk_hmac_init(&k->kc, FK_MD_MD5, d, sizeof(d));
         }
-        OPENSSL_cleanse(d, sizeof(d));
+        wipe(d, sizeof(d));
         rc = FK_OK;
     }
     if (rc != FK_OK)
@@ -861,7 +883,7 @@ int fk_ekey_init_flags(fk_ekey *k, int enctype, const uint8_t *key, size_t keyle
 
 void fk_ekey_clear(fk_ekey *k)
 {
-    OPENSSL_cleanse(k, sizeof(*k));
+    wipe(k, sizeof(*k));
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -891,7 +913,7 @@ int fk_decrypt(const fk_ekey *k, const uint8_t *ct, size_t ctlen, uint8_t *out, 
             return rc;
         fk_hmac(&k->ki, out, n, NULL, 0, mac);
         if (CRYPTO_memcmp(mac, ct + n, k->hlen) != 0) {
-            OPENSSL_cleanse(out, n);
+            wipe(out, n);
             return FK_ERR_INTEGRITY;
         }
         break;
@@ -913,11 +935,11 @@ int fk_decrypt(const fk_ekey *k, const uint8_t *ct, size_t ctlen, uint8_t *out, 
         fk_hmac(&k->ki, ct, MD5_DIGEST_LENGTH, NULL, 0, k3);
         RC4_set_key(&rc4, (int)sizeof(k3), k3);
         RC4(&rc4, n, ct + MD5_DIGEST_LENGTH, out);
-        OPENSSL_cleanse(&rc4, sizeof(rc4));
-        OPENSSL_cleanse(k3, sizeof(k3));
+        wipe(&rc4, sizeof(rc4));
+        wipe(k3, sizeof(k3));
         fk_hmac(&k->ki, out, n, NULL, 0, mac);
         if (CRYPTO_memcmp(mac, ct, MD5_DIGEST_LENGTH) != 0) {
-            OPENSSL_cleanse(out, n);
+            wipe(out, n);
             return FK_ERR_INTEGRITY;
         }
         break;
@@ -974,8 +996,8 @@ int fk_encrypt(const fk_ekey *k, const uint8_t *conf, const uint8_t *pt, size_t 
         fk_hmac(&k->ki, out, MD5_DIGEST_LENGTH, NULL, 0, k3);
         RC4_set_key(&rc4, (int)sizeof(k3), k3);
         RC4(&rc4, n, body, body);
-        OPENSSL_cleanse(&rc4, sizeof(rc4));
-        OPENSSL_cleanse(k3, sizeof(k3));
+        wipe(&rc4, sizeof(rc4));
+        wipe(k3, sizeof(k3));
         break;
     }
     default:
@@ -1054,8 +1076,8 @@ int fk_prf(int enctype, const uint8_t *key, size_t keylen, const uint8_t *in, si
         SHA1_Final(h, &s);
         if ((rc = fk_derive(enctype, key, keylen, prf, sizeof(prf), kp, keylen)) != FK_OK)
             return rc;
-        c = cipher_ctx(aes_kind(keylen, 0), kp, NULL, 1);
-        OPENSSL_cleanse(kp, sizeof(kp));
+        c = enc_ctx(aes_kind(keylen, 0), kp, NULL);
+        wipe(kp, sizeof(kp));
         if (c == NULL || !blocks(c, out, h, AES_BLOCK))
             return FK_ERR_INTERNAL;
         *outlen = AES_BLOCK;
@@ -1068,7 +1090,7 @@ int fk_prf(int enctype, const uint8_t *key, size_t keylen, const uint8_t *in, si
 
         fk_hmac_init(&base, sha2_md(enctype), key, keylen);
         rc = kdf_sha2(&base, prf, sizeof(prf), in, len, out, n);
-        OPENSSL_cleanse(&base, sizeof(base));
+        wipe(&base, sizeof(base));
         if (rc == FK_OK)
             *outlen = n;
         return rc;

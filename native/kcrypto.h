@@ -3,6 +3,8 @@
  * A key is specialised once per key usage into an fk_ekey (Ke, Ki, Kc and keyed HMAC states
  * precomputed), so the hot path does no key derivation for long-term keys and no allocation.
  * Every function is thread-safe and may run without the GIL; fk_ekey is read-only after init.
+ * Each thread keeps its own EVP contexts (allocated on first use, freed at thread exit), including a
+ * few keyed AES decryption contexts so that a long-term key is not re-keyed for every ticket.
  *
  * Enctypes: 17 aes128-cts-hmac-sha1-96, 18 aes256-cts-hmac-sha1-96 (RFC 3962),
  * 19 aes128-cts-hmac-sha256-128, 20 aes256-cts-hmac-sha384-192 (RFC 8009), 23 arcfour-hmac (RFC 4757).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,8 @@ def test_cryptokey_without_checksum_key() -> None:
     assert k.decrypt(ct) == b"authenticator"
     with pytest.raises(EnctypeNotPermitted):
         k.checksum(b"data")
+    with pytest.raises(TypeError):  # key material never leaves through pickle
+        pickle.dumps(k)
     full = _native.CryptoKey(18, key, 11)
     assert full.checksum(b"data") == crypto.checksum(16, key, 11, b"data")
     assert full.verify_checksum(b"data", full.checksum(b"data")) is True
