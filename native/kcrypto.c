@@ -415,6 +415,11 @@ static int confounder(uint8_t *out, size_t n)
     return FK_OK;
 }
 
+int fk_random_nonce(uint8_t *out, size_t n)
+{
+    return confounder(out, n);
+}
+
 static inline int blocks(EVP_CIPHER_CTX *c, uint8_t *out, const uint8_t *in, size_t len)
 {
     int ol;

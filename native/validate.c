@@ -325,7 +325,7 @@ static int build_reply(const fk_result *r, const fk_ekey *sk, uint8_t *out, size
 {
     uint8_t part[96], apbuf[256], rep[512], tmp[512];
     uint32_t seq;
-    if (fk_random((uint8_t *)&seq, sizeof seq) != FK_OK)
+    if (fk_random_nonce((uint8_t *)&seq, sizeof seq) != FK_OK)
         return FK_V_INTERNAL;
     seq &= 0x3fffffff;
     size_t plen = fk_encode_enc_ap_rep_part(r->auth.ctime, r->auth.cusec, -1, NULL, 0, 1, seq, part, sizeof part);
@@ -476,7 +476,7 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
         return done(r, FK_V_AUTH_ENCTYPE_MISMATCH);
     fk_ekey *skp = &ks[0], *tmp = &ks[1];
 #define sk (*skp)
-    if (fk_ekey_init(&sk, t->keytype, t->key.p, t->key.n, KU_AP_REQ_AUTH) != FK_OK) {
+    if (fk_ekey_init_flags(&sk, t->keytype, t->key.p, t->key.n, KU_AP_REQ_AUTH, FK_EKEY_NO_CHECKSUM) != FK_OK) {
         r->what = "session key has the wrong length for its enctype";
         return done(r, FK_V_MALFORMED);
     }
@@ -557,7 +557,7 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
     /* 9. the answer: AP-REP for mutual authentication; SPNEGO always gets accept-completed */
     if (r->mutual) {
         used(r, scratch, answer, answer_cap);
-        if (fk_ekey_init(tmp, t->keytype, t->key.p, t->key.n, KU_AP_REP) != FK_OK)
+        if (fk_ekey_init_flags(tmp, t->keytype, t->key.p, t->key.n, KU_AP_REP, FK_EKEY_NO_CHECKSUM) != FK_OK)
             return done(r, FK_V_INTERNAL);
         if ((rc = build_reply(r, tmp, answer, answer_cap, &r->reply)) != FK_V_OK)
             return done(r, rc);
