@@ -3,6 +3,8 @@
  * A key is specialised once per key usage into an fk_ekey (Ke, Ki, Kc and keyed HMAC states
  * precomputed), so the hot path does no key derivation for long-term keys and no allocation.
  * Every function is thread-safe and may run without the GIL; fk_ekey is read-only after init.
+ * Each thread keeps its own EVP contexts (allocated on first use, freed at thread exit), including a
+ * few keyed AES decryption contexts so that a long-term key is not re-keyed for every ticket.
  *
  * Enctypes: 17 aes128-cts-hmac-sha1-96, 18 aes256-cts-hmac-sha1-96 (RFC 3962),
  * 19 aes128-cts-hmac-sha256-128, 20 aes256-cts-hmac-sha384-192 (RFC 8009), 23 arcfour-hmac (RFC 4757).
@@ -62,9 +64,15 @@ int fk_enctype_info(int enctype, size_t *keylen, size_t *hlen, size_t *conflen);
 int fk_enctype_cksumtype(int enctype);
 
 int fk_ekey_init(fk_ekey *k, int enctype, const uint8_t *key, size_t keylen, uint32_t usage);
+/* fk_ekey_init with options (extension). FK_EKEY_NO_CHECKSUM skips Kc, for keys that only encrypt
+ * or decrypt (a session key for usage 11 / 12): fk_checksum on such a key gives FK_ERR_ENCTYPE. */
+#define FK_EKEY_NO_CHECKSUM 1u
+int fk_ekey_init_flags(fk_ekey *k, int enctype, const uint8_t *key, size_t keylen, uint32_t usage,
+                       unsigned flags);
 
 /* Decrypt and verify (integrity checked in constant time before any plaintext is trusted).
- * out must hold ctlen bytes; *outlen gets the plaintext length (confounder removed). */
+ * out must hold ctlen bytes and must not overlap ct; *outlen gets the plaintext length (confounder
+ * removed), the plaintext starts at out[0]. On FK_ERR_INTEGRITY out holds nothing usable (zeroed). */
 int fk_decrypt(const fk_ekey *k, const uint8_t *ct, size_t ctlen, uint8_t *out, size_t *outlen);
 
 /* Length of the ciphertext fk_encrypt makes from ptlen bytes. */
@@ -79,13 +87,21 @@ int fk_checksum(const fk_ekey *k, int cksumtype, const uint8_t *data, size_t len
 int fk_checksum_verify(const fk_ekey *k, int cksumtype, const uint8_t *data, size_t len,
                        const uint8_t *mac, size_t maclen);
 
+/* Wipe a specialised key (extension). */
+void fk_ekey_clear(fk_ekey *k);
+/* The enctype whose keys make cksumtype and the checksum length; FK_ERR_ENCTYPE when unsupported
+ * (extension). */
+int fk_cksumtype_info(int cksumtype, int *enctype, size_t *len);
+
 /* Building blocks, exposed for the published vectors and for tools. */
+#define FK_NFOLD_MAX 256    /* longest n-fold output in bytes; longer gives zeros */
 void fk_nfold(const uint8_t *in, size_t inlen, uint8_t *out, size_t outlen);
 /* RFC 3961 DK (17/18) or RFC 8009 KDF-HMAC-SHA2 (19/20) with an arbitrary constant/label;
  * outlen bytes (for 19/20 the caller picks 16/24/32 by key kind). */
 int fk_derive(int enctype, const uint8_t *key, size_t keylen, const uint8_t *constant, size_t clen,
               uint8_t *out, size_t outlen);
-/* RFC 3962 / RFC 8009 AES-CBC-CTS on raw data (IV given, 16 bytes); len >= 16. */
+/* RFC 3962 / RFC 8009 AES-CBC-CTS on raw data (IV given, 16 bytes, NULL = zeros); len >= 16.
+ * Encryption may run in place (out == in); for decryption in and out must not overlap. */
 int fk_aes_cts(int encrypt, const uint8_t *key, size_t keylen, const uint8_t *iv,
                const uint8_t *in, size_t len, uint8_t *out);
 /* RFC 3961 PRF for the enctype (RFC 3962 §6 / RFC 8009 §5); out holds 64 bytes. */
@@ -95,5 +111,7 @@ int fk_prf(int enctype, const uint8_t *key, size_t keylen, const uint8_t *in, si
 int fk_ct_memcmp(const void *a, const void *b, size_t n);
 /* Random bytes from OpenSSL's DRBG; FK_OK or FK_ERR_INTERNAL. */
 int fk_random(uint8_t *out, size_t n);
+/* MD4 (RFC 1320), for the RC4 string-to-key only; out holds 16 bytes (extension). */
+int fk_md4(const uint8_t *in, size_t len, uint8_t *out);
 
 #endif
