@@ -19,7 +19,7 @@ static double now_ns(void)
 static volatile size_t sink;
 
 int fk_profile_stages(const fk_validator *v, const uint8_t *tok, size_t toklen, double now, long iters,
-                      fk_rcache *rc, double *out)
+                      fk_rc_backend rc, double *out)
 {
     size_t need = fk_scratch_size(toklen);
     uint8_t *scratch = malloc(need);
@@ -29,7 +29,7 @@ int fk_profile_stages(const fk_validator *v, const uint8_t *tok, size_t toklen, 
     if (!scratch || !plain)
         goto end;
     fk_validator nv = *v;
-    nv.rc = NULL;          /* the full run must not fill the cache: replay is measured on its own */
+    nv.rc.insert = NULL;   /* the full run must not fill the cache: replay is measured on its own */
     nv.cold_start = 0;
     code = fk_validate(&nv, tok, toklen, now, NULL, 0, scratch, need, &r);
     if (code != FK_V_OK)
@@ -106,14 +106,14 @@ int fk_profile_stages(const fk_validator *v, const uint8_t *tok, size_t toklen, 
     }
 
     out[FK_STAGE_REPLAY] = 0;
-    if (rc) {
+    if (rc.insert) {
         uint8_t k[16];
         double first;
         memcpy(k, r.replay_key, 16);
         t0 = now_ns();
         for (long i = 0; i < iters; i++) {
             memcpy(k, &i, sizeof i);   /* a fresh identity per insert, as in real traffic */
-            n += (size_t)fk_rcache_insert(rc, k, now + 600.0, now, &first);
+            n += (size_t)rc.insert(rc.ctx, k, now + 600.0, now, &first);
         }
         out[FK_STAGE_REPLAY] = (now_ns() - t0) / (double)iters;
     }

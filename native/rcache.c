@@ -183,6 +183,11 @@ int fk_rcache_insert(fk_rcache *rc, const uint8_t key[16], double expiry, double
     return ret;
 }
 
+int fk_rcache_insert_cb(void *ctx, const uint8_t key[16], double expiry, double now, double *first_seen)
+{
+    return fk_rcache_insert((fk_rcache *)ctx, key, expiry, now, first_seen);
+}
+
 void fk_rcache_stats_get(fk_rcache *rc, fk_rcache_stats *out)
 {
     pthread_mutex_lock(&rc->mu);

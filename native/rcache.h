@@ -18,6 +18,15 @@
 
 typedef struct fk_rcache fk_rcache;
 
+/* What the validator calls: any native backend (memory here, shared memory in shm.c) offers this
+ * function and an opaque context. Returns FK_RC_*; *first_seen is set for FK_RC_REPLAY. */
+typedef int (*fk_rc_insert_fn)(void *ctx, const uint8_t key[16], double expiry, double now, double *first_seen);
+
+typedef struct fk_rc_backend {
+    fk_rc_insert_fn insert;
+    void *ctx;
+} fk_rc_backend;
+
 typedef struct fk_rcache_stats {
     uint64_t entries, inserts, hits, evictions, full, capacity;
 } fk_rcache_stats;
@@ -25,6 +34,8 @@ typedef struct fk_rcache_stats {
 fk_rcache *fk_rcache_new(size_t capacity);
 void fk_rcache_free(fk_rcache *rc);
 int fk_rcache_insert(fk_rcache *rc, const uint8_t key[16], double expiry, double now, double *first_seen);
+/* fk_rcache_insert with the backend signature (ctx is the fk_rcache). */
+int fk_rcache_insert_cb(void *ctx, const uint8_t key[16], double expiry, double now, double *first_seen);
 void fk_rcache_stats_get(fk_rcache *rc, fk_rcache_stats *out);
 
 #endif

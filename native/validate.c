@@ -544,8 +544,8 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
     r->replay_expiry = atime + v->skew + 1.0;
     if (v->cold_start && now < v->rc_started + v->skew && atime < v->rc_started)
         return done(r, FK_V_RC_COLD);
-    if (v->rc) {
-        int ins = fk_rcache_insert(v->rc, r->replay_key, r->replay_expiry, now, &r->first_seen);
+    if (v->rc.insert) {
+        int ins = v->rc.insert(v->rc.ctx, r->replay_key, r->replay_expiry, now, &r->first_seen);
         if (ins == FK_RC_REPLAY)
             return done(r, FK_V_REPLAY);
         if (ins == FK_RC_FULL)

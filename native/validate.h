@@ -71,7 +71,7 @@ typedef struct fk_validator {
     fk_buf *realms;                  /* allowed client/transited realms; nrealms 0 = any */
     size_t nrealms;
     int verify_pac;
-    fk_rcache *rc;                   /* NULL: the caller checks the replay tag itself */
+    fk_rc_backend rc;                /* insert NULL: the caller checks the replay key itself */
     int cold_start;
     double rc_started;               /* when the replay cache started empty */
 } fk_validator;
@@ -130,7 +130,7 @@ enum { FK_STAGE_FRAMING, FK_STAGE_DER_APREQ, FK_STAGE_TICKET_DECRYPT, FK_STAGE_D
        FK_STAGE_SESSION_KEY, FK_STAGE_AUTHENTICATOR, FK_STAGE_PAC, FK_STAGE_REPLAY, FK_STAGE_FULL,
        FK_NSTAGES };
 int fk_profile_stages(const fk_validator *v, const uint8_t *tok, size_t toklen, double now, long iters,
-                      fk_rcache *rc, double *out);
+                      fk_rc_backend rc, double *out);
 
 /* "Negotiate <b64>", bare base64 or raw bytes -> the token bytes (out holds n bytes). 0 or -1. */
 int fk_token_bytes(const uint8_t *tok, size_t n, uint8_t *out, fk_buf *res);

@@ -63,6 +63,12 @@ cdef extern from "der.h":
 cdef extern from "rcache.h":
     ctypedef struct fk_rcache:
         pass
+    ctypedef int (*fk_rc_insert_fn)(void *ctx, const uint8_t *key, double expiry, double now,
+                                    double *first_seen) nogil
+    ctypedef struct fk_rc_backend:
+        fk_rc_insert_fn insert
+        void *ctx
+    int fk_rcache_insert_cb(void *ctx, const uint8_t *key, double expiry, double now, double *first_seen) nogil
     ctypedef struct fk_rcache_stats:
         uint64_t entries, inserts, hits, evictions, full, capacity
     fk_rcache *fk_rcache_new(size_t capacity)
@@ -92,7 +98,7 @@ cdef extern from "validate.h":
         fk_buf *realms
         size_t nrealms
         int verify_pac
-        fk_rcache *rc
+        fk_rc_backend rc
         int cold_start
         double rc_started
     ctypedef struct fk_result:
@@ -286,10 +292,27 @@ def b64encode(bytes data):
     return _b64(data)
 
 
-cdef class MemoryReplayCache:
+cdef class NativeReplayBackend:
+    """A replay cache the C validator calls directly (no Python on the hot path)."""
+
+    cdef fk_rc_backend backend(self):
+        cdef fk_rc_backend b
+        b.insert = NULL
+        b.ctx = NULL
+        return b
+
+
+cdef class MemoryReplayCache(NativeReplayBackend):
     """The in-process replay cache (rcache.c); outlives keytab reloads, shared by every validator given it."""
 
     cdef fk_rcache *rc
+
+    cdef fk_rc_backend backend(self):
+        cdef fk_rc_backend b
+        b.insert = fk_rcache_insert_cb
+        b.ctx = <void *>self.rc
+        return b
+
     cdef readonly double started
     cdef readonly size_t capacity
 
@@ -335,13 +358,13 @@ cdef class NativeValidator:
     cdef object _keep          # bytes objects the C key table points into
     cdef object _on_error      # callable(code, facts) -> raises the typed KerberosError
     cdef object _replay_hook   # callable(key, expiry, now, ctime) for Python replay backends, or None
-    cdef MemoryReplayCache _rcache
+    cdef NativeReplayBackend _rcache
 
     def __cinit__(self):
         memset(&self.v, 0, sizeof(self.v))
 
     def __init__(self, list entries, uint64_t permitted, double skew, size_t max_token, list realms,
-                 bint verify_pac, MemoryReplayCache rcache, bint cold_start, double rc_started,
+                 bint verify_pac, NativeReplayBackend rcache, bint cold_start, double rc_started,
                  object on_error, object replay_hook=None):
         """entries: (components: tuple[bytes], realm: bytes, kvno, enctype, key: bytes, accepted: bool)."""
         cdef size_t i
@@ -400,7 +423,7 @@ cdef class NativeValidator:
             self.v.nrealms = len(realms)
         if rcache is not None:
             self._rcache = rcache
-            self.v.rc = rcache.rc
+            self.v.rc = rcache.backend()
 
     def __dealloc__(self):
         cdef size_t i
@@ -587,18 +610,22 @@ def decode_token(token):
 cdef extern from "validate.h":
     int FK_NSTAGES
     int fk_profile_stages(const fk_validator *v, const uint8_t *tok, size_t toklen, double now, long iters,
-                          fk_rcache *rc, double *out) nogil
+                          fk_rc_backend rc, double *out) nogil
 
 STAGES = ("framing", "der_apreq", "ticket_decrypt", "der_ticket", "session_key", "authenticator", "pac",
           "replay_insert", "full_validate")
 
 
 def profile_stages(NativeValidator nv, bytes token, double now, long iters=20000,
-                   MemoryReplayCache rcache=None):
+                   NativeReplayBackend rcache=None):
     """ns per operation for each stage of validating ``token`` (see profile.c)."""
     cdef double out[16]
     cdef int code
-    cdef fk_rcache *rc = rcache.rc if rcache is not None else NULL
+    cdef fk_rc_backend rc
+    rc.insert = NULL
+    rc.ctx = NULL
+    if rcache is not None:
+        rc = rcache.backend()
     cdef const uint8_t *tok = <const uint8_t *>PyBytes_AS_STRING(token)
     cdef size_t toklen = PyBytes_GET_SIZE(token)
     with nogil:

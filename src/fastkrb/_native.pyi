@@ -77,7 +77,10 @@ class AuthResult:
     def short_name(self) -> str: ...
     def to_dict(self) -> dict[str, Any]: ...
 
-class MemoryReplayCache:
+class NativeReplayBackend:
+    """A replay cache the C validator calls directly."""
+
+class MemoryReplayCache(NativeReplayBackend):
     started: float
     capacity: int
     def __init__(self, capacity: int = ..., started: float | None = ...) -> None: ...
@@ -93,7 +96,7 @@ class NativeValidator:
         max_token: int,
         realms: list[bytes],
         verify_pac: bool,
-        rcache: MemoryReplayCache | None,
+        rcache: NativeReplayBackend | None,
         cold_start: bool,
         rc_started: float,
         on_error: Callable[[int, dict[str, Any]], Any],
@@ -105,5 +108,5 @@ class NativeValidator:
 def b64encode(data: bytes) -> str: ...
 def decode_token(token: str | bytes) -> dict[str, Any]: ...
 def profile_stages(nv: NativeValidator, token: bytes, now: float, iters: int = ...,
-                   rcache: MemoryReplayCache | None = ...) -> dict[str, float]: ...
+                   rcache: NativeReplayBackend | None = ...) -> dict[str, float]: ...
 def __getattr__(name: str) -> Any: ...  # crypto_* entry points: typed by fastkrb.crypto

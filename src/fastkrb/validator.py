@@ -111,7 +111,7 @@ class Validator:
         permitted = 0
         for etype in self.enctypes:
             permitted |= 1 << etype
-        native_rc = self._replay if isinstance(self._replay, _native.MemoryReplayCache) else None
+        native_rc = self._replay if isinstance(self._replay, _native.NativeReplayBackend) else None
         hook = None if native_rc is not None or self._replay is None else self._replay_hook
         started = float(getattr(self._replay, "started", time.time())) if self._replay is not None else 0.0
         self._index = index
