@@ -150,8 +150,9 @@ cdef object _CB_STATES = ("none", "matched", "matched_java", "client_none", "ign
 cdef object _OID_NAMES = ("1.2.840.113554.1.2.2", "1.2.840.48018.1.2.2")
 DEF STACK_SCRATCH = 16384
 
-# verdict number -> name; fastkrb.diagnose turns a name and its facts into a typed error
+# verdict number <-> name; fastkrb.diagnose turns a name and its facts into a typed error
 VERDICTS = {FK_V_OK: "ok", FK_V_MALFORMED: "malformed", FK_V_TOO_LARGE: "too_large", FK_V_NTLM: "ntlm", FK_V_NO_KRB5: "no_krb5", FK_V_USER_TO_USER: "user_to_user", FK_V_ENCTYPE_NOT_PERMITTED: "enctype_not_permitted", FK_V_SESSION_ENCTYPE_NOT_PERMITTED: "session_enctype_not_permitted", FK_V_WRONG_PRINCIPAL: "wrong_principal", FK_V_PRINCIPAL_NOT_ACCEPTED: "principal_not_accepted", FK_V_KVNO: "kvno", FK_V_ENCTYPE_NOT_IN_KEYTAB: "enctype_not_in_keytab", FK_V_TICKET_INTEGRITY: "ticket_integrity", FK_V_TICKET_INTEGRITY_NO_KVNO: "ticket_integrity_no_kvno", FK_V_AUTH_INTEGRITY: "auth_integrity", FK_V_AUTH_ENCTYPE_MISMATCH: "auth_enctype_mismatch", FK_V_CKSUM_INTEGRITY: "cksum_integrity", FK_V_PAC_INTEGRITY: "pac_integrity", FK_V_PAC_MALFORMED: "pac_malformed", FK_V_NAME_MISMATCH: "name_mismatch", FK_V_REALM: "realm", FK_V_TRANSITED: "transited", FK_V_TICKET_INVALID: "ticket_invalid", FK_V_CLOCK_SKEW: "clock_skew", FK_V_NOT_YET_VALID: "not_yet_valid", FK_V_EXPIRED: "expired", FK_V_CB_MISMATCH: "cb_mismatch", FK_V_CB_MISSING: "cb_missing", FK_V_REPLAY: "replay", FK_V_RC_COLD: "rc_cold", FK_V_RC_FULL: "rc_full", FK_V_RC_UNAVAILABLE: "rc_unavailable", FK_V_INTERNAL: "internal"}
+VERDICT_CODES = {name: code for code, name in VERDICTS.items()}
 
 
 cdef inline bytes _bytes(fk_buf b):
@@ -477,8 +478,12 @@ cdef class NativeValidator:
             with nogil:
                 code = fk_validate(&self.v, tok, toklen, t, cb, cblen, scratch, need, &r)
             if code == FK_V_OK and self._replay_hook is not None:
-                self._replay_hook(PyBytes_FromStringAndSize(<const char *>r.replay_key, 16),
-                                  r.replay_expiry, t, r.auth.ctime + r.auth.cusec / 1e6)
+                # a Python backend (Redis): (fresh, first_seen); it raises when it cannot answer
+                fresh, first = self._replay_hook(PyBytes_FromStringAndSize(<const char *>r.replay_key, 16),
+                                                 r.replay_expiry, t)
+                if not fresh:
+                    r.first_seen = first if first is not None else 0.0
+                    code = FK_V_REPLAY
             if code != FK_V_OK:
                 return self._on_error(code, _facts(&r, t, self.v.skew))
             return _result(&r, t)

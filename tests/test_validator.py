@@ -376,3 +376,46 @@ def test_oversized_token_refused(kt: Keytab) -> None:
     m = mint(kt, server=SPN, now=NOW, authorization_data=[(1234, b"x" * 2000)], rng=random.Random(51))
     assert code_of(v, m.token, now=NOW) == "malformed"
     assert code_of(v, b"\x60" + b"A" * 10_000_000, now=NOW) == "malformed"
+
+
+class _DictReplay:
+    """A Python replay backend (the shape fastkrb.replay's Redis backend has), failing on demand."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.seen: dict[bytes, float] = {}
+        self.broken = False
+
+    def insert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
+        if self.broken:
+            raise ConnectionError("backend down")
+        if key in self.seen:
+            return False, self.seen[key]
+        self.seen[key] = now
+        return True, None
+
+    async def ainsert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
+        return self.insert(key, expiry, now)
+
+
+def test_python_backend_sync_and_async(kt: Keytab) -> None:
+    import asyncio
+
+    cache = _DictReplay()
+    v = v_(kt, replay_cache=cache)
+    a = mint(kt, server=SPN, now=NOW, rng=random.Random(60))
+    b = mint(kt, server=SPN, now=NOW, rng=random.Random(61))
+    v.validate(a.token, now=NOW)
+    with pytest.raises(KerberosError) as ei:
+        v.validate(a.token, now=NOW + 0.5)
+    assert ei.value.code == "replay" and ei.value.details["first_seen_ago"] == pytest.approx(0.5)
+    assert asyncio.run(v.avalidate(b.token, now=NOW)).client == USER
+    with pytest.raises(KerberosError) as ei:
+        asyncio.run(v.avalidate(b.token, now=NOW))
+    assert ei.value.code == "replay" and "already accepted" in ei.value.cause
+    cache.broken = True
+    c = mint(kt, server=SPN, now=NOW, rng=random.Random(62))
+    assert code_of(v, c.token, now=NOW) == "replay_cache_unavailable"
+    with pytest.raises(KerberosError) as ei:
+        asyncio.run(v.avalidate(c.token, now=NOW))
+    assert ei.value.code == "replay_cache_unavailable"

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 VERDICTS: dict[int, str]
+VERDICT_CODES: dict[str, int]
 STAGES: tuple[str, ...]
 
 class AuthResult:
@@ -100,7 +101,7 @@ class NativeValidator:
         cold_start: bool,
         rc_started: float,
         on_error: Callable[[int, dict[str, Any]], Any],
-        replay_hook: Callable[[bytes, float, float, float], None] | None = ...,
+        replay_hook: Callable[[bytes, float, float], tuple[bool, float | None]] | None = ...,
     ) -> None: ...
     def validate(self, token: str | bytes, now: float | None = ...,
                  channel_bindings: bytes | None = ...) -> AuthResult: ...

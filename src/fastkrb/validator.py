@@ -15,7 +15,7 @@ from typing import Any, Protocol, Union
 
 from fastkrb import _native
 from fastkrb.diagnose import explain
-from fastkrb.errors import KerberosError, Replay, ReplayCacheUnavailable
+from fastkrb.errors import KerberosError, ReplayCacheUnavailable
 from fastkrb.keytab import Keytab
 
 __all__ = ["Validator", "AuthResult", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
@@ -121,11 +121,15 @@ class Validator:
         def on_error(code: int, facts: dict[str, Any]) -> Any:
             raise explain(_native.VERDICTS.get(code, "internal"), facts, index, self.enctypes, allowed_list, started)
 
-        self._native = _native.NativeValidator(
-            [t for t, _ in entries], permitted, self.clock_skew, self.max_token_size,
-            [r.encode() for r in allowed_list or []], self.verify_pac, native_rc,
-            self.cold_start and self._replay is not None, started, on_error, hook,
-        )
+        self._on_error = on_error
+
+        args = ([t for t, _ in entries], permitted, self.clock_skew, self.max_token_size,
+                [r.encode() for r in allowed_list or []], self.verify_pac, native_rc,
+                self.cold_start and self._replay is not None, started, on_error)
+        self._native = _native.NativeValidator(*args, hook)
+        # for avalidate(): every check but the replay insert, which the caller then awaits
+        self._deferred = (_native.NativeValidator(*args, None)
+                          if hook is not None and hasattr(self._replay, "ainsert") else None)
         # the hot path: one attribute lookup, then C
         self.validate = self._native.validate  # type: ignore[method-assign]
 
@@ -137,18 +141,15 @@ class Validator:
         bare = {p for p in principals if "@" not in p}
         return lambda p: p in full or p.rsplit("@", 1)[0] in bare
 
-    def _replay_hook(self, key: bytes, expiry: float, now: float, ctime: float) -> None:
+    def _replay_hook(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
         try:
             fresh, first = self._replay.insert(key, expiry, now)
         except KerberosError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # any backend failure must fail closed
             raise ReplayCacheUnavailable(f"The replay cache cannot answer ({type(exc).__name__}: {exc}); "
                                          "failing closed.", details={"reason": str(exc)}) from None
-        if not fresh:
-            ago = None if first is None else now - first
-            raise Replay(f"This authenticator was already accepted{'' if ago is None else f' {ago:.3f} s ago'}.",
-                         details={"first_seen": first, "first_seen_ago": ago})
+        return bool(fresh), first
 
     def reload(self, keytab: KeytabLike) -> None:
         """Swap in a new keytab atomically; the replay cache (and its memory) carries over."""
@@ -161,8 +162,30 @@ class Validator:
         """Validate one token; returns an AuthResult or raises a KerberosError subclass."""
         return self._native.validate(token, now, channel_bindings)  # replaced per instance by _load
 
+    async def avalidate(self, token: str | bytes, now: float | None = None,
+                        channel_bindings: bytes | None = None) -> AuthResult:
+        """validate() for event loops: a network replay cache (Redis) is awaited, never blocked on."""
+        deferred = self._deferred
+        if deferred is None:
+            return self._native.validate(token, now, channel_bindings)
+        res = deferred.validate(token, now, channel_bindings)
+        t = time.time() if now is None else now
+        try:
+            fresh, first = await self._replay.ainsert(res.replay_key, res.replay_expiry, t)
+        except KerberosError:
+            raise
+        except Exception as exc:  # any backend failure must fail closed
+            raise ReplayCacheUnavailable(f"The replay cache cannot answer ({type(exc).__name__}: {exc}); "
+                                         "failing closed.", details={"reason": str(exc)}) from None
+        if not fresh:
+            facts = {"now": t, "clock_skew": self.clock_skew, "server": res.server, "client": res.client,
+                     "ctime": res.ctime, "first_seen": first, "first_seen_ago": None if first is None else t - first}
+            self._on_error(_native.VERDICT_CODES["replay"], facts)
+        return res
+
     def replay_stats(self) -> dict[str, int] | None:
         if self._replay is None:
             return None
         stats = getattr(self._replay, "stats", None)
         return stats() if stats else None
+
