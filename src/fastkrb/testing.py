@@ -127,6 +127,38 @@ class Minted:
         return dataclasses.replace(self, token=_frame(ap_der, self.framing), ap_req=ap_der, authenticator=auth_der,
                                    ctime=c_time, cusec=cusec)
 
+    def variants(self, n: int, *, now: float | None = None) -> list[bytes]:
+        """``n`` distinct, valid tokens for the same ticket, fast (a few µs each): for load tests and benches.
+
+        Each differs from this one only in the authenticator's cusec (and so its ciphertext and MAC): the
+        authenticator is re-encrypted natively and spliced in place, framing and all. ctime is ``now``
+        (default: this token's ctime). At most 900,000 variants per second of ctime.
+        """
+        from fastkrb import _native
+
+        if n > 900_000:
+            raise ValueError("at most 900,000 variants per ctime")
+        base = self.again(now=now, cusec=500_000) if (now is not None or self.cusec != 500_000) else self
+        auth = base.authenticator
+        marker = bytes.fromhex("a40502030" + "7a120")  # cusec [4] INTEGER 500000, three content bytes
+        at = auth.find(marker)
+        if at < 0 or auth.find(marker, at + 1) >= 0:
+            raise ValueError("cannot locate the authenticator's cusec")
+        raw = base.token_bytes
+        old = ApReq.from_der(base.ap_req).authenticator.cipher
+        pos = raw.find(old)
+        key = _native.CryptoKey(self.session_enctype, self.session_key, KEY_USAGE_AUTHENTICATOR,
+                                with_checksum=False)
+        out: list[bytes] = []
+        plain = bytearray(auth)
+        for i in range(n):
+            plain[at + 4:at + 7] = (100_000 + i).to_bytes(3, "big")
+            ct = key.encrypt(bytes(plain))
+            out.append(raw[:pos] + ct + raw[pos + len(ct):])
+        if isinstance(self.token, str):
+            return [("Negotiate " + base64.b64encode(t).decode("ascii")).encode("ascii") for t in out]
+        return out
+
     def verify_ap_rep(self, response: bytes | str) -> EncApRepPart:
         """Check an acceptor's answer: decrypt its EncAPRepPart (usage 12) and match ctime/cusec.
 
