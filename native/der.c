@@ -638,12 +638,10 @@ static int b64v(uint8_t ch)
 
 int fk_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t *outlen)
 {
-    /* Padding is optional (some clients strip it); anything else outside the alphabet is refused. */
-    while (n > 0 && in[n - 1] == '=' ) {
+    /* Up to two '=' of padding, optional (some clients strip it); anything else outside the alphabet
+     * is refused. */
+    for (int pad = 0; pad < 2 && n > 0 && in[n - 1] == '='; pad++)
         n--;
-        if (n > 0 && in[n - 1] == '=') { n--; break; }
-        break;
-    }
     if (n % 4 == 1)
         return -1;
     size_t o = 0;

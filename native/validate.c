@@ -409,9 +409,7 @@ static int decrypt_ticket(const fk_validator *v, fk_result *r, uint8_t *plain, s
         return FK_V_TICKET_INTEGRITY;
     if (kvno_found)
         return FK_V_ENCTYPE_NOT_IN_KEYTAB;
-    if (!etype_found && !kvno_found)
-        return FK_V_KVNO;  /* neither kvno nor enctype: the kvno is the first thing to fix */
-    return FK_V_KVNO;
+    return FK_V_KVNO;  /* the ticket's kvno is absent (whatever the enctypes): the kvno is what to fix */
 }
 
 static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double now,
