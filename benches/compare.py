@@ -13,6 +13,7 @@ stage breakdown of one validation, timed in C by fastkrb._native.profile_stages.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -111,9 +112,14 @@ def _cmd(argv: list[str]) -> str:
         return ""
 
 
-def environment() -> dict[str, Any]:
-    import gssapi
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
+
+def environment() -> dict[str, Any]:
     cpu = ""
     try:
         cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
@@ -124,8 +130,7 @@ def environment() -> dict[str, Any]:
         "cpu": cpu, "cpus": os.cpu_count(), "loadavg": os.getloadavg(), "platform": platform.platform(),
         "python": sys.version.split()[0], "python_ssl": ssl.OPENSSL_VERSION,
         "openssl": _cmd(["openssl", "version"]), "mit_krb5": _cmd(["krb5-config", "--version"]),
-        "python_gssapi": getattr(gssapi, "__version__", None) or _cmd([sys.executable, "-m", "pip", "show", "-q",
-                                                                         "gssapi"]).partition("Version: ")[2][:12],
+        "python_gssapi": _version("gssapi"), "pytest_benchmark": _version("pytest-benchmark"),
         "git": _cmd(["git", "-C", str(labmod.REPO), "rev-parse", "--short", "HEAD"]),
     }
 
