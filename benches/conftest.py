@@ -12,6 +12,7 @@ Knobs (environment): FASTKRB_BENCH_TOKENS (headline list, default 3000), FASTKRB
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import gc
 import os
 import statistics
@@ -375,11 +376,14 @@ if pytest is not None:
 
     def pytest_collect_file(file_path: Path, parent: Any) -> Any:
         """Collect benches/bench_*.py (pyproject's python_files only names test_*.py). Paths given on the
-        command line are collected by pytest itself."""
-        if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
-                and not parent.session.isinitpath(file_path)):
-            return pytest.Module.from_parent(parent, path=file_path)
-        return None
+        command line, or matched by python_files should it list bench_*.py one day, pytest collects itself."""
+        if file_path.suffix != ".py" or not file_path.name.startswith("bench_"):
+            return None
+        if parent.session.isinitpath(file_path):
+            return None
+        if any(fnmatch.fnmatch(file_path.name, pat) for pat in parent.config.getini("python_files")):
+            return None
+        return pytest.Module.from_parent(parent, path=file_path)
 
     @pytest.fixture(scope="session")
     def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchLab]:
