@@ -37,9 +37,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard benches)
 	$(VENV)/bin/mypy
 
-bench: build
+bench: system-deps build
 	$(PIP) install -q gssapi k5test
-	$(VPY) -m pytest benches --benchmark-enable --benchmark-only --benchmark-json=.benchmarks/latest.json -q
+	$(VPY) -m pytest benches -q -p no:cacheprovider --benchmark-enable --benchmark-only \
+	    --benchmark-disable-gc --benchmark-sort=name --benchmark-columns=min,median,mean,stddev,rounds \
+	    --benchmark-json=.benchmarks/latest.json
+	$(VPY) benches/compare.py --json .benchmarks/compare.json
 
 clean:
 	rm -rf build native/_native.c src/fastkrb/*.so .pytest_cache .mypy_cache .ruff_cache

@@ -100,7 +100,7 @@ def stage_breakdown(ts: TokenSet, reps: int, iters: int) -> dict[str, dict[str, 
     rc = labmod.warm_replay_cache()
     rows: list[dict[str, float]] = []
     for tok in ts.tokens[:reps]:
-        rows.append(_native.profile_stages(v._native, tok, time.time(), iters, rcache=rc))
+        rows.append(v.profile(tok, time.time(), iters, replay=rc))
     return {k: {"best": round(min(r[k] for r in rows), 1), "median": round(statistics.median(r[k] for r in rows), 1)}
             for k in rows[0]}
 
