@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#define ALWAYS_INLINE __attribute__((always_inline))
+
 /* ---- reader ------------------------------------------------------------------------------------ */
 
 typedef struct dctx {
@@ -10,7 +12,7 @@ typedef struct dctx {
     fk_derr *e;
 } dctx;
 
-static int fail(dctx *c, const char *what, const uint8_t *at)
+static inline ALWAYS_INLINE int fail(dctx *c, const char *what, const uint8_t *at)
 {
     if (c->e) {
         c->e->what = what;
@@ -20,7 +22,7 @@ static int fail(dctx *c, const char *what, const uint8_t *at)
 }
 
 /* Read one definite-length TLV from *in (low tag numbers only: every tag Kerberos uses is < 31). */
-static int tlv(fk_buf *in, uint8_t *tag, fk_buf *val)
+static inline ALWAYS_INLINE int tlv(fk_buf *in, uint8_t *tag, fk_buf *val)
 {
     if (in->n < 2)
         return -1;
@@ -51,7 +53,7 @@ static int tlv(fk_buf *in, uint8_t *tag, fk_buf *val)
     return 0;
 }
 
-static int expect(dctx *c, fk_buf *in, uint8_t want, fk_buf *val, const char *what)
+static inline ALWAYS_INLINE int expect(dctx *c, fk_buf *in, uint8_t want, fk_buf *val, const char *what)
 {
     uint8_t t;
     const uint8_t *at = in->p;
@@ -60,13 +62,13 @@ static int expect(dctx *c, fk_buf *in, uint8_t want, fk_buf *val, const char *wh
     return 0;
 }
 
-static int peek(const fk_buf *in, uint8_t want)
+static inline ALWAYS_INLINE int peek(const fk_buf *in, uint8_t want)
 {
     return in->n > 0 && in->p[0] == want;
 }
 
 /* [n] EXPLICIT wrapper around exactly one inner TLV of tag `inner`. */
-static int field(dctx *c, fk_buf *in, int n, uint8_t inner, fk_buf *val, const char *what)
+static inline ALWAYS_INLINE int field(dctx *c, fk_buf *in, int n, uint8_t inner, fk_buf *val, const char *what)
 {
     fk_buf wrap;
     if (expect(c, in, (uint8_t)(0xa0 | n), &wrap, what) != 0)
@@ -78,7 +80,7 @@ static int field(dctx *c, fk_buf *in, int n, uint8_t inner, fk_buf *val, const c
     return 0;
 }
 
-static int to_int64(fk_buf v, int64_t *out)
+static inline ALWAYS_INLINE int to_int64(fk_buf v, int64_t *out)
 {
     if (v.n == 0 || v.n > 8)
         return -1;
@@ -89,7 +91,7 @@ static int to_int64(fk_buf v, int64_t *out)
     return 0;
 }
 
-static int field_int32(dctx *c, fk_buf *in, int n, int32_t *out, const char *what)
+static inline ALWAYS_INLINE int field_int32(dctx *c, fk_buf *in, int n, int32_t *out, const char *what)
 {
     fk_buf v;
     int64_t x;
@@ -102,7 +104,7 @@ static int field_int32(dctx *c, fk_buf *in, int n, int32_t *out, const char *wha
 }
 
 /* UInt32 fields; Windows encodes some as negative Int32, which MIT also accepts (two's complement). */
-static int field_uint32(dctx *c, fk_buf *in, int n, uint32_t *out, const char *what)
+static inline ALWAYS_INLINE int field_uint32(dctx *c, fk_buf *in, int n, uint32_t *out, const char *what)
 {
     fk_buf v;
     int64_t x;
@@ -115,7 +117,7 @@ static int field_uint32(dctx *c, fk_buf *in, int n, uint32_t *out, const char *w
 }
 
 /* KerberosFlags (BIT STRING): the first 32 bits, bit 0 = MSB of the first octet (RFC 4120 §5.2.8). */
-static int field_flags(dctx *c, fk_buf *in, int n, uint32_t *out, const char *what)
+static inline ALWAYS_INLINE int field_flags(dctx *c, fk_buf *in, int n, uint32_t *out, const char *what)
 {
     fk_buf v;
     if (field(c, in, n, 0x03, &v, what) != 0)
@@ -156,7 +158,7 @@ int fk_parse_time(fk_buf v, int64_t *out)
     return 0;
 }
 
-static int field_time(dctx *c, fk_buf *in, int n, int64_t *out, const char *what)
+static inline ALWAYS_INLINE int field_time(dctx *c, fk_buf *in, int n, int64_t *out, const char *what)
 {
     fk_buf v;
     if (field(c, in, n, 0x18, &v, what) != 0)
@@ -166,7 +168,7 @@ static int field_time(dctx *c, fk_buf *in, int n, int64_t *out, const char *what
     return 0;
 }
 
-static int field_string(dctx *c, fk_buf *in, int n, fk_buf *out, const char *what)
+static inline ALWAYS_INLINE int field_string(dctx *c, fk_buf *in, int n, fk_buf *out, const char *what)
 {
     return field(c, in, n, 0x1b, out, what); /* KerberosString/Realm: GeneralString */
 }

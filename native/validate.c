@@ -3,7 +3,6 @@
 #include "validate.h"
 
 #include <math.h>
-#include <openssl/crypto.h>
 #include <openssl/md5.h>
 #include <string.h>
 
@@ -96,9 +95,12 @@ static int done(fk_result *r, int code)
     return code;
 }
 
-size_t fk_scratch_used(const fk_result *r, const uint8_t *scratch)
+void fk_scratch_wipe(const fk_result *r, uint8_t *scratch, size_t toklen)
 {
-    return r->scratch_end;
+    /* the decoded token (first toklen bytes) is no secret; plaintexts, PAC copy and answer follow it.
+     * explicit_bzero is a full-speed memset the compiler may not drop. */
+    if (r->scratch_end > toklen)
+        explicit_bzero(scratch + toklen, r->scratch_end - toklen);
 }
 
 /* Record that scratch up to p+n holds data (plaintexts, keys) the caller must wipe. */
@@ -575,6 +577,6 @@ int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double
     /* session-key material lives here and is wiped whatever the verdict */
     fk_ekey ks[2];
     int rc = validate(v, tok, toklen, now, cb, cblen, scratch, scratchlen, r, ks);
-    OPENSSL_cleanse(ks, sizeof ks);
+    explicit_bzero(ks, sizeof ks);
     return rc;
 }

@@ -112,8 +112,8 @@ typedef struct fk_result {
 } fk_result;
 
 size_t fk_scratch_size(size_t toklen);
-/* How much of the scratch holds secrets after fk_validate (the prefix to wipe). */
-size_t fk_scratch_used(const fk_result *r, const uint8_t *scratch);
+/* Wipe what fk_validate wrote to the scratch that may be secret (plaintexts, keys, the answer). */
+void fk_scratch_wipe(const fk_result *r, uint8_t *scratch, size_t toklen);
 
 /* tok: raw bytes, base64, or "Negotiate <base64>". cb/cblen: acceptor channel-binding application
  * data (NULL: none). scratch: fk_scratch_size(toklen) bytes. Returns r->code. */

@@ -129,7 +129,7 @@ cdef extern from "validate.h":
         fk_buf transited_bad
     int FK_V_OK, FK_V_MALFORMED, FK_V_TOO_LARGE, FK_V_NTLM, FK_V_NO_KRB5, FK_V_USER_TO_USER, FK_V_ENCTYPE_NOT_PERMITTED, FK_V_SESSION_ENCTYPE_NOT_PERMITTED, FK_V_WRONG_PRINCIPAL, FK_V_PRINCIPAL_NOT_ACCEPTED, FK_V_KVNO, FK_V_ENCTYPE_NOT_IN_KEYTAB, FK_V_TICKET_INTEGRITY, FK_V_TICKET_INTEGRITY_NO_KVNO, FK_V_AUTH_INTEGRITY, FK_V_AUTH_ENCTYPE_MISMATCH, FK_V_CKSUM_INTEGRITY, FK_V_PAC_INTEGRITY, FK_V_PAC_MALFORMED, FK_V_NAME_MISMATCH, FK_V_REALM, FK_V_TRANSITED, FK_V_TICKET_INVALID, FK_V_CLOCK_SKEW, FK_V_NOT_YET_VALID, FK_V_EXPIRED, FK_V_CB_MISMATCH, FK_V_CB_MISSING, FK_V_REPLAY, FK_V_RC_COLD, FK_V_RC_FULL, FK_V_RC_UNAVAILABLE, FK_V_INTERNAL
     size_t fk_scratch_size(size_t toklen) nogil
-    size_t fk_scratch_used(const fk_result *r, const uint8_t *scratch) nogil
+    void fk_scratch_wipe(const fk_result *r, uint8_t *scratch, size_t toklen) nogil
     int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double now,
                     const uint8_t *cb, size_t cblen, uint8_t *scratch, size_t scratchlen, fk_result *r) nogil
     uint32_t fk_princ_hash(const fk_kt_entry *e)
@@ -489,7 +489,7 @@ cdef class NativeValidator:
             return _result(&r, t)
         finally:
             # plaintexts and session keys must not linger: wipe what the call wrote
-            OPENSSL_cleanse(scratch, fk_scratch_used(&r, scratch))
+            fk_scratch_wipe(&r, scratch, toklen)
             if scratch != stackbuf:
                 free(scratch)
 
