@@ -97,6 +97,12 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return run_demo(seconds=a.seconds)
 
 
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from fastkrb.bench import main as bench_main
+
+    return bench_main(a)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fastkrb", description="Fast, exact Kerberos ticket validation.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -132,6 +138,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = sub.add_parser("demo", help="a throwaway realm keytab, minted tokens, verdicts and a throughput figure")
     d.add_argument("--seconds", type=float, default=2.0)
     d.set_defaults(func=_cmd_demo)
+
+    b = sub.add_parser("bench", help="capacity planning: validations/s per core, latency, sizing, vs MIT")
+    b.add_argument("--keytab", help="your keytab (with --tokens or --kdc); default: a throwaway one")
+    b.add_argument("--tokens", help="file of recorded tokens, one per line (base64 or 'Negotiate <b64>')")
+    b.add_argument("--kdc", action="store_true", help="get fresh tickets with your credentials (needs gssapi)")
+    b.add_argument("--principal", help="service principal for --kdc")
+    b.add_argument("--kdc-tokens", type=int, default=20_000)
+    b.add_argument("--seconds", type=float, default=3.0, help="per scenario")
+    b.add_argument("--replay", nargs="+", default=["memory", "shm"], help="replay backends (memory shm redis://...)")
+    b.add_argument("--enctype", type=int, default=18, help="enctype of the embedded tokens")
+    b.add_argument("--no-mit", action="store_true", help="skip the MIT krb5 baseline")
+    b.add_argument("--target-rps", type=float, default=None, help="size the host for this load")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
+    b.add_argument("--report", help="write report.md, report.json and PNG plots into this directory")
+    b.set_defaults(func=_cmd_bench)
 
     a = p.parse_args(argv)
     try:

@@ -1,0 +1,521 @@
+"""`fastkrb bench`: how many validations per second this host does, and how many cores a load needs.
+
+Scenarios run on the operator's own hardware, tokens and replay-cache backend, side by side with MIT
+krb5 (python-gssapi) when it is installed. Each token is used once (a replay cache accepts it once), so
+token lists are made up front: by default a throwaway keytab and minted tokens that look like an MIT
+1.20 KDC's (aes256-cts-hmac-sha1-96, minimal PAC); with ``--keytab``/``--tokens`` the operator's own.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import gc
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastkrb.errors import KerberosError
+from fastkrb.validator import Validator
+
+__all__ = ["Scenario", "BenchResult", "TokenSource", "run_bench", "main"]
+
+HEADROOM = 0.7  # plan cores to run at 70 % of measured capacity
+
+
+@dataclass
+class Scenario:
+    """One measured scenario: rate and latency percentiles (µs)."""
+
+    name: str
+    impl: str                       # "fastkrb" | "mit" | "fastkrb-sidecar-binary" | ...
+    requests: int
+    seconds: float
+    errors: int = 0
+    p50_us: float = 0.0
+    p90_us: float = 0.0
+    p99_us: float = 0.0
+    concurrency: int = 1
+    workers: int = 1
+    notes: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def us_per_request(self) -> float:
+        return 1e6 * self.seconds / self.requests if self.requests else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.update(rate=round(self.rate, 1), us_per_request=round(self.us_per_request, 3))
+        return d
+
+
+@dataclass
+class BenchResult:
+    host: dict[str, Any]
+    source: dict[str, Any]
+    scenarios: list[Scenario] = field(default_factory=list)
+    stages_ns: dict[str, float] = field(default_factory=dict)
+    sizing: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "source": self.source, "scenarios": [s.to_dict() for s in self.scenarios],
+                "stages_ns": self.stages_ns, "sizing": self.sizing}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tokens
+
+
+@dataclass
+class TokenSource:
+    """Distinct tokens and the keytab that validates them."""
+
+    keytab_path: Path
+    tokens: list[bytes]
+    label: str
+    recorded: bool = False          # operator's recorded tokens: their clocks are in the past
+
+    def describe(self) -> dict[str, Any]:
+        sizes = [len(t) for t in self.tokens]
+        return {"label": self.label, "tokens": len(self.tokens), "token_bytes_median": statistics.median(sizes),
+                "keytab": str(self.keytab_path), "recorded": self.recorded}
+
+
+def embedded_source(n: int, workdir: Path, enctype: int = 18) -> TokenSource:
+    """A throwaway keytab and ``n`` minted tokens shaped like an MIT 1.20 KDC's (minimal PAC, krb5 mech)."""
+    from fastkrb.testing import make_keytab, mint
+
+    spn = "HTTP/api.bench.test@BENCH.TEST"
+    kt = make_keytab(principals=(spn,), enctypes=(enctype,), kvno=2, rng=random.Random(7))
+    path = workdir / "bench.keytab"
+    kt.save(path)
+    now = time.time()
+    m = mint(kt, server=spn, client="alice@BENCH.TEST", ticket_enctype=enctype, framing="krb5",
+             pac={"minimal": True}, gss_flags=("replay", "sequence", "integ", "conf"), ctime=int(now), cusec=500_000)
+    tokens: list[bytes] = []
+    # variants() makes up to 900k per ctime second: spread larger runs over several seconds
+    for i in range(0, n, 500_000):
+        tokens += m.variants(min(500_000, n - i), now=float(int(now) - i // 500_000))
+    return TokenSource(path, tokens, f"minted {enctype} krb5 (minimal PAC)")
+
+
+def file_source(keytab: Path, tokens_file: Path) -> TokenSource:
+    """The operator's keytab and recorded tokens: one per line, base64 or ``Negotiate <b64>``."""
+    toks: list[bytes] = []
+    for line in tokens_file.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.lower().startswith("authorization:"):
+            line = line.split(":", 1)[1].strip()
+        if line.lower().startswith("negotiate "):
+            line = line.split(None, 1)[1]
+        toks.append(base64.b64decode(line))
+    if not toks:
+        raise ValueError(f"{tokens_file}: no tokens")
+    return TokenSource(keytab, toks, f"recorded tokens from {tokens_file.name}", recorded=True)
+
+
+def kdc_source(keytab: Path, principal: str, n: int) -> TokenSource:
+    """Fresh AP-REQs from the operator's own credentials (the current ccache) through MIT's initiator."""
+    import gssapi
+
+    name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
+    creds = gssapi.Credentials(usage="initiate")
+    krb5 = gssapi.OID.from_int_seq("1.2.840.113554.1.2.2")
+    toks = []
+    for _ in range(n):
+        ctx = gssapi.SecurityContext(name=name, creds=creds, usage="initiate", mech=krb5,
+                                     flags=int(gssapi.RequirementFlag.replay_detection))
+        toks.append(bytes(ctx.step()))
+    return TokenSource(keytab, toks, f"fresh tickets from the KDC for {principal}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Measuring
+
+
+def _percentiles(lat_ns: Sequence[int]) -> tuple[float, float, float]:
+    if not lat_ns:
+        return 0.0, 0.0, 0.0
+    s = sorted(lat_ns)
+
+    def q(p: float) -> float:
+        return s[min(len(s) - 1, int(p * len(s)))] / 1000
+
+    return q(0.50), q(0.90), q(0.99)
+
+
+def measure_calls(name: str, impl: str, call: Callable[[bytes], Any], tokens: Sequence[bytes],
+                  seconds: float, progress: Callable[[float], None] | None = None) -> Scenario:
+    """Call ``call`` on successive distinct tokens until ``seconds`` pass or tokens run out.
+
+    Throughput is requests over wall time (the timing calls included: ~0.1 µs each); latencies are per
+    call. The garbage collector is paused while measuring, as pytest-benchmark does.
+    """
+    lat = [0] * len(tokens)
+    errors = 0
+    clock = time.perf_counter_ns
+    deadline = clock() + int(seconds * 1e9)
+    next_tick = 0
+    n = 0
+    gc_was = gc.isenabled()
+    gc.disable()   # as pytest-benchmark --benchmark-disable-gc: results are freed by refcount anyway
+    try:
+        t0 = clock()
+        for tok in tokens:
+            a = clock()
+            try:
+                call(tok)
+            except Exception:  # KerberosError, or MIT's GSSError: a rejection either way
+                errors += 1
+            b = clock()
+            lat[n] = b - a
+            n += 1
+            if n & 1023 == 0:
+                if b > deadline:
+                    break
+                if progress and b > next_tick:
+                    progress(min(1.0, (b - t0) / (seconds * 1e9)))
+                    next_tick = b + 100_000_000
+        total = (clock() - t0) / 1e9
+    finally:
+        if gc_was:
+            gc.enable()
+    del lat[n:]
+    p50, p90, p99 = _percentiles(lat)
+    return Scenario(name, impl, n, total, errors, p50, p90, p99)
+
+
+class MitAcceptor:
+    """MIT's gss_accept_sec_context in this process, with its default replay cache in a temp directory."""
+
+    def __init__(self, keytab: Path) -> None:
+        self.keytab = keytab
+        self._tmp = tempfile.TemporaryDirectory(prefix="fastkrb-mit-rcache-")
+        self._saved = {k: os.environ.get(k) for k in ("KRB5_KTNAME", "KRB5RCACHEDIR", "KRB5RCACHETYPE")}
+
+    def __enter__(self) -> Callable[[bytes], Any]:
+        import gssapi
+        import gssapi.raw
+
+        os.environ.pop("KRB5RCACHETYPE", None)
+        os.environ.update({"KRB5_KTNAME": f"FILE:{self.keytab}", "KRB5RCACHEDIR": self._tmp.name})
+        creds = gssapi.Credentials(usage="accept", store={"keytab": str(self.keytab)})
+        accept = gssapi.raw.accept_sec_context
+
+        def call(tok: bytes) -> Any:
+            return accept(tok, creds)
+
+        return call
+
+    def __exit__(self, *exc: object) -> None:
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        self._tmp.cleanup()
+
+
+def _mit_available() -> bool:
+    try:
+        import gssapi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The run
+
+
+class Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal, or when forced)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled, self.label = total, 0, enabled, ""
+
+    def start(self, label: str) -> Callable[[float], None]:
+        self.label = label
+        self.update(0.0)
+        return self.update
+
+    def update(self, frac: float) -> None:
+        if not self.enabled:
+            return
+        pos = (self.done + frac) / max(1, self.total)
+        bar = "#" * int(30 * pos)
+        sys.stderr.write(f"\r[{bar:<30}] {100 * pos:5.1f}%  {self.label[:48]:<48}")
+        sys.stderr.flush()
+
+    def finish_one(self) -> None:
+        self.done += 1
+        self.update(0.0)
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 90 + "\r")
+            sys.stderr.flush()
+
+
+def run_bench(source: TokenSource, *, seconds: float = 3.0, replay: Sequence[str] = ("memory", "shm"),
+              mit: bool = True, progress: bool = False) -> BenchResult:
+    """Run the scenario set; every scenario gets its own validator and its own slice of tokens."""
+    res = BenchResult(host=_host(), source=source.describe())
+    backends = [b for b in replay if _backend_ok(b)]
+    plan: list[tuple[str, Callable[[Callable[[float], None]], list[Scenario]]]] = []
+    chunks = _slices(source.tokens, 1 + len(backends) + (1 if mit else 0))
+    skew = 1e9 if source.recorded else 300.0   # recorded tokens are old: widen the clock window (documented)
+
+    def fastkrb_run(backend: str, toks: list[bytes]) -> Callable[[Callable[[float], None]], list[Scenario]]:
+        def go(tick: Callable[[float], None]) -> list[Scenario]:
+            spec = _backend_spec(backend)
+            v = Validator(str(source.keytab_path), replay_cache=spec, cold_start=False, clock_skew=skew)
+            warm = toks[: min(2000, len(toks) // 10)]
+            for t in warm:                   # page in code, keys and the first cache pages
+                _try(v.validate, t)
+            sc = measure_calls(f"in-process, replay={backend}", "fastkrb", v.validate, toks[len(warm):],
+                               seconds, tick)
+            sc.notes = "single thread, distinct tokens, each validated once"
+            return [sc]
+        return go
+
+    plan.append(("fastkrb in-process (no replay cache: crypto path)", fastkrb_run("none", chunks[0])))
+    for i, b in enumerate(backends):
+        plan.append((f"fastkrb in-process, replay={b}", fastkrb_run(b, chunks[1 + i])))
+    if mit and _mit_available():
+        def mit_run(tick: Callable[[float], None]) -> list[Scenario]:
+            with MitAcceptor(source.keytab_path) as accept:
+                toks = chunks[-1]
+                sc = measure_calls("in-process, MIT gss_accept_sec_context", "mit", accept, toks, seconds, tick)
+            sc.notes = "python-gssapi raw accept_sec_context, MIT's default file replay cache"
+            return [sc]
+        if not source.recorded:
+            plan.append(("MIT krb5 gss_accept_sec_context", mit_run))
+
+    bar = Progress(len(plan) + 1, progress)
+    try:
+        for label, run in plan:
+            res.scenarios.extend(run(bar.start(label)))
+            bar.finish_one()
+        bar.start("stage breakdown")
+        v = Validator(str(source.keytab_path), replay_cache="none", cold_start=False, clock_skew=skew)
+        res.stages_ns = {k: round(x, 1) for k, x in v.profile(source.tokens[0], iterations=20_000).items()}
+        bar.finish_one()
+    finally:
+        bar.close()
+    res.sizing = sizing(res.scenarios)
+    return res
+
+
+def _try(fn: Callable[[bytes], Any], tok: bytes) -> None:
+    try:
+        fn(tok)
+    except KerberosError:
+        pass
+
+
+def _slices(tokens: list[bytes], k: int) -> list[list[bytes]]:
+    n = len(tokens) // max(1, k)
+    return [tokens[i * n:(i + 1) * n] for i in range(k)]
+
+
+def _backend_ok(spec: str) -> bool:
+    import importlib.util
+
+    return spec in ("memory", "none") or importlib.util.find_spec("fastkrb.replay") is not None
+
+
+def _backend_spec(name: str) -> str:
+    if name == "shm":
+        return f"shm:{tempfile.mkdtemp(prefix='fastkrb-bench-')}/replay.shm"
+    return name
+
+
+def _host() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import platform
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform()}
+
+
+def sizing(scenarios: Sequence[Scenario], p99_budget_ms: float | None = None,
+           target_rps: float | None = None) -> dict[str, Any]:
+    """Per-core capacity from the best in-process fastkrb scenario with a replay cache."""
+    cands = [s for s in scenarios if s.impl == "fastkrb" and "replay=none" not in s.name]
+    if not cands:
+        cands = [s for s in scenarios if s.impl == "fastkrb"]
+    if not cands:
+        return {}
+    best = max(cands, key=lambda s: s.rate)
+    out: dict[str, Any] = {"scenario": best.name, "per_core_rps": round(best.rate), "p99_ms": best.p99_us / 1000,
+                           "headroom": HEADROOM}
+    if target_rps:
+        out["target_rps"] = target_rps
+        out["cores"] = math.ceil(target_rps / (best.rate * HEADROOM))
+    mit = [s for s in scenarios if s.impl == "mit"]
+    if mit:
+        out["mit_per_core_rps"] = round(mit[0].rate)
+        out["ratio_vs_mit"] = round(best.rate / mit[0].rate, 1) if mit[0].rate else None
+    return out
+
+
+def sizing_line(sz: dict[str, Any]) -> str:
+    if not sz:
+        return "no fastkrb scenario ran"
+    line = (f"at p99 <= {sz['p99_ms']:.3f} ms this host validates {sz['per_core_rps']:,}/s per core "
+            f"({sz['scenario']})")
+    if "cores" in sz:
+        line += (f"; for {sz['target_rps']:,.0f}/s you need {sz['cores']} core(s) "
+                 f"(planning at {int(100 * sz['headroom'])}% of capacity)")
+    return line
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Output
+
+
+def table(res: BenchResult) -> str:
+    rows = ["scenario                                         impl      req/s        us/req   p50 us   p99 us  errors",
+            "-" * 104]
+    for s in res.scenarios:
+        rows.append(f"{s.name[:48]:<48} {s.impl[:8]:<8} {s.rate:>10,.0f} {s.us_per_request:>12.2f} "
+                    f"{s.p50_us:>8.2f} {s.p99_us:>8.2f} {s.errors:>7}")
+    if res.stages_ns:
+        rows.append("")
+        rows.append("where the time goes (ns per stage, timed in C): " +
+                    ", ".join(f"{k} {v:.0f}" for k, v in res.stages_ns.items() if v))
+    return "\n".join(rows)
+
+
+def write_report(res: BenchResult, directory: Path) -> Path:
+    """Markdown with PNG plots: throughput per scenario, latency percentiles, stage costs, fastkrb vs MIT."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pngs: list[tuple[str, str]] = []
+
+    def save(fig: Any, name: str, title: str) -> None:
+        fig.tight_layout()
+        fig.savefig(directory / name, dpi=110)
+        plt.close(fig)
+        pngs.append((name, title))
+
+    sc = res.scenarios
+    if sc:
+        fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(sc)))
+        ax.barh([s.name for s in sc], [s.rate for s in sc],
+                color=["#c44" if s.impl == "mit" else "#37a" for s in sc])
+        ax.set_xlabel("validations per second (one core unless noted)")
+        ax.invert_yaxis()
+        save(fig, "throughput.png", "Throughput per scenario (red: MIT krb5)")
+
+        fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(sc)))
+        ys = range(len(sc))
+        for q, mk in (("p50_us", "o"), ("p90_us", "s"), ("p99_us", "^")):
+            ax.scatter([getattr(s, q) for s in sc], list(ys), marker=mk, label=q.split("_")[0])
+        ax.set_yticks(list(ys), [s.name for s in sc])
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per validation (µs, log scale)")
+        ax.invert_yaxis()
+        ax.legend()
+        save(fig, "latency.png", "Latency percentiles per scenario")
+
+        conc = [s for s in sc if s.concurrency > 1 or s.impl.startswith("fastkrb-sidecar")]
+        if conc:
+            fig, ax = plt.subplots(figsize=(7, 4))
+            for impl in sorted({s.impl for s in conc}):
+                pts = sorted((s.concurrency, s.rate) for s in conc if s.impl == impl)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
+            ax.set_xlabel("concurrency (requests in flight)")
+            ax.set_ylabel("validations per second")
+            ax.legend()
+            save(fig, "concurrency.png", "Throughput versus concurrency (sidecar)")
+
+    if res.stages_ns:
+        st = {k: v for k, v in res.stages_ns.items() if v and k != "full_validate"}
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.bar(list(st), list(st.values()), color="#37a")
+        ax.set_ylabel("ns per token")
+        ax.tick_params(axis="x", rotation=30)
+        save(fig, "stages.png", f"Cost per stage (full validation {res.stages_ns.get('full_validate', 0):.0f} ns)")
+
+    mit = [s for s in sc if s.impl == "mit"]
+    fk = [s for s in sc if s.impl == "fastkrb" and "replay=none" not in s.name]
+    if mit and fk:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.bar(["fastkrb", "MIT krb5"], [fk[0].us_per_request, mit[0].us_per_request], color=["#37a", "#c44"])
+        ax.set_ylabel("µs per validation")
+        save(fig, "vs_mit.png", f"fastkrb vs MIT krb5 ({mit[0].us_per_request / fk[0].us_per_request:.1f}x)")
+
+    md = ["# fastkrb capacity report", "",
+          f"Host: {res.host.get('cpu')} ({res.host.get('cores')} cores), Python {res.host.get('python')}, "
+          f"{res.host.get('date')}.",
+          f"Tokens: {res.source.get('label')} ({res.source.get('tokens')} tokens, median "
+          f"{res.source.get('token_bytes_median')} bytes).", "",
+          "**Sizing:** " + sizing_line(res.sizing), "", "```", table(res), "```", ""]
+    for name, title in pngs:
+        md += [f"## {title}", "", f"![{title}]({name})", ""]
+    (directory / "report.md").write_text("\n".join(md))
+    (directory / "report.json").write_text(json.dumps(res.to_dict(), indent=2))
+    return directory / "report.md"
+
+
+def main(args: Any) -> int:
+    """Entry point of `fastkrb bench` (argparse namespace from fastkrb.cli)."""
+    import logging
+
+    logging.getLogger("fastkrb").setLevel(logging.ERROR)  # the "none" scenario's warning is expected here
+    with tempfile.TemporaryDirectory(prefix="fastkrb-bench-") as tmp:
+        if args.tokens or args.kdc:
+            if not args.keytab:
+                raise ValueError("--tokens and --kdc need --keytab")
+            if args.kdc:
+                if not args.principal:
+                    raise ValueError("--kdc needs --principal (the service principal to get tickets for)")
+                source = kdc_source(Path(args.keytab), args.principal, args.kdc_tokens)
+            else:
+                source = file_source(Path(args.keytab), Path(args.tokens))
+        else:
+            per = max(20_000, int(args.seconds * 400_000))
+            n_scen = 2 + len(args.replay) + (0 if args.no_mit else 1)
+            source = embedded_source(per * n_scen, Path(tmp), enctype=args.enctype)
+        res = run_bench(source, seconds=args.seconds, replay=args.replay, mit=not args.no_mit,
+                        progress=not args.json and (sys.stderr.isatty() or args.progress))
+        res.sizing = sizing(res.scenarios, target_rps=args.target_rps)
+        if args.report:
+            path = write_report(res, Path(args.report))
+            if not args.json:
+                print(f"report: {path}")
+        if args.json:
+            print(json.dumps(res.to_dict(), indent=2))
+        else:
+            print(table(res))
+            print("\n" + sizing_line(res.sizing))
+    return 0
+
