@@ -15,6 +15,8 @@ cdef extern from "shm.h":
     void fk_shm_free(fk_shm *s)
     int fk_shm_insert(fk_shm *s, const uint8_t *key, double expiry, double now, double *first_seen) nogil
     int fk_shm_insert_cb(void *ctx, const uint8_t *key, double expiry, double now, double *first_seen) nogil
+    int fk_shm_claim_only(fk_shm *s, const uint8_t *key, double expiry, double now)
+    int fk_shm_insert_raced(fk_shm *s, const uint8_t *key, double expiry, double now, double *first_seen)
     double fk_shm_started(fk_shm *s)
     uint64_t fk_shm_capacity(fk_shm *s)
     int fk_shm_created(fk_shm *s)
@@ -175,6 +177,16 @@ cdef class ShmReplayCache(NativeReplayBackend):
     def close(self):
         """Later inserts fail closed; the mapping is released when the last reference goes."""
         fk_shm_close(self.shm)
+
+    def _claim_only(self, bytes key, double expiry, double now):
+        """Tests only: claim a slot for key and stop before publishing it, as a process killed mid-insert."""
+        return fk_shm_claim_only(self.shm, _key16(key), expiry, now)
+
+    def _insert_raced(self, bytes key, double expiry, double now):
+        """Tests only: insert() with the same key slipped into another slot between scan and claim."""
+        cdef double first = 0
+        cdef int rc = fk_shm_insert_raced(self.shm, _key16(key), expiry, now, &first)
+        return _answer(rc, first)
 
 
 def rcache_bench(str kind, size_t live, size_t n=1000000, path=None, uint64_t seed=1):

@@ -448,7 +448,25 @@ static inline int holds(slot *sl, uint64_t fp30, uint64_t fp32, uint64_t nows, d
     }
 }
 
+static int insert(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen, int die);
+
 int fk_shm_insert(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen)
+{
+    return insert(s, key, expiry, now, first_seen, 0);
+}
+
+int fk_shm_claim_only(fk_shm *s, const uint8_t key[16], double expiry, double now)
+{
+    double first = 0;
+    return insert(s, key, expiry, now, &first, 1);
+}
+
+int fk_shm_insert_raced(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen)
+{
+    return insert(s, key, expiry, now, first_seen, 2);
+}
+
+static int insert(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen, int die)
 {
     if (atomic_load_explicit(&s->closed, memory_order_relaxed))
         return FK_RC_ERROR;
@@ -509,11 +527,29 @@ int fk_shm_insert(fk_shm *s, const uint8_t key[16], double expiry, double now, d
             atomic_fetch_add_explicit(&ln->full, 1, memory_order_relaxed);
             return FK_RC_FULL;
         }
+        if (die == 2) {
+            /* tests only: another process inserts the same key into a different free slot between
+             * our scan and our claim (the interleaving the re-read after the claim exists for) */
+            die = 0;
+            for (int b = 0; b < 2; b++)
+                for (int j = 0; j < BUCKET_SLOTS; j++) {
+                    slot *sl = &bk[b][j];
+                    uint64_t st = atomic_load(&sl->state);
+                    if (sl != mine && (st == 0 || EXP(st) <= nows) && atomic_compare_exchange_strong(&sl->state, &st, busy)) {
+                        atomic_store(&sl->aux, aux);
+                        atomic_store(&sl->state, ready);
+                        goto raced;
+                    }
+                }
+        }
+    raced:;
         uint64_t old = cstate[pick];
         if (!atomic_compare_exchange_strong(&mine->state, &old, busy))
             continue;   /* another process took it first: look again */
         if (cstate[pick])
             atomic_fetch_add_explicit(&ln->evictions, 1, memory_order_relaxed);
+        if (die)
+            return FK_RC_OK;
         atomic_store_explicit(&mine->aux, aux, memory_order_relaxed);
         atomic_store_explicit(&mine->state, ready, memory_order_release);
         /* a concurrent insert of the same key that claimed before us is visible now */

@@ -54,6 +54,11 @@ void fk_shm_close(fk_shm *s);
 void fk_shm_free(fk_shm *s);
 int fk_shm_insert(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen);
 int fk_shm_insert_cb(void *ctx, const uint8_t key[16], double expiry, double now, double *first_seen);
+/* Tests only: claim a slot for `key` (BUSY) and stop, as a process killed between claim and publish. */
+int fk_shm_claim_only(fk_shm *s, const uint8_t key[16], double expiry, double now);
+/* Tests only: insert while "another process" puts the same key into another free slot between this
+ * insert's scan and its claim. Must answer FK_RC_REPLAY. */
+int fk_shm_insert_raced(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen);
 double fk_shm_started(fk_shm *s);     /* creation time of the mapped file */
 uint64_t fk_shm_capacity(fk_shm *s);  /* live entries the mapped file was sized for */
 int fk_shm_created(fk_shm *s);        /* 1 when this open created or re-created the file */
