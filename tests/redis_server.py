@@ -82,3 +82,39 @@ class RedisServer:
     def resume(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGCONT)
+
+
+class RedisCluster:
+    """Three masters (no replicas) joined by ``redis-cli --cluster create``: keys spread over 16384 slots."""
+
+    def __init__(self, workdir: Path, nodes: int = 3) -> None:
+        self.nodes = []
+        for _ in range(nodes):
+            port = free_port()
+            self.nodes.append(RedisServer(workdir / str(port), port, ("--cluster-enabled", "yes",
+                                          "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000")))
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0?cluster=1"
+
+    def start(self, timeout: float = 20.0) -> None:
+        for n in self.nodes:
+            n.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed")
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run([cli, "-p", str(self.nodes[0].port), "cluster", "info"], capture_output=True,
+                                 text=True, timeout=5).stdout
+            if "cluster_state:ok" in out:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis cluster did not reach cluster_state:ok")
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()

@@ -234,26 +234,28 @@ class RedisReplayCache:
             name = self.prefix + key.hex()
             values.append(value)
             if self._legacy:
-                cmds.append(("SET", name, value, "PX", ttl_ms, "NX"))
-                cmds.append(("GET", name))
+                cmds.append(("set", name, value, ttl_ms, False))
+                cmds.append(("get", name))
             else:
-                cmds.append(("SET", name, value, "PX", ttl_ms, "NX", "GET"))
-        cmds.append(("GET", self._marker_key))   # after the SETs: see the module docstring
+                cmds.append(("set", name, value, ttl_ms, True))
+        cmds.append(("get", self._marker_key))   # after the SETs: see the module docstring
         return cmds, values
 
     @staticmethod
-    def _run(client: Any, cmds: list[tuple[Any, ...]]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
+    def _queue(pipe: Any, cmds: list[tuple[Any, ...]]) -> Any:
         for c in cmds:
-            pipe.execute_command(*c)
-        return list(pipe.execute(raise_on_error=True))
+            if c[0] == "set":
+                # SET name value PX ttl NX [GET]
+                pipe.set(c[1], c[2], px=c[3], nx=True, get=c[4])
+            else:
+                pipe.get(c[1])
+        return pipe
 
-    @staticmethod
-    async def _arun(client: Any, cmds: list[tuple[Any, ...]]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
-        for c in cmds:
-            pipe.execute_command(*c)
-        return list(await pipe.execute(raise_on_error=True))
+    def _run(self, client: Any, cmds: list[tuple[Any, ...]]) -> list[Any]:
+        return list(self._queue(client.pipeline(transaction=False), cmds).execute(raise_on_error=True))
+
+    async def _arun(self, client: Any, cmds: list[tuple[Any, ...]]) -> list[Any]:
+        return list(await self._queue(client.pipeline(transaction=False), cmds).execute(raise_on_error=True))
 
     def _write_marker(self, now: float) -> bytes | None:
         """The namespace has no start marker: it starts empty now (unless another instance beat us)."""
