@@ -91,8 +91,9 @@ class RedisCluster:
         self.nodes = []
         for _ in range(nodes):
             port = free_port()
-            self.nodes.append(RedisServer(workdir / str(port), port, ("--cluster-enabled", "yes",
-                                          "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000")))
+            extra = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                     "--cluster-node-timeout", "2000")
+            self.nodes.append(RedisServer(workdir / str(port), port, extra))
 
     @property
     def url(self) -> str:

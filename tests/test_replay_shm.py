@@ -55,7 +55,7 @@ def _validate_worker(path: str, kt_bytes: bytes, tokens: list[bytes], order: lis
     v = Validator(Keytab.from_bytes(kt_bytes), replay_cache=f"shm:{path}", cold_start=False)
     accepted: list[int] = []
     codes: Counter[str] = Counter()
-    log = open(log_path, "a") if log_path else None  # noqa: SIM115 - must survive SIGKILL line by line
+    log = open(log_path, "a") if log_path else None  # line by line: must survive SIGKILL
     if barrier is not None:
         barrier.wait()
     for i in order:
@@ -138,7 +138,7 @@ def test_sigkill_mid_run_then_restart_still_rejects(tmp_path: Path, kt: Keytab, 
     for i, o in enumerate(orders):
         random.Random(i).shuffle(o)
     ps = [CTX.Process(target=_validate_worker, args=(path, kt.to_bytes(), tokens, o, None, out, lg, 0.002))
-          for o, lg in zip(orders, logs)]
+          for o, lg in zip(orders, logs, strict=True)]
     for p in ps:
         p.start()
     # kill the first once it has accepted some tokens

@@ -76,8 +76,8 @@ def open_replay_cache(spec: str, *, capacity: int = 1 << 20, clock_skew: float =
                       cold_start: bool = True) -> ReplayCache | None:
     """The backend a spec string names; None for ``"none"`` (logged as a warning).
 
-    ``capacity`` is the number of live entries to hold (peak validations per second × 2 × clock_skew is
-    enough); ``clock_skew`` and ``cold_start`` are the validator's (a backend that re-creates itself
+    ``capacity`` is the number of live entries to hold (peak validations per second x 2 x clock_skew
+    is enough); ``clock_skew`` and ``cold_start`` are the validator's (a backend that re-creates itself
     while running applies the cold-start rule on its own).
     """
     if spec == "none":

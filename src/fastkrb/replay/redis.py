@@ -30,7 +30,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -107,7 +107,8 @@ class RedisReplayCache:
         for k in ("socket_timeout", "socket_connect_timeout"):
             opts[k] = float(rest.pop(k, socket_timeout))
         clean = urlunsplit(parts._replace(query=urlencode(rest)))
-        sync_c = async_c = None
+        sync_c: Any = None
+        async_c: Any = None
         if cluster:
             from redis.asyncio.cluster import RedisCluster as ARedisCluster
             from redis.cluster import RedisCluster
@@ -138,7 +139,7 @@ class RedisReplayCache:
         out = self.insert_many([(key, expiry)], now)[0]
         if isinstance(out, ReplayCacheUnavailable):
             raise out
-        return out
+        return cast("tuple[bool, float | None]", out)
 
     def insert_many(self, items: Sequence[tuple[bytes, float]], now: float) -> list[Any]:
         """One pipelined round trip for the batch. Each result is (fresh, first_seen), or a
@@ -166,7 +167,7 @@ class RedisReplayCache:
         out = (await self.ainsert_many([(key, expiry)], now))[0]
         if isinstance(out, ReplayCacheUnavailable):
             raise out
-        return out
+        return cast("tuple[bool, float | None]", out)
 
     async def ainsert_many(self, items: Sequence[tuple[bytes, float]], now: float) -> list[Any]:
         """insert_many on the redis.asyncio client (for the sidecar's event loop)."""
@@ -284,7 +285,7 @@ class RedisReplayCache:
                  now: float) -> list[Any]:
         out: list[Any] = []
         step = 2 if self._legacy else 1
-        for n, ((_, expiry), value) in enumerate(zip(items, values)):
+        for n, ((_, expiry), value) in enumerate(zip(items, values, strict=True)):
             if self._legacy:
                 ok, seen = replies[n * step], replies[n * step + 1]
                 fresh = bool(ok) or seen == value
