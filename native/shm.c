@@ -550,7 +550,7 @@ static int insert(fk_shm *s, const uint8_t key[16], double expiry, double now, d
             atomic_fetch_add_explicit(&ln->evictions, 1, memory_order_relaxed);
         if (die)
             return FK_RC_OK;
-        atomic_store_explicit(&mine->aux, aux, memory_order_relaxed);
+        atomic_store_explicit(&mine->aux, aux, memory_order_release);   /* ordered after the claim */
         atomic_store_explicit(&mine->state, ready, memory_order_release);
         /* a concurrent insert of the same key that claimed before us is visible now */
         for (int b = 0; b < 2; b++) {
