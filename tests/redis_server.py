@@ -7,6 +7,7 @@ cold-start rule exists for. ``pause``/``resume`` (SIGSTOP/SIGCONT) make Redis ha
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,6 +20,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster-bus twin (port + 10000) is free too, so at most 55535."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 55535)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def redis_server_binary() -> str | None:
@@ -90,7 +110,7 @@ class RedisCluster:
     def __init__(self, workdir: Path, nodes: int = 3) -> None:
         self.nodes = []
         for _ in range(nodes):
-            port = free_port()
+            port = free_cluster_port()
             extra = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
                      "--cluster-node-timeout", "2000")
             self.nodes.append(RedisServer(workdir / str(port), port, extra))
