@@ -550,6 +550,8 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
             return done(r, FK_V_REPLAY);
         if (ins == FK_RC_FULL)
             return done(r, FK_V_RC_FULL);
+        if (ins == FK_RC_COLD)
+            return done(r, FK_V_RC_COLD);
         if (ins != FK_RC_OK)
             return done(r, FK_V_RC_UNAVAILABLE);
     }

@@ -7,7 +7,6 @@ replay cache, so one instance serves many threads.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,6 @@ from fastkrb.replay import open_replay_cache
 
 __all__ = ["Validator", "AuthResult", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
 
-log = logging.getLogger("fastkrb")
 
 AuthResult = _native.AuthResult
 SUPPORTED_ENCTYPES = (17, 18, 19, 20, 23)
