@@ -97,6 +97,12 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return run_demo(seconds=a.seconds)
 
 
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from fastkrb.server import main as serve_main
+
+    return serve_main(a)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fastkrb", description="Fast, exact Kerberos ticket validation.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -132,6 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = sub.add_parser("demo", help="a throwaway realm keytab, minted tokens, verdicts and a throughput figure")
     d.add_argument("--seconds", type=float, default=2.0)
     d.set_defaults(func=_cmd_demo)
+
+    srv = sub.add_parser("serve", help="the sidecar auth daemon (HTTP for proxies, binary for fastkrb.client)")
+    from fastkrb.server.config import add_arguments as _serve_arguments
+
+    _serve_arguments(srv)
+    srv.set_defaults(func=_cmd_serve)
 
     a = p.parse_args(argv)
     try:
