@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sidecar_proc import Sidecar, parse_responses, recv_all
 
 from fastkrb import Validator
 from fastkrb.testing import Minted, make_keytab, mint
+from sidecar_proc import Sidecar, parse_responses, recv_all
 
 CLIENT = "alice@EXAMPLE.TEST"
 SERVICE = "HTTP/api.example.test@EXAMPLE.TEST"
@@ -134,7 +134,7 @@ def test_replay_is_401_and_says_how_long_ago(sidecar: Sidecar, minted: Minted) -
 def test_wrong_key_is_named(sidecar: Sidecar) -> None:
     other = make_keytab((SERVICE,), rng=random.Random(99))
     m = mint(other, client=CLIENT, server=SERVICE, now=time.time() + 1)
-    status, h, body = sidecar.http("GET", "/auth", {"Authorization": m.header})
+    status, h, _body = sidecar.http("GET", "/auth", {"Authorization": m.header})
     assert status == 401
     assert h["x-auth-error"] == "integrity"
 
@@ -174,7 +174,7 @@ def test_large_head_up_to_64k_is_accepted(sidecar: Sidecar, minted: Minted) -> N
 
 def test_head_over_limit_is_431_and_closed(sidecar: Sidecar) -> None:
     filler = {f"X-Filler-{i}": "f" * 8000 for i in range(9)}   # 72 KiB
-    status, h, body = sidecar.http("GET", "/auth", filler)
+    status, h, _body = sidecar.http("GET", "/auth", filler)
     assert status == 431
     assert h["connection"] == "close"
 
@@ -185,7 +185,7 @@ def test_body_over_limit_is_413(sidecar: Sidecar) -> None:
 
 
 def test_small_body_is_ignored(sidecar: Sidecar, minted: Minted) -> None:
-    status, h, _ = sidecar.http("POST", "/auth/upload", {"Authorization": header(minted)[0]}, b'{"a": 1}')
+    status, _h, _ = sidecar.http("POST", "/auth/upload", {"Authorization": header(minted)[0]}, b'{"a": 1}')
     assert status == 200
 
 
@@ -202,7 +202,7 @@ def test_unknown_path_is_404(sidecar: Sidecar) -> None:
 
 
 def test_healthz(sidecar: Sidecar) -> None:
-    status, h, body = sidecar.http("GET", "/healthz")
+    status, _h, body = sidecar.http("GET", "/healthz")
     doc = json.loads(body)
     assert status == 200 and doc["ready"] is True
     assert doc["kvnos"] == {SERVICE: 1}

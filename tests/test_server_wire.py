@@ -91,6 +91,7 @@ def test_rejected_round_trip_rebuilds_the_same_error(validator_and_tokens: tuple
     exc = ei.value
     frame = wire.encode_rejected(7, exc.code, exc.cause, exc.fix, exc.to_dict()["details"])
     ((kind, rid, payload),) = list(wire.iter_frames(frame, 1 << 20))
+    assert (kind, rid) == (wire.REJECTED, 7)
     r = wire.decode_rejected(payload)
     again = error_for_code(r.code, r.cause, r.fix, r.details)
     assert type(again) is type(exc) and again.code == "replay"

@@ -29,6 +29,11 @@ __all__ = ["WorkerApp", "make_validator", "run_worker"]
 _RETRIES = 3   # ticks on which a refused keytab file is tried again before waiting for its next change
 
 
+def _tick_period(cfg: ServerConfig) -> float:
+    """Housekeeping period: at most 1 s (timeouts, metrics), shorter when the keytab is watched faster."""
+    return min(1.0, cfg.reload_interval or 1.0)
+
+
 def make_validator(cfg: ServerConfig, kt: Keytab) -> Any:
     from fastkrb.validator import Validator
 
@@ -62,6 +67,7 @@ class WorkerApp:
         self.loaded_at = 0.0
         self.keytab_mtime = 0.0
         self.validator: Any = None
+        self.last_watch = 0.0
 
     # -- keytab ----------------------------------------------------------------------------------
 
@@ -70,6 +76,13 @@ class WorkerApp:
         problems = keytab_problems(kt, self.cfg)
         if problems:
             raise ValueError("; ".join(problems))
+        if self.validator is not None and not self.cfg.principals:
+            # No principal is configured, so the keytab decides which SPNs we serve: a file that shares none
+            # with the one in service is a wrong file (another host's keytab), not a rotation.
+            serving = set(self.stats.kvnos)
+            if serving and not serving & {e.principal for e in kt.entries if e.enctype in self.cfg.enctypes}:
+                raise ValueError(f"the new keytab has none of the principals in service ({', '.join(sorted(serving))})"
+                                 "; set `principals` or restart to change them")
         return kt
 
     def _note_keytab(self, kt: Keytab, sig: tuple[int, int, int, int] | None) -> None:
@@ -153,14 +166,16 @@ class WorkerApp:
         loop = self.ctx.loop
         try:
             self.ctx.sweep()
-            if not self.ctx.draining:
+            ri = self.cfg.reload_interval
+            if ri and not self.ctx.draining and self.ctx.now - self.last_watch >= ri * 0.999:
+                self.last_watch = self.ctx.now
                 self._watch()
             self._gauges()
             self.stats.write()
             self.log.flush()
         finally:
             if self.stopping is not None and not self.stopping.is_set():
-                loop.call_later(min(1.0, self.cfg.reload_interval or 1.0), self._tick)
+                loop.call_later(_tick_period(self.cfg), self._tick)
 
     async def run(self, unix_sock: socket.socket | None, tcp_sock: socket.socket | None,
                   ready_fd: int | None = None) -> int:
@@ -192,7 +207,7 @@ class WorkerApp:
                 os.close(ready_fd)
             except OSError:
                 pass
-        loop.call_later(min(1.0, cfg.reload_interval or 1.0), self._tick)
+        loop.call_later(_tick_period(cfg), self._tick)
         await self.stopping.wait()
         await self._drain()
         return 0
@@ -208,14 +223,12 @@ class WorkerApp:
         ctx.draining = True
         for s in self.servers:
             s.close()
-        for c in list(ctx.conns):
-            c.drain()
         deadline = ctx.loop.time() + self.cfg.drain_timeout
         while ctx.conns and ctx.loop.time() < deadline:
-            await asyncio.sleep(0.02)
+            ctx.now = ctx.loop.time()
             for c in list(ctx.conns):
-                if c.idle():
-                    c.close()
+                c.drain()
+            await asyncio.sleep(0.02)
         left = len(ctx.conns)
         for c in list(ctx.conns):
             c.close()

@@ -26,6 +26,7 @@ from fastkrb.server.metrics import Stats
 __all__ = ["BUDGET", "Connection", "WorkerContext"]
 
 BUDGET = 64 * 1024
+_QUIET = 0.05   # seconds without input before a draining connection counts as finished
 _UCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid
 
 
@@ -145,7 +146,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.last = self.ctx.now
+        self.last = self.ctx.loop.time()
         if len(data) > BUDGET:
             self._backlog = data[BUDGET:]
             data = data[:BUDGET]
@@ -206,8 +207,6 @@ class Connection(asyncio.Protocol):
             buf = self.wbuf
             self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
             buf.clear()
-        if self.ctx.draining and not self.closing and self.idle():
-            self.close()
 
     def idle(self) -> bool:
         """Nothing half-read, nothing in flight, nothing waiting: safe to close without losing a request."""
@@ -231,6 +230,11 @@ class Connection(asyncio.Protocol):
         self.close()
 
     def drain(self) -> None:
-        """SIGTERM: close now if idle, else after the answers in flight (flush() checks again)."""
-        if self.idle():
+        """SIGTERM: close once nothing is in flight and the peer has been quiet for a moment.
+
+        The quiet period covers requests already in the kernel's buffer but not yet read: closing at the
+        first idle instant would drop them. HTTP connections also close after their next answer, which
+        says ``Connection: close``.
+        """
+        if self.idle() and self.ctx.now - self.last >= _QUIET:
             self.close()
