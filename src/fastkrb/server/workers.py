@@ -82,10 +82,12 @@ def _bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
     return s
 
 
-def bind_sockets(cfg: ServerConfig) -> tuple[socket.socket | None, socket.socket | None]:
+def bind_sockets(cfg: ServerConfig) -> tuple[socket.socket | None, socket.socket | None, bool]:
+    """(unix, tcp, activated): ours, or systemd's when socket-activated (then the unit owns the file)."""
     unix, tcp = _systemd_sockets()
+    activated = unix is not None or tcp is not None
     backlog = min(4096, max(128, cfg.max_connections))
-    if unix is None and tcp is None:
+    if not activated:
         if cfg.socket:
             unix = _bind_unix(cfg.socket, cfg.socket_mode, cfg.socket_group, backlog)
         addr = cfg.tcp_address()
@@ -94,7 +96,7 @@ def bind_sockets(cfg: ServerConfig) -> tuple[socket.socket | None, socket.socket
     for s in (unix, tcp):
         if s is not None:
             s.setblocking(False)
-    return unix, tcp
+    return unix, tcp, activated
 
 
 def _sd_notify(msg: str) -> None:
@@ -118,6 +120,7 @@ class Supervisor:
         self.stopping = False
         self.unix: socket.socket | None = None
         self.tcp: socket.socket | None = None
+        self.activated = False
         self.own_metrics_dir = cfg.metrics_dir is None
         self.metrics_dir = cfg.metrics_dir or tempfile.mkdtemp(prefix="fastkrb-metrics-")
         self.ready_r, self.ready_w = os.pipe()
@@ -173,8 +176,9 @@ class Supervisor:
         cfg = self.cfg
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
-            self.unix, self.tcp = bind_sockets(cfg)
+            self.unix, self.tcp, self.activated = bind_sockets(cfg)
             self.log.event("starting", pid=os.getpid(), workers=cfg.workers, socket=cfg.socket, tcp=cfg.tcp,
+                           socket_activated=self.activated,
                            replay_cache=redact_url(cfg.replay_spec()), keytab=cfg.keytab)
             for slot in range(cfg.workers):
                 self._spawn(slot)
@@ -234,7 +238,7 @@ class Supervisor:
         for s in (self.unix, self.tcp):
             if s is not None:
                 s.close()
-        if self.cfg.socket and self.unix is not None:
+        if self.cfg.socket and self.unix is not None and not self.activated:
             with contextlib.suppress(OSError):
                 os.unlink(self.cfg.socket)
         with contextlib.suppress(OSError):
