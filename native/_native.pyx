@@ -7,3 +7,4 @@ The C in native/*.c does the work without the GIL; these .pxi files only cross t
 
 include "crypto.pxi"
 include "validator.pxi"
+include "replay.pxi"

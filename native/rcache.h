@@ -3,7 +3,8 @@
  * Open addressing (linear probing, backward-shift deletion) plus a FIFO ring in insertion order:
  * each insert first pops the expired entries at the head of the ring, so expiry costs O(1) amortised
  * and no call scans the table. Bounded: when `capacity` live entries are held the insert fails
- * closed (FK_RC_FULL) instead of forgetting one. One mutex; the critical section is a few probes.
+ * closed (FK_RC_FULL) instead of forgetting one. One spinlock; the critical section is a few probes.
+ * Slots are 32 bytes (two per cache line); the insert prefetches the two slots it will touch.
  */
 #ifndef FASTKRB_RCACHE_H
 #define FASTKRB_RCACHE_H
@@ -14,7 +15,8 @@
 #define FK_RC_OK 0        /* inserted: first presentation */
 #define FK_RC_REPLAY 1    /* present and live: a replay (first_seen set) */
 #define FK_RC_FULL 2      /* capacity of live entries reached: fail closed */
-#define FK_RC_ERROR 3
+#define FK_RC_ERROR 3      /* cannot answer (closed, damaged, contention beyond bounds): fail closed */
+#define FK_RC_COLD 4       /* the backend restarted empty under the caller: cold-start rule (RFC 4120 §3.2.3) */
 
 typedef struct fk_rcache fk_rcache;
 
@@ -31,11 +33,20 @@ typedef struct fk_rcache_stats {
     uint64_t entries, inserts, hits, evictions, full, capacity;
 } fk_rcache_stats;
 
+/* SipHash-1-3 of a 16-byte key under a 128-bit seed (shared by the memory and shm tables). */
+uint64_t fk_sip16(const uint64_t seed[2], const uint8_t key[16]);
+
 fk_rcache *fk_rcache_new(size_t capacity);
+/* Inserts after close fail closed (FK_RC_ERROR); memory is released by fk_rcache_free. */
+void fk_rcache_close(fk_rcache *rc);
 void fk_rcache_free(fk_rcache *rc);
 int fk_rcache_insert(fk_rcache *rc, const uint8_t key[16], double expiry, double now, double *first_seen);
 /* fk_rcache_insert with the backend signature (ctx is the fk_rcache). */
 int fk_rcache_insert_cb(void *ctx, const uint8_t key[16], double expiry, double now, double *first_seen);
 void fk_rcache_stats_get(fk_rcache *rc, fk_rcache_stats *out);
+
+/* Mean ns per insert through any backend in steady state: `live` entries held while fresh keys arrive
+ * and the oldest expire at the same rate (`n` timed inserts after a warm-up of 2 * live). */
+double fk_rc_bench(fk_rc_backend b, size_t live, size_t n, uint64_t seed);
 
 #endif

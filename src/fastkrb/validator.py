@@ -17,6 +17,7 @@ from fastkrb import _native
 from fastkrb.diagnose import explain
 from fastkrb.errors import KerberosError, ReplayCacheUnavailable
 from fastkrb.keytab import Keytab
+from fastkrb.replay import open_replay_cache
 
 __all__ = ["Validator", "AuthResult", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
 
@@ -75,13 +76,14 @@ class Validator:
     # -- configuration --------------------------------------------------------------------------
 
     def _make_replay(self, spec: ReplaySpec, capacity: int) -> Any:
-        if spec is None or spec == "none":
-            log.warning("fastkrb: replay cache disabled (replay_cache='none'): replayed tokens will be accepted")
-            return None
-        if spec == "memory":
-            return _native.MemoryReplayCache(capacity)
+        """A backend from a spec string ("memory", "shm:/path", "redis://...", "none") or an object."""
+        if spec is None:
+            spec = "none"
         if isinstance(spec, str):
-            raise ValueError(f"unknown replay cache {spec!r} (use 'memory' or 'none', or pass a backend)")
+            return open_replay_cache(spec, capacity=capacity, clock_skew=self.clock_skew,
+                                     cold_start=self.cold_start)
+        if not callable(getattr(spec, "insert", None)):
+            raise TypeError(f"replay_cache must be a spec string or a replay cache, not {type(spec).__name__}")
         return spec
 
     def _load(self, keytab: KeytabLike) -> None:
@@ -184,6 +186,7 @@ class Validator:
         return res
 
     def replay_stats(self) -> dict[str, int] | None:
+        """The replay cache's counters (entries, inserts, hits, evictions, capacity, full, errors)."""
         if self._replay is None:
             return None
         stats = getattr(self._replay, "stats", None)

@@ -1,0 +1,99 @@
+"""Replay caches: one atomic check-and-insert of an authenticator's identity, kept where it must be shared.
+
+RFC 4120 §3.2.3: servers sharing a service principal must share one replay cache, and a cache that lost
+its state must refuse what it cannot vouch for until the skew window has passed. The validator computes
+the identity (12 bytes of the authenticator's MAC + a hash of the principal whose key decrypted the
+ticket) and its expiry (ctime + clock_skew + 1); a backend only answers "first time?" atomically.
+
+Backends, by spec string (``open_replay_cache`` / ``Validator(replay_cache=...)``):
+
+- ``"memory"``: in-process (threads of one process); native, exact capacity.
+- ``"shm:/path/file"``: every process on the host that opens the same file; native, survives restarts.
+- ``"redis://host:port/db?prefix=fastkrb:rc:"``: every host of a fleet (``rediss://`` for TLS;
+  ``cluster=1`` for Redis Cluster).
+- ``"none"``: no replay protection (explicit only; logged as a warning).
+
+Every backend fails closed: when it cannot answer, or is full of live entries, ``insert`` raises
+``ReplayCacheUnavailable``. ``started`` is when the cache last started empty, for the cold-start rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from fastkrb.errors import ReplayCacheUnavailable
+from fastkrb.replay.memory import MemoryReplayCache
+from fastkrb.replay.shm import ShmReplayCache
+
+__all__ = ["ReplayCache", "MemoryReplayCache", "ShmReplayCache", "RedisReplayCache", "open_replay_cache",
+           "ReplayCacheUnavailable"]
+
+log = logging.getLogger("fastkrb")
+
+Answer = tuple[bool, "float | None"]
+
+
+@runtime_checkable
+class ReplayCache(Protocol):
+    """What every backend offers; ``insert`` is one atomic insert-if-absent."""
+
+    @property
+    def started(self) -> float:
+        """Unix time at which this cache last started empty (memory: creation; shm: the file's creation;
+        redis: the namespace's start marker)."""
+        ...
+
+    def insert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
+        """(True, None) the first time ``key`` is seen before ``expiry``; (False, first_seen) for a replay
+        (first_seen may be None when unknown). Raises ReplayCacheUnavailable when it cannot answer."""
+        ...
+
+    def insert_many(self, items: Sequence[tuple[bytes, float]], now: float) -> list[tuple[bool, float | None]]:
+        """insert() for a batch (one round trip where the backend is remote)."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """entries, inserts, hits, evictions, capacity, full, errors (backends may add more)."""
+        ...
+
+    def close(self) -> None:
+        """Release resources; later inserts fail closed."""
+        ...
+
+
+def __getattr__(name: str) -> object:
+    # the Redis backend imports the redis client: only when asked for
+    if name == "RedisReplayCache":
+        from fastkrb.replay.redis import RedisReplayCache
+
+        return RedisReplayCache
+    raise AttributeError(name)
+
+
+def open_replay_cache(spec: str, *, capacity: int = 1 << 20, clock_skew: float = 300.0,
+                      cold_start: bool = True) -> ReplayCache | None:
+    """The backend a spec string names; None for ``"none"`` (logged as a warning).
+
+    ``capacity`` is the number of live entries to hold (peak validations per second x 2 x clock_skew
+    is enough); ``clock_skew`` and ``cold_start`` are the validator's (a backend that re-creates itself
+    while running applies the cold-start rule on its own).
+    """
+    if spec == "none":
+        log.warning("fastkrb: replay cache disabled (replay_cache='none'): replayed tokens will be accepted")
+        return None
+    if spec == "memory":
+        return MemoryReplayCache(capacity)
+    if spec.startswith("shm:"):
+        path = spec[4:]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ValueError("shm replay cache needs a path: 'shm:/path/to/file'")
+        return ShmReplayCache(path, capacity, clock_skew, cold_start)
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        from fastkrb.replay.redis import RedisReplayCache
+
+        return RedisReplayCache.from_url(spec, clock_skew=clock_skew, cold_start=cold_start)
+    raise ValueError(f"unknown replay cache {spec!r}: use 'memory', 'shm:/path', 'redis://host:port/db', or 'none'")

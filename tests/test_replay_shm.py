@@ -1,0 +1,310 @@
+"""The shared-memory replay cache with real processes (spawn): every token accepted exactly once across
+processes, SIGKILL mid-run and mid-insert, restart, damaged and replaced files, capacity, expiry."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import random
+import re
+import signal
+import struct
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastkrb import KerberosError, Keytab, Validator
+from fastkrb.errors import ReplayCacheUnavailable
+from fastkrb.replay import ShmReplayCache
+from fastkrb.testing import make_keytab, mint
+
+SPN = "HTTP/api.example.test@EXAMPLE.TEST"
+NOW = 1_800_000_000.0
+CTX = mp.get_context("spawn")
+HEADER = 4096
+
+
+def keys(n: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(16) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def kt() -> Keytab:
+    return make_keytab(principals=(SPN,), enctypes=(18, 20), kvno=2, rng=random.Random(11))
+
+
+@pytest.fixture(scope="module")
+def tokens(kt: Keytab) -> list[bytes]:
+    out = []
+    for i in range(300):
+        t = mint(kt, server=SPN, now=NOW, ticket_enctype=18 if i % 2 else 20, framing="krb5",
+                 rng=random.Random(1000 + i)).token
+        assert isinstance(t, bytes)
+        out.append(t)
+    return out
+
+
+# -- workers (run in spawned processes) ---------------------------------------------------------------
+
+def _validate_worker(path: str, kt_bytes: bytes, tokens: list[bytes], order: list[int], barrier: Any,
+                     out: Any, log_path: str | None = None, delay: float = 0.0) -> None:
+    v = Validator(Keytab.from_bytes(kt_bytes), replay_cache=f"shm:{path}", cold_start=False)
+    accepted: list[int] = []
+    codes: Counter[str] = Counter()
+    log = open(log_path, "a") if log_path else None  # line by line: must survive SIGKILL
+    if barrier is not None:
+        barrier.wait()
+    for i in order:
+        try:
+            v.validate(tokens[i], now=NOW + 1)
+            accepted.append(i)
+            if log:
+                log.write(f"{i}\n")
+                log.flush()
+        except KerberosError as e:
+            codes[e.code] += 1
+        if delay:
+            time.sleep(delay)
+    out.put((os.getpid(), accepted, dict(codes)))
+
+
+def _insert_worker(path: str, n: int, seed: int, barrier: Any, out: Any) -> None:
+    c = ShmReplayCache(path, 1 << 16, 300.0, False)
+    ks = keys(n, seed)
+    barrier.wait()
+    out.put([i for i, k in enumerate(ks) if c.insert(k, NOW + 300, NOW)[0]])
+
+
+def _hammer_worker(path: str, n: int, seed: int, ready: Any) -> None:
+    c = ShmReplayCache(path, 1 << 18, 300.0, False)
+    ks = keys(n, seed)
+    ready.set()
+    for k in ks:
+        c.insert(k, NOW + 300, NOW)
+
+
+def _collect(out: Any, n: int) -> list[Any]:
+    return [out.get(timeout=60) for _ in range(n)]
+
+
+# -- across processes ---------------------------------------------------------------------------------
+
+def test_processes_accept_every_token_exactly_once(tmp_path: Path, kt: Keytab, tokens: list[bytes]) -> None:
+    path = str(tmp_path / "rc")
+    nproc = 4
+    barrier, out = CTX.Barrier(nproc), CTX.Queue()
+    orders = [list(range(len(tokens))) for _ in range(nproc)]
+    random.Random(3).shuffle(orders[2])
+    orders[3].reverse()   # two in the same order: the tightest race on each token
+    ps = [CTX.Process(target=_validate_worker, args=(path, kt.to_bytes(), tokens, o, barrier, out)) for o in orders]
+    for p in ps:
+        p.start()
+    results = _collect(out, nproc)
+    for p in ps:
+        p.join(30)
+    counts = Counter(i for _, acc, _ in results for i in acc)
+    assert sorted(counts) == list(range(len(tokens))) and set(counts.values()) == {1}
+    codes = Counter()
+    for _, _, c in results:
+        codes.update(c)
+    assert codes == {"replay": (nproc - 1) * len(tokens)}
+    stats = ShmReplayCache(path).stats(now=NOW + 1)
+    assert stats["inserts"] == len(tokens) and stats["hits"] >= (nproc - 1) * len(tokens)
+
+
+def test_raw_inserts_race_exactly_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "raw")
+    nproc, n = 4, 20000
+    barrier, out = CTX.Barrier(nproc), CTX.Queue()
+    ps = [CTX.Process(target=_insert_worker, args=(path, n, 7, barrier, out)) for _ in range(nproc)]
+    for p in ps:
+        p.start()
+    results = _collect(out, nproc)
+    for p in ps:
+        p.join(30)
+    counts = Counter(i for r in results for i in r)
+    assert len(counts) == n and set(counts.values()) == {1}
+
+
+def test_sigkill_mid_run_then_restart_still_rejects(tmp_path: Path, kt: Keytab, tokens: list[bytes]) -> None:
+    path = str(tmp_path / "rc")
+    out = CTX.Queue()
+    logs = [str(tmp_path / f"acc{i}.log") for i in range(3)]
+    orders = [list(range(len(tokens))) for _ in range(3)]
+    for i, o in enumerate(orders):
+        random.Random(i).shuffle(o)
+    ps = [CTX.Process(target=_validate_worker, args=(path, kt.to_bytes(), tokens, o, None, out, lg, 0.002))
+          for o, lg in zip(orders, logs, strict=True)]
+    for p in ps:
+        p.start()
+    # kill the first once it has accepted some tokens
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not os.path.exists(logs[0]) or os.path.getsize(logs[0]) < 40):
+        time.sleep(0.005)
+    os.kill(ps[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
+    ps[0].join(10)
+    assert ps[0].exitcode == -signal.SIGKILL
+    survivors = _collect(out, 2)
+    for p in ps[1:]:
+        p.join(30)
+    killed_acc = [int(x) for x in Path(logs[0]).read_text().split()]
+    assert 0 < len(killed_acc) < len(tokens)
+    counts = Counter(killed_acc + [i for _, acc, _ in survivors for i in acc])
+    assert max(counts.values()) == 1, "a token was accepted twice"
+    # at most the one token in flight at the kill is accepted by nobody (claimed, answer lost)
+    assert len(tokens) - len(counts) <= 1
+    # a restarted process (same file) still rejects every one of them
+    ShmReplayCache(path)  # opening must not re-create it
+    p = CTX.Process(target=_validate_worker, args=(path, kt.to_bytes(), tokens, list(range(len(tokens))), None, out))
+    p.start()
+    (_, acc, codes) = _collect(out, 1)[0]
+    p.join(30)
+    assert acc == [] and codes == {"replay": len(tokens)}
+
+
+def test_sigkill_mid_insert_never_corrupts_or_lets_a_replay_through(tmp_path: Path) -> None:
+    for round_ in range(3):
+        path = str(tmp_path / f"k{round_}")
+        started = ShmReplayCache(path, 1 << 18).started
+        ready = CTX.Event()
+        p = CTX.Process(target=_hammer_worker, args=(path, 400_000, round_, ready))
+        p.start()
+        assert ready.wait(30)
+        time.sleep(0.01 + 0.02 * round_)
+        os.kill(p.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        p.join(10)
+        assert p.exitcode == -signal.SIGKILL
+        c = ShmReplayCache(path, 1 << 18, 300.0, False)
+        assert not c.created and c.started == started, "a killed writer must not make the file look damaged"
+        # the killed process inserted keys in order: a prefix of them is present, the rest are not;
+        # the key in flight may be either (a BUSY slot counts as present)
+        res = "".join("R" if not c.insert(k, NOW + 300, NOW + 1)[0] else "F" for k in keys(400_000, round_))
+        assert re.fullmatch(r"R+F+", res), res[:80]
+
+
+# -- in one process --------------------------------------------------------------------------------------
+
+def test_insert_expiry_first_seen_and_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "rc")
+    c = ShmReplayCache(path, 1000, 300.0, False)
+    assert c.created and abs(c.started - time.time()) < 5 and c.capacity == 1000
+    k, k2 = keys(2)
+    assert c.insert(k, NOW + 301, NOW) == (True, None)
+    fresh, first = c.insert(k, NOW + 301, NOW + 5)
+    assert not fresh and first == pytest.approx(NOW, abs=1e-4)
+    assert c.insert(k, NOW + 301, NOW + 300.9)[0] is False
+    assert c.insert(k, NOW + 602, NOW + 301) == (True, None)   # expired: taken again
+    assert c.insert_many([(k2, NOW + 400), (k2, NOW + 400)], NOW) == [(True, None), (False, pytest.approx(NOW))]
+    started = c.started
+    c.close()
+    with pytest.raises(ReplayCacheUnavailable):
+        c.insert(keys(3)[2], NOW + 10, NOW)
+    del c
+    # restart: same table, same start, entries kept
+    c = ShmReplayCache(path, 5000, 300.0, False)
+    assert not c.created and c.started == started and c.capacity == 1000
+    assert c.insert(k2, NOW + 400, NOW + 10)[0] is False
+    st = c.stats(now=NOW + 10)
+    assert st["entries"] == 2 and st["inserts"] == 3 and st["hits"] == 4 and st["evictions"] >= 1
+
+
+def test_busy_slot_of_a_dead_writer_counts_as_present_until_it_expires(tmp_path: Path) -> None:
+    c = ShmReplayCache(str(tmp_path / "rc"), 1000, 300.0, False)
+    k, other = keys(2, seed=9)
+    c._claim_only(k, NOW + 100, NOW)
+    assert c.insert(k, NOW + 100, NOW + 1) == (False, None)
+    assert c.insert(other, NOW + 100, NOW + 1) == (True, None)
+    assert c.stats(now=NOW + 1)["busy"] == 1
+    assert c.insert(k, NOW + 500, NOW + 100) == (True, None)
+
+
+def test_concurrent_insert_between_scan_and_claim_is_a_replay(tmp_path: Path) -> None:
+    """Two inserts of one key that chose different slots: the later claim re-reads and yields."""
+    c = ShmReplayCache(str(tmp_path / "rc"), 1000, 300.0, False)
+    for i, k in enumerate(keys(50, seed=12)):
+        assert c._insert_raced(k, NOW + 300, NOW) == (False, pytest.approx(NOW, abs=1e-4)), i
+        assert c.insert(k, NOW + 300, NOW)[0] is False
+
+
+def test_full_fails_closed_then_expiry_frees_room(tmp_path: Path) -> None:
+    c = ShmReplayCache(str(tmp_path / "rc"), 16, 300.0, False)   # 64 buckets of 4 slots
+    ks = keys(400, seed=4)
+    n = 0
+    with pytest.raises(ReplayCacheUnavailable) as ei:
+        for n, k in enumerate(ks):  # noqa: B007
+            c.insert(k, NOW + 50, NOW)
+    assert "full" in ei.value.cause and ei.value.details["reason"] == "full"
+    assert 64 < n <= 256
+    # every accepted key is still recognised while live, even when full
+    assert all(not c.insert(k, NOW + 50, NOW + 1)[0] for k in ks[:n])
+    assert c.stats(now=NOW)["full"] >= 1
+    # expired slots are overwritten: room again without any sweep
+    assert all(c.insert(k, NOW + 400, NOW + 50)[0] for k in ks[n:n + 60])
+
+
+def _corrupt(path: str, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+@pytest.mark.parametrize("damage", ["header", "version", "slots", "truncated", "garbage"])
+def test_damaged_file_is_recreated_and_cold_start_applies(tmp_path: Path, kt: Keytab, damage: str) -> None:
+    path = str(tmp_path / "rc")
+    c = ShmReplayCache(path, 1000, 300.0, False)
+    old_started = c.started
+    k = keys(1)[0]
+    c.insert(k, NOW + 300, NOW)
+    del c
+    if damage == "header":
+        _corrupt(path, 40, b"\x01")             # inside the seed: checksum fails
+    elif damage == "version":
+        _corrupt(path, 8, struct.pack("<I", 99))
+    elif damage == "slots":
+        _corrupt(path, HEADER + 4096, b"\xff" * 64)
+    elif damage == "truncated":
+        os.truncate(path, HEADER + 100)
+    else:
+        Path(path).write_bytes(os.urandom(9000))
+    time.sleep(0.01)
+    c = ShmReplayCache(path, 1000, 300.0, False)
+    assert c.created and c.started > old_started
+    assert c.insert(k, NOW + 300, NOW) == (True, None)   # the old table is gone
+    # the cold-start rule from the new creation time, through the validator
+    v = Validator(kt, replay_cache=f"shm:{path}")
+    before = mint(kt, server=SPN, ctime=int(c.started) - 5, rng=random.Random(5))
+    with pytest.raises(KerberosError) as ei:
+        v.validate(before.token, now=c.started + 1)
+    assert ei.value.code == "replay_cache_unavailable" and "RFC 4120" in ei.value.cause
+    after = mint(kt, server=SPN, ctime=int(c.started) + 2, rng=random.Random(6))
+    v.validate(after.token, now=c.started + 3)
+
+
+def test_replaced_file_is_remapped_and_cold_start_applies(tmp_path: Path) -> None:
+    path = str(tmp_path / "rc")
+    a = ShmReplayCache(path, 1000, 300.0, True)
+    k1, k2, k3 = keys(3, seed=8)
+    assert a.insert(k1, NOW + 300, NOW)[0]
+    os.unlink(path)
+    b = ShmReplayCache(path, 1000, 300.0, True)   # another process re-creates it
+    assert b.created and b.started >= a.started
+    time.sleep(1.1)   # processes re-check the path about once a second
+    t = b.started
+    # an authenticator older than the new table: refused while the skew window lasts
+    with pytest.raises(ReplayCacheUnavailable) as ei:
+        a.insert(k2, t - 10 + 301, t + 1)
+    assert ei.value.details["reason"] == "cold_start"
+    assert a.started == b.started and a.stats(now=t)["remaps"] == 1
+    # one table again: what a inserts, b sees
+    assert a.insert(k3, t + 2 + 301, t + 2) == (True, None)
+    assert b.insert(k3, t + 2 + 301, t + 3)[0] is False
+
+
+def test_unopenable_path_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(ReplayCacheUnavailable) as ei:
+        ShmReplayCache(str(tmp_path / "no" / "such" / "dir" / "rc"))
+    assert "cannot open" in ei.value.cause
