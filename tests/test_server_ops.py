@@ -137,26 +137,25 @@ def test_sighup_reloads(tmp_path: Path, kv1: Path) -> None:
 
 
 def test_rotation_under_load_fails_no_request(tmp_path: Path, kv1: Path) -> None:
-    sc = Sidecar(tmp_path, kv1, workers=2, args=("--replay-cache", "memory")).start()
+    sc = Sidecar(tmp_path, kv1, workers=2).start()   # default replay cache: shared memory beside the socket
     m = mint(keytab_v(1, 11), client=CLIENT, server=SERVICE, now=time.time() + 1)
     toks = fresh(m, 40000)
     failures: list[str] = []
     done = [0]
     stop = threading.Event()
 
-    def load() -> None:
+    def load(mine: list[bytes]) -> None:
         with Client(sc.socket) as c:
             i = 0
-            while not stop.is_set() and i + 50 <= len(toks):
-                for r in c.validate_many(toks[i:i + 50]):
+            while not stop.is_set() and i + 50 <= len(mine):
+                for r in c.validate_many(mine[i:i + 50]):
                     if isinstance(r, KerberosError):
                         failures.append(r.code)
                     else:
                         done[0] += 1
                 i += 50
 
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    toks_split = toks
+    threads = [threading.Thread(target=load, args=(toks[k::2],)) for k in range(2)]
     try:
         for t in threads:
             t.start()
@@ -181,7 +180,6 @@ def test_rotation_under_load_fails_no_request(tmp_path: Path, kv1: Path) -> None
     finally:
         stop.set()
         assert sc.stop() == 0
-    del toks_split
     assert failures == []
     assert done[0] > 1000
     assert reloads(sc, "ok") >= 6   # both workers reloaded (several times each)
@@ -209,9 +207,12 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path, kv1: Path) -> None:
 
 
 def test_killed_worker_is_replaced_and_the_others_serve(tmp_path: Path, kv1: Path) -> None:
-    sc = Sidecar(tmp_path, kv1, workers=2, args=("--replay-cache", "memory")).start()
+    sc = Sidecar(tmp_path, kv1, workers=2).start()   # default: the shared-memory replay cache
     try:
         m = mint(keytab_v(1, 11), client=CLIENT, server=SERVICE, now=time.time() + 1)
+        used = fresh(m, 20)
+        with Client(sc.socket) as c:
+            assert all(not isinstance(r, KerberosError) for r in c.validate_many(used))
         pids = sc.worker_pids()
         assert len(pids) == 2
         os.kill(pids[0], signal.SIGKILL)
@@ -223,6 +224,10 @@ def test_killed_worker_is_replaced_and_the_others_serve(tmp_path: Path, kv1: Pat
         wait_for(lambda: len(sc.worker_pids()) == 2, what="replacement worker")
         assert pids[0] not in sc.worker_pids()
         assert any(e.get("event") == "worker_exited" for e in sc.events())
+        for t in used:   # whichever worker answers, and whichever saw it first: still a replay
+            with Client(sc.socket) as c, pytest.raises(KerberosError) as ei:
+                c.validate(t)
+            assert ei.value.code == "replay"
     finally:
         assert sc.stop() == 0
 

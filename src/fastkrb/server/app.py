@@ -39,7 +39,7 @@ def make_validator(cfg: ServerConfig, kt: Keytab) -> Any:
 
     return Validator(kt, principals=cfg.principals, clock_skew=cfg.clock_skew, replay_cache=cfg.replay_spec(),
                      enctypes=tuple(cfg.enctypes), cold_start=cfg.cold_start, allowed_realms=cfg.allowed_realms,
-                     max_token_size=cfg.max_request_size)
+                     max_token_size=cfg.max_request_size, replay_capacity=cfg.replay_capacity)
 
 
 def _file_sig(path: str) -> tuple[int, int, int, int] | None:

@@ -39,6 +39,7 @@ class ServerConfig:
     tcp_allow_remote: bool = False           # a non-loopback TCP address needs this on purpose
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     replay_cache: str | None = None          # None: shared memory beside the socket (memory without it)
+    replay_capacity: int = 1 << 20           # live entries: peak validations/s x 2 x clock_skew suffices
     principals: list[str] | None = None
     clock_skew: float = 300.0
     cold_start: bool = True
@@ -152,6 +153,7 @@ _OPTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "tcp_allow_remote": (_bool, "permit a non-loopback --tcp address"),
     "workers": (int, "worker processes (default: one per core)"),
     "replay_cache": (_opt_str, "memory | shm:/path | redis://... | none (default: shm beside the socket)"),
+    "replay_capacity": (int, "live entries the replay cache holds (default 1048576; full = fail closed)"),
     "principals": (_strs, "accepted server principal (repeatable; default: every principal in the keytab)"),
     "clock_skew": (float, "permitted clock skew in seconds (default 300)"),
     "cold_start": (_bool, "RFC 4120 §3.2.3 rule for an empty replay cache (default true)"),
@@ -246,7 +248,7 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("nothing to listen on: give --socket or --tcp")
     if cfg.workers < 1:
         raise ConfigError("workers must be >= 1")
-    for name in ("max_connections", "max_request_size"):
+    for name in ("max_connections", "max_request_size", "replay_capacity"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1")
     if cfg.max_request_size < 1024:

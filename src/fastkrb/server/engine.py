@@ -7,6 +7,7 @@ faster than any hand-off. Only a network replay cache (Redis) makes ``adecide()`
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -22,11 +23,16 @@ _perf = time.perf_counter
 class Engine:
     """Holds the current Validator (swapped on reload) and reports every decision."""
 
-    def __init__(self, validator: Any, stats: Stats, log: JsonLog, *, is_async: bool = False) -> None:
+    def __init__(self, validator: Any, stats: Stats, log: JsonLog, *, is_async: bool = False,
+                 max_inflight: int = 16) -> None:
         self.validator = validator
         self.stats = stats
         self.log = log
         self.is_async = is_async
+        # A pipelining client can put hundreds of tokens in flight at once; the network replay cache's
+        # connection pool is smaller. Beyond this many concurrent round trips, requests wait their turn
+        # (they are answered later, not refused).
+        self._slots: asyncio.Semaphore | None = asyncio.Semaphore(max_inflight) if is_async else None
 
     def decide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str) -> Any:
         """An AuthResult, or the KerberosError that rejects the token (returned, not raised)."""
@@ -40,6 +46,11 @@ class Engine:
         return self._accepted(res, _perf() - t0, peer, frontend)
 
     async def adecide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str) -> Any:
+        assert self._slots is not None
+        async with self._slots:
+            return await self._adecide(token, channel_bindings, peer, frontend)
+
+    async def _adecide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str) -> Any:
         t0 = _perf()
         try:
             res = await self.validator.avalidate(token, None, channel_bindings)
