@@ -334,6 +334,8 @@ def test_garbage_flood_does_not_starve_legitimate_requests(tmp_path: Path, kv1: 
         with Client(sc.socket) as c:
             results = [c.validate(t) for t in fresh(m, 300)]
         assert all(r.client == CLIENT for r in results)
+        # the flooding connection was recognised and given a smaller share
+        assert b'fastkrb_connections_refused_total{reason="garbage_throttled"} 1.0' in sc.http("GET", "/metrics")[2]
     finally:
         stop.set()
         th.join(30)

@@ -60,8 +60,11 @@ class WireHandler:
                 res = engine.decide(token, cb, peer, "wire")
                 if isinstance(res, KerberosError):
                     out.append(wire.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
+                    conn.verdict(res.code == "malformed")
                 else:
                     out.append(wire.encode_accepted(rid, res))
+                    if conn.bad:
+                        conn.verdict(False)
             elif kind == wire.PING:
                 out.append(wire.encode_pong(rid, ctx.health()))
             else:

@@ -7,7 +7,9 @@ in the chunk, append their answers to ``wbuf``, and the connection writes them w
 
 Fairness: a chunk is worked on in slices of at most ``BUDGET`` bytes; the rest waits (reading paused)
 until the loop has served every other ready connection once, so a client flooding garbage at full speed
-delays the others by one slice, not by its whole backlog.
+delays the others by one slice, not by its whole backlog. A connection whose last ``GARBAGE_RUN``
+tokens were all malformed gets slices of ``SMALL_BUDGET`` until it sends a valid one again: it is still
+answered, at a fraction of the share.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from fastkrb.server.metrics import Stats
 __all__ = ["BUDGET", "Connection", "WorkerContext"]
 
 BUDGET = 64 * 1024
+SMALL_BUDGET = 4 * 1024   # for a connection that sent nothing but garbage lately
+GARBAGE_RUN = 256         # that many malformed tokens in a row, and no valid one, marks a connection
 _QUIET = 0.05   # seconds without input before a draining connection counts as finished
 _UCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid
 
@@ -70,8 +74,8 @@ class WorkerContext:
 class Connection(asyncio.Protocol):
     """The asyncio Protocol for one connection of either front door."""
 
-    __slots__ = ("_backlog", "_feed", "_paused_fair", "_paused_write", "closing", "ctx", "frontend", "handler",
-                 "inflight", "last", "partial_since", "peer", "transport", "wbuf")
+    __slots__ = ("_backlog", "_feed", "_paused_fair", "_paused_write", "bad", "budget", "closing", "ctx",
+                 "frontend", "handler", "inflight", "last", "partial_since", "peer", "transport", "wbuf")
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
@@ -88,6 +92,8 @@ class Connection(asyncio.Protocol):
         self.last = ctx.now
         self.partial_since = 0.0
         self.frontend = "?"
+        self.budget = BUDGET
+        self.bad = 0   # malformed tokens in a row
 
     # -- asyncio callbacks ------------------------------------------------------------------------
 
@@ -147,9 +153,10 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         self.last = self.ctx.loop.time()
-        if len(data) > BUDGET:
-            self._backlog = data[BUDGET:]
-            data = data[:BUDGET]
+        budget = self.budget
+        if len(data) > budget:
+            self._backlog = data[budget:]
+            data = data[:budget]
             self._pause_fair()
         self._feed(data)
         self.flush()
@@ -170,9 +177,10 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         data = self._backlog
-        if len(data) > BUDGET:
-            self._backlog = data[BUDGET:]
-            data = data[:BUDGET]
+        budget = self.budget
+        if len(data) > budget:
+            self._backlog = data[budget:]
+            data = data[:budget]
             self.ctx.loop.call_soon(self._continue)
         else:
             self._backlog = b""
@@ -181,6 +189,17 @@ class Connection(asyncio.Protocol):
                 self.transport.resume_reading()
         self._feed(data)
         self.flush()
+
+    def verdict(self, malformed: bool) -> None:
+        """Called per answered token: track runs of garbage for the fairness budget."""
+        if malformed:
+            self.bad += 1
+            if self.bad == GARBAGE_RUN:
+                self.budget = SMALL_BUDGET
+                self.ctx.stats.count("refused", "garbage_throttled")
+        elif self.bad:
+            self.bad = 0
+            self.budget = BUDGET
 
     # -- protocol selection -------------------------------------------------------------------------
 

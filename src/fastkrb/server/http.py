@@ -217,7 +217,10 @@ class HttpHandler:
 
     def _answer(self, out: Any, close: bool) -> bytes:
         if isinstance(out, KerberosError):
+            self.conn.verdict(out.code == "malformed")
             return _rejection(out, close)
+        if self.conn.bad:
+            self.conn.verdict(False)
         client = out.client
         headers = [b"X-Remote-User: " + header_value(out.short_name) + b"\r\n",
                    b"X-Remote-Principal: " + header_value(client) + b"\r\n",
