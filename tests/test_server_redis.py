@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fastkrb import Replay
+from fastkrb import Replay, ReplayCacheUnavailable
 from fastkrb.client import AsyncClient, Client, RemoteAuthResult
 from fastkrb.testing import make_keytab, mint
 from redis_server import RedisServer, redis_server_binary
@@ -26,7 +26,7 @@ CLIENT = "frank@EXAMPLE.TEST"
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sidecar, Sidecar, Path]]:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sidecar, Sidecar, Path, RedisServer]]:
     d = tmp_path_factory.mktemp("fleet")
     redis = RedisServer(d / "redis")
     redis.start()
@@ -36,15 +36,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sidecar, S
     a = Sidecar(d, kt, name="host-a", workers=2, args=("--replay-cache", url)).start()
     b = Sidecar(d, kt, name="host-b", workers=1, args=("--replay-cache", url)).start()
     try:
-        yield a, b, kt
+        yield a, b, kt, redis
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
         redis.stop()
 
 
-def test_accepted_by_one_refused_by_the_other(fleet: tuple[Sidecar, Sidecar, Path]) -> None:
-    a, b, kt = fleet
+def test_accepted_by_one_refused_by_the_other(fleet: tuple[Sidecar, Sidecar, Path, RedisServer]) -> None:
+    a, b, kt, _ = fleet
     m = mint(str(kt), client=CLIENT, server=SERVICE, now=time.time() + 1)
     toks = m.variants(20, now=time.time() + 1)
     with Client(a.socket) as ca, Client(b.socket) as cb:
@@ -64,8 +64,8 @@ def test_accepted_by_one_refused_by_the_other(fleet: tuple[Sidecar, Sidecar, Pat
     assert status == 401 and h["x-auth-error"] == "replay"
 
 
-def test_async_client_against_the_redis_backed_sidecar(fleet: tuple[Sidecar, Sidecar, Path]) -> None:
-    a, b, kt = fleet
+def test_async_client_against_the_redis_backed_sidecar(fleet: tuple[Sidecar, Sidecar, Path, RedisServer]) -> None:
+    a, b, kt, _ = fleet
     m = mint(str(kt), client=CLIENT, server=SERVICE, now=time.time() + 1)
     toks = m.variants(200, now=time.time() + 1)
 
@@ -77,3 +77,24 @@ def test_async_client_against_the_redis_backed_sidecar(fleet: tuple[Sidecar, Sid
             assert all(isinstance(r, Replay) for r in again)
 
     asyncio.run(go())
+
+
+def test_healthz_follows_redis(fleet: tuple[Sidecar, Sidecar, Path, RedisServer]) -> None:
+    a, _, kt, redis = fleet
+    assert a.http("GET", "/healthz")[0] == 200
+    redis.pause()   # hangs without losing data
+    try:
+        deadline = time.monotonic() + 10
+        while a.http("GET", "/healthz")[0] != 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        status, _, body = a.http("GET", "/healthz")
+        assert status == 503 and b'"reachable": false' in body
+        tok = mint(str(kt), client=CLIENT, server=SERVICE, now=time.time() + 1).token_bytes
+        with Client(a.socket, timeout=10) as c, pytest.raises(ReplayCacheUnavailable):
+            c.validate(tok)   # and validation fails closed meanwhile
+    finally:
+        redis.resume()
+    deadline = time.monotonic() + 10
+    while a.http("GET", "/healthz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert a.http("GET", "/healthz")[0] == 200

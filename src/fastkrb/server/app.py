@@ -68,6 +68,8 @@ class WorkerApp:
         self.keytab_mtime = 0.0
         self.validator: Any = None
         self.last_watch = 0.0
+        self.replay_ok = True          # a network replay cache is probed; the others are ready once open
+        self.replay_error: str | None = None
 
     # -- keytab ----------------------------------------------------------------------------------
 
@@ -126,9 +128,29 @@ class WorkerApp:
 
     # -- health and metrics ---------------------------------------------------------------------
 
+    async def _probe_replay(self) -> None:
+        """A network replay cache (Redis) is pinged every 2 s: /healthz is ready only while it answers."""
+        backend = getattr(self.validator, "_replay", None)
+        client = getattr(backend, "_ar", None)   # RedisReplayCache's redis.asyncio client
+        if client is None:
+            return
+        while self.stopping is not None and not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(client.ping(), 1.0)
+                ok, err = True, None
+            except Exception as exc:  # any failure: not ready (validations fail closed meanwhile)
+                ok, err = False, f"{type(exc).__name__}: {exc}"
+            if ok != self.replay_ok:
+                self.log.event("replay_cache", level="info" if ok else "error", reachable=ok, error=err)
+            self.replay_ok, self.replay_error = ok, err
+            await asyncio.sleep(2.0)
+
     def health(self) -> dict[str, Any]:
-        ready = self.validator is not None and not (self.ctx is not None and self.ctx.draining)
-        rc: dict[str, Any] = {"spec": redact_url(self.cfg.replay_spec())}
+        ready = (self.validator is not None and self.replay_ok
+                 and not (self.ctx is not None and self.ctx.draining))
+        rc: dict[str, Any] = {"spec": redact_url(self.cfg.replay_spec()), "reachable": self.replay_ok}
+        if self.replay_error:
+            rc["error"] = self.replay_error
         try:
             st = self.validator.replay_stats() if self.validator is not None else None
             if st:
@@ -145,7 +167,8 @@ class WorkerApp:
         g["open_connections"] = len(self.ctx.conns) if self.ctx else 0
         g["keytab_age_seconds"] = max(0.0, time.time() - self.keytab_mtime)
         g["keytab_loaded_timestamp_seconds"] = self.loaded_at
-        g["ready"] = 1.0 if self.validator is not None and not (self.ctx and self.ctx.draining) else 0.0
+        g["ready"] = 1.0 if (self.validator is not None and self.replay_ok
+                             and not (self.ctx and self.ctx.draining)) else 0.0
         try:
             st = self.validator.replay_stats() if self.validator is not None else None
         except Exception:
@@ -208,7 +231,10 @@ class WorkerApp:
             except OSError:
                 pass
         loop.call_later(_tick_period(cfg), self._tick)
+        probe = asyncio.ensure_future(self._probe_replay()) if engine.is_async else None
         await self.stopping.wait()
+        if probe is not None:
+            probe.cancel()
         await self._drain()
         return 0
 
