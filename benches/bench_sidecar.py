@@ -58,6 +58,19 @@ class Daemon:
             time.sleep(0.05)
         raise RuntimeError("daemon did not start")
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the workers have used so far."""
+        total = 0.0
+        for line in self.log.read_text().splitlines():
+            if '"worker_ready"' in line:
+                pid = json.loads(line)["pid"]
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
@@ -71,6 +84,19 @@ def load(sock: Path, keytab: Path, *args: str) -> subprocess.Popen[bytes]:
 def result(p: subprocess.Popen[bytes]) -> dict[str, Any]:
     out, _ = p.communicate(timeout=600)
     return json.loads(out)  # type: ignore[no-any-return]
+
+
+def measured(d: Daemon, *procs: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    """Results of load processes started just before, with the daemon's CPU cost per answered request:
+    a figure other jobs on the machine do not distort (they take cores away, not CPU time per request)."""
+    c0 = d.cpu()
+    rs = [result(p) for p in procs]
+    dcpu = d.cpu() - c0
+    answered = sum(sum(r["answers"].values()) for r in rs)
+    for r in rs:
+        r["daemon_cpu_us_per_request"] = round(dcpu / max(1, answered) * 1e6, 2)
+        r["per_core_capacity"] = round(answered / dcpu) if dcpu else None
+    return rs
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -89,11 +115,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     d1 = Daemon(work, kt, 1, ("--replay-capacity", str(1 << 23)))
     try:
         if want("wire-1w") or want("wire-lat") or want("wire-2w"):
-            out["wire-1w"] = result(load(d1.sock, kt, "--mode", "wire", "--connections", "4", "--depth", "64",
-                                         "--seconds", s))
+            (out["wire-1w"],) = measured(d1, load(d1.sock, kt, "--mode", "wire", "--connections", "4",
+                                                  "--depth", "64", "--seconds", s))
         if want("http-1w") or want("http-lat") or want("http-2w"):
-            out["http-1w"] = result(load(d1.sock, kt, "--mode", "http", "--connections", "64", "--depth", "1",
-                                         "--seconds", s, "--expect", "50000"))
+            (out["http-1w"],) = measured(d1, load(d1.sock, kt, "--mode", "http", "--connections", "64",
+                                                  "--depth", "1", "--seconds", s, "--expect", "50000"))
         if want("wire-lat"):
             rate = out["wire-1w"]["throughput"] / 2
             out["wire-lat"] = result(load(d1.sock, kt, "--mode", "wire", "--connections", "4", "--rate",
@@ -109,8 +135,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                          "--seconds", str(a.seconds + 2), "--warmup", "0.5", "--expect", "100000")
             time.sleep(1.5)
             legit = load(d1.sock, kt, "--mode", "wire", "--connections", "1", "--rate", "2000", "--seconds", s)
-            out["flood-legit"] = result(legit)
-            out["flood-garbage"] = result(flood)
+            out["flood-legit"], out["flood-garbage"] = measured(d1, legit, flood)
     finally:
         d1.stop()
     if want("wire-2w") or want("http-2w"):

@@ -42,9 +42,24 @@ class _Refuse(Exception):
 def header_value(s: str) -> bytes:
     """UTF-8 for a response header, with control characters %-escaped: a name can never split a header."""
     b = s.encode("utf-8", "replace")
-    if any(c < 0x20 or c == 0x7F for c in b):
+    if not s.isprintable():   # C0/C1 controls, DEL, line separators: escape every byte below 0x20 and DEL
         b = b"".join(b"%%%02X" % c if (c < 0x20 or c == 0x7F) else bytes((c,)) for c in b)
     return b
+
+
+_IDENTITY: dict[str, bytes] = {}   # client principal -> its three identity header lines
+
+
+def _identity(res: Any) -> bytes:
+    client = res.client
+    block = _IDENTITY.get(client)
+    if block is None:
+        if len(_IDENTITY) >= 4096:
+            _IDENTITY.clear()
+        block = b"".join((b"X-Remote-User: ", header_value(res.short_name), b"\r\nX-Remote-Principal: ",
+                          header_value(client), b"\r\nX-Remote-Realm: ", header_value(res.client_realm), b"\r\n"))
+        _IDENTITY[client] = block
+    return block
 
 
 def _response(status: int, headers: list[bytes], body: bytes, close: bool) -> bytes:
@@ -221,10 +236,7 @@ class HttpHandler:
             return _rejection(out, close)
         if self.conn.bad:
             self.conn.verdict(False)
-        client = out.client
-        headers = [b"X-Remote-User: " + header_value(out.short_name) + b"\r\n",
-                   b"X-Remote-Principal: " + header_value(client) + b"\r\n",
-                   b"X-Remote-Realm: " + header_value(out.client_realm) + b"\r\n"]
+        headers = [_identity(out)]
         if out.response_token is not None:
             headers.append(b"WWW-Authenticate: " + out.www_authenticate.encode() + b"\r\n")
         return _response(200, headers, b"", close)

@@ -37,6 +37,7 @@ class JsonLog:
         self._stamp = ""
         # (client, server, enctype, kvno, frontend) -> the constant middle of an accepted line
         self._static: dict[tuple[Any, ...], str] = {}
+        self._peers: dict[str, str] = {}   # peer -> its JSON string
 
     def _time(self, now: float) -> str:
         sec = int(now)
@@ -56,8 +57,13 @@ class JsonLog:
                           "frontend": frontend, "worker": self.worker})[1:-1]
             self._static[key] = mid
         now = time.time()
+        pj = self._peers.get(peer)
+        if pj is None:
+            if len(self._peers) > 4096:
+                self._peers.clear()
+            pj = self._peers[peer] = _dumps(peer)
         self._buf.append(f'{{"time":"{self._time(now)}",{mid},"mutual":{"true" if res.mutual else "false"},'
-                         f'"skew":{res.skew:.3f},"latency_us":{latency * 1e6:.1f},"peer":{_dumps(peer)}}}\n')
+                         f'"skew":{res.skew:.3f},"latency_us":{latency * 1e6:.1f},"peer":{pj}}}\n')
         if len(self._buf) >= self.max_batch:
             self.flush()
 
