@@ -280,3 +280,12 @@ def test_validator_agrees(keytab: Path, minted: Minted, sidecar: Sidecar) -> Non
             code = exc.code  # type: ignore[attr-defined]
         _, h, _ = sidecar.http("GET", "/auth", {"Authorization": value})
         assert h.get("x-auth-error") == code
+
+
+def test_header_values_cannot_split_a_header() -> None:
+    from fastkrb.server.http import header_value
+
+    assert header_value("alice") == b"alice"
+    assert header_value("jürgen") == "jürgen".encode()
+    assert header_value("evil\r\nX-Remote-User: root") == b"evil%0D%0AX-Remote-User: root"
+    assert b"\n" not in header_value("a\u2028b\x85c\x7f")
