@@ -38,12 +38,17 @@ class Sidecar:
                 *self.args]
 
     def start(self, wait: bool = True) -> Sidecar:
+        """Start the daemon; if it does not become ready, it is stopped before the error propagates."""
         env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **self.env}
         env = {k: v for k, v in env.items() if not (k.startswith("FASTKRB_") and k not in self.env)}
         self.stderr = open(self.dir / "stderr.txt", "ab")
         self.proc = subprocess.Popen(self.command(), env=env, stdout=self.stderr, stderr=self.stderr)
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def wait_ready(self, timeout: float = 20.0, probe: bool = True) -> None:
@@ -72,8 +77,8 @@ class Sidecar:
             return ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        if self.proc is None:
-            return 0
+        if self.proc is None or getattr(self, "_stopped", False):
+            return 0 if self.proc is None else self.proc.returncode
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -82,6 +87,7 @@ class Sidecar:
             self.proc.kill()
             code = self.proc.wait()
         self.stderr.close()
+        self._stopped = True
         return code
 
     def signal(self, sig: int) -> None:

@@ -203,9 +203,9 @@ def site(mit_lab: Any) -> Iterator[Site]:
         f"    access_log {work / 'nginx-access.log'};",
         *(f"    {d}_temp_path {tmp / d};" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         *includes, "}", ""]))
-    sc.start()
     check = subprocess.run([NGINX, "-t", "-c", str(main), "-p", str(work)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+    sc.start()
     ngx = subprocess.Popen([NGINX, "-c", str(main), "-p", str(work)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     try:

@@ -187,21 +187,23 @@ def test_rotation_under_load_fails_no_request(tmp_path: Path, kv1: Path) -> None
 
 def test_sigterm_drains_requests_in_flight(tmp_path: Path, kv1: Path) -> None:
     sc = Sidecar(tmp_path, kv1).start()
-    m = mint(keytab_v(1, 11), client=CLIENT, server=SERVICE, now=time.time() + 1)
-    toks = fresh(m, 3000)
-    s = sc.connect()
-    payload = b"".join(wire.encode_validate(i + 1, t) for i, t in enumerate(toks))
-    sender = threading.Thread(target=s.sendall, args=(payload,))   # the server pushes back: read meanwhile
-    sender.start()
-    first = s.recv(65536)
-    assert first
-    sc.signal(signal.SIGTERM)   # while most of the batch is still unread or unanswered
-    data = first + recv_all(s)
-    sender.join(30)
-    s.close()
-    kinds = [k for k, _, _ in wire.iter_frames(data, 1 << 20)]
-    assert kinds.count(wire.ACCEPTED) == len(toks)
-    assert sc.stop() == 0
+    try:
+        m = mint(keytab_v(1, 11), client=CLIENT, server=SERVICE, now=time.time() + 1)
+        toks = fresh(m, 3000)
+        s = sc.connect()
+        payload = b"".join(wire.encode_validate(i + 1, t) for i, t in enumerate(toks))
+        sender = threading.Thread(target=s.sendall, args=(payload,))   # the server pushes back: read meanwhile
+        sender.start()
+        first = s.recv(65536)
+        assert first
+        sc.signal(signal.SIGTERM)   # while most of the batch is still unread or unanswered
+        data = first + recv_all(s)
+        sender.join(30)
+        s.close()
+        kinds = [k for k, _, _ in wire.iter_frames(data, 1 << 20)]
+        assert kinds.count(wire.ACCEPTED) == len(toks)
+    finally:
+        assert sc.stop() == 0
     assert not Path(sc.socket).exists()
     assert any(e.get("event") == "worker_stopped" for e in sc.events())
 
@@ -285,11 +287,13 @@ def test_request_and_idle_timeouts(tmp_path: Path, kv1: Path) -> None:
 
 def test_peer_credentials_allow_list(tmp_path: Path, kv1: Path) -> None:
     me = os.getuid()
-    deny = Sidecar(tmp_path, kv1, name="deny", args=("--allow-uids", str(me + 4242))).start(wait=False)
-    deny.wait_ready(probe=False)   # its /healthz refuses us too
+    deny = Sidecar(tmp_path, kv1, name="deny", args=("--allow-uids", str(me + 4242)))
     allow = Sidecar(tmp_path, kv1, name="allow", args=("--allow-uids", str(me + 4242),
-                                                       "--allow-gids", str(os.getgid()))).start()
+                                                       "--allow-gids", str(os.getgid())))
     try:
+        deny.start(wait=False)
+        deny.wait_ready(probe=False)   # its /healthz refuses us too
+        allow.start()
         s = deny.connect()
         try:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: s\r\n\r\n")
