@@ -103,6 +103,12 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     return bench_main(a)
 
 
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from fastkrb.server import main as serve_main
+
+    return serve_main(a)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fastkrb", description="Fast, exact Kerberos ticket validation.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -154,6 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
     b.add_argument("--report", help="write report.md, report.json and PNG plots into this directory")
     b.set_defaults(func=_cmd_bench)
+
+    srv = sub.add_parser("serve", help="the sidecar auth daemon (HTTP for proxies, binary for fastkrb.client)")
+    from fastkrb.server.config import add_arguments as _serve_arguments
+
+    _serve_arguments(srv)
+    srv.set_defaults(func=_cmd_serve)
 
     a = p.parse_args(argv)
     try:

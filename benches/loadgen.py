@@ -1,0 +1,269 @@
+"""Load generator for ``fastkrb serve``: a separate process that drives one sidecar socket.
+
+Tokens are minted with fastkrb.testing from the sidecar's keytab before the clock starts (distinct, valid
+ones: a replay cache accepts each once), so the measurement is the sidecar's, not the minter's.
+
+    python benches/loadgen.py --socket S --keytab KT --mode wire --connections 4 --depth 64 --seconds 5
+    python benches/loadgen.py ... --mode http --connections 64 --seconds 5          # keep-alive, 1 in flight
+    python benches/loadgen.py ... --mode wire --rate 25000 --seconds 5              # open loop: latency
+    python benches/loadgen.py ... --mode garbage-wire --seconds 5                   # flood of malformed tokens
+
+Closed loop (default) keeps ``depth`` requests in flight on each connection and reports throughput; open
+loop (``--rate``) sends at a fixed rate, spread over the connections, and reports latency percentiles.
+Output: one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import socket
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "src"))
+
+from fastkrb.server import wire  # noqa: E402
+
+
+def make_tokens(keytab: str, n: int, client: str, framing: str = "spnego") -> list[bytes]:
+    """``n`` distinct valid tokens (raw bytes), minted now (+1 s, so a cold-start cache takes them)."""
+    from fastkrb.keytab import Keytab
+    from fastkrb.testing import mint
+
+    kt = Keytab.load(keytab)
+    out: list[bytes] = []
+    t = time.time() + 1
+    m = mint(kt, client=client, framing=framing, now=t)  # type: ignore[arg-type]
+    while len(out) < n:
+        k = min(800_000, n - len(out))
+        out += m.variants(k, now=t)
+        t += 1
+    return out
+
+
+def garbage_tokens(n: int, size: int = 600) -> list[bytes]:
+    rnd = random.Random(7)
+    return [bytes(rnd.getrandbits(8) for _ in range(16)) * (size // 16) for _ in range(min(n, 64))] * (n // 64 + 1)
+
+
+def wire_frames(tokens: list[bytes]) -> list[tuple[int, bytes]]:
+    return [(i + 1, wire.encode_validate(i + 1, t)) for i, t in enumerate(tokens)]
+
+
+def http_requests(tokens: list[bytes]) -> list[tuple[int, bytes]]:
+    return [(i + 1, b"GET /auth HTTP/1.1\r\nHost: sidecar\r\nX-Original-URI: /api/things\r\nAuthorization: Negotiate "
+             + base64.b64encode(t) + b"\r\n\r\n") for i, t in enumerate(tokens)]
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.done = 0
+        self.codes: dict[str, int] = {}
+        self.lat: list[float] = []
+        self.record = False
+
+
+class _Base(asyncio.Protocol):
+    def __init__(self, st: Stats, work: list[tuple[int, bytes]], depth: int, open_loop: bool) -> None:
+        self.st = st
+        self.work = work
+        self.depth = depth
+        self.open_loop = open_loop
+        self.t: asyncio.Transport | None = None
+        self.sent_at: dict[int, float] = {}
+        self.fifo: list[float] = []   # HTTP: send times in order
+        self.fpos = 0
+        self.buf = b""
+        self.inflight = 0
+        self.stopped = False
+        self.closed = asyncio.get_event_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, k: int) -> None:
+        if self.t is None or self.stopped or self.t.is_closing():
+            return
+        chunk = []
+        now = time.perf_counter()
+        for _ in range(k):
+            if not self.work:
+                break
+            rid, frame = self.work.pop()
+            chunk.append(frame)
+            self.sent_at[rid] = now
+            self.fifo.append(now)
+        if chunk:
+            self.inflight += len(chunk)
+            self.st.sent += len(chunk)
+            self.t.write(b"".join(chunk))
+
+    def answered(self, rid: int | None, code: str) -> None:
+        st = self.st
+        st.done += 1
+        self.inflight -= 1
+        st.codes[code] = st.codes.get(code, 0) + 1
+        if st.record:
+            t0 = self.sent_at.pop(rid, None) if rid is not None else self.fifo[self.fpos]
+            if t0 is not None:
+                st.lat.append(time.perf_counter() - t0)
+        elif rid is not None:
+            self.sent_at.pop(rid, None)
+        if rid is None:
+            self.fpos += 1
+            if self.fpos > 4096:
+                del self.fifo[:self.fpos]
+                self.fpos = 0
+
+
+class WireLoad(_Base):
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        frames, used, _err = wire.split_frames(buf, 1 << 20)
+        for kind, rid, _a, _b in frames:
+            self.answered(rid, "accepted" if kind == wire.ACCEPTED else ("rejected" if kind == wire.REJECTED
+                                                                          else f"kind{kind}"))
+        self.buf = buf[used:]
+        if not self.open_loop and frames:
+            self.send(len(frames))
+
+
+class HttpLoad(_Base):
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        pos = 0
+        n = 0
+        while True:
+            he = buf.find(b"\r\n\r\n", pos)
+            if he < 0:
+                break
+            cl = buf.find(b"Content-Length: ", pos, he)
+            clen = int(buf[cl + 16:buf.find(b"\r\n", cl, he + 2)]) if cl >= 0 else 0
+            end = he + 4 + clen
+            if end > len(buf):
+                break
+            self.answered(None, buf[pos + 9:pos + 12].decode())
+            pos = end
+            n += 1
+        self.buf = buf[pos:]
+        if not self.open_loop and n:
+            self.send(n)
+
+
+async def run(a: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    total = int((a.rate or a.expect) * (a.seconds + a.warmup) * 1.2) + a.connections * a.depth
+    t_mint = time.perf_counter()
+    if a.mode.startswith("garbage"):
+        tokens = garbage_tokens(total)[:total]
+    else:
+        tokens = make_tokens(a.keytab, total, a.client)
+    t_mint = time.perf_counter() - t_mint
+    make = http_requests if a.mode.endswith("http") else wire_frames
+    work = make(tokens)
+    del tokens
+    per = [work[i::a.connections] for i in range(a.connections)]
+    for w in per:
+        w.reverse()  # pop() from the end = in order
+    st = Stats()
+    cls = HttpLoad if a.mode.endswith("http") else WireLoad
+    conns: list[_Base] = []
+    for i in range(a.connections):
+        if a.tcp:
+            host, _, port = a.tcp.rpartition(":")
+            _, p = await loop.create_connection(lambda i=i: cls(st, per[i], a.depth, bool(a.rate)), host, int(port))
+            p.t.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+        else:
+            _, p = await loop.create_unix_connection(lambda i=i: cls(st, per[i], a.depth, bool(a.rate)), a.socket)
+        conns.append(p)
+    if a.rate:
+        # open loop: every millisecond, send what the schedule says is due, spread over the connections
+        # (one write per connection per tick, as a busy proxy batches)
+        tick = 0.001
+        t_start = time.perf_counter()
+        t_end = t_start + a.warmup + a.seconds
+        t_rec = t_start + a.warmup
+        sent = 0
+        ci = 0
+        while True:
+            now = time.perf_counter()
+            if now >= t_end:
+                break
+            if not st.record and now >= t_rec:
+                st.record = True
+                st.lat.clear()
+                done0, t0 = st.done, now
+            due = int((now - t_start) * a.rate) - sent
+            if due > 0:
+                per, extra = divmod(due, len(conns))
+                for j in range(len(conns)):
+                    n = per + (1 if (ci + j) % len(conns) < extra else 0)
+                    if n:
+                        conns[j].send(n)
+                ci += extra
+                sent += due
+            await asyncio.sleep(tick)
+        await asyncio.sleep(0.2)
+        elapsed = time.perf_counter() - t0
+        done = st.done - done0
+    else:
+        for c in conns:
+            c.send(a.depth)
+        await asyncio.sleep(a.warmup)
+        done0, t0 = st.done, time.perf_counter()
+        st.record = True
+        await asyncio.sleep(a.seconds)
+        done, elapsed = st.done - done0, time.perf_counter() - t0
+        st.record = False
+    for c in conns:
+        c.stopped = True
+        if c.t is not None:
+            c.t.close()
+    lat = sorted(st.lat)
+
+    def pct(p: float) -> float | None:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1e6, 1) if lat else None
+
+    return {"mode": a.mode, "connections": a.connections, "depth": a.depth, "rate": a.rate, "seconds": a.seconds,
+            "throughput": round(done / elapsed), "answers": st.codes, "sent": st.sent,
+            "latency_us": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0), "n": len(lat)},
+            "mint_seconds": round(t_mint, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--socket")
+    p.add_argument("--tcp")
+    p.add_argument("--keytab", help="the sidecar's keytab (to mint valid tokens)")
+    p.add_argument("--client", default="alice@EXAMPLE.TEST")
+    p.add_argument("--mode", choices=["wire", "http", "garbage-wire", "garbage-http"], default="wire")
+    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--depth", type=int, default=32, help="requests in flight per connection (closed loop)")
+    p.add_argument("--rate", type=float, default=0.0, help="open loop: requests per second")
+    p.add_argument("--expect", type=float, default=80000, help="closed loop: tokens to mint per second")
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    a = p.parse_args(argv)
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(run(a))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,280 @@
+"""One worker's life: open the validator, serve the inherited sockets, reload, drain, exit.
+
+Reload happens between two callbacks of the event loop: the Validator swaps its keys in one step
+(``Validator.reload``), so a request is validated wholly with the old keys or wholly with the new ones,
+and none fails because of the swap. A new keytab that cannot be read, parses badly, or lacks a usable
+key for the configured principals is refused, logged, and the old keys stay in service; the same file
+is tried again on the next few ticks (a writer may still be writing it) and then on its next change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from fastkrb.errors import KerberosError
+from fastkrb.keytab import Keytab
+from fastkrb.server.config import ServerConfig, keytab_problems, redact_url
+from fastkrb.server.conn import Connection, WorkerContext
+from fastkrb.server.engine import Engine
+from fastkrb.server.log import JsonLog
+from fastkrb.server.metrics import Stats, render
+
+__all__ = ["WorkerApp", "make_validator", "run_worker"]
+
+_RETRIES = 3   # ticks on which a refused keytab file is tried again before waiting for its next change
+
+
+def _tick_period(cfg: ServerConfig) -> float:
+    """Housekeeping period: at most 1 s (timeouts, metrics), shorter when the keytab is watched faster."""
+    return min(1.0, cfg.reload_interval or 1.0)
+
+
+def make_validator(cfg: ServerConfig, kt: Keytab) -> Any:
+    from fastkrb.validator import Validator
+
+    return Validator(kt, principals=cfg.principals, clock_skew=cfg.clock_skew, replay_cache=cfg.replay_spec(),
+                     enctypes=tuple(cfg.enctypes), cold_start=cfg.cold_start, allowed_realms=cfg.allowed_realms,
+                     max_token_size=cfg.max_request_size, replay_capacity=cfg.replay_capacity)
+
+
+def _file_sig(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class WorkerApp:
+    """The event-loop side of a worker process."""
+
+    def __init__(self, cfg: ServerConfig, slot: int, metrics_dir: str | None) -> None:
+        self.cfg = cfg
+        self.slot = slot
+        self.log = JsonLog(cfg.log_file, decisions=cfg.log_decisions, worker=slot)
+        self.stats = Stats(slot, metrics_dir)
+        self.servers: list[asyncio.AbstractServer] = []
+        self.ctx: WorkerContext | None = None
+        self.stopping: asyncio.Event | None = None
+        self.keytab_sig: tuple[int, int, int, int] | None = None
+        self.failed_sig: tuple[int, int, int, int] | None = None
+        self.failed_tries = 0
+        self.loaded_at = 0.0
+        self.keytab_mtime = 0.0
+        self.validator: Any = None
+        self.last_watch = 0.0
+        self.replay_ok = True          # a network replay cache is probed; the others are ready once open
+        self.replay_error: str | None = None
+
+    # -- keytab ----------------------------------------------------------------------------------
+
+    def _load_keytab(self) -> Keytab:
+        kt = Keytab.load(self.cfg.keytab)
+        problems = keytab_problems(kt, self.cfg)
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.validator is not None and not self.cfg.principals:
+            # No principal is configured, so the keytab decides which SPNs we serve: a file that shares none
+            # with the one in service is a wrong file (another host's keytab), not a rotation.
+            serving = set(self.stats.kvnos)
+            if serving and not serving & {e.principal for e in kt.entries if e.enctype in self.cfg.enctypes}:
+                raise ValueError(f"the new keytab has none of the principals in service ({', '.join(sorted(serving))})"
+                                 "; set `principals` or restart to change them")
+        return kt
+
+    def _note_keytab(self, kt: Keytab, sig: tuple[int, int, int, int] | None) -> None:
+        self.keytab_sig = sig
+        self.failed_sig = None
+        self.failed_tries = 0
+        self.loaded_at = time.time()
+        self.keytab_mtime = sig[2] / 1e9 if sig else self.loaded_at
+        kv: dict[str, int] = {}
+        for e in kt.entries:
+            kv[e.principal] = max(kv.get(e.principal, 0), e.kvno)
+        self.stats.kvnos = kv
+
+    def reload(self, reason: str) -> bool:
+        """Load the keytab file again; on any problem keep the keys in service and say why."""
+        sig = _file_sig(self.cfg.keytab)
+        try:
+            kt = self._load_keytab()
+            self.validator.reload(kt)
+        except (KerberosError, ValueError, OSError) as exc:
+            self.failed_tries = self.failed_tries + 1 if sig == self.failed_sig else 1
+            self.failed_sig = sig
+            self.stats.count("reload", "error")
+            cause = exc.cause if isinstance(exc, KerberosError) else str(exc)
+            self.log.event("keytab_reload", level="error", result="refused", reason=reason, path=self.cfg.keytab,
+                           error=cause, kept_kvnos=self.stats.kvnos)
+            return False
+        self._note_keytab(kt, sig)
+        self.stats.count("reload", "ok")
+        self.log.event("keytab_reload", result="ok", reason=reason, path=self.cfg.keytab, kvnos=self.stats.kvnos,
+                       entries=len(kt.entries))
+        return True
+
+    def _watch(self) -> None:
+        sig = _file_sig(self.cfg.keytab)
+        if sig is None or sig == self.keytab_sig:
+            return
+        if sig == self.failed_sig and self.failed_tries >= _RETRIES:
+            return
+        self.reload("file changed")
+
+    # -- health and metrics ---------------------------------------------------------------------
+
+    async def _probe_replay(self) -> None:
+        """A network replay cache (Redis) is pinged every 2 s: /healthz is ready only while it answers."""
+        backend = getattr(self.validator, "_replay", None)
+        client = getattr(backend, "_ar", None)   # RedisReplayCache's redis.asyncio client
+        if client is None:
+            return
+        while self.stopping is not None and not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(client.ping(), 1.0)
+                ok, err = True, None
+            except Exception as exc:  # any failure: not ready (validations fail closed meanwhile)
+                ok, err = False, f"{type(exc).__name__}: {exc}"
+            if ok != self.replay_ok:
+                self.log.event("replay_cache", level="info" if ok else "error", reachable=ok, error=err)
+            self.replay_ok, self.replay_error = ok, err
+            await asyncio.sleep(2.0)
+
+    def health(self) -> dict[str, Any]:
+        ready = (self.validator is not None and self.replay_ok
+                 and not (self.ctx is not None and self.ctx.draining))
+        rc: dict[str, Any] = {"spec": redact_url(self.cfg.replay_spec()), "reachable": self.replay_ok}
+        if self.replay_error:
+            rc["error"] = self.replay_error
+        try:
+            st = self.validator.replay_stats() if self.validator is not None else None
+            if st:
+                rc.update(st)
+        except Exception as exc:  # a backend that cannot report is not ready
+            rc["error"] = str(exc)
+            ready = False
+        return {"ready": ready, "worker": self.slot, "pid": os.getpid(), "keytab": self.cfg.keytab,
+                "keytab_loaded": self.loaded_at, "kvnos": self.stats.kvnos, "replay_cache": rc,
+                "draining": bool(self.ctx and self.ctx.draining)}
+
+    def _gauges(self) -> None:
+        g = self.stats.gauges
+        g["open_connections"] = len(self.ctx.conns) if self.ctx else 0
+        g["keytab_age_seconds"] = max(0.0, time.time() - self.keytab_mtime)
+        g["keytab_loaded_timestamp_seconds"] = self.loaded_at
+        g["ready"] = 1.0 if (self.validator is not None and self.replay_ok
+                             and not (self.ctx and self.ctx.draining)) else 0.0
+        try:
+            st = self.validator.replay_stats() if self.validator is not None else None
+        except Exception:
+            st = None
+        if st:
+            for k_in, k_out in (("entries", "replay_cache_entries"), ("capacity", "replay_cache_capacity")):
+                if k_in in st:
+                    g[k_out] = float(st[k_in])
+
+    def metrics(self) -> bytes:
+        self._gauges()
+        return render(self.stats)
+
+    # -- life -----------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        assert self.ctx is not None
+        loop = self.ctx.loop
+        try:
+            self.ctx.sweep()
+            ri = self.cfg.reload_interval
+            if ri and not self.ctx.draining and self.ctx.now - self.last_watch >= ri * 0.999:
+                self.last_watch = self.ctx.now
+                self._watch()
+            self._gauges()
+            self.stats.write()
+            self.log.flush()
+        finally:
+            if self.stopping is not None and not self.stopping.is_set():
+                loop.call_later(_tick_period(self.cfg), self._tick)
+
+    async def run(self, unix_sock: socket.socket | None, tcp_sock: socket.socket | None,
+                  ready_fd: int | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        kt = self._load_keytab()
+        self.validator = make_validator(cfg, kt)
+        self._note_keytab(kt, _file_sig(cfg.keytab))
+        spec = cfg.replay_spec()
+        engine = Engine(self.validator, self.stats, self.log,
+                        is_async=spec.startswith(("redis://", "rediss://", "unix://")))
+        self.ctx = ctx = WorkerContext(cfg, engine, self.stats, self.log, loop, self.health, self.metrics)
+        self.stopping = asyncio.Event()
+
+        def factory() -> Connection:
+            return Connection(ctx)
+
+        if unix_sock is not None:
+            self.servers.append(await loop.create_unix_server(factory, sock=unix_sock))
+        if tcp_sock is not None:
+            self.servers.append(await loop.create_server(factory, sock=tcp_sock))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.reload("SIGHUP"))
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        self.log.event("worker_ready", pid=os.getpid(), replay_cache=redact_url(spec), kvnos=self.stats.kvnos)
+        if ready_fd is not None:
+            try:
+                os.write(ready_fd, b"R")
+                os.close(ready_fd)
+            except OSError:
+                pass
+        loop.call_later(_tick_period(cfg), self._tick)
+        probe = asyncio.ensure_future(self._probe_replay()) if engine.is_async else None
+        await self.stopping.wait()
+        if probe is not None:
+            probe.cancel()
+        await self._drain()
+        return 0
+
+    def stop(self) -> None:
+        if self.stopping is not None:
+            self.stopping.set()
+
+    async def _drain(self) -> None:
+        """Stop accepting, let requests in flight finish (for at most drain_timeout), then close."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        ctx.draining = True
+        for s in self.servers:
+            s.close()
+        deadline = ctx.loop.time() + self.cfg.drain_timeout
+        while ctx.conns and ctx.loop.time() < deadline:
+            ctx.now = ctx.loop.time()
+            for c in list(ctx.conns):
+                c.drain()
+            await asyncio.sleep(0.02)
+        left = len(ctx.conns)
+        for c in list(ctx.conns):
+            c.close()
+        self._gauges()
+        self.stats.write()
+        self.log.event("worker_stopped", pid=os.getpid(), unfinished_connections=left)
+        self.log.close()
+
+
+def run_worker(cfg: ServerConfig, slot: int, unix_sock: socket.socket | None, tcp_sock: socket.socket | None,
+               metrics_dir: str | None, ready_fd: int | None = None) -> int:
+    """Entry point of a worker process (after fork): a fresh uvloop event loop, serve until told to stop."""
+    try:
+        import uvloop
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works without it
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = WorkerApp(cfg, slot, metrics_dir)
+    try:
+        return loop.run_until_complete(app.run(unix_sock, tcp_sock, ready_fd))
+    finally:
+        loop.close()

@@ -1,0 +1,99 @@
+"""The binary front door for services (``fastkrb.client``): pipelined frames, answered by request id.
+
+Every complete frame in a chunk is validated in turn and the answers go out in one write. With a network
+replay cache (Redis) a frame's answer may come later than the next one's: the request id pairs them.
+Bytes that are not this protocol get one PROTOCOL_ERROR frame, then the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastkrb.errors import KerberosError
+from fastkrb.server import wire
+from fastkrb.server.conn import Connection
+
+__all__ = ["WireHandler"]
+
+
+class WireHandler:
+    """Splits frames, answers them; keeps at most one partial frame."""
+
+    __slots__ = ("buf", "conn", "ctx")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.ctx = conn.ctx
+        self.buf = b""
+
+    def idle(self) -> bool:
+        return not self.buf
+
+    def timeout(self) -> None:
+        self.conn.wbuf.append(wire.encode_protocol_error(0, "request not complete within the timeout"))
+
+    def feed(self, data: bytes) -> None:
+        conn = self.conn
+        ctx = self.ctx
+        if self.buf:
+            data = self.buf + data
+        frames, used, err = wire.split_frames(data, ctx.max_frame)
+        self.buf = data[used:] if used < len(data) else b""
+        out = conn.wbuf
+        engine = ctx.engine
+        peer = conn.peer
+        for kind, rid, a, b in frames:
+            if kind == wire.VALIDATE:
+                if b - a < 2:
+                    err = "VALIDATE frame without a channel-bindings length"
+                    break
+                ncb = (data[a] << 8) | data[a + 1]
+                if a + 2 + ncb > b:
+                    err = "channel bindings run past the frame"
+                    break
+                cb = data[a + 2:a + 2 + ncb] if ncb else None
+                token = data[a + 2 + ncb:b]
+                if engine.is_async:
+                    self._later(rid, token, cb)
+                    continue
+                res = engine.decide(token, cb, peer, "wire")
+                if isinstance(res, KerberosError):
+                    out.append(wire.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
+                    conn.verdict(res.code == "malformed")
+                else:
+                    out.append(wire.encode_accepted(rid, res))
+                    if conn.bad:
+                        conn.verdict(False)
+            elif kind == wire.PING:
+                out.append(wire.encode_pong(rid, ctx.health()))
+            else:
+                err = f"unknown frame kind 0x{kind:02x}"
+                break
+        if err is not None:
+            ctx.stats.count("protocol_error", "wire")
+            out.append(wire.encode_protocol_error(0, err))
+            self.buf = b""
+            conn.close()
+            return
+        conn.partial_since = (conn.partial_since or ctx.now) if self.buf else 0.0
+
+    def _later(self, rid: int, token: bytes, cb: bytes | None) -> None:
+        conn = self.conn
+        conn.inflight += 1
+        fut = asyncio.ensure_future(self.ctx.engine.adecide(token, cb, conn.peer, "wire"))
+        fut.add_done_callback(lambda f: self._done(rid, f))
+
+    def _done(self, rid: int, fut: asyncio.Future[Any]) -> None:
+        conn = self.conn
+        conn.inflight -= 1
+        if conn.closing and conn.transport is None:
+            return
+        exc = fut.exception()
+        res = self.ctx.engine._internal(exc, 0.0, conn.peer, "wire") if exc is not None else fut.result()
+        if isinstance(res, KerberosError):
+            conn.wbuf.append(wire.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
+        else:
+            conn.wbuf.append(wire.encode_accepted(rid, res))
+        if not conn.closing:
+            conn.flush()

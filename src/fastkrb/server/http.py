@@ -1,0 +1,273 @@
+"""The HTTP/1.1 front door for proxies: nginx ``auth_request``, Envoy ``ext_authz``, Traefik ``forwardAuth``.
+
+``/auth`` (any method, any path below it, as Envoy's ``path_prefix`` makes) validates the request's
+``Authorization: Negotiate`` header:
+
+* 200 with ``X-Remote-User`` (short name), ``X-Remote-Principal``, ``X-Remote-Realm`` and, when the client
+  asked for mutual authentication, ``WWW-Authenticate: Negotiate <AP-REP>`` (RFC 4559 §5).
+* 401 with ``WWW-Authenticate: Negotiate`` (always: nginx forwards a 401 without a challenge as is),
+  ``X-Auth-Error: <code>`` and ``{"code", "cause"}``: no token (``no_token``) or a rejected one.
+* 503 with ``Retry-After`` when the replay cache cannot answer, 500 for the sidecar's own faults.
+
+``/healthz`` (200 ready / 503 not) and ``/metrics`` (Prometheus text). Parsing is httptools (llhttp).
+The token is never echoed: no response and no log line contains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from typing import Any
+
+import httptools
+
+from fastkrb.errors import KerberosError
+from fastkrb.server.conn import Connection
+
+__all__ = ["HttpHandler", "header_value"]
+
+_STATUS = {200: b"200 OK", 400: b"400 Bad Request", 401: b"401 Unauthorized", 404: b"404 Not Found",
+           408: b"408 Request Timeout", 413: b"413 Content Too Large", 431: b"431 Request Header Fields Too Large",
+           500: b"500 Internal Server Error", 503: b"503 Service Unavailable"}
+_KEEP = b"Cache-Control: no-store\r\n"
+_CLOSE = b"Connection: close\r\n"
+_NEGOTIATE = b"negotiate"
+
+
+class _Refuse(Exception):
+    """Stop parsing: the request breaks a limit (status and reason on the handler)."""
+
+
+def header_value(s: str) -> bytes:
+    """UTF-8 for a response header, with control characters %-escaped: a name can never split a header."""
+    b = s.encode("utf-8", "replace")
+    if not s.isprintable():   # C0/C1 controls, DEL, line separators: escape every byte below 0x20 and DEL
+        b = b"".join(b"%%%02X" % c if (c < 0x20 or c == 0x7F) else bytes((c,)) for c in b)
+    return b
+
+
+_IDENTITY: dict[str, bytes] = {}   # client principal -> its three identity header lines
+
+
+def _identity(res: Any) -> bytes:
+    client = res.client
+    block = _IDENTITY.get(client)
+    if block is None:
+        if len(_IDENTITY) >= 4096:
+            _IDENTITY.clear()
+        block = b"".join((b"X-Remote-User: ", header_value(res.short_name), b"\r\nX-Remote-Principal: ",
+                          header_value(client), b"\r\nX-Remote-Realm: ", header_value(res.client_realm), b"\r\n"))
+        _IDENTITY[client] = block
+    return block
+
+
+def _response(status: int, headers: list[bytes], body: bytes, close: bool) -> bytes:
+    return b"".join((b"HTTP/1.1 ", _STATUS[status], b"\r\n", *headers, _KEEP, _CLOSE if close else b"",
+                     b"Content-Length: %d\r\n\r\n" % len(body), body))
+
+
+_ERROR_STATUS = {"internal": 500, "replay_cache_unavailable": 503}
+
+
+def _rejection(exc: KerberosError, close: bool) -> bytes:
+    status = _ERROR_STATUS.get(exc.code, 401)
+    body = json.dumps({"code": exc.code, "cause": exc.cause}, ensure_ascii=False).encode()
+    headers = [b"WWW-Authenticate: Negotiate\r\n", b"X-Auth-Error: " + exc.code.encode() + b"\r\n",
+               b"Content-Type: application/json\r\n"]
+    if status == 503:
+        headers.append(b"Retry-After: 1\r\n")
+    return _response(status, headers, body, close)
+
+
+class HttpHandler:
+    """httptools callbacks for one connection; answers in request order."""
+
+    __slots__ = ("auth", "body_size", "conn", "ctx", "head_raw", "head_size", "in_head", "parser", "pending",
+                 "refuse", "url", "xff")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.ctx = conn.ctx
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.auth: bytes | None = None
+        self.xff: bytes | None = None
+        self.head_size = 0
+        self.head_raw = 0
+        self.body_size = 0
+        self.in_head = False
+        self.refuse: tuple[int, str] | None = None
+        self.pending: deque[list[Any]] = deque()   # [response or None, close] in request order (async only)
+
+    # -- feeding ----------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        conn = self.conn
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if self.refuse is None:
+                raise
+            self._fail(*self.refuse)
+            return
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "upgrade not supported")
+            return
+        except httptools.HttpParserError as exc:
+            self._fail(400, f"not HTTP/1.1 ({exc})")
+            return
+        if self.in_head:  # a head still incomplete: bound what llhttp buffers for it
+            self.head_raw += len(data)
+            if self.head_raw > 2 * self.ctx.cfg.max_request_size:
+                self._fail(431, "request head too large")
+                return
+            if not conn.partial_since:
+                conn.partial_since = self.ctx.now
+
+    def _fail(self, status: int, why: str) -> None:
+        self.ctx.stats.count("protocol_error", "http")
+        body = json.dumps({"code": "bad_request", "cause": why}).encode()
+        self._emit(_response(status, [b"Content-Type: application/json\r\n"], body, True), True)
+
+    def idle(self) -> bool:
+        return not self.in_head and not self.pending
+
+    def timeout(self) -> None:
+        if self.in_head or self.conn.partial_since:
+            body = b'{"code":"bad_request","cause":"request not complete within the timeout"}'
+            self.conn.wbuf.append(_response(408, [b"Content-Type: application/json\r\n"], body, True))
+
+    # -- httptools callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.auth = None
+        self.xff = None
+        self.head_size = 0
+        self.head_raw = 0
+        self.body_size = 0
+        self.in_head = True
+        self.conn.partial_since = self.ctx.now
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_size += len(url)
+        if self.head_size > self.ctx.cfg.max_request_size:
+            self.refuse = (431, "request head too large")
+            raise _Refuse
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.ctx.cfg.max_request_size:
+            self.refuse = (431, "request head too large")
+            raise _Refuse
+        n = len(name)
+        if n == 13 and name.lower() == b"authorization":
+            self.auth = value
+        elif n == 15 and name.lower() == b"x-forwarded-for":
+            self.xff = value
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.ctx.cfg.max_request_size:
+            self.refuse = (413, "request body too large")
+            raise _Refuse
+
+    def on_message_complete(self) -> None:
+        conn = self.conn
+        conn.partial_since = 0.0
+        if conn.closing:
+            return
+        close = not self.parser.should_keep_alive() or self.ctx.draining
+        url = self.url
+        q = url.find(b"?")
+        path = url if q < 0 else url[:q]
+        if path == b"/auth" or path.startswith(b"/auth/"):
+            self._auth(close)
+        elif path == b"/healthz":
+            h = self.ctx.health()
+            body = json.dumps(h).encode()
+            self._emit(_response(200 if h.get("ready") else 503, [b"Content-Type: application/json\r\n"], body,
+                                 close), close)
+        elif path == b"/metrics":
+            try:
+                body = self.ctx.metrics()
+                status = 200
+            except Exception as exc:  # never let a scrape take the worker down
+                body, status = f"metrics failed: {exc}\n".encode(), 500
+            self._emit(_response(status, [b"Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"], body,
+                                 close), close)
+        else:
+            body = b'{"code":"not_found","cause":"try /auth, /healthz or /metrics"}'
+            self._emit(_response(404, [b"Content-Type: application/json\r\n"], body, close), close)
+
+    # -- /auth --------------------------------------------------------------------------------------
+
+    def _auth(self, close: bool) -> None:
+        auth = self.auth
+        conn = self.conn
+        peer = conn.peer if self.xff is None else f"{conn.peer} for={self.xff.decode('latin-1')[:200]}"
+        if auth is None or len(auth) < 11 or auth[:9].lower() != _NEGOTIATE or auth[9] != 0x20:
+            why = ("no Authorization header" if auth is None
+                   else "the Authorization header carries no Negotiate token")
+            self.ctx.engine.no_token(peer, why)
+            body = json.dumps({"code": "no_token", "cause": why}).encode()
+            self._emit(_response(401, [b"WWW-Authenticate: Negotiate\r\n", b"X-Auth-Error: no_token\r\n",
+                                       b"Content-Type: application/json\r\n"], body, close), close)
+            return
+        token = auth if auth[:9] == b"Negotiate" else b"Negotiate" + auth[9:]   # the scheme is case-blind
+        engine = self.ctx.engine
+        if not engine.is_async:
+            self._emit(self._answer(engine.decide(token, None, peer, "http"), close), close)
+            return
+        slot: list[Any] = [None, close]
+        self.pending.append(slot)
+        conn.inflight += 1
+        fut = asyncio.ensure_future(engine.adecide(token, None, peer, "http"))
+        fut.add_done_callback(lambda f: self._done(slot, f))
+
+    def _answer(self, out: Any, close: bool) -> bytes:
+        if isinstance(out, KerberosError):
+            self.conn.verdict(out.code == "malformed")
+            return _rejection(out, close)
+        if self.conn.bad:
+            self.conn.verdict(False)
+        headers = [_identity(out)]
+        if out.response_token is not None:
+            headers.append(b"WWW-Authenticate: " + out.www_authenticate.encode() + b"\r\n")
+        return _response(200, headers, b"", close)
+
+    def _done(self, slot: list[Any], fut: asyncio.Future[Any]) -> None:
+        conn = self.conn
+        conn.inflight -= 1
+        exc = fut.exception()
+        out = self.ctx.engine._internal(exc, 0.0, conn.peer, "http") if exc is not None else fut.result()
+        slot[0] = self._answer(out, slot[1])
+        self._release()
+        conn.flush()
+
+    # -- ordered output -----------------------------------------------------------------------------
+
+    def _emit(self, response: bytes, close: bool) -> None:
+        if self.pending:
+            self.pending.append([response, close])
+            return
+        self.conn.wbuf.append(response)
+        if close:
+            self.conn.close()
+
+    def _release(self) -> None:
+        """Write every answer at the head of the queue that is ready (HTTP answers go out in order)."""
+        conn = self.conn
+        pending = self.pending
+        while pending and pending[0][0] is not None:
+            response, close = pending.popleft()
+            conn.wbuf.append(response)
+            if close:
+                pending.clear()
+                conn.close()
+                return
