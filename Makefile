@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(VPY) -m fastkrb demo
 
 test: system-deps $(STAMP)
-	$(PIP) install -q gssapi k5test
+	$(PIP) install -q gssapi k5test pyyaml matplotlib
 	$(MAKE) build
 	$(MAKE) lint
 	$(VPY) -m pytest -q tests
