@@ -25,8 +25,6 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,69 +32,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SRC = HERE.parent / "src"
-PY = sys.executable
+sys.path.insert(0, str(HERE.parent / "src"))
 
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTKRB_")}
-    env["PYTHONPATH"] = str(SRC)
-    return env
-
-
-class Daemon:
-    def __init__(self, workdir: Path, keytab: Path, workers: int, extra: tuple[str, ...] = ()) -> None:
-        self.sock = workdir / f"bench-{workers}.sock"
-        self.log = workdir / f"bench-{workers}.log"
-        cmd = [PY, "-m", "fastkrb", "serve", "--keytab", str(keytab), "--socket", str(self.sock), "--workers",
-               str(workers), "--log-file", str(self.log), *extra]
-        self.proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.log.exists() and self.log.read_text().count('"worker_ready"') >= workers:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("daemon did not start")
-
-    def cpu(self) -> float:
-        """CPU seconds (user + system) the workers have used so far."""
-        total = 0.0
-        for line in self.log.read_text().splitlines():
-            if '"worker_ready"' in line:
-                pid = json.loads(line)["pid"]
-                try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-
-
-def load(sock: Path, keytab: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([PY, str(HERE / "loadgen.py"), "--socket", str(sock), "--keytab", str(keytab), *args],
-                            env=_env(), stdout=subprocess.PIPE)
-
-
-def result(p: subprocess.Popen[bytes]) -> dict[str, Any]:
-    out, _ = p.communicate(timeout=600)
-    return json.loads(out)  # type: ignore[no-any-return]
-
-
-def measured(d: Daemon, *procs: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
-    """Results of load processes started just before, with the daemon's CPU cost per answered request:
-    a figure other jobs on the machine do not distort (they take cores away, not CPU time per request)."""
-    c0 = d.cpu()
-    rs = [result(p) for p in procs]
-    dcpu = d.cpu() - c0
-    answered = sum(sum(r["answers"].values()) for r in rs)
-    for r in rs:
-        r["daemon_cpu_us_per_request"] = round(dcpu / max(1, answered) * 1e6, 2)
-        r["per_core_capacity"] = round(answered / dcpu) if dcpu else None
-    return rs
+from fastkrb.server.benchload import Daemon, load, measured, result  # noqa: E402
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:

@@ -14,7 +14,7 @@ def test_bench_embedded_json_and_report(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = subprocess.run(
         [sys.executable, "-m", "fastkrb", "bench", "--seconds", "0.3", "--replay", "memory", "--target-rps",
-         "100000", "--json", "--report", str(tmp_path / "rep")],
+         "100000", "--workers", "1", "--json", "--report", str(tmp_path / "rep")],
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -29,6 +29,12 @@ def test_bench_embedded_json_and_report(tmp_path: Path) -> None:
         mit = next(s for s in data["scenarios"] if s["impl"] == "mit")
         assert mit["errors"] == 0, "MIT must accept the same minted tokens"
         assert data["sizing"]["ratio_vs_mit"] > 1
+    side = [s for s in data["scenarios"] if s["impl"].startswith("fastkrb-sidecar")]
+    assert {s["impl"] for s in side} == {"fastkrb-sidecar-binary", "fastkrb-sidecar-http"}
+    assert all(s["requests"] > 0 and s["errors"] == 0 and s["workers"] == 1 for s in side)
+    assert sorted({s["concurrency"] for s in side if s["impl"].endswith("binary")}) == [4, 32, 256]
+    assert data["sizing"]["sidecar"]["rps"] > 0
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "Sizing:" in report and "throughput.png" in report
     assert (tmp_path / "rep" / "stages.png").stat().st_size > 1000
+    assert (tmp_path / "rep" / "concurrency.png").stat().st_size > 1000

@@ -272,8 +272,40 @@ class Progress:
             sys.stderr.flush()
 
 
+def sidecar_scenarios(source: TokenSource, workers: int, seconds: float, tick: Callable[[float], None],
+                      steps: Sequence[int] = (1, 8, 64)) -> list[Scenario]:
+    """`fastkrb serve` with ``workers`` processes, driven over its Unix socket by a separate load process:
+    the binary protocol (4 connections, rising depth) and HTTP keep-alive (rising connections)."""
+    from fastkrb.keytab import Keytab
+    from fastkrb.server.benchload import Daemon, load, measured
+
+    realm = Keytab.load(source.keytab_path).entries[0].realm
+    out: list[Scenario] = []
+    runs = [("wire", 4, d) for d in steps] + [("http", c, 1) for c in steps]
+    with tempfile.TemporaryDirectory(prefix="fastkrb-bench-sidecar-") as tmp, \
+            Daemon(Path(tmp), source.keytab_path, workers) as d:
+        for i, (mode, conns, depth) in enumerate(runs):
+            tick(i / len(runs))
+            (r,) = measured(d, load(d.sock, source.keytab_path, "--mode", mode, "--connections", str(conns),
+                                    "--depth", str(depth), "--seconds", str(seconds), "--client",
+                                    f"bench@{realm}", "--warmup", "0.5"))
+            ok = r["answers"].get("accepted" if mode == "wire" else "200", 0)
+            lat = r["latency_us"]
+            out.append(Scenario(
+                name=f"sidecar {'binary' if mode == 'wire' else 'HTTP'}, {workers} worker(s), "
+                     f"{conns * depth} in flight",
+                impl=f"fastkrb-sidecar-{'binary' if mode == 'wire' else 'http'}",
+                requests=int(r["throughput"] * seconds), seconds=seconds,
+                errors=sum(r["answers"].values()) - ok, p50_us=lat["p50"] or 0.0, p90_us=lat["p90"] or 0.0,
+                p99_us=lat["p99"] or 0.0, concurrency=conns * depth, workers=workers,
+                notes=f"daemon CPU {r['daemon_cpu_us_per_request']} us/request "
+                      f"(~{r['per_core_capacity'] or 0:,}/s per core); load generator on the same host"))
+    return out
+
+
 def run_bench(source: TokenSource, *, seconds: float = 3.0, replay: Sequence[str] = ("memory", "shm"),
-              mit: bool = True, progress: bool = False) -> BenchResult:
+              mit: bool = True, sidecar: bool = True, workers: Sequence[int] = (1,),
+              progress: bool = False) -> BenchResult:
     """Run the scenario set; every scenario gets its own validator and its own slice of tokens."""
     res = BenchResult(host=_host(), source=source.describe())
     backends = [b for b in replay if _backend_ok(b)]
@@ -306,6 +338,11 @@ def run_bench(source: TokenSource, *, seconds: float = 3.0, replay: Sequence[str
             return [sc]
         if not source.recorded:
             plan.append(("MIT krb5 gss_accept_sec_context", mit_run))
+    if sidecar and not source.recorded:
+        for w in workers:
+            def side(tick: Callable[[float], None], w: int = w) -> list[Scenario]:
+                return sidecar_scenarios(source, w, min(seconds, 2.0), tick)
+            plan.append((f"sidecar, {w} worker(s)", side))
 
     bar = Progress(len(plan) + 1, progress)
     try:
@@ -375,6 +412,10 @@ def sizing(scenarios: Sequence[Scenario], p99_budget_ms: float | None = None,
     if target_rps:
         out["target_rps"] = target_rps
         out["cores"] = math.ceil(target_rps / (best.rate * HEADROOM))
+    side = [s for s in scenarios if s.impl.startswith("fastkrb-sidecar") and s.workers == 1 and not s.errors]
+    if side:
+        top = max(side, key=lambda s: s.rate)
+        out["sidecar"] = {"scenario": top.name, "rps": round(top.rate), "p99_ms": top.p99_us / 1000}
     mit = [s for s in scenarios if s.impl == "mit"]
     if mit:
         out["mit_per_core_rps"] = round(mit[0].rate)
@@ -390,6 +431,10 @@ def sizing_line(sz: dict[str, Any]) -> str:
     if "cores" in sz:
         line += (f"; for {sz['target_rps']:,.0f}/s you need {sz['cores']} core(s) "
                  f"(planning at {int(100 * sz['headroom'])}% of capacity)")
+    if "sidecar" in sz:
+        sc = sz["sidecar"]
+        line += (f". Through the sidecar (one worker, {sc['scenario'].split(', ', 2)[-1]}): {sc['rps']:,}/s "
+                 f"at p99 {sc['p99_ms']:.2f} ms")
     return line
 
 
@@ -398,11 +443,12 @@ def sizing_line(sz: dict[str, Any]) -> str:
 
 
 def table(res: BenchResult) -> str:
-    rows = ["scenario                                         impl      req/s        us/req   p50 us   p99 us  errors",
-            "-" * 104]
+    rows = [f"{'scenario':<46} {'impl':<15} {'req/s':>10} {'us/req':>9} {'p50 us':>9} {'p99 us':>9} {'errors':>7}",
+            "-" * 110]
     for s in res.scenarios:
-        rows.append(f"{s.name[:48]:<48} {s.impl[:8]:<8} {s.rate:>10,.0f} {s.us_per_request:>12.2f} "
-                    f"{s.p50_us:>8.2f} {s.p99_us:>8.2f} {s.errors:>7}")
+        impl = s.impl.replace("fastkrb-sidecar-", "sidecar/")
+        rows.append(f"{s.name[:46]:<46} {impl[:15]:<15} {s.rate:>10,.0f} {s.us_per_request:>9.2f} "
+                    f"{s.p50_us:>9.2f} {s.p99_us:>9.2f} {s.errors:>7}")
     if res.stages_ns:
         rows.append("")
         rows.append("where the time goes (ns per stage, timed in C): " +
@@ -449,10 +495,12 @@ def write_report(res: BenchResult, directory: Path) -> Path:
         conc = [s for s in sc if s.concurrency > 1 or s.impl.startswith("fastkrb-sidecar")]
         if conc:
             fig, ax = plt.subplots(figsize=(7, 4))
-            for impl in sorted({s.impl for s in conc}):
-                pts = sorted((s.concurrency, s.rate) for s in conc if s.impl == impl)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
-            ax.set_xlabel("concurrency (requests in flight)")
+            for impl, w in sorted({(s.impl, s.workers) for s in conc}):
+                pts = sorted((s.concurrency, s.rate) for s in conc if s.impl == impl and s.workers == w)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                        label=f"{impl.replace('fastkrb-sidecar-', '')}, {w} worker(s)")
+            ax.set_xscale("log")
+            ax.set_xlabel("concurrency (requests in flight, log scale)")
             ax.set_ylabel("validations per second")
             ax.legend()
             save(fig, "concurrency.png", "Throughput versus concurrency (sidecar)")
@@ -505,7 +553,9 @@ def main(args: Any) -> int:
             per = max(20_000, int(args.seconds * 400_000))
             n_scen = 2 + len(args.replay) + (0 if args.no_mit else 1)
             source = embedded_source(per * n_scen, Path(tmp), enctype=args.enctype)
+        workers = args.workers or sorted({1, os.cpu_count() or 1})
         res = run_bench(source, seconds=args.seconds, replay=args.replay, mit=not args.no_mit,
+                        sidecar=not args.no_sidecar, workers=workers,
                         progress=not args.json and (sys.stderr.isatty() or args.progress))
         res.sizing = sizing(res.scenarios, target_rps=args.target_rps)
         if args.report:

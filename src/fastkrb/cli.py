@@ -155,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--replay", nargs="+", default=["memory", "shm"], help="replay backends (memory shm redis://...)")
     b.add_argument("--enctype", type=int, default=18, help="enctype of the embedded tokens")
     b.add_argument("--no-mit", action="store_true", help="skip the MIT krb5 baseline")
+    b.add_argument("--no-sidecar", action="store_true", help="skip the sidecar scenarios")
+    b.add_argument("--workers", type=int, nargs="+", default=None,
+                   help="sidecar worker counts (default: 1 and all cores)")
     b.add_argument("--target-rps", type=float, default=None, help="size the host for this load")
     b.add_argument("--json", action="store_true")
     b.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")

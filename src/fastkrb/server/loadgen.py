@@ -3,10 +3,10 @@
 Tokens are minted with fastkrb.testing from the sidecar's keytab before the clock starts (distinct, valid
 ones: a replay cache accepts each once), so the measurement is the sidecar's, not the minter's.
 
-    python benches/loadgen.py --socket S --keytab KT --mode wire --connections 4 --depth 64 --seconds 5
-    python benches/loadgen.py ... --mode http --connections 64 --seconds 5          # keep-alive, 1 in flight
-    python benches/loadgen.py ... --mode wire --rate 25000 --seconds 5              # open loop: latency
-    python benches/loadgen.py ... --mode garbage-wire --seconds 5                   # flood of malformed tokens
+    python -m fastkrb.server.loadgen --socket S --keytab KT --mode wire --connections 4 --depth 64 --seconds 5
+    python -m fastkrb.server.loadgen ... --mode http --connections 64 --seconds 5    # keep-alive, 1 in flight
+    python -m fastkrb.server.loadgen ... --mode wire --rate 25000 --seconds 5        # open loop: latency
+    python -m fastkrb.server.loadgen ... --mode garbage-wire --seconds 5             # flood of malformed tokens
 
 Closed loop (default) keeps ``depth`` requests in flight on each connection and reports throughput; open
 loop (``--rate``) sends at a fixed rate, spread over the connections, and reports latency percentiles.
@@ -18,18 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
-import os
 import random
 import socket
-import sys
 import time
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "src"))
-
-from fastkrb.server import wire  # noqa: E402
+from fastkrb.server import wire
 
 
 def make_tokens(keytab: str, n: int, client: str, framing: str = "spnego") -> list[bytes]:
@@ -181,12 +177,14 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     cls = HttpLoad if a.mode.endswith("http") else WireLoad
     conns: list[_Base] = []
     for i in range(a.connections):
+        factory = functools.partial(cls, st, per[i], a.depth, bool(a.rate))
+        p: _Base
         if a.tcp:
             host, _, port = a.tcp.rpartition(":")
-            _, p = await loop.create_connection(lambda i=i: cls(st, per[i], a.depth, bool(a.rate)), host, int(port))
+            _, p = await loop.create_connection(factory, host, int(port))
             p.t.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
         else:
-            _, p = await loop.create_unix_connection(lambda i=i: cls(st, per[i], a.depth, bool(a.rate)), a.socket)
+            _, p = await loop.create_unix_connection(factory, a.socket)
         conns.append(p)
     if a.rate:
         # open loop: every millisecond, send what the schedule says is due, spread over the connections
@@ -207,9 +205,9 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                 done0, t0 = st.done, now
             due = int((now - t_start) * a.rate) - sent
             if due > 0:
-                per, extra = divmod(due, len(conns))
+                each, extra = divmod(due, len(conns))
                 for j in range(len(conns)):
-                    n = per + (1 if (ci + j) % len(conns) < extra else 0)
+                    n = each + (1 if (ci + j) % len(conns) < extra else 0)
                     if n:
                         conns[j].send(n)
                 ci += extra

@@ -1,0 +1,99 @@
+"""Drive a real `fastkrb serve` with the load generator, from another process: for `fastkrb bench` and benches/.
+
+The daemon and each load generator are separate processes (as proxies are), so what is measured is the
+sidecar over its Unix socket. The daemon's own CPU time per answered request is reported too: a figure
+that other jobs on the machine do not distort (they take cores away, not CPU time per request).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PY = sys.executable
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTKRB_")}
+    src = str(Path(__file__).resolve().parents[2])   # the tree this fastkrb is imported from
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+class Daemon:
+    """`fastkrb serve` with ``workers`` processes on a Unix socket in ``workdir``; ready when every worker is."""
+
+    def __init__(self, workdir: Path, keytab: Path, workers: int, extra: Sequence[str] = ()) -> None:
+        self.sock = workdir / f"bench-{workers}.sock"
+        self.log = workdir / f"bench-{workers}.log"
+        cmd = [PY, "-m", "fastkrb", "serve", "--keytab", str(keytab), "--socket", str(self.sock), "--workers",
+               str(workers), "--log-file", str(self.log), *extra]
+        self.proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.log.exists() and self.log.read_text().count('"worker_ready"') >= workers:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"fastkrb serve did not start (log: {self.log})")
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the workers have used so far."""
+        total = 0.0
+        for line in self.log.read_text().splitlines():
+            if '"worker_ready"' in line:
+                pid = json.loads(line)["pid"]
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def load(sock: Path, keytab: Path, *args: str) -> subprocess.Popen[bytes]:
+    """Start one load generator process (see fastkrb.server.loadgen for its options)."""
+    return subprocess.Popen([PY, "-m", "fastkrb.server.loadgen", "--socket", str(sock), "--keytab", str(keytab),
+                             *args], env=_env(), stdout=subprocess.PIPE)
+
+
+def result(p: subprocess.Popen[bytes]) -> dict[str, Any]:
+    out, _ = p.communicate(timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"load generator failed (exit {p.returncode})")
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def measured(d: Daemon, *procs: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    """Results of load processes started just before, with the daemon's CPU cost per answered request."""
+    c0 = d.cpu()
+    rs = [result(p) for p in procs]
+    dcpu = d.cpu() - c0
+    answered = sum(sum(r["answers"].values()) for r in rs)
+    for r in rs:
+        r["daemon_cpu_us_per_request"] = round(dcpu / max(1, answered) * 1e6, 2)
+        r["per_core_capacity"] = round(answered / dcpu) if dcpu else None
+    return rs
