@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 
-from conftest import ENCTYPE_LABELS, N_VARIANT, PAC_SIZES_KIB, BenchLab, MitAcceptor, TokenSet, fastkrb_validator
+from conftest import (
+    ENCTYPE_LABELS,
+    N_TOKENS,
+    N_VARIANT,
+    PAC_SIZES_KIB,
+    BenchLab,
+    MitAcceptor,
+    TokenSet,
+    fastkrb_validator,
+)
 
 IMPLS = ("fastkrb", "mit")
 
@@ -99,3 +108,23 @@ def test_full_pac_size(benchmark: Any, per_token: Any, lab: BenchLab, impl: str,
     """Minted AD-like tickets (aes256-sha1, signed PAC with a LOGON_INFO of many groups). Both verify the
     PAC's server signature during the call (MIT too: it drops a PAC that fails, fastkrb rejects the token)."""
     _run(benchmark, per_token, impl, lab.ad_tokens(pac_kib))
+
+
+# --- the operator bench's embedded tokens (fastkrb bench): the same per-token timing, so the report's
+# in-process figure can be checked against this micro benchmark
+
+@pytest.fixture(scope="module")
+def embedded_tokens(tmp_path_factory: pytest.TempPathFactory) -> TokenSet:
+    from fastkrb.bench import embedded_source
+
+    src = embedded_source(tmp_path_factory.mktemp("embedded"))
+    toks = next(src.chunks(N_TOKENS))
+    return TokenSet(label="fastkrb bench embedded (minted aes256, minimal PAC)", tokens=toks,
+                    keytab=src.keytab_path, principal="HTTP/api.bench.test@BENCH.TEST", enctype=18,
+                    framing="krb5", mutual=False, source="minted", ticket_cipher_bytes=0, pac_bytes=None,
+                    gen_seconds=0.0)
+
+
+@pytest.mark.benchmark(group="fastkrb bench embedded tokens")
+def test_fastkrb_embedded_memory(benchmark: Any, per_token: Any, embedded_tokens: TokenSet) -> None:
+    _run(benchmark, per_token, "fastkrb", embedded_tokens, "warm")

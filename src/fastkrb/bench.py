@@ -2,8 +2,9 @@
 
 Scenarios run on the operator's own hardware, tokens and replay-cache backend, side by side with MIT
 krb5 (python-gssapi) when it is installed. Each token is used once (a replay cache accepts it once), so
-token lists are made up front: by default a throwaway keytab and minted tokens that look like an MIT
-1.20 KDC's (aes256-cts-hmac-sha1-96, minimal PAC); with ``--keytab``/``--tokens`` the operator's own.
+tokens are made in batches outside the timed sections: by default for a throwaway keytab, minted to look
+like an MIT 1.20 KDC's (aes256-cts-hmac-sha1-96, minimal PAC); with ``--keytab``/``--tokens`` the
+operator's own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import gc
+import itertools
 import json
 import math
 import os
@@ -19,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from fastkrb.validator import Validator
 __all__ = ["Scenario", "BenchResult", "TokenSource", "run_bench", "main"]
 
 HEADROOM = 0.7  # plan cores to run at 70 % of measured capacity
+REPLAY_CAPACITY = 1 << 22  # live entries one scenario may create (4 M: ~13 s at 300k/s, all within the skew)
 
 
 @dataclass
@@ -79,37 +82,62 @@ class BenchResult:
 # Tokens
 
 
+CHUNK = 100_000   # tokens made per batch, outside the timed sections: memory stays ~100 MB
+
+
 @dataclass
 class TokenSource:
-    """Distinct tokens and the keytab that validates them."""
+    """Where a scenario's distinct tokens come from, and the keytab that validates them.
+
+    ``chunks()`` starts a fresh stream each time: every scenario has its own validator and replay cache,
+    so streams may repeat tokens across scenarios, never within one.
+    """
 
     keytab_path: Path
-    tokens: list[bytes]
     label: str
+    tokens: list[bytes] = field(default_factory=list, repr=False)   # a fixed list (recorded / from a KDC)
+    factory: Callable[[int, int], list[bytes]] | None = field(default=None, repr=False)  # (chunk no, n)
     recorded: bool = False          # operator's recorded tokens: their clocks are in the past
 
+    def sample(self) -> bytes:
+        return self.tokens[0] if self.tokens else self.factory(0, 1)[0]  # type: ignore[misc]
+
+    def chunks(self, size: int = CHUNK) -> Iterator[list[bytes]]:
+        if self.factory is None:
+            for i in range(0, len(self.tokens), size):
+                yield self.tokens[i:i + size]
+            return
+        i = 0
+        while True:
+            yield self.factory(i, size)
+            i += 1
+
     def describe(self) -> dict[str, Any]:
-        sizes = [len(t) for t in self.tokens]
-        return {"label": self.label, "tokens": len(self.tokens), "token_bytes_median": statistics.median(sizes),
+        sample = self.tokens[:1000] if self.tokens else [self.sample()]
+        return {"label": self.label, "tokens": len(self.tokens) if self.tokens else "generated per scenario",
+                "token_bytes_median": statistics.median(len(t) for t in sample),
                 "keytab": str(self.keytab_path), "recorded": self.recorded}
 
 
-def embedded_source(n: int, workdir: Path, enctype: int = 18) -> TokenSource:
-    """A throwaway keytab and ``n`` minted tokens shaped like an MIT 1.20 KDC's (minimal PAC, krb5 mech)."""
+def embedded_source(workdir: Path, enctype: int = 18) -> TokenSource:
+    """A throwaway keytab and minted tokens shaped like an MIT 1.20 KDC's (minimal PAC, krb5 mech)."""
     from fastkrb.testing import make_keytab, mint
 
     spn = "HTTP/api.bench.test@BENCH.TEST"
     kt = make_keytab(principals=(spn,), enctypes=(enctype,), kvno=2, rng=random.Random(7))
     path = workdir / "bench.keytab"
     kt.save(path)
-    now = time.time()
+    now = int(time.time())
     m = mint(kt, server=spn, client="alice@BENCH.TEST", ticket_enctype=enctype, framing="krb5",
-             pac={"minimal": True}, gss_flags=("replay", "sequence", "integ", "conf"), ctime=int(now), cusec=500_000)
-    tokens: list[bytes] = []
-    # variants() makes up to 900k per ctime second: spread larger runs over several seconds
-    for i in range(0, n, 500_000):
-        tokens += m.variants(min(500_000, n - i), now=float(int(now) - i // 500_000))
-    return TokenSource(path, tokens, f"minted {enctype} krb5 (minimal PAC)")
+             pac={"minimal": True}, gss_flags=("replay", "sequence", "integ", "conf"), ctime=now, cusec=500_000)
+
+    def make(chunk: int, n: int) -> list[bytes]:
+        # ctime is "now" when the batch is made (the scenario validates it right after); every token is
+        # distinct anyway: its random confounder makes a distinct ciphertext, hence a distinct MAC and
+        # replay identity (for MIT's file2 cache too)
+        return m.variants(n, now=float(int(time.time())), offset=(chunk * n) % (900_000 - n + 1))
+
+    return TokenSource(path, f"minted {enctype} krb5 (minimal PAC)", factory=make)
 
 
 def file_source(keytab: Path, tokens_file: Path) -> TokenSource:
@@ -126,7 +154,7 @@ def file_source(keytab: Path, tokens_file: Path) -> TokenSource:
         toks.append(base64.b64decode(line))
     if not toks:
         raise ValueError(f"{tokens_file}: no tokens")
-    return TokenSource(keytab, toks, f"recorded tokens from {tokens_file.name}", recorded=True)
+    return TokenSource(keytab, f"recorded tokens from {tokens_file.name}", tokens=toks, recorded=True)
 
 
 def kdc_source(keytab: Path, principal: str, n: int) -> TokenSource:
@@ -141,7 +169,7 @@ def kdc_source(keytab: Path, principal: str, n: int) -> TokenSource:
         ctx = gssapi.SecurityContext(name=name, creds=creds, usage="initiate", mech=krb5,
                                      flags=int(gssapi.RequirementFlag.replay_detection))
         toks.append(bytes(ctx.step()))
-    return TokenSource(keytab, toks, f"fresh tickets from the KDC for {principal}")
+    return TokenSource(keytab, f"fresh tickets from the KDC for {principal}", tokens=toks)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -159,45 +187,50 @@ def _percentiles(lat_ns: Sequence[int]) -> tuple[float, float, float]:
     return q(0.50), q(0.90), q(0.99)
 
 
-def measure_calls(name: str, impl: str, call: Callable[[bytes], Any], tokens: Sequence[bytes],
+def measure_calls(name: str, impl: str, call: Callable[[bytes], Any], chunks: Iterator[list[bytes]],
                   seconds: float, progress: Callable[[float], None] | None = None) -> Scenario:
-    """Call ``call`` on successive distinct tokens until ``seconds`` pass or tokens run out.
+    """Call ``call`` on successive distinct tokens until ``seconds`` of calls have been timed.
 
-    Throughput is requests over wall time (the timing calls included: ~0.1 µs each); latencies are per
-    call. The garbage collector is paused while measuring, as pytest-benchmark does.
+    Tokens come in chunks made between timed sections (their making is not timed). Throughput is requests
+    over timed wall time (the per-call timing included: ~0.1 µs each); latencies are per call. The garbage
+    collector is paused while timing, as pytest-benchmark does.
     """
-    lat = [0] * len(tokens)
-    errors = 0
+    lat: list[int] = []
+    errors = n = 0
+    timed = 0
+    budget = int(seconds * 1e9)
     clock = time.perf_counter_ns
-    deadline = clock() + int(seconds * 1e9)
-    next_tick = 0
-    n = 0
     gc_was = gc.isenabled()
-    gc.disable()   # as pytest-benchmark --benchmark-disable-gc: results are freed by refcount anyway
-    try:
-        t0 = clock()
-        for tok in tokens:
-            a = clock()
-            try:
-                call(tok)
-            except Exception:  # KerberosError, or MIT's GSSError: a rejection either way
-                errors += 1
-            b = clock()
-            lat[n] = b - a
-            n += 1
-            if n & 1023 == 0:
-                if b > deadline:
+    for tokens in chunks:
+        if timed >= budget or not tokens:
+            break
+        part = [0] * len(tokens)
+        k = 0
+        gc.disable()
+        try:
+            t0 = clock()
+            stop = t0 + budget - timed
+            for tok in tokens:
+                a = clock()
+                try:
+                    call(tok)
+                except Exception:  # KerberosError, or MIT's GSSError: a rejection either way
+                    errors += 1
+                b = clock()
+                part[k] = b - a
+                k += 1
+                if k & 1023 == 0 and b > stop:
                     break
-                if progress and b > next_tick:
-                    progress(min(1.0, (b - t0) / (seconds * 1e9)))
-                    next_tick = b + 100_000_000
-        total = (clock() - t0) / 1e9
-    finally:
-        if gc_was:
-            gc.enable()
-    del lat[n:]
+            timed += clock() - t0
+        finally:
+            if gc_was:
+                gc.enable()
+        n += k
+        lat += part[:k]
+        if progress:
+            progress(min(1.0, timed / budget))
     p50, p90, p99 = _percentiles(lat)
-    return Scenario(name, impl, n, total, errors, p50, p90, p99)
+    return Scenario(name, impl, n, timed / 1e9, errors, p50, p90, p99)
 
 
 class MitAcceptor:
@@ -310,30 +343,32 @@ def run_bench(source: TokenSource, *, seconds: float = 3.0, replay: Sequence[str
     res = BenchResult(host=_host(), source=source.describe())
     backends = [b for b in replay if _backend_ok(b)]
     plan: list[tuple[str, Callable[[Callable[[float], None]], list[Scenario]]]] = []
-    chunks = _slices(source.tokens, 1 + len(backends) + (1 if mit else 0))
     skew = 1e9 if source.recorded else 300.0   # recorded tokens are old: widen the clock window (documented)
 
-    def fastkrb_run(backend: str, toks: list[bytes]) -> Callable[[Callable[[float], None]], list[Scenario]]:
+    def fastkrb_run(backend: str) -> Callable[[Callable[[float], None]], list[Scenario]]:
         def go(tick: Callable[[float], None]) -> list[Scenario]:
             spec = _backend_spec(backend)
-            v = Validator(str(source.keytab_path), replay_cache=spec, cold_start=False, clock_skew=skew)
-            warm = toks[: min(2000, len(toks) // 10)]
+            v = Validator(str(source.keytab_path), replay_cache=spec, cold_start=False, clock_skew=skew,
+                          replay_capacity=REPLAY_CAPACITY)
+            stream = source.chunks()
+            first = next(stream)
+            warm, rest = first[:2000], first[2000:]
             for t in warm:                   # page in code, keys and the first cache pages
                 _try(v.validate, t)
-            sc = measure_calls(f"in-process, replay={backend}", "fastkrb", v.validate, toks[len(warm):],
-                               seconds, tick)
+            sc = measure_calls(f"in-process, replay={backend}", "fastkrb", v.validate,
+                               itertools.chain([rest], stream), seconds, tick)
             sc.notes = "single thread, distinct tokens, each validated once"
             return [sc]
         return go
 
-    plan.append(("fastkrb in-process (no replay cache: crypto path)", fastkrb_run("none", chunks[0])))
-    for i, b in enumerate(backends):
-        plan.append((f"fastkrb in-process, replay={b}", fastkrb_run(b, chunks[1 + i])))
+    plan.append(("fastkrb in-process (no replay cache: crypto path)", fastkrb_run("none")))
+    for b in backends:
+        plan.append((f"fastkrb in-process, replay={b}", fastkrb_run(b)))
     if mit and _mit_available():
         def mit_run(tick: Callable[[float], None]) -> list[Scenario]:
             with MitAcceptor(source.keytab_path) as accept:
-                toks = chunks[-1]
-                sc = measure_calls("in-process, MIT gss_accept_sec_context", "mit", accept, toks, seconds, tick)
+                sc = measure_calls("in-process, MIT gss_accept_sec_context", "mit", accept,
+                                   source.chunks(20_000), seconds, tick)
             sc.notes = "python-gssapi raw accept_sec_context, MIT's default file replay cache"
             return [sc]
         if not source.recorded:
@@ -351,7 +386,7 @@ def run_bench(source: TokenSource, *, seconds: float = 3.0, replay: Sequence[str
             bar.finish_one()
         bar.start("stage breakdown")
         v = Validator(str(source.keytab_path), replay_cache="none", cold_start=False, clock_skew=skew)
-        res.stages_ns = {k: round(x, 1) for k, x in v.profile(source.tokens[0], iterations=20_000).items()}
+        res.stages_ns = {k: round(x, 1) for k, x in v.profile(source.sample(), iterations=20_000).items()}
         bar.finish_one()
     finally:
         bar.close()
@@ -364,11 +399,6 @@ def _try(fn: Callable[[bytes], Any], tok: bytes) -> None:
         fn(tok)
     except KerberosError:
         pass
-
-
-def _slices(tokens: list[bytes], k: int) -> list[list[bytes]]:
-    n = len(tokens) // max(1, k)
-    return [tokens[i * n:(i + 1) * n] for i in range(k)]
 
 
 def _backend_ok(spec: str) -> bool:
@@ -550,9 +580,7 @@ def main(args: Any) -> int:
             else:
                 source = file_source(Path(args.keytab), Path(args.tokens))
         else:
-            per = max(20_000, int(args.seconds * 400_000))
-            n_scen = 2 + len(args.replay) + (0 if args.no_mit else 1)
-            source = embedded_source(per * n_scen, Path(tmp), enctype=args.enctype)
+            source = embedded_source(Path(tmp), enctype=args.enctype)
         workers = args.workers or sorted({1, os.cpu_count() or 1})
         res = run_bench(source, seconds=args.seconds, replay=args.replay, mit=not args.no_mit,
                         sidecar=not args.no_sidecar, workers=workers,

@@ -127,16 +127,17 @@ class Minted:
         return dataclasses.replace(self, token=_frame(ap_der, self.framing), ap_req=ap_der, authenticator=auth_der,
                                    ctime=c_time, cusec=cusec)
 
-    def variants(self, n: int, *, now: float | None = None) -> list[bytes]:
+    def variants(self, n: int, *, now: float | None = None, offset: int = 0) -> list[bytes]:
         """``n`` distinct, valid tokens for the same ticket, fast (a few µs each): for load tests and benches.
 
         Each differs from this one only in the authenticator's cusec (and so its ciphertext and MAC): the
         authenticator is re-encrypted natively and spliced in place, framing and all. ctime is ``now``
-        (default: this token's ctime). At most 900,000 variants per second of ctime.
+        (default: this token's ctime). At most 900,000 variants per second of ctime; ``offset`` starts
+        further into that range, so successive batches for one second stay distinct.
         """
         from fastkrb import _native
 
-        if n > 900_000:
+        if n + offset > 900_000:
             raise ValueError("at most 900,000 variants per ctime")
         base = self.again(now=now, cusec=500_000) if (now is not None or self.cusec != 500_000) else self
         auth = base.authenticator
@@ -152,7 +153,7 @@ class Minted:
         out: list[bytes] = []
         plain = bytearray(auth)
         for i in range(n):
-            plain[at + 4:at + 7] = (100_000 + i).to_bytes(3, "big")
+            plain[at + 4:at + 7] = (100_000 + offset + i).to_bytes(3, "big")
             ct = key.encrypt(bytes(plain))
             out.append(raw[:pos] + ct + raw[pos + len(ct):])
         if isinstance(self.token, str):
