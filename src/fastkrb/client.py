@@ -23,7 +23,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from fastkrb.errors import KerberosError, error_for_code
@@ -47,49 +46,9 @@ class _Broken(SidecarUnavailable):
     """The connection failed before any answer came back (a reused one may be retried once)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RemoteAuthResult:
-    """An accepted token, as the sidecar reported it (the AuthResult's facts; never the session key)."""
-
-    client: str
-    server: str
-    client_realm: str
-    short_name: str
-    enctype: int
-    session_enctype: int
-    kvno: int
-    flags: int
-    gss_flags: int
-    mutual: bool
-    delegated: bool
-    pac_verified: bool
-    auth_time: float
-    start_time: float
-    end_time: float
-    ctime: float
-    skew: float
-    framing: str
-    response_token: bytes | None
-
-    @property
-    def www_authenticate(self) -> str | None:
-        """The RFC 4559 header value to send back, or None (as AuthResult.www_authenticate)."""
-        if self.response_token is None:
-            return None
-        import base64
-
-        return "Negotiate " + base64.b64encode(self.response_token).decode("ascii")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("response_token")
-        return d
-
-    @classmethod
-    def _from(cls, a: wire.Accepted) -> RemoteAuthResult:
-        return cls(a.client, a.server, a.client_realm, a.short_name, a.enctype, a.session_enctype, a.kvno, a.flags,
-                   a.gss_flags, a.mutual, a.delegated, a.pac_verified, a.auth_time, a.start_time, a.end_time,
-                   a.ctime, a.skew, a.framing, a.response_token)
+# An accepted token as the sidecar reports it: the AuthResult's facts (never the session key), with
+# www_authenticate and to_dict() like the library's AuthResult. The wire codec decodes straight into it.
+RemoteAuthResult = wire.Accepted
 
 
 def _token_bytes(token: str | bytes) -> bytes:
@@ -98,7 +57,7 @@ def _token_bytes(token: str | bytes) -> bytes:
 
 def _outcome(kind: int, payload: bytes) -> RemoteAuthResult | KerberosError | dict[str, Any]:
     if kind == wire.ACCEPTED:
-        return RemoteAuthResult._from(wire.decode_accepted(payload))
+        return wire.decode_accepted(payload)
     if kind == wire.REJECTED:
         r = wire.decode_rejected(payload)
         return error_for_code(r.code, r.cause, r.fix, r.details)

@@ -7,6 +7,8 @@ with every integer big-endian; the length counts everything after itself.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import struct
 from collections.abc import Iterator
@@ -94,7 +96,7 @@ def encode_accepted(request_id: int, res: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Accepted:
-    """A decoded ACCEPTED payload (the client wraps it as a RemoteAuthResult)."""
+    """A decoded ACCEPTED payload: what fastkrb.client returns (as RemoteAuthResult) for an accepted token."""
 
     enctype: int
     session_enctype: int
@@ -115,6 +117,18 @@ class Accepted:
     client_realm: str
     framing: str
     response_token: bytes | None
+
+    @property
+    def www_authenticate(self) -> str | None:
+        """The RFC 4559 header value to send back, or None (as AuthResult.www_authenticate)."""
+        if self.response_token is None:
+            return None
+        return "Negotiate " + base64.b64encode(self.response_token).decode("ascii")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("response_token")
+        return d
 
 
 def decode_accepted(payload: bytes | memoryview) -> Accepted:
