@@ -1,4 +1,4 @@
-"""`fastkrb` command line: validate, inspect, keytab list, demo.
+"""`fastkrb` command line: validate, inspect, keytab list, doctor, dev, demo.
 
 Exit codes: 0 accepted / ok, 1 rejected (the error's code, cause and fix are printed), 2 usage or I/O.
 """
@@ -91,6 +91,27 @@ def _cmd_keytab_list(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(a: argparse.Namespace) -> int:
+    import os
+
+    from fastkrb.doctor import DoctorConfig, format_report, run_doctor
+
+    password = None
+    if a.password_env:
+        password = os.environ.get(a.password_env)
+        if password is None:
+            raise ValueError(f"--password-env {a.password_env}: the variable is not set")
+    elif a.password_file:
+        with open(a.password_file, encoding="utf-8") as fh:
+            password = fh.readline().rstrip("\n")
+    cfg = DoctorConfig(keytab=a.keytab, principals=a.principal or (), kdcs=a.kdc or (), realm=a.realm,
+                       krb5_conf=a.krb5_conf, clock_skew=a.clock_skew, timeout=a.timeout, check_dns=not a.no_dns,
+                       user=a.user, password=password, client_keytab=a.client_keytab)
+    rep = run_doctor(cfg)
+    print(format_report(rep, a.json))
+    return 0 if rep.ok else 1
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     from fastkrb.demo import run_demo
 
@@ -128,6 +149,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     kl.add_argument("--show-keys", action="store_true")
     kl.add_argument("--json", action="store_true")
     kl.set_defaults(func=_cmd_keytab_list)
+
+    dr = sub.add_parser("doctor", help="check keytab, DNS, KDC reachability, clock and keys against the KDC")
+    dr.add_argument("--keytab", help="the service keytab to check")
+    dr.add_argument("--principal", action="append", help="the SPN to check, HTTP/host[@REALM] (repeatable; "
+                    "default: every principal in the keytab)")
+    dr.add_argument("--kdc", action="append", help="KDC host[:port] (repeatable; default: krb5.conf)")
+    dr.add_argument("--realm", help="realm (default: the principal's, else krb5.conf default_realm)")
+    dr.add_argument("--krb5-conf", help="krb5.conf to read (default: $KRB5_CONFIG, else /etc/krb5.conf)")
+    dr.add_argument("--clock-skew", type=float, default=None, help="seconds (default: krb5.conf clockskew or 300)")
+    dr.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each KDC reply")
+    dr.add_argument("--no-dns", action="store_true", help="skip the DNS checks of the SPN's host")
+    dr.add_argument("--user", help="also do the full round trip as this user (with a password or --client-keytab)")
+    dr.add_argument("--password-env", help="environment variable holding the user's password")
+    dr.add_argument("--password-file", help="file whose first line is the user's password")
+    dr.add_argument("--client-keytab", help="keytab with the user's key")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=_cmd_doctor)
 
     d = sub.add_parser("demo", help="a throwaway realm keytab, minted tokens, verdicts and a throughput figure")
     d.add_argument("--seconds", type=float, default=2.0)
