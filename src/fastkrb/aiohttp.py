@@ -2,7 +2,8 @@
 
     app = web.Application(middlewares=[negotiate_middleware(Validator("/etc/api.keytab"))])
 
-On success ``request["fastkrb"]`` is the AuthResult and ``request["user"]`` a :class:`KerberosUser`; the
+On success ``request[RESULT]`` is the AuthResult and ``request[USER]`` a :class:`KerberosUser` (typed
+``web.RequestKey``s, as aiohttp recommends; plain strings "fastkrb" and "user" on aiohttp without them); the
 AP-REP of mutual authentication goes into the response's ``WWW-Authenticate``. Without a valid token:
 401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a bad one). The validator's
 ``avalidate`` is awaited (a network replay cache or the sidecar never blocks the loop). A sub-application
@@ -26,7 +27,12 @@ from fastkrb._negotiate import (
 )
 from fastkrb.errors import KerberosError
 
-__all__ = ["negotiate_middleware", "KerberosUser"]
+__all__ = ["negotiate_middleware", "KerberosUser", "RESULT", "USER"]
+
+_RequestKey = getattr(web, "RequestKey", None)
+#: request[RESULT]: the AuthResult of the request; request[USER]: its KerberosUser.
+RESULT: Any = _RequestKey(SCOPE_KEY, object) if _RequestKey is not None else SCOPE_KEY
+USER: Any = _RequestKey("user", KerberosUser) if _RequestKey is not None else "user"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ChannelBindings = bytes | Callable[[web.Request], bytes | None] | None
@@ -50,7 +56,7 @@ def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
 
     @web.middleware
     async def negotiate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        res = request.get(SCOPE_KEY)
+        res = request.get(RESULT)
         if res is None:
             if excluded and excluded(request.path):
                 return await handler(request)
@@ -71,8 +77,8 @@ def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
             except KerberosError as exc:
                 log_rejection(exc, "aiohttp")
                 return _refusal(exc, expose_errors)
-            request[SCOPE_KEY] = res
-            request["user"] = KerberosUser(res)
+            request[RESULT] = res
+            request[USER] = KerberosUser(res)
         answer = res.www_authenticate
         if answer is None:
             return await handler(request)
