@@ -172,21 +172,22 @@ def test_backend_after_middleware_reuses_the_result(mit_lab: Any) -> None:
 
 
 @pytest.mark.skipif(fastapi is None, reason="fastapi is not installed")
-def test_fastapi(mit_lab: Any) -> None:
+def test_fastapi_example(mit_lab: Any) -> None:
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "fastapi" / "app.py"
+    spec = importlib.util.spec_from_file_location("example_fastapi", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
     v = service_validator(mit_lab)
-    app = fastapi.FastAPI()
-
-    @app.get("/me")
-    async def me(request: fastapi.Request) -> dict[str, Any]:
-        res = request.scope["fastkrb"]
-        return {"user": request.user.identity, "short": request.user.name, "enctype": res.enctype}
-
-    app.add_middleware(NegotiateMiddleware, validator=v)
-    with uvicorn_server(app) as port:
+    with uvicorn_server(mod.create_app(v)) as port:
         r = httpx_get(mit_lab, port, "/me", mutual=True)
         assert r.status == 200, r
-        import json
-
-        body = json.loads(r.body)
-        assert body == {"user": mit_lab.realm.user, "short": "alice", "enctype": 18}
+        assert json.loads(r.body) == {"principal": mit_lab.realm.user, "name": "alice", "realm": "FASTKRB.TEST",
+                                      "enctype": 18}
         assert raw_get(port, "/me").status == 401
+        assert raw_get(port, "/health").status == 200
+    assert v.calls == 1
