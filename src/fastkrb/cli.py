@@ -112,6 +112,34 @@ def _cmd_doctor(a: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def _cmd_dev_init(a: argparse.Namespace) -> int:
+    from fastkrb.dev import dev_init
+
+    kt = dev_init(a.spn, a.keytab, realm=a.realm, force=a.force)
+    spn = next(p for p in kt.principals() if not p.startswith("fastkrb-dev-only/"))
+    print(f"wrote {a.keytab} (mode 0600): DEV-ONLY random keys for {spn}, kvno 1, "
+          "aes256/aes128 sha1 and sha2 enctypes.\n"
+          "No KDC knows these keys: use it only to develop and test.\n\n"
+          f"  FASTKRB_KEYTAB={a.keytab}   # give it to your Validator / middleware / fastkrb serve\n"
+          f"  curl -H \"$(fastkrb dev header --user alice --keytab {a.keytab})\" http://localhost:8000/")
+    return 0
+
+
+def _cmd_dev_header(a: argparse.Namespace) -> int:
+    from fastkrb.dev import dev_header
+
+    value = dev_header(a.user, a.keytab, spn=a.spn, skew=a.skew, expired=a.expired, mutual=not a.no_mutual)
+    print(value if a.value else f"Authorization: {value}")
+    return 0
+
+
+def _cmd_dev_realm(a: argparse.Namespace) -> int:
+    from fastkrb.dev import run_realm
+
+    return run_realm(workdir=a.dir, realm=a.realm, spn=a.spn, user=a.user, password=a.password, port=a.port,
+                     as_json=a.json, keep=a.keep)
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     from fastkrb.demo import run_demo
 
@@ -166,6 +194,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     dr.add_argument("--client-keytab", help="keytab with the user's key")
     dr.add_argument("--json", action="store_true")
     dr.set_defaults(func=_cmd_doctor)
+
+    dv = sub.add_parser("dev", help="throwaway Kerberos for development: dev keytab, minted headers, a local realm")
+    dsub = dv.add_subparsers(dest="dcmd", required=True)
+    di = dsub.add_parser("init", help="write a DEV-ONLY keytab of random keys for an SPN")
+    di.add_argument("--spn", required=True, help="e.g. HTTP/api.example.test (realm default DEV.TEST)")
+    di.add_argument("--realm", default="DEV.TEST")
+    di.add_argument("--keytab", default="fastkrb-dev.keytab")
+    di.add_argument("--force", action="store_true", help="overwrite an existing file")
+    di.set_defaults(func=_cmd_dev_init)
+    dh = dsub.add_parser("header", help="print a valid minted 'Authorization: Negotiate ...' for the dev keytab")
+    dh.add_argument("--user", required=True)
+    dh.add_argument("--keytab", default="fastkrb-dev.keytab")
+    dh.add_argument("--spn", help="the SPN (default: the dev keytab's)")
+    dh.add_argument("--skew", type=float, default=0.0, help="move the client's clock by this many seconds")
+    dh.add_argument("--expired", action="store_true", help="a ticket that ended an hour ago")
+    dh.add_argument("--no-mutual", action="store_true", help="do not ask for mutual authentication")
+    dh.add_argument("--value", action="store_true", help="print only the header value")
+    dh.set_defaults(func=_cmd_dev_header)
+    dre = dsub.add_parser("realm", help="run a throwaway MIT realm on loopback until Ctrl-C")
+    dre.add_argument("--dir", help="work directory (kept); default: a temporary one, deleted at the end")
+    dre.add_argument("--realm", default="DEV.TEST")
+    dre.add_argument("--spn", default="HTTP/localhost")
+    dre.add_argument("--user", default="alice")
+    dre.add_argument("--password", help="the user's password (default: random, printed)")
+    dre.add_argument("--port", type=int, default=0, help="KDC port on 127.0.0.1 (default: a free one)")
+    dre.add_argument("--keep", action="store_true", help="do not delete the temporary directory")
+    dre.add_argument("--json", action="store_true", help="print one JSON line when ready")
+    dre.set_defaults(func=_cmd_dev_realm)
 
     d = sub.add_parser("demo", help="a throwaway realm keytab, minted tokens, verdicts and a throughput figure")
     d.add_argument("--seconds", type=float, default=2.0)

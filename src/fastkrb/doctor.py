@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from fastkrb import kdcclient as kc
 from fastkrb.asn1 import KRB_ERROR_NAMES, EtypeInfo2Entry, KrbError
+from fastkrb.dev import MARKER as DEV_MARKER
 from fastkrb.diagnose import enctype_name
 from fastkrb.errors import KerberosError
 from fastkrb.keytab import Keytab, parse_principal
@@ -32,8 +33,8 @@ __all__ = ["Finding", "DoctorConfig", "Report", "run_doctor", "read_krb5_conf", 
 
 Status = Literal["ok", "warning", "error"]
 
-#: A principal `fastkrb dev init` puts into every dev keytab, so that doctor (and `keytab list`) can tell.
-DEV_MARKER_PRINCIPAL = "fastkrb-dev-only/DO-NOT-USE-IN-PRODUCTION"
+#: The principal `fastkrb dev init` puts into every dev keytab, so that doctor (and `keytab list`) can tell.
+DEV_MARKER_PRINCIPAL = DEV_MARKER
 
 # Enctype policy (RFC 6649 removed DES; RFC 8429 deprecated 3DES and RC4).
 _REMOVED = {1: "RFC 6649", 2: "RFC 6649", 3: "RFC 6649", 24: "RFC 8429 (export-grade RC4)"}
