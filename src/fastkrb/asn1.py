@@ -1343,6 +1343,7 @@ class KdcReqBody:
     sname: PrincipalName | None = None
     options: int = 0
     rtime: int | None = None
+    from_time: int | None = None  # a postdated ticket's start
 
     def _fill(self, node: Any) -> None:
         node["kdc-options"] = _flags_node(node["kdc-options"], self.options)
@@ -1351,6 +1352,8 @@ class KdcReqBody:
         node["realm"] = self.realm
         if self.sname is not None:
             self.sname._fill(node["sname"])
+        if self.from_time is not None:
+            node["from"] = encode_time(self.from_time)
         node["till"] = encode_time(self.till)
         if self.rtime is not None:
             node["rtime"] = encode_time(self.rtime)

@@ -59,9 +59,12 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(a: argparse.Namespace) -> int:
-    from fastkrb.inspect import inspect_token
+    from fastkrb.inspect import inspect_token, read_token_arg
 
-    report = inspect_token(_read_token(a.token), keytab=a.keytab, show_keys=a.show_keys, now=a.now)
+    cb = bytes.fromhex(a.channel_bindings) if a.channel_bindings else None
+    report = inspect_token(read_token_arg(a.token), keytab=a.keytab, show_keys=a.show_keys, now=a.now,
+                           channel_bindings=cb, enctypes=tuple(a.enctypes), allowed_realms=a.allowed_realm,
+                           clock_skew=a.clock_skew)
     _print(report, a.json) if a.json else _print_nested(report)
     return 0 if report.get("ok", True) else 1
 
@@ -162,10 +165,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_cmd_validate)
 
-    i = sub.add_parser("inspect", help="explain a token (without a key: framing, SPN, kvno, enctypes)")
-    i.add_argument("token")
+    i = sub.add_parser("inspect", help="explain a token: mechs (NTLM named), SPN, kvno, enctypes; with --keytab the "
+                       "decrypted ticket, authenticator, PAC and the verdict at --now")
+    i.add_argument("token", help="'Negotiate <b64>', base64, hex, - for stdin, or @FILE (binary or text)")
     i.add_argument("--keytab", help="decrypt ticket and authenticator with this keytab")
-    i.add_argument("--now", type=float, default=None)
+    i.add_argument("--now", type=float, default=None, help="unix time of the verdict (default: now)")
+    i.add_argument("--channel-bindings", help="the acceptor's channel-binding application data, hex")
+    i.add_argument("--enctypes", type=int, nargs="+", default=[20, 19, 18, 17, 23],
+                   help="enctypes the verdict permits (default: all fastkrb implements)")
+    i.add_argument("--allowed-realm", action="append", help="client realms the verdict allows (default: any)")
+    i.add_argument("--clock-skew", type=float, default=300.0)
     i.add_argument("--show-keys", action="store_true", help="print session keys (secret!)")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_inspect)

@@ -276,14 +276,16 @@ def _etype_info_from(padata: Sequence[PaData]) -> tuple[EtypeInfo2Entry, ...]:
 
 def as_exchange(addr: KdcAddress, client: str, etypes: Sequence[int], keys: dict[int, bytes] | None = None, *,
                 server: str | None = None, proto: Proto = "tcp", timeout: float = 3.0, clock_offset: float = 0.0,
-                preauth: bool | None = None, lifetime: int = 3600) -> AsOutcome:
+                preauth: bool | None = None, lifetime: int = 3600, kdc_options: Sequence[str] = ("canonicalize",),
+                start: int | None = None) -> AsOutcome:
     """AS-REQ for ``client`` (like ``kinit -k``): first without pre-authentication; if the KDC asks for it,
     again with PA-ENC-TIMESTAMP made with ``keys[etype]`` for the etype the KDC's ETYPE-INFO2 names.
 
     ``keys`` maps enctype -> long-term key (from a keytab, or string-to-key of a password). Without keys
     the exchange stops at the KDC's first answer (a probe). ``clock_offset`` (KDC minus local, seconds)
     is added to the timestamps we send, so a skewed local clock does not hide the key check. ``preauth``
-    True sends the timestamp straight away (needs the salt-free keys of a keytab).
+    True sends the timestamp straight away (needs the salt-free keys of a keytab). ``start`` asks for a
+    postdated ticket (with ``kdc_options`` allow-postdate and postdated).
     """
     cname, crealm = _principal_name(client)
     sname, _ = _principal_name(server or f"krbtgt/{crealm}@{crealm}")
@@ -292,8 +294,9 @@ def as_exchange(addr: KdcAddress, client: str, etypes: Sequence[int], keys: dict
     padata: list[PaData] = []
     for attempt in range(2):
         now = time.time() + clock_offset
-        body = KdcReqBody(realm=crealm, till=int(now) + lifetime, nonce=_nonce(), etypes=etypes, cname=cname,
-                          sname=sname, options=asn1.flags_to_int(("canonicalize",), asn1.KDC_OPTIONS))
+        body = KdcReqBody(realm=crealm, till=int(start or now) + lifetime, nonce=_nonce(), etypes=etypes,
+                          cname=cname, sname=sname, options=asn1.flags_to_int(kdc_options, asn1.KDC_OPTIONS),
+                          from_time=start)
         if attempt == 0 and preauth and keys:
             et = next((e for e in etypes if e in keys), None)
             if et is not None:
