@@ -283,3 +283,18 @@ def test_no_kdc_known_is_an_error(tmp_path: Path) -> None:
     rep = run_doctor(DoctorConfig(principals=["HTTP/x.nokdc.test"], krb5_conf=str(conf), check_dns=False))
     f = only(rep, "kdc.config")
     assert f.status == "error" and "NOKDC.TEST" in f.summary and "--kdc" in f.fix
+
+
+def test_user_round_trip_with_a_client_keytab(mit_lab: Any, tmp_path: Path) -> None:
+    client_kt = mit_lab.realm.export(tmp_path / "alice.keytab", mit_lab.realm.user)
+    rep = doctor(mit_lab, mit_lab.keytabs["svc18"], mit_lab.services["svc18"], user="alice",
+                 client_keytab=str(client_kt))
+    rt = only(rep, "roundtrip.user")
+    assert rt.status == "ok" and rt.evidence["client"] == mit_lab.realm.user
+    assert rt.evidence["ticket_enctype"] == "aes256-cts-hmac-sha1-96(18)"
+
+
+def test_user_round_trip_wrong_password(mit_lab: Any) -> None:
+    rep = doctor(mit_lab, mit_lab.keytabs["svc18"], mit_lab.services["svc18"], user="alice", password="wrong")
+    rt = only(rep, "roundtrip.user")
+    assert rt.status == "error" and "cannot get a TGT" in rt.summary
