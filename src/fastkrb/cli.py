@@ -1,4 +1,4 @@
-"""`fastkrb` command line: validate, inspect, keytab list, demo.
+"""`fastkrb` command line: validate, inspect, keytab list, doctor, dev, demo.
 
 Exit codes: 0 accepted / ok, 1 rejected (the error's code, cause and fix are printed), 2 usage or I/O.
 """
@@ -59,9 +59,12 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(a: argparse.Namespace) -> int:
-    from fastkrb.inspect import inspect_token
+    from fastkrb.inspect import inspect_token, read_token_arg
 
-    report = inspect_token(_read_token(a.token), keytab=a.keytab, show_keys=a.show_keys, now=a.now)
+    cb = bytes.fromhex(a.channel_bindings) if a.channel_bindings else None
+    report = inspect_token(read_token_arg(a.token), keytab=a.keytab, show_keys=a.show_keys, now=a.now,
+                           channel_bindings=cb, enctypes=tuple(a.enctypes), allowed_realms=a.allowed_realm,
+                           clock_skew=a.clock_skew)
     _print(report, a.json) if a.json else _print_nested(report)
     return 0 if report.get("ok", True) else 1
 
@@ -89,6 +92,55 @@ def _cmd_keytab_list(a: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['kvno']:>5}  {r['enctype']:<32}  {r['principal']}" + (f"  {r['key']}" if a.show_keys else ""))
     return 0
+
+
+def _cmd_doctor(a: argparse.Namespace) -> int:
+    import os
+
+    from fastkrb.doctor import DoctorConfig, format_report, run_doctor
+
+    password = None
+    if a.password_env:
+        password = os.environ.get(a.password_env)
+        if password is None:
+            raise ValueError(f"--password-env {a.password_env}: the variable is not set")
+    elif a.password_file:
+        with open(a.password_file, encoding="utf-8") as fh:
+            password = fh.readline().rstrip("\n")
+    cfg = DoctorConfig(keytab=a.keytab, principals=a.principal or (), kdcs=a.kdc or (), realm=a.realm,
+                       krb5_conf=a.krb5_conf, clock_skew=a.clock_skew, timeout=a.timeout, check_dns=not a.no_dns,
+                       user=a.user, password=password, client_keytab=a.client_keytab)
+    rep = run_doctor(cfg)
+    print(format_report(rep, a.json))
+    return 0 if rep.ok else 1
+
+
+def _cmd_dev_init(a: argparse.Namespace) -> int:
+    from fastkrb.dev import dev_init
+
+    kt = dev_init(a.spn, a.keytab, realm=a.realm, force=a.force)
+    spn = next(p for p in kt.principals() if not p.startswith("fastkrb-dev-only/"))
+    print(f"wrote {a.keytab} (mode 0600): DEV-ONLY random keys for {spn}, kvno 1, "
+          "aes256/aes128 sha1 and sha2 enctypes.\n"
+          "No KDC knows these keys: use it only to develop and test.\n\n"
+          f"  FASTKRB_KEYTAB={a.keytab}   # give it to your Validator / middleware / fastkrb serve\n"
+          f"  curl -H \"$(fastkrb dev header --user alice --keytab {a.keytab})\" http://localhost:8000/")
+    return 0
+
+
+def _cmd_dev_header(a: argparse.Namespace) -> int:
+    from fastkrb.dev import dev_header
+
+    value = dev_header(a.user, a.keytab, spn=a.spn, skew=a.skew, expired=a.expired, mutual=not a.no_mutual)
+    print(value if a.value else f"Authorization: {value}")
+    return 0
+
+
+def _cmd_dev_realm(a: argparse.Namespace) -> int:
+    from fastkrb.dev import run_realm
+
+    return run_realm(workdir=a.dir, realm=a.realm, spn=a.spn, user=a.user, password=a.password, port=a.port,
+                     as_json=a.json, keep=a.keep)
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
@@ -125,10 +177,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_cmd_validate)
 
-    i = sub.add_parser("inspect", help="explain a token (without a key: framing, SPN, kvno, enctypes)")
-    i.add_argument("token")
+    i = sub.add_parser("inspect", help="explain a token: mechs (NTLM named), SPN, kvno, enctypes; with --keytab the "
+                       "decrypted ticket, authenticator, PAC and the verdict at --now")
+    i.add_argument("token", help="'Negotiate <b64>', base64, hex, - for stdin, or @FILE (binary or text)")
     i.add_argument("--keytab", help="decrypt ticket and authenticator with this keytab")
-    i.add_argument("--now", type=float, default=None)
+    i.add_argument("--now", type=float, default=None, help="unix time of the verdict (default: now)")
+    i.add_argument("--channel-bindings", help="the acceptor's channel-binding application data, hex")
+    i.add_argument("--enctypes", type=int, nargs="+", default=[20, 19, 18, 17, 23],
+                   help="enctypes the verdict permits (default: all fastkrb implements)")
+    i.add_argument("--allowed-realm", action="append", help="client realms the verdict allows (default: any)")
+    i.add_argument("--clock-skew", type=float, default=300.0)
     i.add_argument("--show-keys", action="store_true", help="print session keys (secret!)")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_inspect)
@@ -140,6 +198,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     kl.add_argument("--show-keys", action="store_true")
     kl.add_argument("--json", action="store_true")
     kl.set_defaults(func=_cmd_keytab_list)
+
+    dr = sub.add_parser("doctor", help="check keytab, DNS, KDC reachability, clock and keys against the KDC")
+    dr.add_argument("--keytab", help="the service keytab to check")
+    dr.add_argument("--principal", action="append", help="the SPN to check, HTTP/host[@REALM] (repeatable; "
+                    "default: every principal in the keytab)")
+    dr.add_argument("--kdc", action="append", help="KDC host[:port] (repeatable; default: krb5.conf)")
+    dr.add_argument("--realm", help="realm (default: the principal's, else krb5.conf default_realm)")
+    dr.add_argument("--krb5-conf", help="krb5.conf to read (default: $KRB5_CONFIG, else /etc/krb5.conf)")
+    dr.add_argument("--clock-skew", type=float, default=None, help="seconds (default: krb5.conf clockskew or 300)")
+    dr.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each KDC reply")
+    dr.add_argument("--no-dns", action="store_true", help="skip the DNS checks of the SPN's host")
+    dr.add_argument("--user", help="also do the full round trip as this user (with a password or --client-keytab)")
+    dr.add_argument("--password-env", help="environment variable holding the user's password")
+    dr.add_argument("--password-file", help="file whose first line is the user's password")
+    dr.add_argument("--client-keytab", help="keytab with the user's key")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=_cmd_doctor)
+
+    dv = sub.add_parser("dev", help="throwaway Kerberos for development: dev keytab, minted headers, a local realm")
+    dsub = dv.add_subparsers(dest="dcmd", required=True)
+    di = dsub.add_parser("init", help="write a DEV-ONLY keytab of random keys for an SPN")
+    di.add_argument("--spn", required=True, help="e.g. HTTP/api.example.test (realm default DEV.TEST)")
+    di.add_argument("--realm", default="DEV.TEST")
+    di.add_argument("--keytab", default="fastkrb-dev.keytab")
+    di.add_argument("--force", action="store_true", help="overwrite an existing file")
+    di.set_defaults(func=_cmd_dev_init)
+    dh = dsub.add_parser("header", help="print a valid minted 'Authorization: Negotiate ...' for the dev keytab")
+    dh.add_argument("--user", required=True)
+    dh.add_argument("--keytab", default="fastkrb-dev.keytab")
+    dh.add_argument("--spn", help="the SPN (default: the dev keytab's)")
+    dh.add_argument("--skew", type=float, default=0.0, help="move the client's clock by this many seconds")
+    dh.add_argument("--expired", action="store_true", help="a ticket that ended an hour ago")
+    dh.add_argument("--no-mutual", action="store_true", help="do not ask for mutual authentication")
+    dh.add_argument("--value", action="store_true", help="print only the header value")
+    dh.set_defaults(func=_cmd_dev_header)
+    dre = dsub.add_parser("realm", help="run a throwaway MIT realm on loopback until Ctrl-C")
+    dre.add_argument("--dir", help="work directory (kept); default: a temporary one, deleted at the end")
+    dre.add_argument("--realm", default="DEV.TEST")
+    dre.add_argument("--spn", default="HTTP/localhost")
+    dre.add_argument("--user", default="alice")
+    dre.add_argument("--password", help="the user's password (default: random, printed)")
+    dre.add_argument("--port", type=int, default=0, help="KDC port on 127.0.0.1 (default: a free one)")
+    dre.add_argument("--keep", action="store_true", help="do not delete the temporary directory")
+    dre.add_argument("--json", action="store_true", help="print one JSON line when ready")
+    dre.set_defaults(func=_cmd_dev_realm)
 
     d = sub.add_parser("demo", help="a throwaway realm keytab, minted tokens, verdicts and a throughput figure")
     d.add_argument("--seconds", type=float, default=2.0)

@@ -1,23 +1,37 @@
-"""Explain a token: what anyone can read from it, what a keytab reveals, and the verdict.
+"""Explain a token: what anyone can read from it, what a keytab reveals, and the verdict at a chosen time.
 
-A tool, not the hot path: it uses the native decoder for the framing (so it sees exactly what the
-validator sees) and the pyasn1 models for the decrypted parts. Key bytes are shown only when asked.
+A tool, not the hot path. Without a key: the framing, the mechanisms the client offered (NTLM named as
+such, with the user and domain an NTLM message carries), the realm, SPN, kvno, enctypes and AP options,
+and the authenticator's MAC tag (the replay cache's key: two captures with the same tag are one
+authenticator presented twice). With the keytab: what it holds for the ticket's SPN, the decrypted ticket
+(client, times, flags, addresses, transited realms) and authenticator (time, GSS flags, channel-binding
+hash against the expected one), the PAC, and the verdict a Validator would give at ``now``. Key bytes are
+shown only when asked.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import struct
+import time
 from typing import Any
 
-from fastkrb import _native, crypto
+from fastkrb import _native, asn1, crypto
 from fastkrb.asn1 import Authenticator, EncTicketPart, GssChecksum, flags_to_names
 from fastkrb.diagnose import enctype_name
-from fastkrb.errors import KerberosError
+from fastkrb.errors import KerberosError, MalformedToken
 from fastkrb.keytab import Keytab
 
-__all__ = ["inspect_token"]
+__all__ = ["inspect_token", "read_token_arg", "ntlm_message"]
 
 _GSS_FLAGS = {1: "deleg", 2: "mutual", 4: "replay", 8: "sequence", 16: "conf", 32: "integ", 0x1000: "dce-style"}
+_MECHS = {asn1.OID_KRB5: "krb5", asn1.OID_MS_KRB5: "krb5 (Microsoft's OID)", asn1.OID_NTLMSSP: "NTLM",
+          "1.3.6.1.4.1.311.2.2.30": "NegoEx", asn1.OID_KRB5_USER_TO_USER: "krb5 user-to-user"}
+_MAC_LEN = {17: 12, 18: 12, 19: 16, 20: 24, 23: 16}
+_NTLM_NOTE = ("NTLM: the client did not get a Kerberos ticket for this server (unknown SPN, a hostname or "
+              "alias with no SPN, no route to its KDC, or no trust) and fell back to NTLM")
 
 
 def _iso(t: float | None) -> str | None:
@@ -26,10 +40,106 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else iso(t)
 
 
+def read_token_arg(arg: str) -> str | bytes:
+    """A token as given on the command line: ``-`` (stdin), ``@file`` (binary, or text: header/base64/hex),
+    a header value, base64, or hex."""
+    import sys
+
+    if arg == "-":
+        return sys.stdin.read().strip()
+    if arg.startswith("@"):
+        with open(arg[1:], "rb") as fh:
+            data = fh.read()
+        if data[:1] in (b"\x60", b"\x6e", b"\xa0", b"\xa1") or data.startswith(b"NTLMSSP"):
+            return data  # a binary token (e.g. cut out of a pcap)
+        return _from_text(data.decode("ascii", "replace").strip())
+    return _from_text(arg.strip())
+
+
+def _from_text(text: str) -> str | bytes:
+    if text.lower().startswith("authorization:"):
+        text = text.split(":", 1)[1].strip()
+    compact = "".join(text.split())
+    if compact and all(c in "0123456789abcdefABCDEF" for c in compact) and len(compact) % 2 == 0 \
+            and compact[:2].lower() in ("60", "6e", "a0", "a1", "4e"):
+        return bytes.fromhex(compact)
+    return text
+
+
+def _raw_bytes(token: str | bytes) -> bytes | None:
+    if isinstance(token, bytes):
+        return token
+    t = token.strip()
+    if t.lower().startswith("negotiate "):
+        t = t[10:].strip()
+    elif t.lower().startswith("ntlm "):
+        t = t[5:].strip()
+    try:
+        return base64.b64decode(t + "=" * (-len(t) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def ntlm_message(data: bytes) -> dict[str, Any] | None:
+    """The readable fields of an NTLMSSP message (MS-NLMP §2.2.1): its type, and for type 3 the user,
+    domain and workstation; None if it is not NTLM."""
+    if not data.startswith(b"NTLMSSP\x00") or len(data) < 12:
+        return None
+    (mtype,) = struct.unpack_from("<I", data, 8)
+    out: dict[str, Any] = {"message_type": {1: "NEGOTIATE (1)", 2: "CHALLENGE (2)", 3: "AUTHENTICATE (3)"}
+                           .get(mtype, str(mtype))}
+    if mtype == 3 and len(data) >= 64:
+        (flags,) = struct.unpack_from("<I", data, 60)
+        unicode = bool(flags & 1)
+
+        def field(off: int) -> str | None:
+            ln, _mx, pos = struct.unpack_from("<HHI", data, off)
+            raw = data[pos:pos + ln]
+            if not raw:
+                return None
+            return raw.decode("utf-16-le" if unicode else "latin-1", "replace")
+
+        out.update(domain=field(28), user=field(36), workstation=field(44))
+    return out
+
+
+def _mech_offer(raw: bytes) -> tuple[list[str] | None, dict[str, Any] | None]:
+    """Mechanisms of a SPNEGO NegTokenInit (names), and an NTLM message if that is what it carries."""
+    mechs = None
+    ntlm = ntlm_message(raw)
+    if ntlm is not None:
+        return None, ntlm
+    try:
+        neg = asn1.decode_spnego(raw)
+    except KerberosError:
+        return None, None
+    if isinstance(neg, asn1.NegTokenInit):
+        mechs = [_MECHS.get(m, m) for m in neg.mech_types]
+        if neg.mech_token is not None:
+            ntlm = ntlm_message(neg.mech_token)
+    return mechs, ntlm
+
+
 def inspect_token(token: str | bytes, keytab: str | os.PathLike[str] | Keytab | None = None, *,
-                  show_keys: bool = False, now: float | None = None) -> dict[str, Any]:
-    """A nested dict report; ``ok`` is False when the token is unreadable or (with a keytab) rejected."""
+                  show_keys: bool = False, now: float | None = None, channel_bindings: bytes | None = None,
+                  enctypes: tuple[int, ...] = (20, 19, 18, 17, 23), allowed_realms: list[str] | None = None,
+                  clock_skew: float = 300.0, principals: list[str] | None = None) -> dict[str, Any]:
+    """A nested dict report; ``ok`` is False when the token is unreadable or (with a keytab) rejected.
+
+    The verdict uses a Validator configured by ``enctypes``, ``allowed_realms`` (default: any), ``clock_skew``
+    and ``principals``, without a replay cache (a single token cannot be a replay of itself).
+    """
     report: dict[str, Any] = {}
+    raw = _raw_bytes(token)
+    if raw is not None:
+        mechs, ntlm = _mech_offer(raw)
+        if mechs is not None:
+            report["mechs_offered"] = mechs
+        if ntlm is not None:
+            report["ok"] = False
+            report["mechanism"] = _NTLM_NOTE
+            report["ntlm"] = ntlm
+            return report
     try:
         d = _native.decode_token(token)
     except ValueError as exc:
@@ -37,7 +147,7 @@ def inspect_token(token: str | bytes, keytab: str | os.PathLike[str] | Keytab | 
         report["ok"] = False
         report["error"] = f"{what} (byte {offset})"
         if partial.get("mechanism") == "ntlm":
-            report["mechanism"] = "NTLM: the client could not get a Kerberos ticket for this server"
+            report["mechanism"] = _NTLM_NOTE
         return report
     report["framing"] = d["framing"]
     report["gss_mech"] = d["mech"]
@@ -49,46 +159,73 @@ def inspect_token(token: str | bytes, keytab: str | os.PathLike[str] | Keytab | 
     report["ticket_kvno"] = d["ticket_kvno"]
     report["authenticator_enctype"] = enctype_name(d["authenticator_enctype"])
     report["mutual_required"] = d["mutual_required"]
+    req = asn1.ApReq.from_der(d["ap_req"])
+    report["ap_options"] = flags_to_names(req.ap_options, asn1.AP_OPTIONS)
+    mac = _MAC_LEN.get(req.authenticator.etype)
+    if mac:
+        report["authenticator_tag"] = req.authenticator.cipher[-mac:].hex()
     if keytab is None:
         report["ok"] = True
         return report
     kt = keytab if isinstance(keytab, Keytab) else Keytab.load(keytab)
-    report["ticket"] = _decrypt_ticket(d, kt, show_keys)
+    held = kt.find(d["server"]) if d["server"] else []
+    report["keytab"] = {
+        "principals": kt.principals(),
+        "has_server": bool(held),
+        "kvnos_for_server": sorted({e.kvno for e in held}),
+        "enctypes_for_server": sorted({enctype_name(e.enctype) for e in held}),
+    }
+    t_now = time.time() if now is None else now
+    report["now"] = _iso(t_now)
+    report["ticket"] = _decrypt(d, req, kt, show_keys, channel_bindings, t_now, clock_skew)
     from fastkrb.validator import Validator
 
-    v = Validator(kt, replay_cache="none", cold_start=False, enctypes=(20, 19, 18, 17, 23),
-                  allowed_realms=["*"])
+    v = Validator(kt, principals=principals, replay_cache=_NoReplay(), cold_start=False, enctypes=enctypes,
+                  allowed_realms=["*"] if allowed_realms is None else allowed_realms, clock_skew=clock_skew)
     try:
-        res = v.validate(token, now=now)
-        report["verdict"] = {"accepted": True, "client": res.client, "server": res.server}
+        res = v.validate(token, now=now, channel_bindings=channel_bindings)
+        report["verdict"] = {"accepted": True, "client": res.client, "server": res.server,
+                             "mutual": res.mutual, "pac_verified": res.pac_verified}
         if res.pac is not None:
             report["pac"] = res.pac.to_dict()
         report["ok"] = True
     except KerberosError as exc:
-        report["verdict"] = {"accepted": False, "code": exc.code, "cause": exc.cause, "fix": exc.fix}
+        report["verdict"] = {"accepted": False, **exc.to_dict()}
         report["ok"] = False
     return report
 
 
-def _decrypt_ticket(d: dict[str, Any], kt: Keytab, show_keys: bool) -> dict[str, Any]:
-    from fastkrb.asn1 import ApReq
+class _NoReplay:
+    """A replay backend that has seen nothing: inspect judges one token, never a sequence."""
 
-    req = ApReq.from_der(d["ap_req"])
+    started = 0.0
+
+    def insert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
+        return True, None
+
+
+def _decrypt(d: dict[str, Any], req: asn1.ApReq, kt: Keytab, show_keys: bool, cb: bytes | None, now: float,
+             skew: float) -> dict[str, Any]:
     server, etype = d["server"], d["ticket_enctype"]
     candidates = [e for e in kt.entries if e.principal == server and e.enctype == etype]
     candidates.sort(key=lambda e: e.kvno != d["ticket_kvno"])
+    if not candidates:
+        return {"error": f"the keytab has no key of {server} with {enctype_name(etype)}"}
     for e in candidates:
         try:
             plain = crypto.decrypt(etype, e.key, 2, req.ticket.enc_part.cipher)
         except KerberosError:
             continue
         tkt = EncTicketPart.from_der(plain)
+        start = tkt.starttime if tkt.starttime is not None else tkt.authtime
         out: dict[str, Any] = {
             "decrypted_with_kvno": e.kvno,
             "client": "/".join(tkt.cname.components) + "@" + tkt.crealm,
             "flags": flags_to_names(tkt.flags),
             "auth_time": _iso(tkt.authtime), "start_time": _iso(tkt.starttime), "end_time": _iso(tkt.endtime),
             "renew_till": _iso(tkt.renew_till),
+            "window_at_now": ("not yet valid" if now < start - skew else "expired" if now > tkt.endtime + skew
+                              else "valid"),
             "session_enctype": enctype_name(tkt.key.keytype),
             "transited": tkt.transited.contents.decode("utf-8", "replace") or None,
             "addresses": [a.address.hex() for a in tkt.caddr or ()],
@@ -96,20 +233,40 @@ def _decrypt_ticket(d: dict[str, Any], kt: Keytab, show_keys: bool) -> dict[str,
         }
         if show_keys:
             out["session_key"] = tkt.key.keyvalue.hex()
-        try:
-            auth = Authenticator.from_der(crypto.decrypt(tkt.key.keytype, tkt.key.keyvalue, 11,
-                                                         req.authenticator.cipher))
-            a: dict[str, Any] = {"client": "/".join(auth.cname.components) + "@" + auth.crealm,
-                                 "ctime": _iso(auth.ctime),
-                                 "cusec": auth.cusec, "seq_number": auth.seq_number,
-                                 "subkey_enctype": auth.subkey.keytype if auth.subkey else None}
-            if auth.cksum is not None and auth.cksum.cksumtype == 0x8003:
-                g = GssChecksum.from_bytes(auth.cksum.checksum)
-                a["gss_flags"] = [n for bit, n in _GSS_FLAGS.items() if g.flags & bit]
-                a["channel_bindings"] = "none" if g.bnd == bytes(16) else g.bnd.hex()
-                a["delegated"] = g.delegation is not None
-            out["authenticator"] = a
-        except KerberosError as exc:
-            out["authenticator"] = {"error": exc.cause}
+        out["authenticator"] = _authenticator(req, tkt, cb, now)
         return out
-    return {"error": f"no key of {server} with {enctype_name(etype)} in the keytab decrypts the ticket"}
+    return {"error": f"no key of {server} with {enctype_name(etype)} in the keytab decrypts the ticket "
+                     f"(kvnos tried: {sorted({e.kvno for e in candidates})}): wrong key for that kvno"}
+
+
+def _authenticator(req: asn1.ApReq, tkt: EncTicketPart, cb: bytes | None, now: float) -> dict[str, Any]:
+    try:
+        auth = Authenticator.from_der(crypto.decrypt(tkt.key.keytype, tkt.key.keyvalue, 11,
+                                                     req.authenticator.cipher))
+    except (KerberosError, MalformedToken) as exc:
+        return {"error": exc.cause}
+    a: dict[str, Any] = {"client": "/".join(auth.cname.components) + "@" + auth.crealm,
+                         "ctime": _iso(auth.ctime), "cusec": auth.cusec,
+                         "offset_from_now_seconds": round(auth.ctime + auth.cusec / 1e6 - now, 3),
+                         "seq_number": auth.seq_number,
+                         "subkey_enctype": enctype_name(auth.subkey.keytype) if auth.subkey else None}
+    tclient = "/".join(tkt.cname.components) + "@" + tkt.crealm
+    a["matches_ticket_client"] = a["client"] == tclient
+    if auth.cksum is not None and auth.cksum.cksumtype == asn1.CKSUMTYPE_GSSAPI:
+        try:
+            g = GssChecksum.from_bytes(auth.cksum.checksum)
+        except MalformedToken as exc:
+            a["checksum"] = {"error": exc.cause}
+        else:
+            a["gss_flags"] = [n for bit, n in _GSS_FLAGS.items() if g.flags & bit]
+            a["channel_bindings"] = "none" if g.bnd == bytes(16) else g.bnd.hex()
+            if cb is not None:
+                want = asn1.channel_bindings_hash(cb)
+                a["channel_bindings_expected"] = want.hex()
+                a["channel_bindings_match"] = g.bnd in (want, bytes(16))
+            a["delegated"] = g.delegation is not None
+    elif auth.cksum is not None:
+        a["checksum"] = {"type": auth.cksum.cksumtype}
+    else:
+        a["checksum"] = None
+    return a

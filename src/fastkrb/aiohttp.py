@@ -1,0 +1,95 @@
+"""Negotiate (SPNEGO/Kerberos) middleware for aiohttp servers.
+
+    app = web.Application(middlewares=[negotiate_middleware(Validator("/etc/api.keytab"))])
+
+On success ``request[RESULT]`` is the AuthResult and ``request[USER]`` a :class:`KerberosUser` (typed
+``web.RequestKey``s, as aiohttp recommends; plain strings "fastkrb" and "user" on aiohttp without them); the
+AP-REP of mutual authentication goes into the response's ``WWW-Authenticate``. Without a valid token:
+401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a bad one). The validator's
+``avalidate`` is awaited (a network replay cache or the sidecar never blocks the loop). A sub-application
+behind the same middleware reuses the request's result instead of validating the token a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from fastkrb._negotiate import (
+    SCOPE_KEY,
+    KerberosUser,
+    PathMatcher,
+    challenge_body,
+    log_rejection,
+    token_of,
+)
+from fastkrb.errors import KerberosError
+
+__all__ = ["negotiate_middleware", "KerberosUser", "RESULT", "USER"]
+
+_RequestKey = getattr(web, "RequestKey", None)
+#: request[RESULT]: the AuthResult of the request; request[USER]: its KerberosUser.
+RESULT: Any = _RequestKey(SCOPE_KEY, object) if _RequestKey is not None else SCOPE_KEY
+USER: Any = _RequestKey("user", KerberosUser) if _RequestKey is not None else "user"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ChannelBindings = bytes | Callable[[web.Request], bytes | None] | None
+
+
+def _refusal(exc: KerberosError | None, expose: bool) -> web.Response:
+    headers = {"WWW-Authenticate": "Negotiate"}
+    if exc is not None:
+        headers["X-Auth-Error"] = exc.code
+    return web.Response(status=401, body=challenge_body(exc, expose), headers=headers,
+                        content_type="application/json")
+
+
+def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
+                         required: bool | Callable[[web.Request], bool] = True,
+                         channel_bindings: ChannelBindings = None, expose_errors: bool = False) -> Any:
+    """The middleware for ``web.Application(middlewares=[...])``; see the module doc for what it sets."""
+    avalidate = getattr(validator, "avalidate", None)
+    sync_validate = validator.validate if avalidate is None else None
+    excluded = PathMatcher(exclude_paths)
+
+    @web.middleware
+    async def negotiate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        res = request.get(RESULT)
+        if res is None:
+            if excluded and excluded(request.path):
+                return await handler(request)
+            token = token_of(request.headers.get("Authorization"))
+            if token is None:
+                if required is True or (required is not False and required(request)):  # type: ignore[operator]
+                    return _refusal(None, expose_errors)
+                return await handler(request)
+            cb = channel_bindings
+            if cb is not None and not isinstance(cb, bytes):
+                cb = cb(request)
+            try:
+                if avalidate is not None:
+                    res = await avalidate(token, None, cb)
+                else:
+                    assert sync_validate is not None
+                    res = sync_validate(token, None, cb)
+            except KerberosError as exc:
+                log_rejection(exc, "aiohttp")
+                return _refusal(exc, expose_errors)
+            request[RESULT] = res
+            request[USER] = KerberosUser(res)
+        answer = res.www_authenticate
+        if answer is None:
+            return await handler(request)
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            if "WWW-Authenticate" not in exc.headers:
+                exc.headers["WWW-Authenticate"] = answer
+            raise
+        if not resp.prepared and "WWW-Authenticate" not in resp.headers:
+            resp.headers["WWW-Authenticate"] = answer
+        return resp
+
+    return negotiate

@@ -1,0 +1,189 @@
+"""Negotiate (SPNEGO/Kerberos) for ASGI apps: raw middleware (FastAPI, Starlette, any ASGI app) and a Starlette
+``AuthenticationBackend``.
+
+One ``Validator`` (or anything with ``async avalidate(token, now=None, channel_bindings=None)``, such as the
+sidecar's ``AsyncClient``) serves every request. fastkrb's validate() is a few microseconds of native code,
+so it runs on the event loop; a network replay cache (Redis) or the sidecar is awaited, never blocked on.
+The result is cached in ``scope["fastkrb"]``: a mounted sub-application behind the same middleware, or
+the backend after the middleware, reuses it instead of validating the token again (which the replay
+cache would reject).
+
+    app = NegotiateMiddleware(app, Validator("/etc/api.keytab"), exclude_paths=["/health"])
+    # FastAPI: app.add_middleware(NegotiateMiddleware, validator=v)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from fastkrb._negotiate import (
+    SCOPE_KEY,
+    KerberosCredentials,
+    KerberosUser,
+    PathMatcher,
+    challenge_body,
+    log_rejection,
+    token_of,
+)
+from fastkrb.errors import KerberosError
+
+__all__ = ["NegotiateMiddleware", "NegotiateBackend", "KerberosUser", "KerberosCredentials"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ChannelBindings = bytes | Callable[[Scope], bytes | None] | None
+
+_CHALLENGE = (b"www-authenticate", b"Negotiate")
+_JSON = (b"content-type", b"application/json")
+
+
+def _validate_fn(validator: Any) -> Callable[..., Awaitable[Any]]:
+    fn = getattr(validator, "avalidate", None)
+    if fn is not None:
+        return fn  # type: ignore[no-any-return]
+    sync = validator.validate
+
+    async def call(token: str, now: float | None = None, channel_bindings: bytes | None = None) -> Any:
+        return sync(token, now, channel_bindings)
+
+    return call
+
+
+def _authorization(scope: Scope) -> bytes | None:
+    for k, v in scope.get("headers") or ():
+        if k == b"authorization":
+            return v  # type: ignore[no-any-return]
+    return None
+
+
+class NegotiateMiddleware:
+    """Raw ASGI middleware: 401 + ``WWW-Authenticate: Negotiate`` without a valid token; on success the
+    AuthResult in ``scope["fastkrb"]``, a :class:`KerberosUser` in ``scope["user"]`` (Starlette's
+    ``request.user``), scopes in ``scope["auth"]``, and the AP-REP in ``WWW-Authenticate`` when the client
+    asked for mutual authentication.
+
+    ``required`` False (or a predicate on the scope) lets requests without a header through unauthenticated
+    (a bad token is still refused). ``exclude_paths``: exact paths, or prefixes ending in ``/`` or ``*``.
+    ``channel_bindings``: bytes, or a function of the scope, e.g. TLS ``tls-server-end-point``.
+    ``expose_errors`` puts the cause and fix into the 401 body (the code is always in ``X-Auth-Error``).
+    """
+
+    def __init__(self, app: ASGIApp, validator: Any, *, exclude_paths: Iterable[str] = (),
+                 required: bool | Callable[[Scope], bool] = True, channel_bindings: ChannelBindings = None,
+                 expose_errors: bool = False) -> None:
+        self.app = app
+        self.validator = validator
+        self._validate = _validate_fn(validator)
+        self._excluded = PathMatcher(exclude_paths)
+        self._required = required
+        self._cb = channel_bindings
+        self._expose = expose_errors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if (kind != "http" and kind != "websocket") or SCOPE_KEY in scope:
+            # lifespan, or re-entry of a request this middleware already authenticated
+            await self.app(scope, receive, send)
+            return
+        if self._excluded and self._excluded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        token = token_of(_authorization(scope))
+        if token is None:
+            req = self._required
+            if req is True or (req is not False and req(scope)):  # type: ignore[operator]
+                await self._refuse(scope, send, None)
+                return
+            await self.app(scope, receive, send)
+            return
+        cb = self._cb
+        if cb is not None and not isinstance(cb, bytes):
+            cb = cb(scope)
+        try:
+            res = await self._validate(token, None, cb)
+        except KerberosError as exc:
+            log_rejection(exc, "asgi")
+            await self._refuse(scope, send, exc)
+            return
+        scope[SCOPE_KEY] = res
+        scope["user"] = KerberosUser(res)
+        scope["auth"] = KerberosCredentials()
+        answer = res.www_authenticate
+        if answer is None:
+            await self.app(scope, receive, send)
+            return
+        header = (b"www-authenticate", answer.encode("ascii"))
+
+        async def send_with_ap_rep(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or ())
+                if not any(k.lower() == b"www-authenticate" for k, _ in headers):
+                    headers.append(header)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_ap_rep)
+
+    async def _refuse(self, scope: Scope, send: Send, exc: KerberosError | None) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = challenge_body(exc, self._expose)
+        headers = [_CHALLENGE, _JSON, (b"content-length", str(len(body)).encode())]
+        if exc is not None:
+            headers.append((b"x-auth-error", exc.code.encode()))
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class NegotiateBackend:
+    """Starlette ``AuthenticationBackend``: ``AuthenticationMiddleware(app, backend=b, on_error=b.on_error)``.
+
+    ``request.user`` becomes a :class:`KerberosUser`, ``request.auth.scopes`` ``["authenticated", "kerberos"]``;
+    without a header the user is anonymous (protect routes with ``@requires("authenticated")``). A backend
+    cannot add response headers, so the AP-REP of mutual authentication is not sent: put
+    :class:`NegotiateMiddleware` with ``required=False`` in front when clients require it (the backend then
+    reuses its result).
+    """
+
+    def __init__(self, validator: Any, *, channel_bindings: ChannelBindings = None,
+                 expose_errors: bool = False) -> None:
+        self.validator = validator
+        self._validate = _validate_fn(validator)
+        self._cb = channel_bindings
+        self._expose = expose_errors
+
+    async def authenticate(self, conn: Any) -> tuple[Any, Any] | None:
+        from starlette.authentication import AuthCredentials, AuthenticationError
+
+        scope = conn.scope
+        res = scope.get(SCOPE_KEY)
+        if res is None:
+            token = token_of(conn.headers.get("authorization"))
+            if token is None:
+                return None
+            cb = self._cb
+            if cb is not None and not isinstance(cb, bytes):
+                cb = cb(scope)
+            try:
+                res = await self._validate(token, None, cb)
+            except KerberosError as exc:
+                log_rejection(exc, "starlette")
+                raise AuthenticationError(exc.code) from exc
+            scope[SCOPE_KEY] = res
+        return AuthCredentials(["authenticated", "kerberos"]), KerberosUser(res)
+
+    def on_error(self, conn: Any, exc: Exception) -> Any:
+        """The 401 Negotiate answer for ``AuthenticationMiddleware(on_error=...)``."""
+        from starlette.responses import Response
+
+        cause = exc.__cause__ if isinstance(exc.__cause__, KerberosError) else None
+        headers = {"WWW-Authenticate": "Negotiate"}
+        if cause is not None:
+            headers["X-Auth-Error"] = cause.code
+        return Response(challenge_body(cause, self._expose), status_code=401, headers=headers,
+                        media_type="application/json")

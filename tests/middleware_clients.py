@@ -1,0 +1,210 @@
+"""Real Negotiate clients and real servers for the middleware tests (tests/test_middleware_*.py).
+
+Clients: curl --negotiate (MIT's GSSAPI inside curl), requests-gssapi and httpx-gssapi (python-gssapi over
+MIT), all as alice@FASTKRB.TEST from the realm's ccache, asking for the SPN of the lab's ``svc18`` service
+while connecting to 127.0.0.1. Servers run in a thread and stop at the end of the ``with``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import kdc
+from fastkrb import Validator
+
+HOST = "svc18.fastkrb.test"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+class CountingValidator:
+    """A Validator that counts how often it is asked: the tests' proof of one validation per request."""
+
+    def __init__(self, inner: Validator) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def validate(self, token: Any, now: float | None = None, channel_bindings: bytes | None = None) -> Any:
+        self.calls += 1
+        return self.inner.validate(token, now, channel_bindings)
+
+    async def avalidate(self, token: Any, now: float | None = None, channel_bindings: bytes | None = None) -> Any:
+        self.calls += 1
+        return await self.inner.avalidate(token, now, channel_bindings)
+
+
+def service_validator(lab: Any) -> CountingValidator:
+    return CountingValidator(Validator(str(lab.keytabs["svc18"]), cold_start=False))
+
+
+def curl(lab: Any, port: int, path: str = "/", *extra: str, negotiate: bool = True) -> Reply:
+    if shutil.which("curl") is None:
+        import pytest
+
+        pytest.skip("curl is not installed")
+    env = {**os.environ, **lab.realm.env, "KRB5CCNAME": f"FILE:{lab.realm.ccache('default')}"}
+    argv = ["curl", "-sS", "--resolve", f"{HOST}:{port}:127.0.0.1", "-D", "-", "-o", "-"]
+    if negotiate:
+        argv += ["--negotiate", "-u", ":"]
+    out = subprocess.run([*argv, *extra, f"http://{HOST}:{port}{path}"], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    return _parse_curl(out.stdout)
+
+
+def _parse_curl(raw: str) -> Reply:
+    # with --negotiate curl may print two header blocks (the 401 then the answer); keep the last
+    blocks = raw.replace("\r\n", "\n").split("\n\n")
+    heads = [i for i, b in enumerate(blocks) if b.startswith("HTTP/")]
+    last = heads[-1]
+    lines = blocks[last].split("\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return Reply(status, headers, "\n\n".join(blocks[last + 1:]).strip())
+
+
+def target_name(lab: Any) -> Any:
+    import gssapi
+
+    return gssapi.Name(lab.services["svc18"], gssapi.NameType.kerberos_principal)
+
+
+@contextlib.contextmanager
+def gss_env(lab: Any) -> Iterator[None]:
+    env = {**lab.realm.env, "KRB5CCNAME": f"FILE:{lab.realm.ccache('default')}"}
+    with kdc.environment(env):
+        yield
+
+
+def requests_get(lab: Any, port: int, path: str = "/", *, mutual: bool = True) -> Reply:
+    """requests + requests-gssapi; with ``mutual`` it insists on (and verifies) the server's AP-REP."""
+    import requests
+    from requests_gssapi import DISABLED, REQUIRED, HTTPSPNEGOAuth
+
+    with gss_env(lab):
+        auth = HTTPSPNEGOAuth(target_name=target_name(lab), mutual_authentication=REQUIRED if mutual else DISABLED,
+                              opportunistic_auth=True)
+        r = requests.get(f"http://127.0.0.1:{port}{path}", auth=auth, timeout=30)
+    return Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text)
+
+
+def httpx_get(lab: Any, port: int, path: str = "/", *, mutual: bool = True) -> Reply:
+    import httpx
+    from httpx_gssapi import DISABLED, REQUIRED, HTTPSPNEGOAuth
+
+    with gss_env(lab):
+        auth = HTTPSPNEGOAuth(target_name=target_name(lab), mutual_authentication=REQUIRED if mutual else DISABLED,
+                              opportunistic_auth=True)
+        r = httpx.get(f"http://127.0.0.1:{port}{path}", auth=auth, timeout=30)
+    return Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text)
+
+
+def raw_get(port: int, path: str = "/", authorization: str | None = None) -> Reply:
+    import httpx
+
+    headers = {"Authorization": authorization} if authorization else {}
+    r = httpx.get(f"http://127.0.0.1:{port}{path}", headers=headers, timeout=30)
+    return Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text)
+
+
+def negotiate_header(lab: Any, *, mutual: bool = False) -> str:
+    """A fresh real token from MIT's initiator for svc18, as a header value."""
+    import base64
+
+    token, _ = lab.get_token("svc18", mech="spnego", mutual=mutual)
+    return "Negotiate " + base64.b64encode(token).decode()
+
+
+# --- servers --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def uvicorn_server(app: Any) -> Iterator[int]:
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False)
+    server = uvicorn.Server(config)
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not t.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield int(port)
+    finally:
+        server.should_exit = True
+        t.join(10)
+
+
+@contextlib.contextmanager
+def wsgiref_server(app: Any) -> Iterator[int]:
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv.server_port
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@contextlib.contextmanager
+def aiohttp_server(app: Any) -> Iterator[int]:
+    """aiohttp's own server (AppRunner + TCPSite) on a loop in a thread."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def start() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        box["runner"] = runner
+        box["port"] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        ready.set()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        loop.run_forever()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    if not ready.wait(10):
+        raise RuntimeError("aiohttp did not start")
+    try:
+        yield int(box["port"])
+    finally:
+        asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(10)
+        loop.close()
