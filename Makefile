@@ -28,7 +28,8 @@ demo: $(STAMP)
 	$(VPY) -m fastkrb demo
 
 test: system-deps $(STAMP)
-	$(PIP) install -q gssapi k5test pyyaml matplotlib
+	$(PIP) install -q gssapi k5test pyyaml matplotlib starlette uvicorn fastapi flask django aiohttp \
+	    httpx requests requests-gssapi httpx-gssapi pyspnego
 	$(MAKE) build
 	$(MAKE) lint
 	$(VPY) -m pytest -q tests
