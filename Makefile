@@ -10,7 +10,8 @@ STAMP := $(VENV)/.deps-stamp
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q -U pip setuptools wheel
-	$(PIP) install -q cython cryptography pyasn1 uvloop httptools prometheus-client redis pytest pytest-benchmark hypothesis ruff mypy
+	$(PIP) install -q cython cryptography pyasn1 uvloop httptools prometheus-client redis matplotlib \
+	    pytest pytest-benchmark hypothesis ruff mypy
 	touch $(STAMP)
 
 # The extension links to the system OpenSSL (libssl-dev); gssapi for the MIT baseline needs libkrb5-dev.

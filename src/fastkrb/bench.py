@@ -488,7 +488,10 @@ def table(res: BenchResult) -> str:
 
 def write_report(res: BenchResult, directory: Path) -> Path:
     """Markdown with PNG plots: throughput per scenario, latency percentiles, stage costs, fastkrb vs MIT."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ValueError("--report draws its plots with matplotlib: pip install 'fastkrb[report]'") from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
