@@ -24,7 +24,7 @@ if atheris is not None:
         import fastkrb.pac
         import fastkrb.validator  # noqa: F401
 
-import fuzzkeys  # noqa: E402 - after the instrumentation above
+import fuzzkeys
 
 
 @contextlib.contextmanager

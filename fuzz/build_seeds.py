@@ -14,9 +14,9 @@ py_pac, py_validate (atheris). Formats are described in each target's header com
 from __future__ import annotations
 
 import argparse
-import logging
 import hashlib
 import json
+import logging
 import random
 import shutil
 import struct
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import fuzzkeys
+
 from fastkrb import Validator, asn1, crypto
 from fastkrb.keytab import Keytab
 from fastkrb.testing import ap_options_cbt, mint
@@ -76,6 +77,10 @@ def pac_selector(principal: str, kvno: int, enctype: int) -> int:
     return KEY_ORDER.index((principal, kvno, enctype))
 
 
+def _if_relevant(inner: asn1.ADEntry) -> asn1.ADEntry:
+    return asn1.ADEntry(1, asn1.encode_authorization_data([inner]))
+
+
 def minted(seeds: Seeds, rng: random.Random) -> None:
     kt = fuzzkeys.keytab()
     now = fuzzkeys.NOW_DEFAULT
@@ -101,7 +106,9 @@ def minted(seeds: Seeds, rng: random.Random) -> None:
             seeds.add("crypto", bytes([1, sel]) + struct.pack(">I", 11) + key + rng.randbytes(40))
             seeds.add("crypto", bytes([2, sel]) + struct.pack(">I", 17) + key + rng.randbytes(64))
             seeds.add("crypto", bytes([4, sel]) + struct.pack(">I", 0) + key + b"\x10kerberos")
-    seeds.add("crypto", bytes([3, 0, 0, 0, 0, 0]) + bytes(16) + b"\x01" + bytes(32) + b"I would like the General Gau's Chicken, please, and wonton soup.")
+    # raw AES-CTS: 32-byte key, the RFC 3962 test plaintext
+    seeds.add("crypto", bytes([3, 0, 0, 0, 0, 0]) + bytes(16) + b"\x01" + bytes(32)
+              + b"I would like the General Gau's Chicken, please, and wonton soup.")
 
     # every acceptance path and every rejection the validator names, on the multi-enctype service
     variants: list[tuple[dict[str, Any], int, bool, bytes | None]] = [
@@ -131,7 +138,7 @@ def minted(seeds: Seeds, rng: random.Random) -> None:
         ({"pac": b"\x00" * 8}, 0, False, None),
         ({"kvno": 7, "key": bytes(32)}, 0, False, None),
         ({"kvno": 1, "key": bytes(32)}, 0, False, None),
-        ({"authorization_data": [(1, asn1.encode_authorization_data([asn1.ADEntry(1, asn1.encode_authorization_data([asn1.ADEntry(99, b"x")]))]))]}, 0, True, None),
+        ({"authorization_data": [(1, _if_relevant(_if_relevant(asn1.ADEntry(99, b"x"))))]}, 0, True, None),
         ({"addresses": [(2, b"\x7f\x00\x00\x01")], "renew_till": fuzzkeys.NOW_DEFAULT + 86400}, 0, True, None),
     ]
     for kw, opts, ok, cbv in variants:

@@ -65,8 +65,8 @@ def build_c(cov: bool = False, targets: list[str] | None = None) -> None:
 def build_atheris() -> None:
     """The extension with ASan+UBSan and libFuzzer edge counters, plus the Python sources beside it."""
     env = {**os.environ, "CC": clang(), "LDSHARED": f"{clang()} -shared", "FASTKRB_SANITIZE": "fuzzer"}
-    sh([PY, "setup.py", "-q", "build_ext", "--force", "--build-lib", "build/atheris", "--build-temp", "build/atheris-tmp"],
-       env=env, stdout=subprocess.DEVNULL)
+    sh([PY, "setup.py", "-q", "build_ext", "--force", "--build-lib", "build/atheris",
+        "--build-temp", "build/atheris-tmp"], env=env, stdout=subprocess.DEVNULL)
     shutil.copytree(ROOT / "src" / "fastkrb", ROOT / "build" / "atheris" / "fastkrb", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
 
@@ -145,8 +145,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for r in results:
         ok = r["returncode"] == 0 and not r["crashes"]
         bad += not ok
+        verdict = "ok" if ok else "FINDING: " + str(r["crashes"] or r["returncode"])
         print(f"{r['target']:<12} {r['seconds']:>8} {r['execs'] or 0:>12} {r['execs_per_sec'] or 0:>8} "
-              f"{r['cov'] or 0:>6} {r['corpus']:>7}  {'ok' if ok else 'FINDING: ' + str(r['crashes'] or r['returncode'])}")
+              f"{r['cov'] or 0:>6} {r['corpus']:>7}  {verdict}")
     return 1 if bad else 0
 
 
