@@ -138,7 +138,7 @@ def minted(seeds: Seeds, rng: random.Random) -> None:
         ({"pac": b"\x00" * 8}, 0, False, None),
         ({"kvno": 7, "key": bytes(32)}, 0, False, None),
         ({"kvno": 1, "key": bytes(32)}, 0, False, None),
-        ({"authorization_data": [(1, _if_relevant(_if_relevant(asn1.ADEntry(99, b"x"))))]}, 0, True, None),
+        ({"authorization_data": [_if_relevant(_if_relevant(asn1.ADEntry(99, b"x")))]}, 0, True, None),
         ({"addresses": [(2, b"\x7f\x00\x00\x01")], "renew_till": fuzzkeys.NOW_DEFAULT + 86400}, 0, True, None),
     ]
     for kw, opts, ok, cbv in variants:
