@@ -10,7 +10,8 @@
  *   - after fk_scratch_wipe nothing past the decoded token is left in the scratch, and the session key
  *     slice lies in the wiped part (secrets do not outlive the call);
  *   - the reply (AP-REP / SPNEGO) lies in the scratch, and the verdict does not depend on the scratch's
- *     previous contents (the scratch is filled with a junk pattern first). */
+ *     previous contents (the scratch is filled with a junk pattern first);
+ *   - the reply sent back as a request (AP-REP reflection) is refused as malformed. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fk_result r;
     int code = fk_validate(&v, t, toklen, now, cb, cblen, scratch, need, &r);
     check_result(&v, &r, code, t, toklen, scratch, need);
+
+    /* reflection: the acceptor's own answer (AP-REP, SPNEGO accept-completed) is never a request */
+    if (code == FK_V_OK && r.reply.n) {
+        uint8_t *echo = malloc(r.reply.n);
+        size_t eneed = fk_scratch_size(r.reply.n);
+        uint8_t *escratch = malloc(eneed);
+        FZ_CHECK(echo && escratch);
+        memcpy(echo, r.reply.p, r.reply.n);
+        fk_result er;
+        FZ_CHECK(fk_validate(&v, echo, r.reply.n, now, cb, cblen, escratch, eneed, &er) == FK_V_MALFORMED);
+        fk_scratch_wipe(&er, escratch, r.reply.n);
+        free(escratch);
+        free(echo);
+    }
 
     /* secrets: after the wipe, everything the call wrote past the decoded token is zero */
     fk_scratch_wipe(&r, scratch, toklen);

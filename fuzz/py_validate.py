@@ -3,7 +3,8 @@
 Input: the C validate target's format ([now: 4 bytes BE][options][token]), so both share seeds. Option
 bits as fz_common.h FZ_OPT_*, plus 0x40: the token is given as str, 0x80: as a memoryview. With
 FZ_OPT_RCACHE a Python replay backend (the hook path) is used and the same token validated twice must
-be a replay. Only KerberosError may come out; no message, details dict or result dict shows a key.
+be a replay; the answer (response_token) sent back as a request is refused (AP-REP reflection). Only
+KerberosError may come out; no message, details dict or result dict shows a key.
 """
 
 from __future__ import annotations
@@ -89,6 +90,14 @@ def test_one_input(data: bytes) -> None:
             json.dumps(pac.to_dict())
     except KerberosError:
         pass
+    if res.response_token is not None:
+        # reflection: our own AP-REP / SPNEGO answer sent back is not a request
+        try:
+            v.validate(res.response_token, now=now, channel_bindings=cb)
+        except KerberosError as exc:
+            assert exc.code == "malformed", exc.code
+        else:
+            raise AssertionError("the acceptor's answer was accepted as a request")
     if rc is not None:
         try:
             v.validate(token, now=now, channel_bindings=cb)

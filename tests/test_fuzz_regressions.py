@@ -5,6 +5,10 @@ ASan+UBSan and libFuzzer and run on the saved inputs, so the regression is check
 sanitizers and invariants that found it (skipped when clang or its fuzzer runtime is missing:
 docs/fuzzing.md). Atheris targets (py_*): the target's test_one_input runs in-process on the normal
 build. Each finding is also described in docs/fuzzing.md with its fix.
+
+The atheris targets' invariants (only KerberosError escapes, no key in any message or result, a replay
+is refused, the acceptor's own answer is not a request, keytabs round-trip) are also checked on the
+whole committed corpus (fuzz/seeds, fuzz/corpus) in every ordinary test run.
 """
 
 from __future__ import annotations
@@ -77,3 +81,17 @@ def test_every_target_has_a_regression_directory_name_it_can_use() -> None:
     for d in REG.iterdir():
         assert d.is_dir() and d.name in C_TARGETS + PY_TARGETS, d
         assert (ROOT / "fuzz" / (f"fuzz_{d.name}.c" if d.name in C_TARGETS else f"{d.name}.py")).exists()
+
+
+@pytest.mark.parametrize("target", PY_TARGETS)
+def test_atheris_invariants_hold_on_the_committed_corpus(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [p for d in ("seeds", "corpus") if (ROOT / "fuzz" / d / target).is_dir()
+             for p in sorted((ROOT / "fuzz" / d / target).iterdir())]
+    assert len(files) >= 4, f"no committed corpus for {target}"
+    monkeypatch.syspath_prepend(str(ROOT / "fuzz"))
+    mod = importlib.import_module(target)
+    try:
+        for p in files:
+            mod.test_one_input(p.read_bytes())
+    finally:
+        sys.modules.pop(target, None)
