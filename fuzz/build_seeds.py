@@ -199,7 +199,7 @@ def mit(seeds: Seeds, workdir: Path) -> int:
                     opts = OPT_REALMS | OPT_RCACHE | (OPT_CB if cb else 0)
                     add_token(seeds, tok, now, opts, cb=cb if isinstance(cb, bytes) else None)
                     n += 1
-                    req = asn1.ApReq.from_der(bytes(v and _apreq(tok)))
+                    req = asn1.ApReq.from_der(_apreq(tok))
                     key = fuzzkeys.key_for(princ, 1, req.ticket.enc_part.etype, "pw")
                     etp = crypto.decrypt(req.ticket.enc_part.etype, key, 2, req.ticket.enc_part.cipher)
                     seeds.add("der", etp)
