@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 STAMP := $(VENV)/.deps-stamp
 
-.PHONY: demo test test-unit test-kdc bench lint build system-deps clean
+.PHONY: demo test test-unit test-kdc bench lint build system-deps clean fuzz test-asan
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,19 @@ bench: system-deps build
 	    --benchmark-disable-gc --benchmark-sort=name --benchmark-columns=min,median,mean,stddev,rounds \
 	    --benchmark-json=.benchmarks/latest.json
 	$(VPY) benches/compare.py --json .benchmarks/compare.json
+
+# Every fuzz target (libFuzzer on the C core, atheris on the Python parsers; ASan+UBSan) in turn for
+# FUZZ_SECONDS each, one at a time under nice -n 19. Results: build/fuzz/results.jsonl; docs/fuzzing.md.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	bash fuzz/deps.sh $(VPY)
+	$(VPY) fuzz/run.py build
+	$(VPY) fuzz/run.py run --seconds $(FUZZ_SECONDS)
+
+# The extension under ASan+UBSan in build/asan (the in-place build is untouched), the whole test suite
+# on it, the saved crash inputs, and a fuzz round of FUZZ_SECONDS per target. CI runs .ci/asan-round.
+test-asan: $(STAMP)
+	PY=$(VPY) FUZZ_SECONDS=$(FUZZ_SECONDS) bash .ci/asan-round --full
 
 clean:
 	rm -rf build native/_native.c src/fastkrb/*.so .pytest_cache .mypy_cache .ruff_cache

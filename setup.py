@@ -27,10 +27,21 @@ if os.environ.get("FASTKRB_DEBUG"):
     CFLAGS += ["-O0", "-g3", "-UNDEBUG"]
 else:
     CFLAGS += ["-O2", "-g0"]
-if os.environ.get("FASTKRB_SANITIZE"):
+# FASTKRB_SANITIZE=1: ASan+UBSan (gcc or clang); the interpreter then needs the ASan runtime preloaded
+# (LD_PRELOAD=$(cc -print-file-name=libasan.so), see `make test-asan`). FASTKRB_SANITIZE=fuzzer (clang):
+# also libFuzzer's edge counters, so atheris sees the native code (fuzz/run.py, docs/fuzzing.md).
+# Build either into its own directory (--build-lib build/asan --build-temp build/asan-tmp).
+SANITIZE = os.environ.get("FASTKRB_SANITIZE", "")
+if SANITIZE:
     san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
-    CFLAGS += san
+    CFLAGS += san + ["-O1", "-g"]   # -g: file:line in sanitizer reports
     LDFLAGS += san
+    if "clang" in os.environ.get("CC", ""):
+        # clang's UBSan flags NULL + 0 in Cython's generated code; that file only (fuzz/ubsan-ignore.txt)
+        CFLAGS += ["-fsanitize-ignorelist=" + os.path.abspath("fuzz/ubsan-ignore.txt")]
+    if SANITIZE == "fuzzer":
+        CFLAGS += ["-fsanitize=fuzzer-no-link"]
+# FASTKRB_COVERAGE=1: gcov counters (.gcda next to the objects in --build-temp; `gcov -b` reads them).
 if os.environ.get("FASTKRB_COVERAGE"):
     CFLAGS += ["--coverage", "-O0"]
     LDFLAGS += ["--coverage"]

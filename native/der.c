@@ -742,6 +742,12 @@ static void w_int(wbuf *w, int64_t v)
 
 static void w_time(wbuf *w, int64_t t)
 {
+    /* KerberosTime has four year digits: 0000-01-01T00:00:00Z .. 9999-12-31T23:59:59Z (and the
+     * arithmetic below would overflow for times near the int64 limits). */
+    if (t < -62167219200LL || t > 253402300799LL) {
+        w->err = 1;
+        return;
+    }
     int64_t days = t >= 0 ? t / 86400 : (t - 86399) / 86400;
     int64_t secs = t - days * 86400;
     /* civil from days */

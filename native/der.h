@@ -114,7 +114,8 @@ int fk_find_authdata(fk_buf authdata, int32_t ad_type, fk_buf *out);
 /* RFC 4120 KerberosTime "YYYYMMDDHHMMSSZ" -> unix seconds; -1 if malformed. */
 int fk_parse_time(fk_buf v, int64_t *out);
 
-/* HTTP "Negotiate <base64>" / bare base64 -> bytes. out must hold (n/4)*3 bytes. -1 if not base64. */
+/* HTTP "Negotiate <base64>" / bare base64 -> bytes. out must hold 3*n/4 bytes (padding is optional, so
+ * unpadded input decodes past (n/4)*3; n bytes always suffice). -1 if not base64. */
 int fk_b64_decode(const uint8_t *in, size_t n, uint8_t *out, size_t *outlen);
 size_t fk_b64_encode(const uint8_t *in, size_t n, char *out);
 
