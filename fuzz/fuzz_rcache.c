@@ -18,13 +18,14 @@
 typedef struct model_entry {
     int used;
     double expiry, seen;
+    uint64_t rec;          /* the insertion (ring record) that owns this entry */
 } model_entry;
 
 typedef struct model {
     model_entry e[NIDS];
-    struct { int id; double expiry; } ring[CAP];
+    struct { int id; double expiry; uint64_t rec; } ring[CAP];
     size_t head, count;
-    uint64_t entries;
+    uint64_t entries, inserted;
 } model;
 
 static void model_expire(model *m, double now)
@@ -33,7 +34,9 @@ static void model_expire(model *m, double now)
         int id = m->ring[m->head].id;
         if (m->ring[m->head].expiry > now)
             break;
-        if (m->e[id].used && m->e[id].expiry <= now) {
+        /* a key inserted again after expiring is owned by its newer record: popping the older one
+         * leaves it (rcache.h: "A record whose key was inserted again ... is only popped") */
+        if (m->e[id].used && m->e[id].rec == m->ring[m->head].rec && m->e[id].expiry <= now) {
             m->e[id].used = 0;
             m->entries--;
         }
@@ -56,8 +59,10 @@ static int model_insert(model *m, int id, double expiry, double now, double *fir
     m->e[id].used = 1;
     m->e[id].expiry = expiry;
     m->e[id].seen = now;
+    m->e[id].rec = ++m->inserted;
     m->ring[(m->head + m->count) % CAP].id = id;
     m->ring[(m->head + m->count) % CAP].expiry = expiry;
+    m->ring[(m->head + m->count) % CAP].rec = m->inserted;
     m->count++;
     return FK_RC_OK;
 }
