@@ -8,7 +8,7 @@ fixed keytab the C targets embed. Every token seed is checked to validate (fastk
 `now` written in front of it, so the fuzzers start from inputs that reach every check.
 
 Layout: <out>/<target>/<sha1[:16]> — targets: der, crypto, validate, pac, rcache (C) and py_keytab,
-py_pac, py_validate (atheris). Formats are described in each target's header comment.
+py_pac, py_validate, py_wire (atheris). Formats are described in each target's header comment.
 """
 
 from __future__ import annotations
@@ -71,6 +71,25 @@ def add_token(seeds: Seeds, tok: bytes, now: int, opts: int, *, must_validate: b
     seeds.add("validate", framed)
     seeds.add("py_validate", framed)
     seeds.add("der", tok)
+    wire_seeds(seeds, tok, now, cb, must_validate)
+
+
+def wire_seeds(seeds: Seeds, tok: bytes, now: int, cb: bytes | None, valid: bool) -> None:
+    """py_wire: the frames a client sends for this token, and the sidecar's answer to them."""
+    from fastkrb.errors import KerberosError
+    from fastkrb.server import wire
+
+    req = wire.encode_validate(1, tok, cb) + wire.encode_ping(2)
+    try:
+        res = validator().validate(tok, now=now, channel_bindings=cb)
+        rep = wire.encode_accepted(1, res)
+    except KerberosError as exc:
+        rep = wire.encode_rejected(1, exc.code, exc.cause, exc.fix, exc.to_dict()["details"])
+    prefix = struct.pack(">HH", 0xFFFF, len(req) // 2)
+    seeds.add("py_wire", prefix + req)
+    seeds.add("py_wire", prefix + rep + wire.encode_protocol_error(0, "bye"))
+    if valid:
+        seeds.add("py_wire", prefix + req[: len(req) // 3])
 
 
 def pac_selector(principal: str, kvno: int, enctype: int) -> int:

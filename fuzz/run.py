@@ -37,7 +37,7 @@ LIBS = ["-lcrypto", "-lpthread"]
 
 # target -> max input length; the atheris targets are run by the interpreter
 C_TARGETS = {"der": 16384, "crypto": 4096, "validate": 16384, "pac": 8192, "rcache": 4096}
-PY_TARGETS = {"py_keytab": 4096, "py_pac": 8192, "py_validate": 16384}
+PY_TARGETS = {"py_keytab": 4096, "py_pac": 8192, "py_validate": 16384, "py_wire": 16384}
 DICT = {"der": "kerberos.dict", "validate": "kerberos.dict", "py_validate": "kerberos.dict"}
 ALL = [*C_TARGETS, *PY_TARGETS]
 

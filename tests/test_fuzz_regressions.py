@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REG = ROOT / "tests" / "fuzz_regressions"
 NATIVE = ["native/der.c", "native/kcrypto.c", "native/validate.c", "native/rcache.c"]
 C_TARGETS = ("der", "crypto", "validate", "pac", "rcache")
-PY_TARGETS = ("py_keytab", "py_pac", "py_validate")
+PY_TARGETS = ("py_keytab", "py_pac", "py_validate", "py_wire")
 
 
 def _inputs(target: str) -> list[Path]:
