@@ -7,7 +7,7 @@ their password; its exported keytab must equal fuzzkeys' table, so MIT's tokens 
 fixed keytab the C targets embed. Every token seed is checked to validate (fastkrb.Validator) at the
 `now` written in front of it, so the fuzzers start from inputs that reach every check.
 
-Layout: <out>/<target>/<sha1[:16]> — targets: der, crypto, validate, pac, rcache (C) and py_keytab,
+Layout: <out>/<target>/<sha1[:16]> — targets: der, crypto, validate, pac, rcache, shm (C) and py_keytab,
 py_pac, py_validate, py_wire (atheris). Formats are described in each target's header comment.
 """
 
@@ -250,11 +250,12 @@ def static(seeds: Seeds) -> None:
         seeds.add("py_pac", item)
         seeds.add("pac", b"\x00" + item)
     rng = random.Random(7)
-    for n in (4, 40, 400, 4000):
-        seeds.add("rcache", rng.randbytes(n))
-    # 17 distinct keys, clock still: the 17th fills the cache of 16
-    seeds.add("rcache", b"".join(bytes([i, 0, 200, 0]) for i in range(17)))
-    seeds.add("rcache", b"".join(bytes([i % 5, 1, 8, i & 3]) for i in range(200)))
+    for target in ("rcache", "shm"):   # the same op format
+        for n in (4, 40, 400, 4000):
+            seeds.add(target, rng.randbytes(n))
+        # 17 distinct keys, clock still: the 17th fills the cache of 16
+        seeds.add(target, b"".join(bytes([i, 0, 200, 0]) for i in range(17)))
+        seeds.add(target, b"".join(bytes([i % 5, 1, 8, i & 3]) for i in range(200)))
 
 
 def _walk(node: Any) -> list[bytes]:
