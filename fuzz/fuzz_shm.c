@@ -1,6 +1,6 @@
 /* libFuzzer target: the shared-memory replay cache (native/shm.c) against the properties it promises.
  *
- * Each input opens a fresh table (a file under /dev/shm, capacity 16) and runs 4-byte operations
+ * Each input opens a fresh table (a file under /dev/shm, else $TMPDIR, capacity 16) and runs 4-byte operations
  * [key][dt][ttl][flags] as fuzz_rcache.c does: 80 identities with distinct fingerprints, lifetimes of
  * ttl/2 s plus (flags >> 3) ms; flags 0xff closes the table. The clock only moves forward here: a slot
  * is reused once expired by the clock of whoever inserts, so with clocks that disagree an entry near
@@ -62,7 +62,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static char path[96], lock[112];
     if (!path[0]) {
-        snprintf(path, sizeof path, "/dev/shm/fastkrb-fuzz-%d.shm", (int)getpid());
+        const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+        snprintf(path, sizeof path, "%.60s/fastkrb-fuzz-%d.shm", dir, (int)getpid());
         snprintf(lock, sizeof lock, "%s.lock", path);
     }
     unlink(path);
