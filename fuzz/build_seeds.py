@@ -7,8 +7,8 @@ their password; its exported keytab must equal fuzzkeys' table, so MIT's tokens 
 fixed keytab the C targets embed. Every token seed is checked to validate (fastkrb.Validator) at the
 `now` written in front of it, so the fuzzers start from inputs that reach every check.
 
-Layout: <out>/<target>/<sha1[:16]> — targets: der, crypto, validate, pac, rcache (C) and py_keytab,
-py_pac, py_validate (atheris). Formats are described in each target's header comment.
+Layout: <out>/<target>/<sha1[:16]> — targets: der, crypto, validate, pac, rcache, shm (C) and py_keytab,
+py_pac, py_validate, py_wire (atheris). Formats are described in each target's header comment.
 """
 
 from __future__ import annotations
@@ -71,6 +71,25 @@ def add_token(seeds: Seeds, tok: bytes, now: int, opts: int, *, must_validate: b
     seeds.add("validate", framed)
     seeds.add("py_validate", framed)
     seeds.add("der", tok)
+    wire_seeds(seeds, tok, now, cb, must_validate)
+
+
+def wire_seeds(seeds: Seeds, tok: bytes, now: int, cb: bytes | None, valid: bool) -> None:
+    """py_wire: the frames a client sends for this token, and the sidecar's answer to them."""
+    from fastkrb.errors import KerberosError
+    from fastkrb.server import wire
+
+    req = wire.encode_validate(1, tok, cb) + wire.encode_ping(2)
+    try:
+        res = validator().validate(tok, now=now, channel_bindings=cb)
+        rep = wire.encode_accepted(1, res)
+    except KerberosError as exc:
+        rep = wire.encode_rejected(1, exc.code, exc.cause, exc.fix, exc.to_dict()["details"])
+    prefix = struct.pack(">HH", 0xFFFF, len(req) // 2)
+    seeds.add("py_wire", prefix + req)
+    seeds.add("py_wire", prefix + rep + wire.encode_protocol_error(0, "bye"))
+    if valid:
+        seeds.add("py_wire", prefix + req[: len(req) // 3])
 
 
 def pac_selector(principal: str, kvno: int, enctype: int) -> int:
@@ -231,11 +250,12 @@ def static(seeds: Seeds) -> None:
         seeds.add("py_pac", item)
         seeds.add("pac", b"\x00" + item)
     rng = random.Random(7)
-    for n in (4, 40, 400, 4000):
-        seeds.add("rcache", rng.randbytes(n))
-    # 17 distinct keys, clock still: the 17th fills the cache of 16
-    seeds.add("rcache", b"".join(bytes([i, 0, 200, 0]) for i in range(17)))
-    seeds.add("rcache", b"".join(bytes([i % 5, 1, 8, i & 3]) for i in range(200)))
+    for target in ("rcache", "shm"):   # the same op format
+        for n in (4, 40, 400, 4000):
+            seeds.add(target, rng.randbytes(n))
+        # 17 distinct keys, clock still: the 17th fills the cache of 16
+        seeds.add(target, b"".join(bytes([i, 0, 200, 0]) for i in range(17)))
+        seeds.add(target, b"".join(bytes([i % 5, 1, 8, i & 3]) for i in range(200)))
 
 
 def _walk(node: Any) -> list[bytes]:

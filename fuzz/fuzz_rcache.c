@@ -1,11 +1,15 @@
 /* libFuzzer target: the in-process replay cache (native/rcache.c) against a reference model.
  *
  * The input is a sequence of 4-byte operations [key][dt][ttl][flags] on a cache of capacity 16:
- * the key is one of 40 identities (so replays and re-insertions are frequent; flag bit 0 gives it a
- * first byte 0xff to vary the hash), the clock moves by dt (flag bit 1: backwards, as a worker with a
- * slower clock would), and the entry lives ttl. The model is the documented behaviour written the slow,
- * obvious way: a list of live entries and the FIFO ring of insertion records that decides when the
- * cache is full (rcache.h). Every result, first_seen and the entry count must agree. */
+ * the key is one of 80 identities (so replays and re-insertions are frequent; flag bit 0 picks the
+ * half whose first byte differs), the clock moves by dt/4 s (flag bit 1: backwards, as a worker with a
+ * slower clock would), the entry lives ttl/2 s plus (flags >> 3) µs (so the float rounding of the stored
+ * lifetime is exercised), and flags 0xff closes the cache (every later insert must fail closed).
+ * The model is the documented behaviour written the slow, obvious way (rcache.h, rcache.c): a FIFO ring
+ * of insertion records decides when the cache is full; an entry is live while now < its expiry (the
+ * cache may keep it a few µs longer, never shorter: the times here never fall in that gap); popping an
+ * expired record forgets its key unless the key was inserted again since. Every result, first_seen and
+ * the entry count must agree. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,14 +22,15 @@
 typedef struct model_entry {
     int used;
     double expiry, seen;
-    uint64_t rec;          /* the insertion (ring record) that owns this entry */
+    uint64_t latest;          /* sequence number of the key's latest ring record */
 } model_entry;
 
 typedef struct model {
     model_entry e[NIDS];
-    struct { int id; double expiry; uint64_t rec; } ring[CAP];
+    struct { int id; double expiry; uint64_t seq; } ring[CAP];
     size_t head, count;
-    uint64_t entries, inserted;
+    uint64_t entries, seq;
+    int closed;
 } model;
 
 static void model_expire(model *m, double now)
@@ -34,9 +39,7 @@ static void model_expire(model *m, double now)
         int id = m->ring[m->head].id;
         if (m->ring[m->head].expiry > now)
             break;
-        /* a key inserted again after expiring is owned by its newer record: popping the older one
-         * leaves it (rcache.h: "A record whose key was inserted again ... is only popped") */
-        if (m->e[id].used && m->e[id].rec == m->ring[m->head].rec && m->e[id].expiry <= now) {
+        if (m->e[id].used && m->e[id].latest == m->ring[m->head].seq) {
             m->e[id].used = 0;
             m->entries--;
         }
@@ -47,6 +50,8 @@ static void model_expire(model *m, double now)
 
 static int model_insert(model *m, int id, double expiry, double now, double *first)
 {
+    if (m->closed)
+        return FK_RC_ERROR;
     model_expire(m, now);
     if (m->e[id].used && m->e[id].expiry > now) {
         *first = m->e[id].seen;
@@ -56,20 +61,21 @@ static int model_insert(model *m, int id, double expiry, double now, double *fir
         return FK_RC_FULL;
     if (!m->e[id].used)
         m->entries++;
+    size_t tail = (m->head + m->count) % CAP;
     m->e[id].used = 1;
     m->e[id].expiry = expiry;
     m->e[id].seen = now;
-    m->e[id].rec = ++m->inserted;
-    m->ring[(m->head + m->count) % CAP].id = id;
-    m->ring[(m->head + m->count) % CAP].expiry = expiry;
-    m->ring[(m->head + m->count) % CAP].rec = m->inserted;
+    m->e[id].latest = ++m->seq;
+    m->ring[tail].id = id;
+    m->ring[tail].expiry = expiry;
+    m->ring[tail].seq = m->seq;
     m->count++;
     return FK_RC_OK;
 }
 
 static void id_key(int id, uint8_t key[16])
 {
-    /* distinct 16-byte identities; half share their first 15 bytes to stress probing */
+    /* distinct 16-byte identities; each half shares its first 15 bytes */
     memset(key, 0x11, 16);
     key[15] = (uint8_t)(id % 40);
     if (id >= 40)
@@ -84,10 +90,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&m, 0, sizeof m);
     double now = 1e9;
     for (size_t i = 0; i + 4 <= size; i += 4) {
-        int id = data[i] % 40 + ((data[i + 3] & 1) ? 40 : 0);
+        uint8_t flags = data[i + 3];
+        if (flags == 0xff) {
+            fk_rcache_close(rc);
+            m.closed = 1;
+            continue;
+        }
+        int id = data[i] % 40 + ((flags & 1) ? 40 : 0);
         double dt = (double)data[i + 1] / 4.0;
-        now += (data[i + 3] & 2) ? -dt : dt;
-        double expiry = now + (double)data[i + 2] / 2.0;
+        now += (flags & 2) ? -dt : dt;
+        double expiry = now + (double)data[i + 2] / 2.0 + (double)(flags >> 3) * 1e-6;
         uint8_t key[16];
         id_key(id, key);
         double f1 = -1, f2 = -1;

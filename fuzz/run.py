@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "fuzz"
 OUT = ROOT / "build" / "fuzz"
 PY = sys.executable
-NATIVE = ["native/der.c", "native/kcrypto.c", "native/validate.c", "native/rcache.c"]
+NATIVE = ["native/der.c", "native/kcrypto.c", "native/validate.c", "native/rcache.c", "native/shm.c"]
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-DOPENSSL_API_COMPAT=0x10101000L", "-Wall", "-Wextra", "-Werror",
           "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Inative", "-Ifuzz", "-g",
           "-fno-omit-frame-pointer"]
@@ -36,8 +36,8 @@ COV = ["-fsanitize=fuzzer", "-fprofile-instr-generate", "-fcoverage-mapping", "-
 LIBS = ["-lcrypto", "-lpthread"]
 
 # target -> max input length; the atheris targets are run by the interpreter
-C_TARGETS = {"der": 16384, "crypto": 4096, "validate": 16384, "pac": 8192, "rcache": 4096}
-PY_TARGETS = {"py_keytab": 4096, "py_pac": 8192, "py_validate": 16384}
+C_TARGETS = {"der": 16384, "crypto": 4096, "validate": 16384, "pac": 8192, "rcache": 4096, "shm": 4096}
+PY_TARGETS = {"py_keytab": 4096, "py_pac": 8192, "py_validate": 16384, "py_wire": 16384}
 DICT = {"der": "kerberos.dict", "validate": "kerberos.dict", "py_validate": "kerberos.dict"}
 ALL = [*C_TARGETS, *PY_TARGETS]
 

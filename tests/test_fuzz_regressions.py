@@ -1,6 +1,6 @@
 """Every input a fuzzer ever crashed on stays fixed (tests/fuzz_regressions/<target>/<name>).
 
-C targets (der, crypto, validate, pac, rcache): the harness from fuzz/ is compiled with clang under
+C targets (der, crypto, validate, pac, rcache, shm): the harness from fuzz/ is compiled with clang under
 ASan+UBSan and libFuzzer and run on the saved inputs, so the regression is checked by the same
 sanitizers and invariants that found it (skipped when clang or its fuzzer runtime is missing:
 docs/fuzzing.md). Atheris targets (py_*): the target's test_one_input runs in-process on the normal
@@ -23,9 +23,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REG = ROOT / "tests" / "fuzz_regressions"
-NATIVE = ["native/der.c", "native/kcrypto.c", "native/validate.c", "native/rcache.c"]
-C_TARGETS = ("der", "crypto", "validate", "pac", "rcache")
-PY_TARGETS = ("py_keytab", "py_pac", "py_validate")
+NATIVE = ["native/der.c", "native/kcrypto.c", "native/validate.c", "native/rcache.c", "native/shm.c"]
+C_TARGETS = ("der", "crypto", "validate", "pac", "rcache", "shm")
+PY_TARGETS = ("py_keytab", "py_pac", "py_validate", "py_wire")
 
 
 def _inputs(target: str) -> list[Path]:
