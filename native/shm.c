@@ -163,9 +163,14 @@ static int try_map(int fd, map **out, char *err, size_t errlen)
     slot *slots = (slot *)(base + HEADER_SIZE);
     size_t n = (size_t)h.nbuckets * BUCKET_SLOTS;
     for (size_t i = 0; i < n; i++) {
-        uint64_t s = atomic_load_explicit(&slots[i].state, memory_order_relaxed);
-        if ((s & 3u) == 3u || (s == 0 && atomic_load_explicit(&slots[i].aux, memory_order_relaxed) != 0) ||
-            (s != 0 && (s & 3u) == 0)) {
+        uint64_t s = atomic_load_explicit(&slots[i].state, memory_order_acquire);
+        /* EMPTY with a second word is damage only if the slot is still EMPTY after reading that word:
+         * a writer in another process claims (state 0 -> BUSY) before it stores aux, and a slot never
+         * returns to EMPTY, so a concurrent claim between our two loads shows as a non-zero state here.
+         * Without the re-read, a live table being written to was taken for damaged and replaced. */
+        int empty_with_aux = s == 0 && atomic_load_explicit(&slots[i].aux, memory_order_acquire) != 0 &&
+                             atomic_load_explicit(&slots[i].state, memory_order_acquire) == 0;
+        if ((s & 3u) == 3u || empty_with_aux || (s != 0 && (s & 3u) == 0)) {
             munmap(base, h.file_size);
             return MAP_INVALID;
         }

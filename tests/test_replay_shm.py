@@ -308,3 +308,26 @@ def test_unopenable_path_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(ReplayCacheUnavailable) as ei:
         ShmReplayCache(str(tmp_path / "no" / "such" / "dir" / "rc"))
     assert "cannot open" in ei.value.cause
+
+
+def test_opening_while_others_insert_never_replaces_the_table(tmp_path: Path) -> None:
+    """A process that opens the file while others insert must map the live table, never judge it
+    damaged and replace it (which would split the processes onto two tables: double accepts).
+
+    Regression: the open-time scan read a slot's state (EMPTY), then its second word after another
+    process had claimed the slot and written it, and took the pair for damage (CI, 2026-11-28)."""
+    path = str(tmp_path / "rc")
+    first = ShmReplayCache(path, 1 << 18, 300.0, False)
+    ready = CTX.Event()
+    ps = [CTX.Process(target=_hammer_worker, args=(path, 400_000, 20 + i, ready)) for i in range(2)]
+    for p in ps:
+        p.start()
+    ready.wait(30)
+    try:
+        for _ in range(60):
+            c = ShmReplayCache(path, 1 << 18, 300.0, False)
+            assert not c.created and c.started == first.started, "a live table was replaced"
+    finally:
+        for p in ps:
+            p.kill()
+            p.join(10)
