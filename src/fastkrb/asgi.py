@@ -60,6 +60,20 @@ def _authorization(scope: Scope) -> bytes | None:
     return None
 
 
+async def _validate_once(validate: Any, cb: ChannelBindings, scope: Scope, token: str, where: str) -> Any:
+    """Validate the request's token (bindings from the scope when given as a function), log a rejection,
+    and keep the result on the scope so a re-entered request is not validated again."""
+    if cb is not None and not isinstance(cb, bytes):
+        cb = cb(scope)
+    try:
+        res = await validate(token, None, cb)
+    except KerberosError as exc:
+        log_rejection(exc, where)
+        raise
+    scope[SCOPE_KEY] = res
+    return res
+
+
 class NegotiateMiddleware:
     """Raw ASGI middleware: 401 + ``WWW-Authenticate: Negotiate`` without a valid token; on success the
     AuthResult in ``scope["fastkrb"]``, a :class:`KerberosUser` in ``scope["user"]`` (Starlette's
@@ -100,16 +114,11 @@ class NegotiateMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        cb = self._cb
-        if cb is not None and not isinstance(cb, bytes):
-            cb = cb(scope)
         try:
-            res = await self._validate(token, None, cb)
+            res = await _validate_once(self._validate, self._cb, scope, token, "asgi")
         except KerberosError as exc:
-            log_rejection(exc, "asgi")
             await self._refuse(scope, send, exc)
             return
-        scope[SCOPE_KEY] = res
         scope["user"] = KerberosUser(res)
         scope["auth"] = KerberosCredentials()
         answer = res.www_authenticate
@@ -166,15 +175,10 @@ class NegotiateBackend:
             token = token_of(conn.headers.get("authorization"))
             if token is None:
                 return None
-            cb = self._cb
-            if cb is not None and not isinstance(cb, bytes):
-                cb = cb(scope)
             try:
-                res = await self._validate(token, None, cb)
+                res = await _validate_once(self._validate, self._cb, scope, token, "starlette")
             except KerberosError as exc:
-                log_rejection(exc, "starlette")
                 raise AuthenticationError(exc.code) from exc
-            scope[SCOPE_KEY] = res
         return AuthCredentials(["authenticated", "kerberos"]), KerberosUser(res)
 
     def on_error(self, conn: Any, exc: Exception) -> Any:
