@@ -2,9 +2,9 @@
  * that opens the same path (the workers of a sidecar), surviving the restart of all of them.
  *
  * Layout: a 4 KiB header (magic, version, geometry, hash seed, creation time, a checksum of those, and
- * per-process statistics lanes), then buckets of 8 slots of 16 bytes (128 bytes, two cache lines). A key
+ * per-process statistics lanes), then buckets of 4 slots of 16 bytes (64 bytes, one cache line). A key
  * has two candidate buckets (keyed SipHash); lookups read both, an insert takes a free or expired slot in
- * the emptier one ("two choices" keeps buckets balanced, so the probe length is bounded by 16 slots and
+ * the emptier one ("two choices" keeps buckets balanced, so the probe length is bounded by 8 slots and
  * an insert that finds no room fails closed with FK_RC_FULL).
  *
  * No lock on the hot path. A slot's state word (C11 atomics, shared across processes) is
