@@ -167,6 +167,7 @@ def minted(seeds: Seeds, rng: random.Random) -> None:
         add_token(seeds, token_bytes(m.token), fuzzkeys.NOW_DEFAULT, opts, must_validate=ok, cb=cbv)
         seeds.add("der", m.authenticator)
         seeds.add("der", m.enc_ticket_part)
+    checks_behind_the_mac(seeds, kt, svc, rng)
     # cold start: the authenticator predates the cache
     m = mint(kt, server=svc, now=fuzzkeys.NOW_DEFAULT - 60, rng=rng)
     add_token(seeds, token_bytes(m.token), fuzzkeys.NOW_DEFAULT, OPT_COLD | OPT_RCACHE, must_validate=False)
@@ -178,6 +179,41 @@ def minted(seeds: Seeds, rng: random.Random) -> None:
     for _ in range(6):
         nested = asn1.encode_authorization_data([asn1.ADEntry(1, nested)])
     seeds.add("der", nested)
+
+
+def checks_behind_the_mac(seeds: Seeds, kt: Keytab, svc: str, rng: random.Random) -> None:
+    """Tokens whose encrypted parts are wrong in ways only a key holder can make: the checks after
+    decryption that a fuzzer cannot reach by mutation (it cannot forge the MAC)."""
+    now = fuzzkeys.NOW_DEFAULT
+    sk = rng.randbytes(32)
+    good_cksum = crypto.checksum(16, sk, 10, b"")
+    cases: list[tuple[dict[str, Any], int, bool, bytes | None]] = [
+        ({"cksum": struct.pack("<I", 16) + bytes(8)}, 0, False, None),                       # 0x8003 too short
+        ({"cksum": struct.pack("<I", 16) + bytes(16) + struct.pack("<I", 1) + b"\x02\x00\xff\x00"}, 0, False,
+         None),                                                                              # bad delegation
+        ({"no_checksum": True, "authenticator_authorization_data": [ap_options_cbt()]}, OPT_CB, False,
+         fuzzkeys.CHANNEL_BINDINGS),                                                         # CBT, no 0x8003
+        ({"framing": "raw", "session_key": sk, "cksum": (16, good_cksum)}, OPT_RCACHE, True, None),
+        ({"framing": "raw", "session_key": sk, "cksum": (16, bytes(12))}, 0, False, None),  # keyed cksum bad
+        ({"authorization_data": [(1, b"\x30\x03\x02\x01")]}, 0, False, None),            # AD-IF-RELEVANT junk
+    ]
+    for kw, opts, ok, cb in cases:
+        kw = {"ticket_enctype": 18, "session_enctype": 18, **kw}
+        m = mint(kt, server=svc, now=now, rng=rng, **kw)
+        add_token(seeds, token_bytes(m.token), now, opts, must_validate=ok, cb=cb)
+    # re-encrypted parts: a ticket and an authenticator whose plaintext is not DER, a ticket without kvno
+    key = fuzzkeys.key_for(svc, 1, 18, "pw")
+    m = mint(kt, server=svc, now=now, rng=rng, ticket_enctype=18, kvno=1, framing="raw")
+    req = asn1.ApReq.from_der(m.ap_req)
+    t = req.ticket
+    bad_ticket = asn1.EncryptedData(18, crypto.encrypt(18, key, 2, b"\x63\x03\x30\x01\x00"), 1)
+    bad_auth = asn1.EncryptedData(18, crypto.encrypt(18, m.session_key, 11, b"\x62\x02\x30\x00"))
+    no_kvno = asn1.EncryptedData(18, t.enc_part.cipher, None)
+    wrong_no_kvno = asn1.EncryptedData(18, crypto.encrypt(18, bytes(32), 2, m.enc_ticket_part), None)
+    for enc, auth, ok in ((bad_ticket, req.authenticator, False), (t.enc_part, bad_auth, False),
+                          (no_kvno, req.authenticator, True), (wrong_no_kvno, req.authenticator, False)):
+        ap = asn1.ApReq(asn1.Ticket(t.realm, t.sname, enc), auth, req.ap_options).to_der()
+        add_token(seeds, asn1.gss_wrap(asn1.OID_KRB5, ap, asn1.TOK_ID_AP_REQ), now, OPT_RCACHE, must_validate=ok)
 
 
 def mit(seeds: Seeds, workdir: Path) -> int:

@@ -93,10 +93,15 @@ def command(t: str) -> tuple[list[str], dict[str, str]]:
     return [PY, str(FUZZ / f"{t}.py")], atheris_env()
 
 
+# targets that read another's input format also start from its committed corpus
+SHARED = {"py_validate": "validate"}
+
+
 def corpora(t: str) -> list[str]:
     work = OUT / "corpus" / t
     work.mkdir(parents=True, exist_ok=True)
-    dirs = [work] + [d for d in (FUZZ / "corpus" / t, FUZZ / "seeds" / t) if d.is_dir()]
+    names = [t] + ([SHARED[t]] if t in SHARED else [])
+    dirs = [work] + [d for n in names for d in (FUZZ / "corpus" / n, FUZZ / "seeds" / n) if d.is_dir()]
     return [str(d) for d in dirs]
 
 
@@ -186,9 +191,18 @@ def cmd_coverage(args: argparse.Namespace) -> int:
 
 
 def cmd_minimize(args: argparse.Namespace) -> int:
+    """libFuzzer's merge for the C targets. Atheris cannot merge (its merge re-executes argv[0], a .py
+    file): its working corpus, already only inputs that added coverage, is copied as it is, except for
+    targets that share another's corpus."""
     for t in args.targets or ALL:
         cmd, env = command(t)
         dest = FUZZ / "corpus" / t
+        if t in PY_TARGETS:
+            shutil.rmtree(dest, ignore_errors=True)
+            if t not in SHARED:
+                shutil.copytree(OUT / "corpus" / t, dest)
+                print(f"{t}: {len(list(dest.iterdir()))} inputs (copied)")
+            continue
         tmp = OUT / "minimize" / t
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
