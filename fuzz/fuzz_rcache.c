@@ -3,13 +3,12 @@
  * The input is a sequence of 4-byte operations [key][dt][ttl][flags] on a cache of capacity 16:
  * the key is one of 80 identities (so replays and re-insertions are frequent; flag bit 0 picks the
  * half whose first byte differs), the clock moves by dt/4 s (flag bit 1: backwards, as a worker with a
- * slower clock would), the entry lives ttl/2 s plus (flags >> 3) µs (so the float rounding of the stored
- * lifetime is exercised), and flags 0xff closes the cache (every later insert must fail closed).
+ * slower clock would), the entry lives ttl/2 s plus (flags >> 3) µs, and flags 0xff closes the cache
+ * (every later insert must fail closed).
  * The model is the documented behaviour written the slow, obvious way (rcache.h, rcache.c): a FIFO ring
- * of insertion records decides when the cache is full; an entry is live while now < its expiry (the
- * cache may keep it a few µs longer, never shorter: the times here never fall in that gap); popping an
- * expired record forgets its key unless the key was inserted again since. Every result, first_seen and
- * the entry count must agree. */
+ * of insertion records decides when the cache is full; an entry is live while now < its expiry; popping
+ * an expired record forgets its key unless the key was inserted again since. Every result and first_seen
+ * must agree, and the entry count is the records held (live, or expired and not yet popped). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +28,7 @@ typedef struct model {
     model_entry e[NIDS];
     struct { int id; double expiry; uint64_t seq; } ring[CAP];
     size_t head, count;
-    uint64_t entries, seq;
+    uint64_t seq;
     int closed;
 } model;
 
@@ -39,10 +38,8 @@ static void model_expire(model *m, double now)
         int id = m->ring[m->head].id;
         if (m->ring[m->head].expiry > now)
             break;
-        if (m->e[id].used && m->e[id].latest == m->ring[m->head].seq) {
+        if (m->e[id].used && m->e[id].latest == m->ring[m->head].seq)
             m->e[id].used = 0;
-            m->entries--;
-        }
         m->head = (m->head + 1) % CAP;
         m->count--;
     }
@@ -59,8 +56,6 @@ static int model_insert(model *m, int id, double expiry, double now, double *fir
     }
     if (m->count == CAP)
         return FK_RC_FULL;
-    if (!m->e[id].used)
-        m->entries++;
     size_t tail = (m->head + m->count) % CAP;
     m->e[id].used = 1;
     m->e[id].expiry = expiry;
@@ -110,7 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FZ_CHECK(f1 == f2);
         fk_rcache_stats st;
         fk_rcache_stats_get(rc, &st);
-        FZ_CHECK(st.entries == m.entries);
+        FZ_CHECK(st.entries == m.count);
         FZ_CHECK(st.entries <= CAP && st.capacity == CAP);
     }
     fk_rcache_free(rc);

@@ -1,10 +1,11 @@
 /* In-process replay cache: atomic insert-if-absent of a 16-byte authenticator identity with expiry.
  *
- * Open addressing (linear probing, backward-shift deletion) plus a FIFO ring in insertion order:
- * each insert first pops the expired entries at the head of the ring, so expiry costs O(1) amortised
- * and no call scans the table. Bounded: when `capacity` live entries are held the insert fails
- * closed (FK_RC_FULL) instead of forgetting one. One spinlock; the critical section is a few probes.
- * Slots are 32 bytes (two per cache line); the insert prefetches the two slots it will touch.
+ * A two-choice bucketed table: 16-bit tags (32 per cache line) say which slots may hold a key, and the
+ * full records sit in a parallel array read only when a tag matches. A FIFO ring in insertion order
+ * gives expiry: each insert first pops the expired entries at the head of the ring, so expiry costs
+ * O(1) amortised and no call scans the table. Bounded: when `capacity` live entries are held the insert
+ * fails closed (FK_RC_FULL) instead of forgetting one. One spinlock; the critical section is a few
+ * cache-resident reads.
  */
 #ifndef FASTKRB_RCACHE_H
 #define FASTKRB_RCACHE_H
