@@ -1,13 +1,5 @@
-/* In-process replay cache. See rcache.h.
- *
- * Cost model: at 10^6 live entries the records and the ring (60 MB) are far larger than the caches, and
- * this machine class pays ~160 ns for a DRAM read. So the decision "held or fresh" reads only the tags
- * (2.6 MB, cache-resident): the two candidate buckets of the new key, and the slot of the oldest entry
- * that expires now, all three prefetched before the lock. The record of a fresh key is written without
- * being read (the CPU retires the store without waiting for the line), the ring is touched only at its
- * head and tail (sequential, prefetched by the hardware), and a record is read only when its tag
- * matches: a replay, or a chance match of 16 bits.
- */
+/* In-process replay cache: the table of rtab.c in private memory (huge pages where the kernel allows
+ * them), under one spinlock. See rcache.h. */
 #include "rcache.h"
 
 #include <sched.h>
@@ -18,60 +10,13 @@
 #include <time.h>
 
 #include "kcrypto.h"
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
-/* Tags: 16 bits per slot, 32 slots per bucket (one cache line); a key may sit in either of two buckets
- * (keyed hash, "two choices"). At 10^6 live entries the tags take 2.6 MB, small enough to stay in the
- * caches, so a fresh key is told apart from every held one without touching the large arrays: a tag
- * matches by chance for 1 insert in ~1300 (about 50 held tags compared, 2^16 values). */
-#define BUCKET 32
-#define FREE 0            /* a slot no ring record owns */
-#define DEAD 0xffff       /* owned until popped, never matched: the key was inserted again after expiring */
-/* Slots per live entry: with two choices the fullest of N buckets exceeds the mean by ~log log N / log 2,
- * so 1.3x keeps every bucket below 32 at 10^6 live (none full in the test's steady-state runs). */
-#define SLACK_NUM 13
-#define SLACK_DEN 10
-#define MAX_CAPACITY ((size_t)1 << 30)
-
-/* 32 bytes per slot, in slot order: read only when a tag matches, written once per insert (a store the
- * CPU does not wait for). */
-typedef struct rec {
-    uint64_t k0, k1;        /* the 16-byte key */
-    double seen;            /* first presentation */
-    double expiry;
-} rec;
-
-/* 16 bytes: the entries in insertion order (a FIFO ring), so expiry pops from the head and inserts
- * append at the tail, both sequential. A ring record owns its slot until popped: a key inserted again
- * after expiring takes a new slot, so popping never frees a slot someone else holds. */
-typedef struct ring_rec {
-    double expiry;
-    uint32_t slot;
-    uint32_t pad;
-} ring_rec;
-
-/* A record is written DEFER inserts after its own, once the line asked for then (prefetch for write) has
- * had time to arrive: a store to a line still in DRAM holds up every later store behind it (stores
- * commit in order), which cost ~75 ns per insert at 10^6 entries. Until then it waits here, in order,
- * and a lookup whose tag matches looks here first. */
-#define DEFER 8
+#include "rtab.h"
 
 struct fk_rcache {
     atomic_int mu;          /* a spinlock: unlock is a plain store, where a mutex costs a second atomic */
-    uint16_t *tags;
-    rec *recs;
-    ring_rec *ring;
-    uint64_t nb;            /* buckets */
-    size_t capacity, head, count;
-    uint64_t seed[2];
+    fk_tab t;
+    fk_tab_ctl ctl;
     int closed;
-    unsigned npend, pend_head;
-    uint64_t pend_slot[DEFER];
-    rec pend[DEFER];
-    fk_rcache_stats st;
 };
 
 static inline void cpu_relax(void)
@@ -169,35 +114,39 @@ static void big_free(void *p, size_t n)
         munmap(p, big_size(n));
 }
 
-static size_t nslots(const fk_rcache *rc)
+static size_t nslots_of(uint64_t nb)
 {
-    return (size_t)rc->nb * BUCKET;
+    return (size_t)nb * FK_TAB_BUCKET;
+}
+
+static void free_arrays(fk_tab *t)
+{
+    big_free(t->tags, nslots_of(t->nb) * sizeof(uint16_t));
+    big_free(t->recs, nslots_of(t->nb) * sizeof(fk_tab_rec));
+    big_free(t->ring, t->capacity * sizeof(fk_tab_ring));
 }
 
 fk_rcache *fk_rcache_new(size_t capacity)
 {
     if (capacity < 16)
         capacity = 16;
-    if (capacity > MAX_CAPACITY)
+    if (capacity > FK_TAB_MAX_CAPACITY)
         return NULL;
     fk_rcache *rc = calloc(1, sizeof *rc);
     if (!rc)
         return NULL;
-    /* small tables get a bucket of headroom more: there the spread of two choices is relatively wider */
-    rc->nb = ((uint64_t)capacity * SLACK_NUM / SLACK_DEN + BUCKET - 1) / BUCKET + 2;
-    rc->tags = big_alloc(nslots(rc) * sizeof(uint16_t));
-    rc->recs = big_alloc(nslots(rc) * sizeof(rec));
-    rc->ring = big_alloc(capacity * sizeof(ring_rec));
-    if (!rc->tags || !rc->recs || !rc->ring ||
-        fk_random((uint8_t *)rc->seed, sizeof rc->seed) != FK_OK) {
-        big_free(rc->tags, nslots(rc) * sizeof(uint16_t));
-        big_free(rc->recs, nslots(rc) * sizeof(rec));
-        big_free(rc->ring, capacity * sizeof(ring_rec));
+    fk_tab *t = &rc->t;
+    t->nb = fk_tab_buckets(capacity);
+    t->capacity = capacity;
+    t->ctl = &rc->ctl;
+    t->tags = big_alloc(nslots_of(t->nb) * sizeof(uint16_t));
+    t->recs = big_alloc(nslots_of(t->nb) * sizeof(fk_tab_rec));
+    t->ring = big_alloc(capacity * sizeof(fk_tab_ring));
+    if (!t->tags || !t->recs || !t->ring || fk_random((uint8_t *)t->seed, sizeof t->seed) != FK_OK) {
+        free_arrays(t);
         free(rc);
         return NULL;
     }
-    rc->capacity = capacity;
-    rc->st.capacity = capacity;
     return rc;
 }
 
@@ -212,147 +161,16 @@ void fk_rcache_free(fk_rcache *rc)
 {
     if (!rc)
         return;
-    big_free(rc->tags, nslots(rc) * sizeof(uint16_t));
-    big_free(rc->recs, nslots(rc) * sizeof(rec));
-    big_free(rc->ring, rc->capacity * sizeof(ring_rec));
+    free_arrays(&rc->t);
     free(rc);
-}
-
-/* Bit j set: the bucket's slot j holds tag t (t = 0: slot j is free). */
-static inline uint32_t match(const uint16_t *bucket, uint16_t t)
-{
-#if defined(__SSE2__)
-    const __m128i want = _mm_set1_epi16((short)t);
-    const __m128i *v = (const __m128i *)(const void *)bucket;
-    uint32_t m = 0;
-    for (int q = 0; q < BUCKET / 16; q++) {
-        /* 16-bit compares, packed to one byte per lane (0 or -1 saturate to themselves) */
-        __m128i lo = _mm_cmpeq_epi16(_mm_load_si128(v + 2 * q), want);
-        __m128i hi = _mm_cmpeq_epi16(_mm_load_si128(v + 2 * q + 1), want);
-        m |= (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(lo, hi)) << (16 * q);
-    }
-    return m;
-#else
-    uint32_t m = 0;
-    for (int j = 0; j < BUCKET; j++)
-        m |= (uint32_t)(bucket[j] == t) << j;
-    return m;
-#endif
-}
-
-/* Pop the expired records at the head of the ring and free their slots. */
-static void expire(fk_rcache *rc, double now)
-{
-    while (rc->count) {
-        const ring_rec *r = &rc->ring[rc->head];
-        if (r->expiry > now)
-            break;
-        rc->tags[r->slot] = FREE;
-        rc->st.entries--;
-        rc->st.evictions++;
-        rc->head = rc->head + 1 == rc->capacity ? 0 : rc->head + 1;
-        rc->count--;
-    }
-}
-
-/* The record held at a slot: the newest pending write to it, else the array. */
-static inline const rec *record(const fk_rcache *rc, uint64_t slot)
-{
-    for (unsigned n = rc->npend; n--;) {
-        unsigned i = (rc->pend_head + n) % DEFER;
-        if (rc->pend_slot[i] == slot)
-            return &rc->pend[i];
-    }
-    return &rc->recs[slot];
-}
-
-/* Queues the write of a record; the oldest queued one goes to the array. Writes leave in order, so of
- * two pending writes to one slot (freed and taken again within DEFER inserts) the newer one lands last. */
-static inline void defer_write(fk_rcache *rc, uint64_t slot, const rec *r)
-{
-    __builtin_prefetch(&rc->recs[slot], 1);
-    if (rc->npend == DEFER) {
-        unsigned o = rc->pend_head;
-        rc->recs[rc->pend_slot[o]] = rc->pend[o];
-        rc->pend_head = (o + 1) % DEFER;
-        rc->npend--;
-    }
-    unsigned i = (rc->pend_head + rc->npend) % DEFER;
-    rc->pend_slot[i] = slot;
-    rc->pend[i] = *r;
-    rc->npend++;
 }
 
 int fk_rcache_insert(fk_rcache *rc, const uint8_t key[16], double expiry, double now, double *first_seen)
 {
-    int ret = FK_RC_OK;
-    uint64_t k0, k1;
-    memcpy(&k0, key, 8);
-    memcpy(&k1, key + 8, 8);
-    uint64_t h = fk_sip16(rc->seed, key);
-    /* two buckets from the two halves (multiply-shift onto [0, nb): each takes its half's high bits);
-     * the tag from a multiplicative mix of all 64, so keys sharing a bucket do not share tag bits */
-    uint64_t b[2] = {((h & 0xffffffffu) * rc->nb) >> 32, ((h >> 32) * rc->nb) >> 32};
-    if (b[1] == b[0])
-        b[1] = b[0] + 1 == rc->nb ? 0 : b[0] + 1;
-    uint16_t tag = (uint16_t)((h * 0x9e3779b97f4a7c15ULL) >> 48);
-    if (tag == FREE || tag == DEAD)
-        tag = 1;
-    const uint16_t *bk[2] = {rc->tags + b[0] * BUCKET, rc->tags + b[1] * BUCKET};
-    __builtin_prefetch(bk[0], 1);
-    __builtin_prefetch(bk[1], 1);
-    /* and the slot the oldest entry will free: a hint read without the lock (relaxed, bounded) */
-    size_t oldest = __atomic_load_n(&rc->head, __ATOMIC_RELAXED);
-    if (oldest < rc->capacity) {
-        uint32_t os = __atomic_load_n(&rc->ring[oldest].slot, __ATOMIC_RELAXED);
-        if (os < nslots(rc))
-            __builtin_prefetch(&rc->tags[os], 1);
-    }
+    fk_tab_probe p;
+    fk_tab_probe_of(&rc->t, key, &p);
     lock(&rc->mu);
-    if (rc->closed) {
-        unlock(&rc->mu);
-        return FK_RC_ERROR;
-    }
-    expire(rc, now);
-    uint64_t stale = UINT64_MAX;
-    for (int i = 0; i < 2; i++) {
-        for (uint32_t m = match(bk[i], tag); m; m &= m - 1) {
-            uint64_t s = b[i] * BUCKET + (uint64_t)__builtin_ctz(m);
-            const rec *r = record(rc, s);
-            if (r->k0 != k0 || r->k1 != k1)
-                continue;
-            if (r->expiry > now) {
-                *first_seen = r->seen;
-                rc->st.hits++;
-                unlock(&rc->mu);
-                return FK_RC_REPLAY;
-            }
-            stale = s;   /* this key, expired but not popped yet: it does not count */
-        }
-    }
-    uint32_t free0 = match(bk[0], FREE), free1 = match(bk[1], FREE);
-    if (rc->count == rc->capacity || !(free0 | free1)) {
-        rc->st.full++;
-        ret = FK_RC_FULL;
-    } else {
-        /* the emptier bucket: two choices keep the fullest one close to the mean */
-        int pick = __builtin_popcount(free1) > __builtin_popcount(free0);
-        uint64_t slot = b[pick] * BUCKET + (uint64_t)__builtin_ctz(pick ? free1 : free0);
-        size_t tail = rc->head + rc->count;
-        if (tail >= rc->capacity)
-            tail -= rc->capacity;
-        /* a key has one findable record: the stale one stays held (its ring record owns the slot) but is
-         * never matched again, even by a clock that steps back */
-        if (stale != UINT64_MAX)
-            rc->tags[stale] = DEAD;
-        rc->tags[slot] = tag;
-        defer_write(rc, slot, &(rec){k0, k1, now, expiry});
-        rc->ring[tail].expiry = expiry;
-        rc->ring[tail].slot = (uint32_t)slot;
-        rc->st.entries++;
-        rc->count++;
-        rc->st.inserts++;
-    }
+    int ret = rc->closed ? FK_RC_ERROR : fk_tab_insert(&rc->t, &p, expiry, now, first_seen, 0);
     unlock(&rc->mu);
     return ret;
 }
@@ -365,7 +183,12 @@ int fk_rcache_insert_cb(void *ctx, const uint8_t key[16], double expiry, double 
 void fk_rcache_stats_get(fk_rcache *rc, fk_rcache_stats *out)
 {
     lock(&rc->mu);
-    *out = rc->st;
+    out->entries = fk_tab_count(&rc->t);
+    out->inserts = rc->ctl.inserts;
+    out->hits = rc->ctl.hits;
+    out->evictions = rc->ctl.evictions;
+    out->full = rc->ctl.full;
+    out->capacity = rc->t.capacity;
     unlock(&rc->mu);
 }
 

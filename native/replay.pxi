@@ -8,15 +8,14 @@ cdef extern from "shm.h":
     ctypedef struct fk_shm:
         pass
     ctypedef struct fk_shm_stats:
-        uint64_t inserts, hits, evictions, full, errors, busy, entries, capacity, slots, remaps
+        uint64_t inserts, hits, evictions, full, errors, recoveries, entries, capacity, slots, remaps
     fk_shm *fk_shm_open(const char *path, size_t capacity, double skew, int cold_start, char *err,
                         size_t errlen) nogil
     void fk_shm_close(fk_shm *s)
     void fk_shm_free(fk_shm *s)
     int fk_shm_insert(fk_shm *s, const uint8_t *key, double expiry, double now, double *first_seen) nogil
     int fk_shm_insert_cb(void *ctx, const uint8_t *key, double expiry, double now, double *first_seen) nogil
-    int fk_shm_claim_only(fk_shm *s, const uint8_t *key, double expiry, double now)
-    int fk_shm_insert_raced(fk_shm *s, const uint8_t *key, double expiry, double now, double *first_seen)
+    int fk_shm_die_in_insert(fk_shm *s, const uint8_t *key, double expiry, double now, int stage)
     double fk_shm_started(fk_shm *s)
     uint64_t fk_shm_capacity(fk_shm *s)
     int fk_shm_created(fk_shm *s)
@@ -153,7 +152,7 @@ cdef class ShmReplayCache(NativeReplayBackend):
             rc = fk_shm_insert(self.shm, k, expiry, now, &first)
         out = _answer(rc, first)
         if out is None:
-            raise _unavailable("shm", rc, {FK_RC_ERROR: "closed or contended beyond bounds",
+            raise _unavailable("shm", rc, {FK_RC_ERROR: "closed, or the table was wedged or damaged and is being replaced",
                                            FK_RC_COLD: "file replaced"}.get(rc, "full"))
         return out
 
@@ -165,28 +164,22 @@ cdef class ShmReplayCache(NativeReplayBackend):
         return out
 
     def stats(self, now=None):
-        """Counters since the file was created, summed over every process; `entries` is a scan (O(size))."""
+        """Counters since the file was created, summed over every process."""
         cdef fk_shm_stats st
         cdef double t = _time.time() if now is None else float(now)
         with nogil:
             fk_shm_stats_get(self.shm, t, &st)
         return {"entries": st.entries, "inserts": st.inserts, "hits": st.hits, "evictions": st.evictions,
-                "capacity": st.capacity, "full": st.full, "errors": st.errors, "busy": st.busy,
+                "capacity": st.capacity, "full": st.full, "errors": st.errors, "recoveries": st.recoveries,
                 "slots": st.slots, "remaps": st.remaps}
 
     def close(self):
         """Later inserts fail closed; the mapping is released when the last reference goes."""
         fk_shm_close(self.shm)
 
-    def _claim_only(self, bytes key, double expiry, double now):
-        """Tests only: claim a slot for key and stop before publishing it, as a process killed mid-insert."""
-        return fk_shm_claim_only(self.shm, _key16(key), expiry, now)
-
-    def _insert_raced(self, bytes key, double expiry, double now):
-        """Tests only: insert() with the same key slipped into another slot between scan and claim."""
-        cdef double first = 0
-        cdef int rc = fk_shm_insert_raced(self.shm, _key16(key), expiry, now, &first)
-        return _answer(rc, first)
+    def _die_in_insert(self, bytes key, double expiry, double now, int stage):
+        """Tests only: run insert(key) up to `stage` (1-5) and keep the lock, as a process killed there."""
+        return fk_shm_die_in_insert(self.shm, _key16(key), expiry, now, stage)
 
 
 def rcache_bench(str kind, size_t live, size_t n=1000000, path=None, uint64_t seed=1):

@@ -11,61 +11,58 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sched.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "kcrypto.h"
+#include "rtab.h"
 
 #define MAGIC 0x0143524252424b46ULL   /* "FKBRBRC\1" */
 #define HEADER_SIZE 4096
-#define SLOT_SIZE 16
-#define BUCKET_SLOTS 4                /* one cache line */
-#define NLANES 32
-#define LANES_OFFSET 1024
+#define PAGE 4096
 #define CHECKED_BYTES 96              /* the header fields the checksum covers */
-#define PHASE_BUSY 1u
-#define PHASE_READY 2u
-#define FP30(st) (((st) >> 2) & 0x3fffffffu)
-#define EXP(st) ((st) >> 32)
-#define SEEN_UNIT 65536.0             /* first-seen is stored as (expiry - seen) in 1/65536 s */
-#define CLAIM_RETRIES 16
+#define LOCK_OFFSET 256
+#define CTL_OFFSET 512
 #define CHECK_INTERVAL_NS 1000000000LL
-
-typedef struct slot {
-    _Atomic uint64_t state;
-    _Atomic uint64_t aux;             /* fingerprint (32) . (expiry - seen) * 65536 (32) */
-} slot;
+#define LOCK_TIMEOUT_NS 2000000000LL  /* a lock is held for ~100 ns; a preempted owner runs again within ms */
+#define OWNER_CHECK_NS 1000000LL      /* how often a waiter asks whether the owner still lives */
 
 typedef struct header {
     uint64_t magic;
     uint32_t version, header_size;
-    uint32_t slot_size, bucket_slots;
-    uint64_t nbuckets;                /* power of two */
-    uint64_t capacity;                /* live entries it was sized for */
+    uint32_t rec_size, bucket_slots;
+    uint64_t nbuckets;
+    uint64_t capacity;                /* live entries it was sized for (the ring's size) */
     uint64_t file_size;
     uint64_t seed[2];
     double created;
-    uint64_t reserved[3];
+    uint64_t pidns;                   /* the creator's pid namespace (lock owners are judged by pid) */
+    uint64_t reserved[2];
     uint64_t check;                   /* keyed hash of the CHECKED_BYTES above: a damaged header is seen */
 } header;
 
-typedef struct lane {                 /* one cache line per lane, so processes do not share counters */
-    _Atomic uint64_t inserts, hits, evictions, full, errors, busy;
-    uint64_t pad[2];
-} lane;
+typedef struct shared {               /* at LOCK_OFFSET: one cache line */
+    _Atomic uint64_t lock;            /* 0, or the owner: pid | start time << 32 */
+    _Atomic uint64_t foreign;         /* set once a process of another pid namespace opened the file */
+    _Atomic uint64_t errors, recoveries;
+} shared;
 
-_Static_assert(sizeof(slot) == SLOT_SIZE, "slot size");
 _Static_assert(sizeof(header) == CHECKED_BYTES + 8, "header layout");
-_Static_assert(sizeof(lane) == 64, "lane size");
-_Static_assert(LANES_OFFSET + NLANES * sizeof(lane) <= HEADER_SIZE, "lanes fit the header");
+_Static_assert(LOCK_OFFSET >= sizeof(header) && CTL_OFFSET >= LOCK_OFFSET + 64, "header areas");
+_Static_assert(CTL_OFFSET + sizeof(fk_tab_ctl) <= HEADER_SIZE, "control block fits the header");
+
+typedef struct geometry {
+    size_t tags, recs, ring, size;    /* offsets and the file size */
+} geometry;
 
 typedef struct map {
     uint8_t *base;
     size_t size;
     header *hdr;
-    slot *slots;
-    uint64_t bmask;
-    uint64_t seed[2];
+    shared *sh;
+    fk_tab tab;
     double created;
     dev_t dev;
     ino_t ino;
@@ -84,7 +81,6 @@ struct fk_shm {
     double skew;
     int cold_start;
     int created;
-    unsigned lane;
 };
 
 static const uint64_t CHECK_KEY[2] = {0x6661737466726b62ULL, 0x73686d2d68656164ULL};
@@ -118,14 +114,173 @@ static double wall(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static size_t file_size_for(uint64_t nbuckets)
+static size_t page_up(size_t n)
 {
-    return HEADER_SIZE + (size_t)nbuckets * BUCKET_SLOTS * SLOT_SIZE;
+    return (n + PAGE - 1) & ~(size_t)(PAGE - 1);
 }
 
-static lane *lanes(const map *m)
+static geometry geometry_of(uint64_t nbuckets, uint64_t capacity)
 {
-    return (lane *)(m->base + LANES_OFFSET);
+    geometry g;
+    uint64_t slots = nbuckets * FK_TAB_BUCKET;
+    g.tags = HEADER_SIZE;
+    g.recs = g.tags + page_up((size_t)slots * sizeof(uint16_t));
+    g.ring = g.recs + page_up((size_t)slots * sizeof(fk_tab_rec));
+    g.size = g.ring + page_up((size_t)capacity * sizeof(fk_tab_ring));
+    return g;
+}
+
+/* -- the lock ---------------------------------------------------------------------------------------- */
+
+static _Atomic uint64_t self_id;      /* pid | start time << 32; 0 = not known yet (and after fork) */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void forget_self(void)
+{
+    atomic_store(&self_id, 0);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, forget_self);
+}
+
+/* Field 22 of /proc/<pid>/stat (start time in clock ticks since boot) and field 3 (the state letter).
+ * 1 = read, 0 = no such process, -1 = cannot tell (no /proc). */
+static int proc_start(long pid, uint64_t *start, char *state)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT || errno == ESRCH ? 0 : -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');   /* the command name may hold spaces and parentheses */
+    if (!p || p[1] != ' ')
+        return -1;
+    *state = p[2];
+    p += 2;
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (!p)
+            return -1;
+        p++;
+    }
+    *start = strtoull(p, NULL, 10);
+    return 1;
+}
+
+static uint64_t my_id(void)
+{
+    uint64_t id = atomic_load_explicit(&self_id, memory_order_relaxed);
+    if (id)
+        return id;
+    pthread_once(&atfork_once, register_atfork);
+    long pid = (long)getpid();
+    uint64_t start = 0;
+    char state = 0;
+    if (proc_start(pid, &start, &state) != 1)
+        start = 0;
+    id = (uint64_t)(uint32_t)pid | (uint64_t)(uint32_t)start << 32;
+    atomic_store(&self_id, id);
+    return id;
+}
+
+static uint64_t pidns(void)
+{
+    struct stat st;
+    return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+/* Is the process that holds the lock gone? Only when that can be known: same pid namespace, and /proc
+ * (or kill) answers. A process under the same pid with another start time is another process. */
+static int owner_gone(const map *m, uint64_t owner)
+{
+    if (atomic_load(&m->sh->foreign))
+        return 0;
+    long pid = (long)(uint32_t)owner;
+    if (pid == (long)(uint32_t)my_id())
+        return 0;   /* another thread of ours */
+    uint64_t start = 0;
+    char state = 0;
+    int r = proc_start(pid, &start, &state);
+    if (r == 0)
+        return 1;
+    if (r < 0)
+        return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    return state == 'Z' || state == 'X' || (uint32_t)start != (uint32_t)(owner >> 32);
+}
+
+enum { LOCKED = 0, LOCKED_AFTER_DEATH = 1, LOCK_WEDGED = 2 };
+
+/* Spins briefly, then yields; every millisecond asks whether the owner is gone and takes the lock over
+ * if so. One owner holding it for LOCK_TIMEOUT_NS (stopped, or dead where that cannot be told) wedges
+ * the table: the caller replaces it. */
+static int lock_table(const map *m)
+{
+    uint64_t id = my_id(), cur = 0;
+    if (atomic_compare_exchange_strong(&m->sh->lock, &cur, id))
+        return LOCKED;
+    uint64_t holder = 0;
+    int64_t since = 0, next_check = 0;
+    for (unsigned spins = 0;; spins++) {
+        cur = atomic_load_explicit(&m->sh->lock, memory_order_relaxed);
+        if (cur == 0 && atomic_compare_exchange_strong(&m->sh->lock, &cur, id))
+            return LOCKED;
+        if (spins < 100) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            continue;
+        }
+        sched_yield();
+        if (spins % 16 || !cur)
+            continue;
+        int64_t t = mono_ns();
+        if (cur != holder) {   /* someone else now: the lock moves, the clock starts again */
+            holder = cur;
+            since = t;
+            next_check = t + OWNER_CHECK_NS;
+        }
+        if (t >= next_check) {
+            next_check = t + OWNER_CHECK_NS;
+            if (owner_gone(m, cur) && atomic_compare_exchange_strong(&m->sh->lock, &cur, id))
+                return LOCKED_AFTER_DEATH;
+        }
+        if (t - since > LOCK_TIMEOUT_NS)
+            return LOCK_WEDGED;
+    }
+}
+
+static void unlock_table(const map *m)
+{
+    atomic_store_explicit(&m->sh->lock, 0, memory_order_release);
+}
+
+/* Locks the table; after a dead owner, first makes it consistent again. 0, or FK_RC_ERROR with
+ * *damaged set: wedged, or contradicting itself (then unlocked): the caller must replace the file. */
+static int lock_consistent(const map *m, int *damaged)
+{
+    *damaged = 0;
+    int r = lock_table(m);
+    if (r == LOCK_WEDGED) {
+        atomic_fetch_add_explicit(&m->sh->errors, 1, memory_order_relaxed);
+        *damaged = 1;
+        return FK_RC_ERROR;
+    }
+    if (r == LOCKED_AFTER_DEATH) {
+        atomic_fetch_add_explicit(&m->sh->recoveries, 1, memory_order_relaxed);
+        if (fk_tab_rebuild((fk_tab *)&m->tab) != 0) {
+            unlock_table(m);
+            *damaged = 1;
+            return FK_RC_ERROR;
+        }
+    }
+    return 0;
 }
 
 enum { MAP_OK = 0, MAP_INVALID = 1, MAP_SYSERR = 2 };
@@ -144,9 +299,9 @@ static int try_map(int fd, map **out, char *err, size_t errlen)
     if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
         return MAP_INVALID;
     if (h.magic != MAGIC || h.version != FK_SHM_VERSION || h.header_size != HEADER_SIZE ||
-        h.slot_size != SLOT_SIZE || h.bucket_slots != BUCKET_SLOTS || h.nbuckets < 2 ||
-        (h.nbuckets & (h.nbuckets - 1)) != 0 || h.nbuckets > ((uint64_t)1 << 32) ||
-        h.file_size != file_size_for(h.nbuckets) || (uint64_t)st.st_size != h.file_size ||
+        h.rec_size != sizeof(fk_tab_rec) || h.bucket_slots != FK_TAB_BUCKET || h.capacity < 1 ||
+        h.capacity > FK_TAB_MAX_CAPACITY || h.nbuckets != fk_tab_buckets(h.capacity) ||
+        h.file_size != geometry_of(h.nbuckets, h.capacity).size || (uint64_t)st.st_size != h.file_size ||
         !(h.created > 0) || header_check(&h) != h.check)
         return MAP_INVALID;
     uint8_t *base = mmap(NULL, h.file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -155,42 +310,48 @@ static int try_map(int fd, map **out, char *err, size_t errlen)
         return MAP_SYSERR;
     }
 #ifdef MADV_HUGEPAGE
-    /* huge pages where the file system offers them (tmpfs with shmem_enabled=advise): fewer TLB misses */
+    /* huge pages where the file system offers them (tmpfs mounted with huge=advise): fewer TLB misses */
     madvise(base, h.file_size, MADV_HUGEPAGE);
 #endif
-    /* slots are written only as whole 64-bit words: phase 3, or an EMPTY state with a second word, is
-     * something we never write: the file was damaged */
-    slot *slots = (slot *)(base + HEADER_SIZE);
-    size_t n = (size_t)h.nbuckets * BUCKET_SLOTS;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t s = atomic_load_explicit(&slots[i].state, memory_order_acquire);
-        /* EMPTY with a second word is damage only if the slot is still EMPTY after reading that word:
-         * a writer in another process claims (state 0 -> BUSY) before it stores aux, and a slot never
-         * returns to EMPTY, so a concurrent claim between our two loads shows as a non-zero state here.
-         * Without the re-read, a live table being written to was taken for damaged and replaced. */
-        int empty_with_aux = s == 0 && atomic_load_explicit(&slots[i].aux, memory_order_acquire) != 0 &&
-                             atomic_load_explicit(&slots[i].state, memory_order_acquire) == 0;
-        if ((s & 3u) == 3u || empty_with_aux || (s != 0 && (s & 3u) == 0)) {
-            munmap(base, h.file_size);
-            return MAP_INVALID;
-        }
-    }
     map *m = calloc(1, sizeof *m);
     if (!m) {
         munmap(base, h.file_size);
         snprintf(err, errlen, "out of memory");
         return MAP_SYSERR;
     }
+    geometry g = geometry_of(h.nbuckets, h.capacity);
     m->base = base;
     m->size = h.file_size;
     m->hdr = (header *)base;
-    m->slots = slots;
-    m->bmask = h.nbuckets - 1;
-    m->seed[0] = h.seed[0];
-    m->seed[1] = h.seed[1];
+    m->sh = (shared *)(base + LOCK_OFFSET);
+    m->tab.tags = (uint16_t *)(base + g.tags);
+    m->tab.recs = (fk_tab_rec *)(base + g.recs);
+    m->tab.ring = (fk_tab_ring *)(base + g.ring);
+    m->tab.ctl = (fk_tab_ctl *)(base + CTL_OFFSET);
+    m->tab.nb = h.nbuckets;
+    m->tab.capacity = h.capacity;
+    m->tab.seed[0] = h.seed[0];
+    m->tab.seed[1] = h.seed[1];
     m->created = h.created;
     m->dev = st.st_dev;
     m->ino = st.st_ino;
+    /* a process of another pid namespace cannot judge lock owners by pid, nor be judged: from now on
+     * nobody takes over a lock, a stuck one times out (fails closed) instead */
+    if (h.pidns != pidns())
+        atomic_store(&m->sh->foreign, 1);
+    /* the table must agree with itself (a damaged file is replaced); under the lock, since other
+     * processes may be inserting */
+    int damaged = 0;
+    int r = lock_consistent(m, &damaged);
+    if (r == 0) {
+        damaged = fk_tab_verify(&m->tab) != 0;
+        unlock_table(m);
+    }
+    if (r != 0 || damaged) {
+        munmap(base, h.file_size);
+        free(m);
+        return MAP_INVALID;   /* wedged or damaged: replaced */
+    }
     *out = m;
     return MAP_OK;
 }
@@ -198,11 +359,10 @@ static int try_map(int fd, map **out, char *err, size_t errlen)
 /* Writes a fresh table under a temporary name and renames it over `path` (the caller holds the lock). */
 static int create_file(const char *path, size_t capacity, char *err, size_t errlen)
 {
-    uint64_t nbuckets = 64;
-    /* 4 slots per live entry: at capacity a bucket holds one live entry on average, and with two
-     * choices a full bucket pair is rare (none in 2*10^7 simulated inserts at 10^6 live) */
-    while (nbuckets * BUCKET_SLOTS < 4 * (uint64_t)capacity && nbuckets < ((uint64_t)1 << 32))
-        nbuckets <<= 1;
+    if (capacity > FK_TAB_MAX_CAPACITY) {
+        snprintf(err, errlen, "capacity %zu is over the limit", capacity);
+        return -1;
+    }
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 32);
     if (!tmp) {
@@ -222,21 +382,35 @@ static int create_file(const char *path, size_t capacity, char *err, size_t errl
     h.magic = MAGIC;
     h.version = FK_SHM_VERSION;
     h.header_size = HEADER_SIZE;
-    h.slot_size = SLOT_SIZE;
-    h.bucket_slots = BUCKET_SLOTS;
-    h.nbuckets = nbuckets;
+    h.rec_size = sizeof(fk_tab_rec);
+    h.bucket_slots = FK_TAB_BUCKET;
     h.capacity = capacity;
-    h.file_size = file_size_for(nbuckets);
+    h.nbuckets = fk_tab_buckets(capacity);
+    h.file_size = geometry_of(h.nbuckets, h.capacity).size;
     h.created = wall();
+    h.pidns = pidns();
     int rc = -1;
     if (fk_random((uint8_t *)h.seed, sizeof h.seed) != FK_OK) {
         snprintf(err, errlen, "no random seed");
         goto out;
     }
     h.check = header_check(&h);
-    if (ftruncate(fd, (off_t)h.file_size) != 0) {
-        snprintf(err, errlen, "ftruncate %s: %s", tmp, strerror(errno));
-        goto out;
+    /* the rest is zero: every tag free, the ring and the deferred writes empty, the lock open. Written,
+     * not left sparse: on a disk file system the first store to a hole page faults into block
+     * allocation (~1 ms each on ext4), inside the lock */
+    {
+        static const uint8_t zeros[65536];
+        for (size_t off = 0; off < h.file_size;) {
+            size_t n = h.file_size - off < sizeof zeros ? h.file_size - off : sizeof zeros;
+            ssize_t w = pwrite(fd, zeros, n, (off_t)off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                snprintf(err, errlen, "write %s: %s", tmp, w < 0 ? strerror(errno) : "short write");
+                goto out;
+            }
+            off += (size_t)w;
+        }
     }
     if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
         snprintf(err, errlen, "write %s: %s", tmp, strerror(errno));
@@ -253,6 +427,33 @@ out:
     close(fd);
     free(tmp);
     return rc;
+}
+
+/* Takes the flock on "<path>.lock" that serialises creating and replacing the file; its fd, or -1. */
+static int creation_lock(const char *path, char *err, size_t errlen)
+{
+    size_t plen = strlen(path);
+    char *lpath = malloc(plen + 6);
+    if (!lpath) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    memcpy(lpath, path, plen);
+    memcpy(lpath + plen, ".lock", 6);
+    int lfd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    free(lpath);
+    if (lfd < 0) {
+        snprintf(err, errlen, "open %s.lock: %s", path, strerror(errno));
+        return -1;
+    }
+    while (flock(lfd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            snprintf(err, errlen, "flock %s.lock: %s", path, strerror(errno));
+            close(lfd);
+            return -1;
+        }
+    }
+    return lfd;
 }
 
 /* Maps the valid table at path, creating or replacing it (under the creation lock) when needed. */
@@ -273,27 +474,9 @@ static map *map_open(const char *path, size_t capacity, int *created, char *err,
             return NULL;
         }
         /* missing, other version or damaged: (re)create it, once, under the lock */
-        size_t plen = strlen(path);
-        char *lpath = malloc(plen + 6);
-        if (!lpath) {
-            snprintf(err, errlen, "out of memory");
+        int lfd = creation_lock(path, err, errlen);
+        if (lfd < 0)
             return NULL;
-        }
-        memcpy(lpath, path, plen);
-        memcpy(lpath + plen, ".lock", 6);
-        int lfd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        free(lpath);
-        if (lfd < 0) {
-            snprintf(err, errlen, "open %s.lock: %s", path, strerror(errno));
-            return NULL;
-        }
-        while (flock(lfd, LOCK_EX) != 0) {
-            if (errno != EINTR) {
-                snprintf(err, errlen, "flock %s.lock: %s", path, strerror(errno));
-                close(lfd);
-                return NULL;
-            }
-        }
         /* another process may have made it while we waited */
         int valid = 0;
         fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
@@ -345,7 +528,6 @@ fk_shm *fk_shm_open(const char *path, size_t capacity, double skew, int cold_sta
     s->capacity = capacity;
     s->skew = skew;
     s->cold_start = cold_start;
-    s->lane = (unsigned)getpid() % NLANES;
     map *m = map_open(path, capacity, &s->created, err, errlen);
     if (!m) {
         pthread_mutex_destroy(&s->remap_mu);
@@ -420,162 +602,57 @@ static map *current(fk_shm *s)
     return m;
 }
 
-static inline uint64_t exp_seconds(double expiry)
+/* A table wedged (its lock held by one owner for 2 s) or contradicting itself after a crash: a fresh
+ * file replaces it; every process maps that within a second (ours at once) and applies the cold-start
+ * rule, which is what makes dropping the old entries safe. */
+static void replace_damaged(fk_shm *s, const map *m)
 {
-    if (!(expiry > 1.0))
-        return 1;
-    if (expiry >= 4294967295.0)
-        return 4294967295ULL;
-    uint64_t e = (uint64_t)expiry;
-    return (double)e < expiry ? e + 1 : e;   /* rounded up: an entry may live < 1 s longer, never shorter */
+    char err[160];
+    int lfd = creation_lock(s->path, err, sizeof err);
+    if (lfd < 0)
+        return;
+    struct stat st;
+    /* unless someone replaced it already */
+    if (stat(s->path, &st) != 0 || (st.st_dev == m->dev && st.st_ino == m->ino))
+        create_file(s->path, m->tab.capacity, err, sizeof err);
+    flock(lfd, LOCK_UN);
+    close(lfd);
+    atomic_store(&s->next_check_ns, 0);
 }
 
-static inline double seen_of(uint64_t st, uint64_t aux)
+static int insert(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen, int stop)
 {
-    return (double)EXP(st) - (double)(uint32_t)aux / SEEN_UNIT;
-}
-
-/* Does this slot hold `fp30/fp32` live (expiry > nows = floor(now))? 1 = yes (a READY slot sets *seen;
- * a BUSY one sets 0: present, time unknown). */
-static inline int holds(slot *sl, uint64_t fp30, uint64_t fp32, uint64_t nows, double *seen)
-{
-    for (;;) {
-        uint64_t st = atomic_load(&sl->state);
-        if (FP30(st) != fp30 || st == 0 || EXP(st) <= nows)
-            return 0;
-        if ((st & 3u) == PHASE_BUSY) {
-            *seen = 0;
-            return 1;
-        }
-        uint64_t aux = atomic_load(&sl->aux);
-        if (atomic_load(&sl->state) != st)
-            continue;   /* overwritten while we read it: look again */
-        if ((aux >> 32) != fp32)
-            return 0;
-        *seen = (uint32_t)aux == 0xffffffffu ? 0 : seen_of(st, aux);
-        return 1;
+    if (atomic_load_explicit(&s->closed, memory_order_relaxed))
+        return FK_RC_ERROR;
+    map *m = current(s);
+    if (m->cold && s->cold_start) {
+        double ctime = expiry - s->skew - 1.0;
+        if (now < m->created + s->skew && ctime < m->created)
+            return FK_RC_COLD;
     }
+    fk_tab_probe p;
+    fk_tab_probe_of(&m->tab, key, &p);
+    int damaged = 0;
+    if (lock_consistent(m, &damaged) != 0) {
+        if (damaged)
+            replace_damaged(s, m);
+        return FK_RC_ERROR;
+    }
+    int ret = fk_tab_insert(&m->tab, &p, expiry, now, first_seen, stop);
+    if (!stop)
+        unlock_table(m);
+    return ret;
 }
-
-static int insert(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen, int die);
 
 int fk_shm_insert(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen)
 {
     return insert(s, key, expiry, now, first_seen, 0);
 }
 
-int fk_shm_claim_only(fk_shm *s, const uint8_t key[16], double expiry, double now)
+int fk_shm_die_in_insert(fk_shm *s, const uint8_t key[16], double expiry, double now, int stage)
 {
     double first = 0;
-    return insert(s, key, expiry, now, &first, 1);
-}
-
-int fk_shm_insert_raced(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen)
-{
-    return insert(s, key, expiry, now, first_seen, 2);
-}
-
-static int insert(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen, int die)
-{
-    if (atomic_load_explicit(&s->closed, memory_order_relaxed))
-        return FK_RC_ERROR;
-    map *m = current(s);
-    lane *ln = &lanes(m)[s->lane];
-    if (m->cold && s->cold_start) {
-        double ctime = expiry - s->skew - 1.0;
-        if (now < m->created + s->skew && ctime < m->created)
-            return FK_RC_COLD;
-    }
-    uint64_t h = fk_sip16(m->seed, key);
-    uint64_t b1 = h & m->bmask, b2 = (h >> 32) & m->bmask;
-    if (b2 == b1)
-        b2 = b1 ^ 1;
-    slot *bk[2] = {m->slots + b1 * BUCKET_SLOTS, m->slots + b2 * BUCKET_SLOTS};
-    __builtin_prefetch(bk[0], 1);
-    __builtin_prefetch(bk[1], 1);
-    uint64_t k0, k1;
-    memcpy(&k0, key, 8);
-    memcpy(&k1, key + 8, 8);
-    uint64_t fp30 = (k0 >> 34) & 0x3fffffffu;
-    uint64_t fp32 = (uint32_t)k1 ^ (uint32_t)(k1 >> 32);
-    uint64_t es = exp_seconds(expiry);
-    /* expiries are whole seconds: expiry > now  <=>  expiry > floor(now) */
-    uint64_t nows = !(now > 0) ? 0 : now >= 4294967295.0 ? 4294967295ULL : (uint64_t)now;
-    double back = ((double)es - now) * SEEN_UNIT;
-    uint64_t aux = (fp32 << 32) | (back <= 0 ? 0 : back >= 4294967295.0 ? 0xffffffffu : (uint64_t)back);
-    uint64_t busy = (es << 32) | (fp30 << 2) | PHASE_BUSY;
-    uint64_t ready = (es << 32) | (fp30 << 2) | PHASE_READY;
-
-    for (int attempt = 0; attempt < CLAIM_RETRIES; attempt++) {
-        slot *cand[2] = {NULL, NULL};
-        uint64_t cstate[2] = {0, 0};
-        int nlive[2] = {0, 0};
-        for (int b = 0; b < 2; b++) {
-            for (int j = 0; j < BUCKET_SLOTS; j++) {
-                slot *sl = &bk[b][j];
-                uint64_t st = atomic_load_explicit(&sl->state, memory_order_acquire);
-                if (st == 0 || EXP(st) <= nows) {
-                    if (!cand[b]) {
-                        cand[b] = sl;
-                        cstate[b] = st;
-                    }
-                    continue;
-                }
-                nlive[b]++;
-                if (FP30(st) == fp30 && holds(sl, fp30, fp32, nows, first_seen)) {
-                    if (*first_seen == 0)
-                        atomic_fetch_add_explicit(&ln->busy, 1, memory_order_relaxed);
-                    atomic_fetch_add_explicit(&ln->hits, 1, memory_order_relaxed);
-                    return FK_RC_REPLAY;
-                }
-            }
-        }
-        int pick = !cand[0] ? 1 : !cand[1] ? 0 : nlive[1] < nlive[0];
-        slot *mine = cand[pick];
-        if (!mine) {
-            atomic_fetch_add_explicit(&ln->full, 1, memory_order_relaxed);
-            return FK_RC_FULL;
-        }
-        if (die == 2) {
-            /* tests only: another process inserts the same key into a different free slot between
-             * our scan and our claim (the interleaving the re-read after the claim exists for) */
-            die = 0;
-            for (int b = 0; b < 2; b++)
-                for (int j = 0; j < BUCKET_SLOTS; j++) {
-                    slot *sl = &bk[b][j];
-                    uint64_t st = atomic_load(&sl->state);
-                    if (sl != mine && (st == 0 || EXP(st) <= nows) && atomic_compare_exchange_strong(&sl->state, &st, busy)) {
-                        atomic_store(&sl->aux, aux);
-                        atomic_store(&sl->state, ready);
-                        goto raced;
-                    }
-                }
-        }
-    raced:;
-        uint64_t old = cstate[pick];
-        if (!atomic_compare_exchange_strong(&mine->state, &old, busy))
-            continue;   /* another process took it first: look again */
-        if (cstate[pick])
-            atomic_fetch_add_explicit(&ln->evictions, 1, memory_order_relaxed);
-        if (die)
-            return FK_RC_OK;
-        atomic_store_explicit(&mine->aux, aux, memory_order_release);   /* ordered after the claim */
-        atomic_store_explicit(&mine->state, ready, memory_order_release);
-        /* a concurrent insert of the same key that claimed before us is visible now */
-        for (int b = 0; b < 2; b++) {
-            for (int j = 0; j < BUCKET_SLOTS; j++) {
-                slot *sl = &bk[b][j];
-                if (sl != mine && holds(sl, fp30, fp32, nows, first_seen)) {
-                    atomic_fetch_add_explicit(&ln->hits, 1, memory_order_relaxed);
-                    return FK_RC_REPLAY;
-                }
-            }
-        }
-        atomic_fetch_add_explicit(&ln->inserts, 1, memory_order_relaxed);
-        return FK_RC_OK;
-    }
-    atomic_fetch_add_explicit(&ln->errors, 1, memory_order_relaxed);
-    return FK_RC_ERROR;
+    return insert(s, key, expiry, now, &first, stage < 1 ? 1 : stage > 5 ? 5 : stage);
 }
 
 int fk_shm_insert_cb(void *ctx, const uint8_t key[16], double expiry, double now, double *first_seen)
@@ -585,23 +662,19 @@ int fk_shm_insert_cb(void *ctx, const uint8_t key[16], double expiry, double now
 
 void fk_shm_stats_get(fk_shm *s, double now, fk_shm_stats *out)
 {
+    (void)now;
     memset(out, 0, sizeof *out);
     map *m = atomic_load_explicit(&s->cur, memory_order_acquire);
-    for (int i = 0; i < NLANES; i++) {
-        lane *l = &lanes(m)[i];
-        out->inserts += atomic_load_explicit(&l->inserts, memory_order_relaxed);
-        out->hits += atomic_load_explicit(&l->hits, memory_order_relaxed);
-        out->evictions += atomic_load_explicit(&l->evictions, memory_order_relaxed);
-        out->full += atomic_load_explicit(&l->full, memory_order_relaxed);
-        out->errors += atomic_load_explicit(&l->errors, memory_order_relaxed);
-        out->busy += atomic_load_explicit(&l->busy, memory_order_relaxed);
-    }
-    size_t n = (size_t)(m->bmask + 1) * BUCKET_SLOTS;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t st = atomic_load_explicit(&m->slots[i].state, memory_order_relaxed);
-        out->entries += st != 0 && (double)EXP(st) > now;
-    }
-    out->capacity = m->hdr->capacity;
-    out->slots = n;
+    const fk_tab_ctl *c = m->tab.ctl;
+    /* read without the lock: each counter is one aligned word, the set may be a few inserts apart */
+    out->inserts = __atomic_load_n(&c->inserts, __ATOMIC_RELAXED);
+    out->hits = __atomic_load_n(&c->hits, __ATOMIC_RELAXED);
+    out->evictions = __atomic_load_n(&c->evictions, __ATOMIC_RELAXED);
+    out->full = __atomic_load_n(&c->full, __ATOMIC_RELAXED);
+    out->entries = __atomic_load_n(&c->ring_pos, __ATOMIC_RELAXED) >> 32;
+    out->errors = atomic_load_explicit(&m->sh->errors, memory_order_relaxed);
+    out->recoveries = atomic_load_explicit(&m->sh->recoveries, memory_order_relaxed);
+    out->capacity = m->tab.capacity;
+    out->slots = m->tab.nb * FK_TAB_BUCKET;
     out->remaps = atomic_load(&s->remaps);
 }

@@ -25,6 +25,7 @@ SPN = "HTTP/api.example.test@EXAMPLE.TEST"
 NOW = 1_800_000_000.0
 CTX = mp.get_context("spawn")
 HEADER = 4096
+LOCK_OFFSET = 256   # native/shm.c: the lock word
 
 
 def keys(n: int, seed: int = 1) -> list[bytes]:
@@ -80,7 +81,7 @@ def _insert_worker(path: str, n: int, seed: int, barrier: Any, out: Any) -> None
 
 
 def _hammer_worker(path: str, n: int, seed: int, ready: Any) -> None:
-    c = ShmReplayCache(path, 1 << 18, 300.0, False)
+    c = ShmReplayCache(path, 1 << 19, 300.0, False)
     ks = keys(n, seed)
     ready.set()
     for k in ks:
@@ -169,7 +170,7 @@ def test_sigkill_mid_run_then_restart_still_rejects(tmp_path: Path, kt: Keytab, 
 def test_sigkill_mid_insert_never_corrupts_or_lets_a_replay_through(tmp_path: Path) -> None:
     for round_ in range(3):
         path = str(tmp_path / f"k{round_}")
-        started = ShmReplayCache(path, 1 << 18).started
+        started = ShmReplayCache(path, 1 << 19).started
         ready = CTX.Event()
         p = CTX.Process(target=_hammer_worker, args=(path, 400_000, round_, ready))
         p.start()
@@ -178,10 +179,10 @@ def test_sigkill_mid_insert_never_corrupts_or_lets_a_replay_through(tmp_path: Pa
         os.kill(p.pid, signal.SIGKILL)  # type: ignore[arg-type]
         p.join(10)
         assert p.exitcode == -signal.SIGKILL
-        c = ShmReplayCache(path, 1 << 18, 300.0, False)
+        c = ShmReplayCache(path, 1 << 19, 300.0, False)
         assert not c.created and c.started == started, "a killed writer must not make the file look damaged"
         # the killed process inserted keys in order: a prefix of them is present, the rest are not;
-        # the key in flight may be either (a BUSY slot counts as present)
+        # the key in flight may be either (kept if its insert committed, dropped if not)
         res = "".join("R" if not c.insert(k, NOW + 300, NOW + 1)[0] else "F" for k in keys(400_000, round_))
         assert re.fullmatch(r"R+F+", res), res[:80]
 
@@ -212,38 +213,89 @@ def test_insert_expiry_first_seen_and_reopen(tmp_path: Path) -> None:
     assert st["entries"] == 2 and st["inserts"] == 3 and st["hits"] == 4 and st["evictions"] >= 1
 
 
-def test_busy_slot_of_a_dead_writer_counts_as_present_until_it_expires(tmp_path: Path) -> None:
-    c = ShmReplayCache(str(tmp_path / "rc"), 1000, 300.0, False)
-    k, other = keys(2, seed=9)
-    c._claim_only(k, NOW + 100, NOW)
-    assert c.insert(k, NOW + 100, NOW + 1) == (False, None)
-    assert c.insert(other, NOW + 100, NOW + 1) == (True, None)
-    assert c.stats(now=NOW + 1)["busy"] == 1
-    assert c.insert(k, NOW + 500, NOW + 100) == (True, None)
+def _die_inside_lock_worker(path: str, stage: int, stop: bool) -> None:
+    c = ShmReplayCache(path, 1000, 300.0, False)
+    for k in keys(50, seed=30):
+        assert c.insert(k, NOW + 300, NOW) == (True, None)
+    c._die_in_insert(keys(1, seed=31)[0], NOW + 300, NOW, stage)
+    if stop:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    os._exit(0)   # holding the lock, as SIGKILL inside the insert would leave it
 
 
-def test_concurrent_insert_between_scan_and_claim_is_a_replay(tmp_path: Path) -> None:
-    """Two inserts of one key that chose different slots: the later claim re-reads and yields."""
-    c = ShmReplayCache(str(tmp_path / "rc"), 1000, 300.0, False)
-    for i, k in enumerate(keys(50, seed=12)):
-        assert c._insert_raced(k, NOW + 300, NOW) == (False, pytest.approx(NOW, abs=1e-4)), i
-        assert c.insert(k, NOW + 300, NOW)[0] is False
+@pytest.mark.parametrize("stage", [1, 2, 3, 4, 5])
+def test_writer_dead_inside_the_lock_is_recovered_at_every_stage(tmp_path: Path, stage: int) -> None:
+    """A process dies holding the lock at each point of an insert: the next process takes the lock over,
+    re-derives the table, keeps every committed entry (stage 5: the dead insert had committed) and
+    drops the uncommitted one."""
+    path = str(tmp_path / "rc")
+    p = CTX.Process(target=_die_inside_lock_worker, args=(path, stage, False))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    c = ShmReplayCache(path, 1000, 300.0, False)   # opening takes the lock over and rebuilds
+    assert not c.created
+    st = c.stats(now=NOW + 1)
+    assert st["recoveries"] == 1 and st["entries"] == 50 + (stage == 5)
+    assert all(c.insert(k, NOW + 300, NOW + 1)[0] is False for k in keys(50, seed=30))
+    k = keys(1, seed=31)[0]
+    assert c.insert(k, NOW + 300, NOW + 1) == ((False, NOW) if stage == 5 else (True, None))
+    assert c.insert(k, NOW + 300, NOW + 2)[0] is False
+
+
+def test_wedged_lock_fails_closed_then_the_table_is_replaced(tmp_path: Path) -> None:
+    """An owner stopped inside the lock (SIGSTOP, a debugger) holds it: after 2 s the waiter fails closed
+    and replaces the table; every process moves to the new one, under the cold-start rule."""
+    path = str(tmp_path / "rc")
+    c = ShmReplayCache(path, 1000, 300.0, True)
+    old_started = c.started
+    p = CTX.Process(target=_die_inside_lock_worker, args=(path, 3, True))
+    p.start()
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        with pytest.raises(ReplayCacheUnavailable):
+            c.insert(keys(1, seed=32)[0], NOW + 300, NOW)
+        assert 1.5 < time.monotonic() - t0 < 15, "wait about 2 s for a wedged lock, then fail closed"
+        assert c.stats(now=NOW)["errors"] == 1
+        t = time.time() + 1
+        assert c.insert(keys(1, seed=34)[0], t + 300, t) == (True, None)   # the new table
+        assert c.started > old_started and c.stats(now=t)["remaps"] == 1
+        with pytest.raises(ReplayCacheUnavailable) as ei:   # made before the new table: cold start
+            c.insert(keys(1, seed=35)[0], t - 10 + 301, t)
+        assert ei.value.details["reason"] == "cold_start"
+    finally:
+        p.kill()
+        p.join(10)
+
+
+def test_lock_of_a_reused_pid_is_taken_over(tmp_path: Path) -> None:
+    """The lock word names pid 1 with another start time: pid 1 lives, but it is not the owner."""
+    path = str(tmp_path / "rc")
+    c = ShmReplayCache(path, 1000, 300.0, False)
+    assert c.insert(keys(1, seed=33)[0], NOW + 300, NOW) == (True, None)
+    _corrupt(path, LOCK_OFFSET, struct.pack("<Q", 1 | (0xFFFFFFF0 << 32)))
+    assert c.insert(keys(2, seed=33)[1], NOW + 300, NOW) == (True, None)
+    assert c.insert(keys(1, seed=33)[0], NOW + 300, NOW)[0] is False
+    assert c.stats(now=NOW)["recoveries"] == 1
 
 
 def test_full_fails_closed_then_expiry_frees_room(tmp_path: Path) -> None:
-    c = ShmReplayCache(str(tmp_path / "rc"), 16, 300.0, False)   # 64 buckets of 4 slots
-    ks = keys(400, seed=4)
-    n = 0
+    c = ShmReplayCache(str(tmp_path / "rc"), 16, 300.0, False)
+    ks = keys(40, seed=4)
+    assert all(c.insert(k, NOW + 50, NOW) == (True, None) for k in ks[:16])
     with pytest.raises(ReplayCacheUnavailable) as ei:
-        for n, k in enumerate(ks):  # noqa: B007
-            c.insert(k, NOW + 50, NOW)
+        c.insert(ks[16], NOW + 50, NOW)
     assert "full" in ei.value.cause and ei.value.details["reason"] == "full"
-    assert 64 < n <= 256
     # every accepted key is still recognised while live, even when full
-    assert all(not c.insert(k, NOW + 50, NOW + 1)[0] for k in ks[:n])
-    assert c.stats(now=NOW)["full"] >= 1
-    # expired slots are overwritten: room again without any sweep
-    assert all(c.insert(k, NOW + 400, NOW + 50)[0] for k in ks[n:n + 60])
+    assert all(not c.insert(k, NOW + 50, NOW + 1)[0] for k in ks[:16])
+    assert c.stats(now=NOW)["full"] == 1
+    # expired entries leave at the next insert: room again without any sweep
+    assert all(c.insert(k, NOW + 400, NOW + 50)[0] for k in ks[16:32])
+    assert c.stats(now=NOW + 50)["entries"] == 16
 
 
 def _corrupt(path: str, offset: int, data: bytes) -> None:
@@ -252,7 +304,7 @@ def _corrupt(path: str, offset: int, data: bytes) -> None:
         f.write(data)
 
 
-@pytest.mark.parametrize("damage", ["header", "version", "slots", "truncated", "garbage"])
+@pytest.mark.parametrize("damage", ["header", "version", "tags", "truncated", "garbage"])
 def test_damaged_file_is_recreated_and_cold_start_applies(tmp_path: Path, kt: Keytab, damage: str) -> None:
     path = str(tmp_path / "rc")
     c = ShmReplayCache(path, 1000, 300.0, False)
@@ -264,8 +316,8 @@ def test_damaged_file_is_recreated_and_cold_start_applies(tmp_path: Path, kt: Ke
         _corrupt(path, 40, b"\x01")             # inside the seed: checksum fails
     elif damage == "version":
         _corrupt(path, 8, struct.pack("<I", 99))
-    elif damage == "slots":
-        _corrupt(path, HEADER + 4096, b"\xff" * 64)
+    elif damage == "tags":
+        _corrupt(path, HEADER, b"\x07" * 64)   # the first bucket's tags: more held than the ring holds
     elif damage == "truncated":
         os.truncate(path, HEADER + 100)
     else:
@@ -317,7 +369,7 @@ def test_opening_while_others_insert_never_replaces_the_table(tmp_path: Path) ->
     Regression: the open-time scan read a slot's state (EMPTY), then its second word after another
     process had claimed the slot and written it, and took the pair for damage (CI, 2026-11-28)."""
     path = str(tmp_path / "rc")
-    first = ShmReplayCache(path, 1 << 18, 300.0, False)
+    first = ShmReplayCache(path, 1 << 20, 300.0, False)
     ready = CTX.Event()
     ps = [CTX.Process(target=_hammer_worker, args=(path, 400_000, 20 + i, ready)) for i in range(2)]
     for p in ps:
