@@ -8,7 +8,7 @@ cdef extern from "shm.h":
     ctypedef struct fk_shm:
         pass
     ctypedef struct fk_shm_stats:
-        uint64_t inserts, hits, evictions, full, errors, recoveries, entries, capacity, slots, remaps
+        uint64_t inserts, hits, evictions, full, errors, recoveries, entries, capacity, slots, shards, remaps
     fk_shm *fk_shm_open(const char *path, size_t capacity, double skew, int cold_start, char *err,
                         size_t errlen) nogil
     void fk_shm_close(fk_shm *s)
@@ -171,7 +171,7 @@ cdef class ShmReplayCache(NativeReplayBackend):
             fk_shm_stats_get(self.shm, t, &st)
         return {"entries": st.entries, "inserts": st.inserts, "hits": st.hits, "evictions": st.evictions,
                 "capacity": st.capacity, "full": st.full, "errors": st.errors, "recoveries": st.recoveries,
-                "slots": st.slots, "remaps": st.remaps}
+                "slots": st.slots, "shards": st.shards, "remaps": st.remaps}
 
     def close(self):
         """Later inserts fail closed; the mapping is released when the last reference goes."""

@@ -40,7 +40,11 @@ static inline uint64_t nslots(const fk_tab *t)
 
 void fk_tab_probe_of(const fk_tab *t, const uint8_t key[16], fk_tab_probe *p)
 {
-    uint64_t h = fk_sip16(t->seed, key);
+    fk_tab_probe_hashed(t, fk_sip16(t->seed, key), key, p);
+}
+
+void fk_tab_probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p)
+{
     /* two buckets from the two halves (multiply-shift onto [0, nb): each takes its half's high bits);
      * the tag from a multiplicative mix of all 64, so keys sharing a bucket do not share tag bits */
     p->b[0] = ((h & 0xffffffffu) * t->nb) >> 32;
@@ -137,6 +141,10 @@ static void expire(fk_tab *t, double now)
     /* the slot the next pop will free: its tag line, ahead of time */
     if (count)
         __builtin_prefetch(&t->tags[t->ring[head].slot], 1);
+    /* and the ring a few lines past its head and tail: with many rings (shm shards) the hardware
+     * does not follow every stream */
+    __builtin_prefetch(&t->ring[(head + 16) % t->capacity], 0);
+    __builtin_prefetch(&t->ring[(head + count + 8) % t->capacity], 1);
 }
 
 uint64_t fk_tab_count(const fk_tab *t)

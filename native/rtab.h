@@ -2,7 +2,7 @@
  * memory, the shared one (shm.c) in a memory-mapped file. The caller holds its lock around every call
  * but fk_tab_probe.
  *
- * Three arrays and a control block:
+ * Three arrays and a control block (shm.c keeps several such tables, shards, one lock each):
  * - tags: 16 bits per slot, 32 slots per bucket (one cache line); a key may sit in either of two buckets
  *   chosen by keyed SipHash ("two choices"). At 10^6 live entries they take 2.6 MB, small enough to stay
  *   in the caches, so a fresh key is told from every held one without touching the large arrays: a tag
@@ -67,6 +67,8 @@ typedef struct fk_tab_probe {
 /* Buckets for a capacity (slots = 32 * buckets, 1.3 per live entry). */
 uint64_t fk_tab_buckets(uint64_t capacity);
 void fk_tab_probe_of(const fk_tab *t, const uint8_t key[16], fk_tab_probe *p);
+/* The same from the key's fk_sip16 under t->seed, computed by the caller (shm.c picks a shard with it). */
+void fk_tab_probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p);
 
 /* FK_RC_OK, FK_RC_REPLAY (*first_seen set) or FK_RC_FULL. `stop` is for crash tests only: 0 runs the
  * whole insert; 1..5 stop before the record write, the ring write, the tag write, the commit, or after

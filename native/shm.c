@@ -23,8 +23,10 @@
 #define HEADER_SIZE 4096
 #define PAGE 4096
 #define CHECKED_BYTES 96              /* the header fields the checksum covers */
-#define LOCK_OFFSET 256
-#define CTL_OFFSET 512
+#define SHARED_OFFSET 256
+#define SHARD_BLOCK 512               /* per shard, after the header: its lock word and control block */
+#define MAX_SHARDS 64
+#define SHARD_MIN 65536               /* live entries a shard is made for, at least (but for one shard) */
 #define CHECK_INTERVAL_NS 1000000000LL
 #define LOCK_TIMEOUT_NS 2000000000LL  /* a lock is held for ~100 ns; a preempted owner runs again within ms */
 #define OWNER_CHECK_NS 1000000LL      /* how often a waiter asks whether the owner still lives */
@@ -33,25 +35,31 @@ typedef struct header {
     uint64_t magic;
     uint32_t version, header_size;
     uint32_t rec_size, bucket_slots;
-    uint64_t nbuckets;
-    uint64_t capacity;                /* live entries it was sized for (the ring's size) */
+    uint64_t nbuckets;                /* per shard */
+    uint64_t capacity;                /* live entries it was sized for */
     uint64_t file_size;
     uint64_t seed[2];
     double created;
     uint64_t pidns;                   /* the creator's pid namespace (lock owners are judged by pid) */
-    uint64_t reserved[2];
+    uint64_t shards;                  /* tables, one lock each, a key's shard picked by its hash */
+    uint64_t shard_capacity;          /* each shard's ring */
     uint64_t check;                   /* keyed hash of the CHECKED_BYTES above: a damaged header is seen */
 } header;
 
-typedef struct shared {               /* at LOCK_OFFSET: one cache line */
-    _Atomic uint64_t lock;            /* 0, or the owner: pid | start time << 32 */
+typedef struct shared {               /* at SHARED_OFFSET: one cache line */
     _Atomic uint64_t foreign;         /* set once a process of another pid namespace opened the file */
     _Atomic uint64_t errors, recoveries;
 } shared;
 
+typedef struct shard_blk {
+    _Atomic uint64_t lock;            /* 0, or the owner: pid | start time << 32 */
+    uint64_t pad[7];                  /* the lock word alone on its cache line */
+    fk_tab_ctl ctl;
+} shard_blk;
+
 _Static_assert(sizeof(header) == CHECKED_BYTES + 8, "header layout");
-_Static_assert(LOCK_OFFSET >= sizeof(header) && CTL_OFFSET >= LOCK_OFFSET + 64, "header areas");
-_Static_assert(CTL_OFFSET + sizeof(fk_tab_ctl) <= HEADER_SIZE, "control block fits the header");
+_Static_assert(SHARED_OFFSET >= sizeof(header) && SHARED_OFFSET + sizeof(shared) <= HEADER_SIZE, "header areas");
+_Static_assert(sizeof(shard_blk) <= SHARD_BLOCK, "a shard's block");
 
 typedef struct geometry {
     size_t tags, recs, ring, size;    /* offsets and the file size */
@@ -62,7 +70,9 @@ typedef struct map {
     size_t size;
     header *hdr;
     shared *sh;
-    fk_tab tab;
+    uint64_t shards;
+    unsigned shard_shift;             /* 64 - log2(shards) */
+    fk_tab *tabs;                     /* one per shard */
     double created;
     dev_t dev;
     ino_t ino;
@@ -119,15 +129,35 @@ static size_t page_up(size_t n)
     return (n + PAGE - 1) & ~(size_t)(PAGE - 1);
 }
 
-static geometry geometry_of(uint64_t nbuckets, uint64_t capacity)
+/* Shards: as many as keep SHARD_MIN live entries each, up to MAX_SHARDS, so that a process holds one
+ * of many locks; each is made 5% (+64) larger than its share, as keys spread over shards unevenly. */
+static uint64_t shards_for(uint64_t capacity)
+{
+    uint64_t n = 1;
+    while (n < MAX_SHARDS && capacity / (2 * n) >= SHARD_MIN)
+        n *= 2;
+    return n;
+}
+
+static uint64_t shard_capacity_for(uint64_t capacity, uint64_t shards)
+{
+    return shards == 1 ? capacity : (capacity + shards - 1) / shards * 21 / 20 + 64;
+}
+
+static geometry geometry_of(uint64_t shards, uint64_t nbuckets, uint64_t shard_capacity)
 {
     geometry g;
-    uint64_t slots = nbuckets * FK_TAB_BUCKET;
-    g.tags = HEADER_SIZE;
+    uint64_t slots = shards * nbuckets * FK_TAB_BUCKET;
+    g.tags = page_up(HEADER_SIZE + (size_t)shards * SHARD_BLOCK);
     g.recs = g.tags + page_up((size_t)slots * sizeof(uint16_t));
     g.ring = g.recs + page_up((size_t)slots * sizeof(fk_tab_rec));
-    g.size = g.ring + page_up((size_t)capacity * sizeof(fk_tab_ring));
+    g.size = g.ring + page_up((size_t)(shards * shard_capacity) * sizeof(fk_tab_ring));
     return g;
+}
+
+static shard_blk *block(const map *m, uint64_t i)
+{
+    return (shard_blk *)(m->base + HEADER_SIZE + i * SHARD_BLOCK);
 }
 
 /* -- the lock ---------------------------------------------------------------------------------------- */
@@ -220,16 +250,17 @@ enum { LOCKED = 0, LOCKED_AFTER_DEATH = 1, LOCK_WEDGED = 2 };
 /* Spins briefly, then yields; every millisecond asks whether the owner is gone and takes the lock over
  * if so. One owner holding it for LOCK_TIMEOUT_NS (stopped, or dead where that cannot be told) wedges
  * the table: the caller replaces it. */
-static int lock_table(const map *m)
+static int lock_table(const map *m, uint64_t shard)
 {
+    _Atomic uint64_t *lk = &block(m, shard)->lock;
     uint64_t id = my_id(), cur = 0;
-    if (atomic_compare_exchange_strong(&m->sh->lock, &cur, id))
+    if (atomic_compare_exchange_strong(lk, &cur, id))
         return LOCKED;
     uint64_t holder = 0;
     int64_t since = 0, next_check = 0;
     for (unsigned spins = 0;; spins++) {
-        cur = atomic_load_explicit(&m->sh->lock, memory_order_relaxed);
-        if (cur == 0 && atomic_compare_exchange_strong(&m->sh->lock, &cur, id))
+        cur = atomic_load_explicit(lk, memory_order_relaxed);
+        if (cur == 0 && atomic_compare_exchange_strong(lk, &cur, id))
             return LOCKED;
         if (spins < 100) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -248,7 +279,7 @@ static int lock_table(const map *m)
         }
         if (t >= next_check) {
             next_check = t + OWNER_CHECK_NS;
-            if (owner_gone(m, cur) && atomic_compare_exchange_strong(&m->sh->lock, &cur, id))
+            if (owner_gone(m, cur) && atomic_compare_exchange_strong(lk, &cur, id))
                 return LOCKED_AFTER_DEATH;
         }
         if (t - since > LOCK_TIMEOUT_NS)
@@ -256,17 +287,17 @@ static int lock_table(const map *m)
     }
 }
 
-static void unlock_table(const map *m)
+static void unlock_table(const map *m, uint64_t shard)
 {
-    atomic_store_explicit(&m->sh->lock, 0, memory_order_release);
+    atomic_store_explicit(&block(m, shard)->lock, 0, memory_order_release);
 }
 
 /* Locks the table; after a dead owner, first makes it consistent again. 0, or FK_RC_ERROR with
  * *damaged set: wedged, or contradicting itself (then unlocked): the caller must replace the file. */
-static int lock_consistent(const map *m, int *damaged)
+static int lock_consistent(const map *m, uint64_t shard, int *damaged)
 {
     *damaged = 0;
-    int r = lock_table(m);
+    int r = lock_table(m, shard);
     if (r == LOCK_WEDGED) {
         atomic_fetch_add_explicit(&m->sh->errors, 1, memory_order_relaxed);
         *damaged = 1;
@@ -274,8 +305,8 @@ static int lock_consistent(const map *m, int *damaged)
     }
     if (r == LOCKED_AFTER_DEATH) {
         atomic_fetch_add_explicit(&m->sh->recoveries, 1, memory_order_relaxed);
-        if (fk_tab_rebuild((fk_tab *)&m->tab) != 0) {
-            unlock_table(m);
+        if (fk_tab_rebuild(&m->tabs[shard]) != 0) {
+            unlock_table(m, shard);
             *damaged = 1;
             return FK_RC_ERROR;
         }
@@ -300,8 +331,10 @@ static int try_map(int fd, map **out, char *err, size_t errlen)
         return MAP_INVALID;
     if (h.magic != MAGIC || h.version != FK_SHM_VERSION || h.header_size != HEADER_SIZE ||
         h.rec_size != sizeof(fk_tab_rec) || h.bucket_slots != FK_TAB_BUCKET || h.capacity < 1 ||
-        h.capacity > FK_TAB_MAX_CAPACITY || h.nbuckets != fk_tab_buckets(h.capacity) ||
-        h.file_size != geometry_of(h.nbuckets, h.capacity).size || (uint64_t)st.st_size != h.file_size ||
+        h.capacity > FK_TAB_MAX_CAPACITY || h.shards != shards_for(h.capacity) ||
+        h.shard_capacity != shard_capacity_for(h.capacity, h.shards) ||
+        h.nbuckets != fk_tab_buckets(h.shard_capacity) ||
+        h.file_size != geometry_of(h.shards, h.nbuckets, h.shard_capacity).size || (uint64_t)st.st_size != h.file_size ||
         !(h.created > 0) || header_check(&h) != h.check)
         return MAP_INVALID;
     uint8_t *base = mmap(NULL, h.file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -319,36 +352,54 @@ static int try_map(int fd, map **out, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return MAP_SYSERR;
     }
-    geometry g = geometry_of(h.nbuckets, h.capacity);
+    geometry g = geometry_of(h.shards, h.nbuckets, h.shard_capacity);
+    m->tabs = calloc(h.shards, sizeof *m->tabs);
+    if (!m->tabs) {
+        munmap(base, h.file_size);
+        free(m);
+        snprintf(err, errlen, "out of memory");
+        return MAP_SYSERR;
+    }
     m->base = base;
     m->size = h.file_size;
     m->hdr = (header *)base;
-    m->sh = (shared *)(base + LOCK_OFFSET);
-    m->tab.tags = (uint16_t *)(base + g.tags);
-    m->tab.recs = (fk_tab_rec *)(base + g.recs);
-    m->tab.ring = (fk_tab_ring *)(base + g.ring);
-    m->tab.ctl = (fk_tab_ctl *)(base + CTL_OFFSET);
-    m->tab.nb = h.nbuckets;
-    m->tab.capacity = h.capacity;
-    m->tab.seed[0] = h.seed[0];
-    m->tab.seed[1] = h.seed[1];
+    m->sh = (shared *)(base + SHARED_OFFSET);
+    m->shards = h.shards;
+    m->shard_shift = 64;
+    for (uint64_t n = h.shards; n > 1; n >>= 1)
+        m->shard_shift--;
+    uint64_t shard_slots = h.nbuckets * FK_TAB_BUCKET;
+    for (uint64_t i = 0; i < h.shards; i++) {
+        fk_tab *t = &m->tabs[i];
+        t->tags = (uint16_t *)(base + g.tags) + i * shard_slots;
+        t->recs = (fk_tab_rec *)(base + g.recs) + i * shard_slots;
+        t->ring = (fk_tab_ring *)(base + g.ring) + i * h.shard_capacity;
+        t->ctl = &block(m, i)->ctl;
+        t->nb = h.nbuckets;
+        t->capacity = h.shard_capacity;
+        t->seed[0] = h.seed[0];
+        t->seed[1] = h.seed[1];
+    }
     m->created = h.created;
     m->dev = st.st_dev;
     m->ino = st.st_ino;
     /* a process of another pid namespace cannot judge lock owners by pid, nor be judged: from now on
-     * nobody takes over a lock, a stuck one times out (fails closed) instead */
+     * nobody takes over a lock; one held for LOCK_TIMEOUT_NS wedges the table (it is replaced) */
     if (h.pidns != pidns())
         atomic_store(&m->sh->foreign, 1);
-    /* the table must agree with itself (a damaged file is replaced); under the lock, since other
-     * processes may be inserting */
-    int damaged = 0;
-    int r = lock_consistent(m, &damaged);
-    if (r == 0) {
-        damaged = fk_tab_verify(&m->tab) != 0;
-        unlock_table(m);
+    /* the table must agree with itself (a damaged file is replaced); each shard under its lock, since
+     * other processes may be inserting */
+    int damaged = 0, r = 0;
+    for (uint64_t i = 0; i < m->shards && !r && !damaged; i++) {
+        r = lock_consistent(m, i, &damaged);
+        if (r == 0) {
+            damaged = fk_tab_verify(&m->tabs[i]) != 0;
+            unlock_table(m, i);
+        }
     }
     if (r != 0 || damaged) {
         munmap(base, h.file_size);
+        free(m->tabs);
         free(m);
         return MAP_INVALID;   /* wedged or damaged: replaced */
     }
@@ -385,8 +436,10 @@ static int create_file(const char *path, size_t capacity, char *err, size_t errl
     h.rec_size = sizeof(fk_tab_rec);
     h.bucket_slots = FK_TAB_BUCKET;
     h.capacity = capacity;
-    h.nbuckets = fk_tab_buckets(capacity);
-    h.file_size = geometry_of(h.nbuckets, h.capacity).size;
+    h.shards = shards_for(capacity);
+    h.shard_capacity = shard_capacity_for(capacity, h.shards);
+    h.nbuckets = fk_tab_buckets(h.shard_capacity);
+    h.file_size = geometry_of(h.shards, h.nbuckets, h.shard_capacity).size;
     h.created = wall();
     h.pidns = pidns();
     int rc = -1;
@@ -504,6 +557,7 @@ static void unmap(map *m)
     while (m) {
         map *o = m->older;
         munmap(m->base, m->size);
+        free(m->tabs);
         free(m);
         m = o;
     }
@@ -614,7 +668,7 @@ static void replace_damaged(fk_shm *s, const map *m)
     struct stat st;
     /* unless someone replaced it already */
     if (stat(s->path, &st) != 0 || (st.st_dev == m->dev && st.st_ino == m->ino))
-        create_file(s->path, m->tab.capacity, err, sizeof err);
+        create_file(s->path, m->hdr->capacity, err, sizeof err);
     flock(lfd, LOCK_UN);
     close(lfd);
     atomic_store(&s->next_check_ns, 0);
@@ -630,17 +684,20 @@ static int insert(fk_shm *s, const uint8_t key[16], double expiry, double now, d
         if (now < m->created + s->skew && ctime < m->created)
             return FK_RC_COLD;
     }
+    uint64_t h = fk_sip16(m->tabs[0].seed, key);
+    /* the shard from a mix of all 64 bits (the buckets inside it take each half's high bits) */
+    uint64_t shard = m->shards == 1 ? 0 : (h * 0xd6e8feb86659fd93ULL) >> m->shard_shift;
     fk_tab_probe p;
-    fk_tab_probe_of(&m->tab, key, &p);
+    fk_tab_probe_hashed(&m->tabs[shard], h, key, &p);
     int damaged = 0;
-    if (lock_consistent(m, &damaged) != 0) {
+    if (lock_consistent(m, shard, &damaged) != 0) {
         if (damaged)
             replace_damaged(s, m);
         return FK_RC_ERROR;
     }
-    int ret = fk_tab_insert(&m->tab, &p, expiry, now, first_seen, stop);
+    int ret = fk_tab_insert(&m->tabs[shard], &p, expiry, now, first_seen, stop);
     if (!stop)
-        unlock_table(m);
+        unlock_table(m, shard);
     return ret;
 }
 
@@ -665,16 +722,18 @@ void fk_shm_stats_get(fk_shm *s, double now, fk_shm_stats *out)
     (void)now;
     memset(out, 0, sizeof *out);
     map *m = atomic_load_explicit(&s->cur, memory_order_acquire);
-    const fk_tab_ctl *c = m->tab.ctl;
-    /* read without the lock: each counter is one aligned word, the set may be a few inserts apart */
-    out->inserts = __atomic_load_n(&c->inserts, __ATOMIC_RELAXED);
-    out->hits = __atomic_load_n(&c->hits, __ATOMIC_RELAXED);
-    out->evictions = __atomic_load_n(&c->evictions, __ATOMIC_RELAXED);
-    out->full = __atomic_load_n(&c->full, __ATOMIC_RELAXED);
-    out->entries = __atomic_load_n(&c->ring_pos, __ATOMIC_RELAXED) >> 32;
+    for (uint64_t i = 0; i < m->shards; i++) {
+        const fk_tab_ctl *c = m->tabs[i].ctl;
+        out->inserts += __atomic_load_n(&c->inserts, __ATOMIC_RELAXED);
+        out->hits += __atomic_load_n(&c->hits, __ATOMIC_RELAXED);
+        out->evictions += __atomic_load_n(&c->evictions, __ATOMIC_RELAXED);
+        out->full += __atomic_load_n(&c->full, __ATOMIC_RELAXED);
+        out->entries += __atomic_load_n(&c->ring_pos, __ATOMIC_RELAXED) >> 32;
+    }
     out->errors = atomic_load_explicit(&m->sh->errors, memory_order_relaxed);
     out->recoveries = atomic_load_explicit(&m->sh->recoveries, memory_order_relaxed);
-    out->capacity = m->tab.capacity;
-    out->slots = m->tab.nb * FK_TAB_BUCKET;
+    out->capacity = m->hdr->capacity;
+    out->slots = m->shards * m->tabs[0].nb * FK_TAB_BUCKET;
+    out->shards = m->shards;
     out->remaps = atomic_load(&s->remaps);
 }

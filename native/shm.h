@@ -2,16 +2,20 @@
  * that opens the same path (the workers of a sidecar), surviving the restart of all of them.
  *
  * Layout: a 4 KiB header (magic, version, geometry, hash seed, creation time and a checksum of those;
- * then the lock word, the table's control block and counters), then the three arrays of the replay
- * table (rtab.h: tags, records, ring), each page-aligned. The insert is the in-process cache's
- * (rtab.c), under one lock in the file.
+ * then shared counters), one 512-byte block per shard (its lock word and its table's control block),
+ * then the three arrays of the replay table (rtab.h: tags, records, ring), each page-aligned and cut
+ * into shards. A key's shard is picked by its keyed hash; the insert is the in-process cache's
+ * (rtab.c) under that shard's lock. Shards keep at least 65,536 live entries each, up to 64 of them
+ * (at 10^6 entries: 8 locks), so no lock is global and processes rarely meet on one; each is sized 5%
+ * (+64) over its share of the capacity, as keys spread unevenly (so a sharded table holds at least
+ * `capacity`, and refuses at a little more).
  *
- * The lock is a word holding its owner's identity (pid and start time, so a reused pid is told apart).
+ * A lock is a word holding its owner's identity (pid and start time, so a reused pid is told apart).
  * A process killed inside the lock leaves it held: a waiter that finds the owner gone (no such process,
  * a zombie, or another process under that pid) takes it over and re-derives the tags from the ring and
  * the records (fk_tab_rebuild), which a crash at any point leaves consistent: the insert the dead
  * process was making is kept whole if it had committed (its answer may have been given) and dropped
- * otherwise. A lock one owner holds for 2 s (stopped, or dead in another pid namespace, where that
+ * otherwise. A lock that one owner holds for 2 s (stopped, or dead in another pid namespace, where that
  * cannot be told) wedges the table: the waiter fails closed and replaces the file, as for damage (the
  * cold-start rule makes the loss of its entries safe).
  *
@@ -36,7 +40,7 @@ typedef struct fk_shm fk_shm;
 typedef struct fk_shm_stats {
     uint64_t inserts, hits, evictions, full, errors, recoveries;   /* since the file was created, all processes */
     uint64_t entries;                                               /* held now (live or not yet popped) */
-    uint64_t capacity, slots, remaps;
+    uint64_t capacity, slots, shards, remaps;
 } fk_shm_stats;
 
 /* Opens (or creates) the table at `path` sized for `capacity` live entries; an existing valid file keeps

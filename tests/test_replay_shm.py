@@ -25,7 +25,7 @@ SPN = "HTTP/api.example.test@EXAMPLE.TEST"
 NOW = 1_800_000_000.0
 CTX = mp.get_context("spawn")
 HEADER = 4096
-LOCK_OFFSET = 256   # native/shm.c: the lock word
+LOCK_OFFSET = 4096   # native/shm.c: shard 0's lock word (one shard below 131,072 entries)
 
 
 def keys(n: int, seed: int = 1) -> list[bytes]:
@@ -213,8 +213,8 @@ def test_insert_expiry_first_seen_and_reopen(tmp_path: Path) -> None:
     assert st["entries"] == 2 and st["inserts"] == 3 and st["hits"] == 4 and st["evictions"] >= 1
 
 
-def _die_inside_lock_worker(path: str, stage: int, stop: bool) -> None:
-    c = ShmReplayCache(path, 1000, 300.0, False)
+def _die_inside_lock_worker(path: str, stage: int, stop: bool, capacity: int = 1000) -> None:
+    c = ShmReplayCache(path, capacity, 300.0, False)
     for k in keys(50, seed=30):
         assert c.insert(k, NOW + 300, NOW) == (True, None)
     c._die_in_insert(keys(1, seed=31)[0], NOW + 300, NOW, stage)
@@ -223,20 +223,22 @@ def _die_inside_lock_worker(path: str, stage: int, stop: bool) -> None:
     os._exit(0)   # holding the lock, as SIGKILL inside the insert would leave it
 
 
-@pytest.mark.parametrize("stage", [1, 2, 3, 4, 5])
-def test_writer_dead_inside_the_lock_is_recovered_at_every_stage(tmp_path: Path, stage: int) -> None:
-    """A process dies holding the lock at each point of an insert: the next process takes the lock over,
-    re-derives the table, keeps every committed entry (stage 5: the dead insert had committed) and
-    drops the uncommitted one."""
+@pytest.mark.parametrize(("stage", "capacity"), [(1, 1000), (2, 1000), (3, 1000), (4, 1000), (5, 1000),
+                                               (3, 1 << 18), (5, 1 << 18)])
+def test_writer_dead_inside_the_lock_is_recovered_at_every_stage(tmp_path: Path, stage: int, capacity: int) -> None:
+    """A process dies holding a lock at each point of an insert: the next process takes the lock over,
+    re-derives that shard, keeps every committed entry (stage 5: the dead insert had committed) and
+    drops the uncommitted one. 1000 entries: one shard; 2^18: four."""
     path = str(tmp_path / "rc")
-    p = CTX.Process(target=_die_inside_lock_worker, args=(path, stage, False))
+    p = CTX.Process(target=_die_inside_lock_worker, args=(path, stage, False, capacity))
     p.start()
     p.join(30)
     assert p.exitcode == 0
-    c = ShmReplayCache(path, 1000, 300.0, False)   # opening takes the lock over and rebuilds
+    c = ShmReplayCache(path, capacity, 300.0, False)   # opening takes the lock over and rebuilds
     assert not c.created
     st = c.stats(now=NOW + 1)
     assert st["recoveries"] == 1 and st["entries"] == 50 + (stage == 5)
+    assert st["shards"] == (1 if capacity < 1 << 17 else 4)
     assert all(c.insert(k, NOW + 300, NOW + 1)[0] is False for k in keys(50, seed=30))
     k = keys(1, seed=31)[0]
     assert c.insert(k, NOW + 300, NOW + 1) == ((False, NOW) if stage == 5 else (True, None))
@@ -317,7 +319,8 @@ def test_damaged_file_is_recreated_and_cold_start_applies(tmp_path: Path, kt: Ke
     elif damage == "version":
         _corrupt(path, 8, struct.pack("<I", 99))
     elif damage == "tags":
-        _corrupt(path, HEADER, b"\x07" * 64)   # the first bucket's tags: more held than the ring holds
+        # the first bucket's tags (after the header and the one shard's block): more held than the ring holds
+        _corrupt(path, 2 * HEADER, b"\x07" * 64)
     elif damage == "truncated":
         os.truncate(path, HEADER + 100)
     else:
