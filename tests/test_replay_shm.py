@@ -74,7 +74,7 @@ def _validate_worker(path: str, kt_bytes: bytes, tokens: list[bytes], order: lis
 
 
 def _insert_worker(path: str, n: int, seed: int, barrier: Any, out: Any) -> None:
-    c = ShmReplayCache(path, 1 << 16, 300.0, False)
+    c = ShmReplayCache(path, 1 << 18, 300.0, False)   # four shards
     ks = keys(n, seed)
     barrier.wait()
     out.put([i for i, k in enumerate(ks) if c.insert(k, NOW + 300, NOW)[0]])
@@ -129,6 +129,7 @@ def test_raw_inserts_race_exactly_once(tmp_path: Path) -> None:
         p.join(30)
     counts = Counter(i for r in results for i in r)
     assert len(counts) == n and set(counts.values()) == {1}
+    assert ShmReplayCache(path).stats(now=NOW)["shards"] == 4
 
 
 def test_sigkill_mid_run_then_restart_still_rejects(tmp_path: Path, kt: Keytab, tokens: list[bytes]) -> None:
