@@ -128,15 +128,21 @@ def test_validator_accepts_every_spec_and_objects(tmp_path: os.PathLike[str]) ->
         Validator(kt, replay_cache="bogus")
 
 
-def test_validator_full_memory_cache_is_replay_cache_unavailable() -> None:
+def test_validator_full_memory_cache_is_replay_cache_unavailable(caplog: pytest.LogCaptureFixture) -> None:
     kt = make_keytab(principals=(SPN,), enctypes=(18,), kvno=1, rng=random.Random(7))
     v = Validator(kt, replay_cache=MemoryReplayCache(16), cold_start=False)
-    toks = [mint(kt, server=SPN, now=NOW, rng=random.Random(100 + i)).token for i in range(17)]
+    toks = [mint(kt, server=SPN, now=NOW, rng=random.Random(100 + i)).token for i in range(19)]
     for t in toks[:16]:
         v.validate(t, now=NOW)
-    with pytest.raises(KerberosError) as ei:
-        v.validate(toks[16], now=NOW)
-    assert ei.value.code == "replay_cache_unavailable"
+    with caplog.at_level(logging.WARNING, logger="fastkrb"):
+        for t in toks[16:]:
+            with pytest.raises(KerberosError) as ei:
+                v.validate(t, now=NOW)
+            assert ei.value.code == "replay_cache_unavailable"
+    # said in the log (once, not per request) and in the stats
+    full = [r for r in caplog.records if "replay cache full" in r.getMessage()]
+    assert len(full) == 1 and "16 live entries, capacity 16" in full[0].getMessage()
+    assert (v.replay_stats() or {})["full"] == 3
     # entries live until ctime + skew + 1: then there is room again; the expired authenticators
     # themselves are refused by the skew check, never accepted twice
     late = mint(kt, server=SPN, now=NOW + 302.5, rng=random.Random(99)).token

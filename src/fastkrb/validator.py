@@ -7,6 +7,7 @@ replay cache, so one instance serves many threads.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,9 @@ from fastkrb.diagnose import explain
 from fastkrb.errors import KerberosError, ReplayCacheUnavailable
 from fastkrb.keytab import Keytab
 from fastkrb.replay import open_replay_cache
+
+log = logging.getLogger("fastkrb")
+_FULL_LOG_INTERVAL = 10.0   # seconds between "replay cache full" warnings of one Validator
 
 __all__ = ["Validator", "AuthResult", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
 
@@ -118,8 +122,19 @@ class Validator:
         self.allowed_realms = allowed_list
         self.keytab = kt
 
+        last_full = [0.0]
+
         def on_error(code: int, facts: dict[str, Any]) -> Any:
-            raise explain(_native.VERDICTS.get(code, "internal"), facts, index, self.enctypes, allowed_list, started)
+            verdict = _native.VERDICTS.get(code, "internal")
+            if verdict == "rc_full" and time.monotonic() - last_full[0] >= _FULL_LOG_INTERVAL:
+                # the cache refuses new authenticators until entries expire: an outage the operator must
+                # hear about, once in a while, not once per request
+                last_full[0] = time.monotonic()
+                st = self.replay_stats() or {}
+                log.warning("fastkrb: replay cache full (%s live entries, capacity %s): failing closed with "
+                            "replay_cache_unavailable until entries expire; raise the capacity",
+                            st.get("entries", "?"), st.get("capacity", "?"))
+            raise explain(verdict, facts, index, self.enctypes, allowed_list, started)
 
         self._on_error = on_error
 
