@@ -2,9 +2,8 @@
  * reference model of fz_rcmodel.h: every result, first-seen time and entry count must agree. */
 #include "fz_rcmodel.h"
 
-static uint64_t entries(void *ctx, double now)
+static uint64_t entries(void *ctx)
 {
-    (void)now;
     fk_rcache_stats st;
     fk_rcache_stats_get(ctx, &st);
     FZ_CHECK(st.inserts + st.hits + st.full >= st.entries);

@@ -10,10 +10,10 @@
 #include "fz_rcmodel.h"
 #include "shm.h"
 
-static uint64_t entries(void *ctx, double now)
+static uint64_t entries(void *ctx)
 {
     fk_shm_stats st;
-    fk_shm_stats_get(ctx, now, &st);
+    fk_shm_stats_get(ctx, &st);
     FZ_CHECK(st.errors == 0 && st.recoveries == 0);
     return st.entries;
 }

@@ -19,15 +19,6 @@ struct fk_rcache {
     int closed;
 };
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Critical sections are a few probes long; a waiter spins briefly, then yields its CPU. */
 static inline void lock(atomic_int *l)
 {
@@ -35,7 +26,7 @@ static inline void lock(atomic_int *l)
         if (!atomic_load_explicit(l, memory_order_relaxed) && !atomic_exchange_explicit(l, 1, memory_order_acquire))
             return;
         if (spins < 100)
-            cpu_relax();
+            fk_cpu_relax();
         else
             sched_yield();
     }
@@ -44,37 +35,6 @@ static inline void lock(atomic_int *l)
 static inline void unlock(atomic_int *l)
 {
     atomic_store_explicit(l, 0, memory_order_release);
-}
-
-uint64_t fk_sip16(const uint64_t seed[2], const uint8_t key[16])
-{
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-    uint64_t v0 = seed[0] ^ 0x736f6d6570736575ULL, v1 = seed[1] ^ 0x646f72616e646f6dULL;
-    uint64_t v2 = seed[0] ^ 0x6c7967656e657261ULL, v3 = seed[1] ^ 0x7465646279746573ULL;
-    uint64_t m[3];
-    memcpy(&m[0], key, 8);
-    memcpy(&m[1], key + 8, 8);
-    m[2] = (uint64_t)16 << 56;
-#define SIPROUND                                                                                     \
-    do {                                                                                             \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                                    \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                                       \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                                       \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                    \
-    } while (0)
-    /* SipHash-1-3 of a 16-byte key under a secret seed: bucket choice an attacker cannot steer. */
-    for (int i = 0; i < 3; i++) {
-        v3 ^= m[i];
-        SIPROUND;
-        v0 ^= m[i];
-    }
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-#undef SIPROUND
-#undef ROTL
-    return v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* Big tables live in their own mapping with transparent huge pages where the kernel allows them:
@@ -114,15 +74,10 @@ static void big_free(void *p, size_t n)
         munmap(p, big_size(n));
 }
 
-static size_t nslots_of(uint64_t nb)
-{
-    return (size_t)nb * FK_TAB_BUCKET;
-}
-
 static void free_arrays(fk_tab *t)
 {
-    big_free(t->tags, nslots_of(t->nb) * sizeof(uint16_t));
-    big_free(t->recs, nslots_of(t->nb) * sizeof(fk_tab_rec));
+    big_free(t->tags, fk_tab_slots(t) * sizeof(uint16_t));
+    big_free(t->recs, fk_tab_slots(t) * sizeof(fk_tab_rec));
     big_free(t->ring, t->capacity * sizeof(fk_tab_ring));
 }
 
@@ -139,8 +94,8 @@ fk_rcache *fk_rcache_new(size_t capacity)
     t->nb = fk_tab_buckets(capacity);
     t->capacity = capacity;
     t->ctl = &rc->ctl;
-    t->tags = big_alloc(nslots_of(t->nb) * sizeof(uint16_t));
-    t->recs = big_alloc(nslots_of(t->nb) * sizeof(fk_tab_rec));
+    t->tags = big_alloc(fk_tab_slots(t) * sizeof(uint16_t));
+    t->recs = big_alloc(fk_tab_slots(t) * sizeof(fk_tab_rec));
     t->ring = big_alloc(capacity * sizeof(fk_tab_ring));
     if (!t->tags || !t->recs || !t->ring || fk_random((uint8_t *)t->seed, sizeof t->seed) != FK_OK) {
         free_arrays(t);
@@ -170,7 +125,7 @@ int fk_rcache_insert(fk_rcache *rc, const uint8_t key[16], double expiry, double
     fk_tab_probe p;
     fk_tab_probe_of(&rc->t, key, &p);
     lock(&rc->mu);
-    int ret = rc->closed ? FK_RC_ERROR : fk_tab_insert(&rc->t, &p, expiry, now, first_seen, 0);
+    int ret = rc->closed ? FK_RC_ERROR : fk_tab_insert(&rc->t, &p, expiry, now, first_seen);
     unlock(&rc->mu);
     return ret;
 }

@@ -34,9 +34,6 @@ typedef struct fk_rcache_stats {
     uint64_t entries, inserts, hits, evictions, full, capacity;
 } fk_rcache_stats;
 
-/* SipHash-1-3 of a 16-byte key under a 128-bit seed (shared by the memory and shm tables). */
-uint64_t fk_sip16(const uint64_t seed[2], const uint8_t key[16]);
-
 fk_rcache *fk_rcache_new(size_t capacity);
 /* Inserts after close fail closed (FK_RC_ERROR); memory is released by fk_rcache_free. */
 void fk_rcache_close(fk_rcache *rc);

@@ -19,7 +19,7 @@ cdef extern from "shm.h":
     double fk_shm_started(fk_shm *s)
     uint64_t fk_shm_capacity(fk_shm *s)
     int fk_shm_created(fk_shm *s)
-    void fk_shm_stats_get(fk_shm *s, double now, fk_shm_stats *out) nogil
+    void fk_shm_stats_get(fk_shm *s, fk_shm_stats *out) nogil
     int FK_SHM_VERSION
 
 cdef extern from "rcache.h":
@@ -163,12 +163,11 @@ cdef class ShmReplayCache(NativeReplayBackend):
             out.append(self.insert(key, expiry, now))
         return out
 
-    def stats(self, now=None):
+    def stats(self):
         """Counters since the file was created, summed over every process."""
         cdef fk_shm_stats st
-        cdef double t = _time.time() if now is None else float(now)
         with nogil:
-            fk_shm_stats_get(self.shm, t, &st)
+            fk_shm_stats_get(self.shm, &st)
         return {"entries": st.entries, "inserts": st.inserts, "hits": st.hits, "evictions": st.evictions,
                 "capacity": st.capacity, "full": st.full, "errors": st.errors, "recoveries": st.recoveries,
                 "slots": st.slots, "shards": st.shards, "remaps": st.remaps}

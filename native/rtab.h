@@ -64,16 +64,35 @@ typedef struct fk_tab_probe {
     uint64_t k0, k1;
 } fk_tab_probe;
 
+/* SipHash-1-3 of a 16-byte key under a 128-bit seed: the table's hash (and shm.c's header checksum). */
+uint64_t fk_sip16(const uint64_t seed[2], const uint8_t key[16]);
+
 /* Buckets for a capacity (slots = 32 * buckets, 1.3 per live entry). */
 uint64_t fk_tab_buckets(uint64_t capacity);
+
+static inline uint64_t fk_tab_slots(const fk_tab *t)
+{
+    return t->nb * FK_TAB_BUCKET;
+}
+
+/* For spinning on a lock (rcache.c, shm.c) before yielding the CPU. */
+static inline void fk_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 void fk_tab_probe_of(const fk_tab *t, const uint8_t key[16], fk_tab_probe *p);
 /* The same from the key's fk_sip16 under t->seed, computed by the caller (shm.c picks a shard with it). */
 void fk_tab_probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p);
 
-/* FK_RC_OK, FK_RC_REPLAY (*first_seen set) or FK_RC_FULL. `stop` is for crash tests only: 0 runs the
- * whole insert; 1..5 stop before the record write, the ring write, the tag write, the commit, or after
- * the commit, as a process killed there would. */
-int fk_tab_insert(fk_tab *t, const fk_tab_probe *p, double expiry, double now, double *first_seen, int stop);
+/* FK_RC_OK, FK_RC_REPLAY (*first_seen set) or FK_RC_FULL. */
+int fk_tab_insert(fk_tab *t, const fk_tab_probe *p, double expiry, double now, double *first_seen);
+/* Crash tests only: the insert stopped before the record write (stop 1), the ring write (2), the tag
+ * write (3), the commit (4), or after the commit (5), as a process killed there would leave it. */
+int fk_tab_insert_until(fk_tab *t, const fk_tab_probe *p, double expiry, double now, double *first_seen, int stop);
 /* Entries held (live, or expired and not popped yet). */
 uint64_t fk_tab_count(const fk_tab *t);
 /* After a writer died inside the lock: makes the deferred writes, then re-derives every tag from the

@@ -263,9 +263,7 @@ static int lock_table(const map *m, uint64_t shard)
         if (cur == 0 && atomic_compare_exchange_strong(lk, &cur, id))
             return LOCKED;
         if (spins < 100) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
+            fk_cpu_relax();
             continue;
         }
         sched_yield();
@@ -695,7 +693,8 @@ static int insert(fk_shm *s, const uint8_t key[16], double expiry, double now, d
             replace_damaged(s, m);
         return FK_RC_ERROR;
     }
-    int ret = fk_tab_insert(&m->tabs[shard], &p, expiry, now, first_seen, stop);
+    int ret = stop ? fk_tab_insert_until(&m->tabs[shard], &p, expiry, now, first_seen, stop)
+                   : fk_tab_insert(&m->tabs[shard], &p, expiry, now, first_seen);
     if (!stop)
         unlock_table(m, shard);
     return ret;
@@ -717,9 +716,8 @@ int fk_shm_insert_cb(void *ctx, const uint8_t key[16], double expiry, double now
     return fk_shm_insert((fk_shm *)ctx, key, expiry, now, first_seen);
 }
 
-void fk_shm_stats_get(fk_shm *s, double now, fk_shm_stats *out)
+void fk_shm_stats_get(fk_shm *s, fk_shm_stats *out)
 {
-    (void)now;
     memset(out, 0, sizeof *out);
     map *m = atomic_load_explicit(&s->cur, memory_order_acquire);
     for (uint64_t i = 0; i < m->shards; i++) {

@@ -58,6 +58,6 @@ int fk_shm_die_in_insert(fk_shm *s, const uint8_t key[16], double expiry, double
 double fk_shm_started(fk_shm *s);     /* creation time of the mapped file */
 uint64_t fk_shm_capacity(fk_shm *s);  /* live entries the mapped file was sized for */
 int fk_shm_created(fk_shm *s);        /* 1 when this open created or re-created the file */
-void fk_shm_stats_get(fk_shm *s, double now, fk_shm_stats *out);
+void fk_shm_stats_get(fk_shm *s, fk_shm_stats *out);
 
 #endif

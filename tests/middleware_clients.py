@@ -9,19 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kdc
 from fastkrb import Validator
 
 HOST = "svc18.fastkrb.test"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name: str) -> Any:
+    """examples/<name>/app.py as a module (the examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / name / "app.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @dataclass
@@ -93,27 +107,28 @@ def gss_env(lab: Any) -> Iterator[None]:
         yield
 
 
+def _gssapi_get(lab: Any, port: int, path: str, mutual: bool, http: Any, auth_mod: Any) -> Reply:
+    with gss_env(lab):
+        auth = auth_mod.HTTPSPNEGOAuth(target_name=target_name(lab), opportunistic_auth=True,
+                                       mutual_authentication=auth_mod.REQUIRED if mutual else auth_mod.DISABLED)
+        r = http.get(f"http://127.0.0.1:{port}{path}", auth=auth, timeout=30)
+    return Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text)
+
+
 def requests_get(lab: Any, port: int, path: str = "/", *, mutual: bool = True) -> Reply:
     """requests + requests-gssapi; with ``mutual`` it insists on (and verifies) the server's AP-REP."""
     import requests
-    from requests_gssapi import DISABLED, REQUIRED, HTTPSPNEGOAuth
+    import requests_gssapi
 
-    with gss_env(lab):
-        auth = HTTPSPNEGOAuth(target_name=target_name(lab), mutual_authentication=REQUIRED if mutual else DISABLED,
-                              opportunistic_auth=True)
-        r = requests.get(f"http://127.0.0.1:{port}{path}", auth=auth, timeout=30)
-    return Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text)
+    return _gssapi_get(lab, port, path, mutual, requests, requests_gssapi)
 
 
 def httpx_get(lab: Any, port: int, path: str = "/", *, mutual: bool = True) -> Reply:
+    """httpx + httpx-gssapi, likewise."""
     import httpx
-    from httpx_gssapi import DISABLED, REQUIRED, HTTPSPNEGOAuth
+    import httpx_gssapi
 
-    with gss_env(lab):
-        auth = HTTPSPNEGOAuth(target_name=target_name(lab), mutual_authentication=REQUIRED if mutual else DISABLED,
-                              opportunistic_auth=True)
-        r = httpx.get(f"http://127.0.0.1:{port}{path}", auth=auth, timeout=30)
-    return Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text)
+    return _gssapi_get(lab, port, path, mutual, httpx, httpx_gssapi)
 
 
 def raw_get(port: int, path: str = "/", authorization: str | None = None) -> Reply:

@@ -20,6 +20,17 @@ from typing import Any
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 
+def service_keytab(directory: Path, service: str, seed: int) -> Path:
+    """A keytab file for one service, with keys drawn from a seeded generator."""
+    import random
+
+    from fastkrb.testing import make_keytab
+
+    p = directory / "service.keytab"
+    p.write_bytes(make_keytab((service,), rng=random.Random(seed)).to_bytes())
+    return p
+
+
 class Sidecar:
     def __init__(self, workdir: Path, keytab: str | Path, *, workers: int = 1, args: tuple[str, ...] = (),
                  env: dict[str, str] | None = None, socket_path: Path | None = None, name: str = "sidecar") -> None:
@@ -89,6 +100,13 @@ class Sidecar:
         self.stderr.close()
         self._stopped = True
         return code
+
+    def __enter__(self) -> Sidecar:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        """A clean exit (status 0) is part of every test that runs the daemon."""
+        assert self.stop() == 0
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import subprocess
 import sys
@@ -16,8 +15,8 @@ import pytest
 
 from fastkrb import ChannelBindingsMismatch, KerberosError, MalformedToken, Replay, Validator
 from fastkrb.client import AsyncClient, Client, RemoteAuthResult, SidecarUnavailable
-from fastkrb.testing import Minted, make_keytab, mint
-from sidecar_proc import SRC, Sidecar
+from fastkrb.testing import Minted, mint
+from sidecar_proc import SRC, Sidecar, service_keytab
 
 CLIENT = "dave@EXAMPLE.TEST"
 SERVICE = "HTTP/client.example.test@EXAMPLE.TEST"
@@ -25,17 +24,13 @@ SERVICE = "HTTP/client.example.test@EXAMPLE.TEST"
 
 @pytest.fixture(scope="module")
 def keytab(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    p = tmp_path_factory.mktemp("kt") / "client.keytab"
-    p.write_bytes(make_keytab((SERVICE,), rng=random.Random(8)).to_bytes())
-    return p
+    return service_keytab(tmp_path_factory.mktemp("kt"), SERVICE, 8)
 
 
 @pytest.fixture(scope="module")
 def sidecar(tmp_path_factory: pytest.TempPathFactory, keytab: Path) -> Iterator[Sidecar]:
-    sc = Sidecar(tmp_path_factory.mktemp("sc"), keytab, args=("--replay-cache", "memory", "--idle-timeout", "1"))
-    sc.start()
-    yield sc
-    assert sc.stop() == 0
+    with Sidecar(tmp_path_factory.mktemp("sc"), keytab, args=("--replay-cache", "memory", "--idle-timeout", "1")) as sc:
+        yield sc
 
 
 @pytest.fixture(scope="module")

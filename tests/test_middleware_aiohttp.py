@@ -6,36 +6,29 @@ validates once.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from middleware_clients import aiohttp_server, curl, negotiate_header, raw_get, requests_get, service_validator
+from middleware_clients import (
+    aiohttp_server,
+    curl,
+    load_example,
+    negotiate_header,
+    raw_get,
+    requests_get,
+    service_validator,
+)
 
 web = pytest.importorskip("aiohttp.web")
 
 from fastkrb.aiohttp import USER, negotiate_middleware  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _example_app(validator: Any) -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("example_aiohttp", EXAMPLES / "aiohttp" / "app.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod.create_app(validator)
-
 
 @pytest.fixture
 def served(mit_lab: Any) -> Any:
     v = service_validator(mit_lab)
-    app = _example_app(v)
+    app = load_example("aiohttp").create_app(v)
 
     async def sub_whoami(request: Any) -> Any:
         return web.json_response({"principal": request[USER].principal})

@@ -12,6 +12,7 @@ import pytest
 from middleware_clients import (
     curl,
     httpx_get,
+    load_example,
     negotiate_header,
     raw_get,
     requests_get,
@@ -173,17 +174,10 @@ def test_backend_after_middleware_reuses_the_result(mit_lab: Any) -> None:
 
 @pytest.mark.skipif(fastapi is None, reason="fastapi is not installed")
 def test_fastapi_example(mit_lab: Any) -> None:
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "fastapi" / "app.py"
-    spec = importlib.util.spec_from_file_location("example_fastapi", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     v = service_validator(mit_lab)
-    with uvicorn_server(mod.create_app(v)) as port:
+    with uvicorn_server(load_example("fastapi").create_app(v)) as port:
         r = httpx_get(mit_lab, port, "/me", mutual=True)
         assert r.status == 200, r
         assert json.loads(r.body) == {"principal": mit_lab.realm.user, "name": "alice", "realm": "FASTKRB.TEST",

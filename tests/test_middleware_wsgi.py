@@ -6,28 +6,21 @@ one validation when the app re-enters the middleware (an internal redirect passi
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fastkrb.wsgi import NegotiateMiddleware
-from middleware_clients import curl, negotiate_header, raw_get, requests_get, service_validator, wsgiref_server
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _example(name: str) -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / name / "app.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from middleware_clients import (
+    curl,
+    load_example,
+    negotiate_header,
+    raw_get,
+    requests_get,
+    service_validator,
+    wsgiref_server,
+)
 
 
 def plain_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -105,7 +98,7 @@ def test_short_remote_user_and_exposed_errors(mit_lab: Any) -> None:
 def test_flask_example(mit_lab: Any) -> None:
     pytest.importorskip("flask")
     v = service_validator(mit_lab)
-    app = _example("flask").create_app(v)
+    app = load_example("flask").create_app(v)
     with wsgiref_server(app) as port:
         r = requests_get(mit_lab, port, "/", mutual=True)
         assert r.status == 200 and json.loads(r.body) == {"user": mit_lab.realm.user, "enctype": 18, "kvno": 1}
@@ -116,7 +109,7 @@ def test_flask_example(mit_lab: Any) -> None:
 def test_django_example(mit_lab: Any) -> None:
     pytest.importorskip("django")
     v = service_validator(mit_lab)
-    app = _example("django").create_application(v)
+    app = load_example("django").create_application(v)
     with wsgiref_server(app) as port:
         r = curl(mit_lab, port, "/")
         assert r.status == 200, r

@@ -113,7 +113,7 @@ def test_processes_accept_every_token_exactly_once(tmp_path: Path, kt: Keytab, t
     for _, _, c in results:
         codes.update(c)
     assert codes == {"replay": (nproc - 1) * len(tokens)}
-    stats = ShmReplayCache(path).stats(now=NOW + 1)
+    stats = ShmReplayCache(path).stats()
     assert stats["inserts"] == len(tokens) and stats["hits"] >= (nproc - 1) * len(tokens)
 
 
@@ -129,7 +129,7 @@ def test_raw_inserts_race_exactly_once(tmp_path: Path) -> None:
         p.join(30)
     counts = Counter(i for r in results for i in r)
     assert len(counts) == n and set(counts.values()) == {1}
-    assert ShmReplayCache(path).stats(now=NOW)["shards"] == 4
+    assert ShmReplayCache(path).stats()["shards"] == 4
 
 
 def test_sigkill_mid_run_then_restart_still_rejects(tmp_path: Path, kt: Keytab, tokens: list[bytes]) -> None:
@@ -210,7 +210,7 @@ def test_insert_expiry_first_seen_and_reopen(tmp_path: Path) -> None:
     c = ShmReplayCache(path, 5000, 300.0, False)
     assert not c.created and c.started == started and c.capacity == 1000
     assert c.insert(k2, NOW + 400, NOW + 10)[0] is False
-    st = c.stats(now=NOW + 10)
+    st = c.stats()
     assert st["entries"] == 2 and st["inserts"] == 3 and st["hits"] == 4 and st["evictions"] >= 1
 
 
@@ -237,7 +237,7 @@ def test_writer_dead_inside_the_lock_is_recovered_at_every_stage(tmp_path: Path,
     assert p.exitcode == 0
     c = ShmReplayCache(path, capacity, 300.0, False)   # opening takes the lock over and rebuilds
     assert not c.created
-    st = c.stats(now=NOW + 1)
+    st = c.stats()
     assert st["recoveries"] == 1 and st["entries"] == 50 + (stage == 5)
     assert st["shards"] == (1 if capacity < 1 << 17 else 4)
     assert all(c.insert(k, NOW + 300, NOW + 1)[0] is False for k in keys(50, seed=30))
@@ -263,10 +263,10 @@ def test_wedged_lock_fails_closed_then_the_table_is_replaced(tmp_path: Path) -> 
         with pytest.raises(ReplayCacheUnavailable):
             c.insert(keys(1, seed=32)[0], NOW + 300, NOW)
         assert 1.5 < time.monotonic() - t0 < 15, "wait about 2 s for a wedged lock, then fail closed"
-        assert c.stats(now=NOW)["errors"] == 1
+        assert c.stats()["errors"] == 1
         t = time.time() + 1
         assert c.insert(keys(1, seed=34)[0], t + 300, t) == (True, None)   # the new table
-        assert c.started > old_started and c.stats(now=t)["remaps"] == 1
+        assert c.started > old_started and c.stats()["remaps"] == 1
         with pytest.raises(ReplayCacheUnavailable) as ei:   # made before the new table: cold start
             c.insert(keys(1, seed=35)[0], t - 10 + 301, t)
         assert ei.value.details["reason"] == "cold_start"
@@ -283,7 +283,7 @@ def test_lock_of_a_reused_pid_is_taken_over(tmp_path: Path) -> None:
     _corrupt(path, LOCK_OFFSET, struct.pack("<Q", 1 | (0xFFFFFFF0 << 32)))
     assert c.insert(keys(2, seed=33)[1], NOW + 300, NOW) == (True, None)
     assert c.insert(keys(1, seed=33)[0], NOW + 300, NOW)[0] is False
-    assert c.stats(now=NOW)["recoveries"] == 1
+    assert c.stats()["recoveries"] == 1
 
 
 def test_full_fails_closed_then_expiry_frees_room(tmp_path: Path) -> None:
@@ -295,10 +295,10 @@ def test_full_fails_closed_then_expiry_frees_room(tmp_path: Path) -> None:
     assert "full" in ei.value.cause and ei.value.details["reason"] == "full"
     # every accepted key is still recognised while live, even when full
     assert all(not c.insert(k, NOW + 50, NOW + 1)[0] for k in ks[:16])
-    assert c.stats(now=NOW)["full"] == 1
+    assert c.stats()["full"] == 1
     # expired entries leave at the next insert: room again without any sweep
     assert all(c.insert(k, NOW + 400, NOW + 50)[0] for k in ks[16:32])
-    assert c.stats(now=NOW + 50)["entries"] == 16
+    assert c.stats()["entries"] == 16
 
 
 def _corrupt(path: str, offset: int, data: bytes) -> None:
@@ -354,7 +354,7 @@ def test_replaced_file_is_remapped_and_cold_start_applies(tmp_path: Path) -> Non
     with pytest.raises(ReplayCacheUnavailable) as ei:
         a.insert(k2, t - 10 + 301, t + 1)
     assert ei.value.details["reason"] == "cold_start"
-    assert a.started == b.started and a.stats(now=t)["remaps"] == 1
+    assert a.started == b.started and a.stats()["remaps"] == 1
     # one table again: what a inserts, b sees
     assert a.insert(k3, t + 2 + 301, t + 2) == (True, None)
     assert b.insert(k3, t + 2 + 301, t + 3)[0] is False

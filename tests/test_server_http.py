@@ -19,7 +19,7 @@ import pytest
 
 from fastkrb import Validator
 from fastkrb.testing import Minted, make_keytab, mint
-from sidecar_proc import Sidecar, parse_responses, recv_all
+from sidecar_proc import Sidecar, parse_responses, recv_all, service_keytab
 
 CLIENT = "alice@EXAMPLE.TEST"
 SERVICE = "HTTP/api.example.test@EXAMPLE.TEST"
@@ -27,17 +27,13 @@ SERVICE = "HTTP/api.example.test@EXAMPLE.TEST"
 
 @pytest.fixture(scope="module")
 def keytab(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    p = tmp_path_factory.mktemp("kt") / "service.keytab"
-    p.write_bytes(make_keytab((SERVICE,), rng=random.Random(4)).to_bytes())
-    return p
+    return service_keytab(tmp_path_factory.mktemp("kt"), SERVICE, 4)
 
 
 @pytest.fixture(scope="module")
 def sidecar(tmp_path_factory: pytest.TempPathFactory, keytab: Path) -> Iterator[Sidecar]:
-    sc = Sidecar(tmp_path_factory.mktemp("sidecar"), keytab, workers=1, args=("--replay-cache", "memory"))
-    sc.start()
-    yield sc
-    assert sc.stop() == 0
+    with Sidecar(tmp_path_factory.mktemp("sidecar"), keytab, workers=1, args=("--replay-cache", "memory")) as sc:
+        yield sc
 
 
 @pytest.fixture(scope="module")
