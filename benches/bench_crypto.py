@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from fastkrb import _native, crypto
+from fastkrb import _native
+from fastkrb.krb import crypto
 
 TICKET_LEN = 450  # a typical service-ticket enc-part (MIT, no PAC)
 LOOP = 1000

@@ -83,7 +83,7 @@ def _validate_run(v: Validator, header: str) -> Callable[[], float]:
 
 
 def asgi_case(v: Validator, header: str) -> dict[str, float]:
-    from fastkrb.asgi import NegotiateMiddleware
+    from fastkrb.web.asgi import NegotiateMiddleware
 
     start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
     body = {"type": "http.response.body", "body": b"ok"}
@@ -122,7 +122,7 @@ def asgi_case(v: Validator, header: str) -> dict[str, float]:
 
 
 def wsgi_case(v: Validator, header: str) -> dict[str, float]:
-    from fastkrb.wsgi import NegotiateMiddleware
+    from fastkrb.web.wsgi import NegotiateMiddleware
 
     def bare(environ: Any, start_response: Any) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -156,7 +156,7 @@ def aiohttp_case(v: Validator, header: str) -> dict[str, float]:
     from aiohttp import web
     from aiohttp.test_utils import make_mocked_request
 
-    from fastkrb.aiohttp import negotiate_middleware
+    from fastkrb.web.aiohttp import negotiate_middleware
 
     n = N // 4  # mocked requests are made ahead of the clock; keep the memory modest
     ok = web.Response(text="ok")

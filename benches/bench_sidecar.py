@@ -34,7 +34,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from fastkrb.server.benchload import Daemon, load, measured, result  # noqa: E402
+from fastkrb.capacity.sidecar_load import Daemon, load, measured, result  # noqa: E402
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def test_full_pac_size(benchmark: Any, per_token: Any, lab: BenchLab, impl: str,
 
 @pytest.fixture(scope="module")
 def embedded_tokens(tmp_path_factory: pytest.TempPathFactory) -> TokenSet:
-    from fastkrb.bench import embedded_source
+    from fastkrb.capacity.planner import embedded_source
 
     src = embedded_source(tmp_path_factory.mktemp("embedded"))
     toks = next(src.chunks(N_TOKENS))

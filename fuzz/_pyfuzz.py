@@ -21,7 +21,7 @@ if atheris is not None:
     with atheris.instrument_imports(include=["fastkrb"]):
         import fastkrb.diagnose
         import fastkrb.keytab
-        import fastkrb.pac
+        import fastkrb.krb.pac
         import fastkrb.validator  # noqa: F401
 
 import fuzzkeys

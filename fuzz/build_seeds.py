@@ -27,8 +27,9 @@ from typing import Any
 
 import fuzzkeys
 
-from fastkrb import Validator, asn1, crypto
+from fastkrb import Validator
 from fastkrb.keytab import Keytab
+from fastkrb.krb import asn1, crypto, gss
 from fastkrb.testing import ap_options_cbt, mint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,17 +78,17 @@ def add_token(seeds: Seeds, tok: bytes, now: int, opts: int, *, must_validate: b
 def wire_seeds(seeds: Seeds, tok: bytes, now: int, cb: bytes | None, valid: bool) -> None:
     """py_wire: the frames a client sends for this token, and the sidecar's answer to them."""
     from fastkrb.errors import KerberosError
-    from fastkrb.server import wire
+    from fastkrb.sidecar import protocol
 
-    req = wire.encode_validate(1, tok, cb) + wire.encode_ping(2)
+    req = protocol.encode_validate(1, tok, cb) + protocol.encode_ping(2)
     try:
         res = validator().validate(tok, now=now, channel_bindings=cb)
-        rep = wire.encode_accepted(1, res)
+        rep = protocol.encode_accepted(1, res)
     except KerberosError as exc:
-        rep = wire.encode_rejected(1, exc.code, exc.cause, exc.fix, exc.to_dict()["details"])
+        rep = protocol.encode_rejected(1, exc.code, exc.cause, exc.fix, exc.to_dict()["details"])
     prefix = struct.pack(">HH", 0xFFFF, len(req) // 2)
     seeds.add("py_wire", prefix + req)
-    seeds.add("py_wire", prefix + rep + wire.encode_protocol_error(0, "bye"))
+    seeds.add("py_wire", prefix + rep + protocol.encode_protocol_error(0, "bye"))
     if valid:
         seeds.add("py_wire", prefix + req[: len(req) // 3])
 
@@ -174,7 +175,7 @@ def minted(seeds: Seeds, rng: random.Random) -> None:
     # NTLM and other mechanisms, garbage, nesting
     seeds.add("der", b"NTLMSSP\x00\x01\x00\x00\x00" + bytes(24))
     seeds.add("der", b"Negotiate TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw==")
-    seeds.add("der", asn1.spnego_init(b"NTLMSSP\x00\x01\x00\x00\x00", (asn1.OID_NTLMSSP,)))
+    seeds.add("der", gss.spnego_init(b"NTLMSSP\x00\x01\x00\x00\x00", (asn1.OID_NTLMSSP,)))
     nested = asn1.encode_authorization_data([asn1.ADEntry(128, b"pac")])
     for _ in range(6):
         nested = asn1.encode_authorization_data([asn1.ADEntry(1, nested)])
@@ -213,7 +214,7 @@ def checks_behind_the_mac(seeds: Seeds, kt: Keytab, svc: str, rng: random.Random
     for enc, auth, ok in ((bad_ticket, req.authenticator, False), (t.enc_part, bad_auth, False),
                           (no_kvno, req.authenticator, True), (wrong_no_kvno, req.authenticator, False)):
         ap = asn1.ApReq(asn1.Ticket(t.realm, t.sname, enc), auth, req.ap_options).to_der()
-        add_token(seeds, asn1.gss_wrap(asn1.OID_KRB5, ap, asn1.TOK_ID_AP_REQ), now, OPT_RCACHE, must_validate=ok)
+        add_token(seeds, gss.gss_wrap(asn1.OID_KRB5, ap, asn1.TOK_ID_AP_REQ), now, OPT_RCACHE, must_validate=ok)
 
 
 def mit(seeds: Seeds, workdir: Path) -> int:

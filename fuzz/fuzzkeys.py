@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import sys
 
-from fastkrb import crypto
 from fastkrb.keytab import Keytab
+from fastkrb.krb import crypto
 
 REALM = "FUZZ.TEST"
 PASSWORD = "fuzz-Service-1"

@@ -1,4 +1,4 @@
-"""atheris target: the PAC decoder (fastkrb.pac: MS-PAC buffers, NDR LOGON_INFO, UPN_DNS_INFO, ...).
+"""atheris target: the PAC decoder (fastkrb.krb.pac: MS-PAC buffers, NDR LOGON_INFO, UPN_DNS_INFO, ...).
 
 Any input either decodes or raises MalformedToken (a KerberosError), lazily too: every accessor and
 to_dict() of a Pac that was accepted may only raise a KerberosError, and to_dict() is JSON-safe.
@@ -12,7 +12,7 @@ from _pyfuzz import instrumented, main
 
 with instrumented():
     from fastkrb.errors import KerberosError
-    from fastkrb.pac import Pac
+    from fastkrb.krb.pac import Pac
 
 ACCESSORS = ("logon_info", "client_info", "upn_dns_info", "server_checksum", "kdc_checksum", "ticket_checksum",
              "full_checksum", "attributes_info", "requestor_sid", "client_claims", "device_info", "device_claims")

@@ -1,4 +1,4 @@
-"""atheris target: the sidecar's binary frame codec (fastkrb.server.wire, docs/protocol.md).
+"""atheris target: the sidecar's binary frame codec (fastkrb.sidecar.protocol, docs/protocol.md).
 
 Input: [max_frame: 2 bytes BE (scaled)][split point: 2 bytes][stream...]. The stream is what a client
 (or anything that connects to the socket) sends, and what a client reads back from a sidecar:
@@ -21,11 +21,11 @@ from types import SimpleNamespace
 from _pyfuzz import instrumented, main
 
 with instrumented():
-    from fastkrb.server import wire
+    from fastkrb.sidecar import protocol
 
 
 def _frames(stream: bytes, max_frame: int) -> tuple[list[tuple[int, int, bytes]], int, str | None]:
-    frames, used, err = wire.split_frames(stream, max_frame)
+    frames, used, err = protocol.split_frames(stream, max_frame)
     assert 0 <= used <= len(stream)
     off = 0
     out = []
@@ -56,15 +56,15 @@ def _validate_payload(payload: bytes) -> None:
         return
     cb = payload[2:2 + ncb] or None
     token = payload[2 + ncb:]
-    frame = wire.encode_validate(7, token, cb)
+    frame = protocol.encode_validate(7, token, cb)
     assert frame[9:] == payload, "encode_validate does not invert the server's split"
 
 
 def _reply(kind: int, payload: bytes) -> None:
     try:
-        if kind == wire.ACCEPTED:
-            acc = wire.decode_accepted(payload)
-            again = wire.encode_accepted(1, SimpleNamespace(
+        if kind == protocol.ACCEPTED:
+            acc = protocol.decode_accepted(payload)
+            again = protocol.encode_accepted(1, SimpleNamespace(
                 client=acc.client, server=acc.server, short_name=acc.short_name, client_realm=acc.client_realm,
                 framing=acc.framing, response_token=acc.response_token, mutual=acc.mutual,
                 delegated=b"" if acc.delegated else None, pac_verified=acc.pac_verified, enctype=acc.enctype,
@@ -72,9 +72,9 @@ def _reply(kind: int, payload: bytes) -> None:
                 auth_time=acc.auth_time, start_time=acc.start_time, end_time=acc.end_time, ctime=acc.ctime,
                 skew=acc.skew))
             if not any(math.isnan(x) for x in (acc.auth_time, acc.start_time, acc.end_time, acc.ctime, acc.skew)):
-                assert wire.decode_accepted(again[9:]) == acc, "ACCEPTED does not round-trip"
-        elif kind == wire.REJECTED:
-            rej = wire.decode_rejected(payload)
+                assert protocol.decode_accepted(again[9:]) == acc, "ACCEPTED does not round-trip"
+        elif kind == protocol.REJECTED:
+            rej = protocol.decode_rejected(payload)
             assert isinstance(rej.code, str) and isinstance(rej.cause, str)
     except ValueError:
         pass  # FrameError, or text/JSON that does not decode: the client reports a broken sidecar
@@ -98,12 +98,12 @@ def test_one_input(data: bytes) -> None:
         else:
             assert err2 is not None and first + second == whole, "chunking changes where the error is"
     for kind, _rid, payload in whole:
-        if kind == wire.VALIDATE:
+        if kind == protocol.VALIDATE:
             _validate_payload(payload)
         _reply(kind, payload)
     # the budget: at most `limit` frames, the rest left for later
     if len(whole) > 1:
-        some, used_l, _ = wire.split_frames(stream, max_frame, limit=1)
+        some, used_l, _ = protocol.split_frames(stream, max_frame, limit=1)
         assert len(some) == 1 and used_l == 4 + len(whole[0][2]) + 5
 
 

@@ -1,4 +1,4 @@
-# Python-callable crypto (fastkrb.crypto): owned by the crypto work; see kcrypto.h.
+# Python-callable crypto (fastkrb.krb.crypto): owned by the crypto work; see kcrypto.h.
 #
 # The full C contract is declared here so that later stages (validator.pxi) can call it directly.
 # Python-visible names carry a `crypto_` prefix (plus the CryptoKey class); the GIL is released around

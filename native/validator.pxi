@@ -252,9 +252,9 @@ cdef class AuthResult:
 
     @property
     def pac(self):
-        """The decoded PAC (fastkrb.pac.Pac), parsed on first access; None when the ticket has none."""
+        """The decoded PAC (fastkrb.krb.pac.Pac), parsed on first access; None when the ticket has none."""
         if self._pac is None and self._pac_bytes is not None:
-            from fastkrb.pac import Pac
+            from fastkrb.krb.pac import Pac
             self._pac = Pac(self._pac_bytes)
         return self._pac
 

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastkrb import asn1
-from fastkrb.asn1 import (
+from fastkrb.errors import MalformedToken
+from fastkrb.krb import asn1, gss
+from fastkrb.krb.asn1 import (
     OID_KRB5,
     OID_MS_KRB5,
     OID_NTLMSSP,
@@ -21,25 +22,21 @@ from fastkrb.asn1 import (
     ApRep,
     ApReq,
     Authenticator,
-    ChannelBindings,
     Checksum,
     EncApRepPart,
     EncKrbCredPart,
     EncryptedData,
     EncryptionKey,
     EncTicketPart,
-    GssChecksum,
     HostAddress,
     KrbCred,
     KrbCredInfo,
     KrbError,
-    NegTokenInit,
-    NegTokenResp,
     PrincipalName,
     Ticket,
     TransitedEncoding,
 )
-from fastkrb.errors import MalformedToken
+from fastkrb.krb.gss import ChannelBindings, GssChecksum, NegTokenInit, NegTokenResp
 
 AD_TOKENS = Path(__file__).parent / "vectors" / "ad_tokens.json"
 
@@ -53,7 +50,7 @@ def test_principal_name_der_by_hand() -> None:
     want = bytes.fromhex("3010a003020101a10930071b05") + b"alice"
     node = asn1.PrincipalNameAsn1()
     PrincipalName(1, ("alice",))._fill(node)
-    assert asn1._encode(node) == want
+    assert asn1.der_encode(node) == want
 
 
 def test_ticket_der_by_hand() -> None:
@@ -79,11 +76,11 @@ def test_flags_are_32_bits_msb_first() -> None:
 
 def test_short_bit_strings_decode_msb_first() -> None:
     der = _etp(flags=0x40A00000).to_der()
-    _, p1 = asn1.read_der_length(der, 1)
-    _, p2 = asn1.read_der_length(der, p1 + 1)
+    _, p1 = gss.read_der_length(der, 1)
+    _, p2 = gss.read_der_length(der, p1 + 1)
     body = der[p2:].replace(bytes.fromhex("a00703050040a00000"), bytes.fromhex("a004030206") + b"\x40", 1)
-    seq = b"\x30" + asn1.der_length(len(body)) + body
-    patched = b"\x63" + asn1.der_length(len(seq)) + seq        # 2 bits (6 unused): only 'forwardable'
+    seq = b"\x30" + gss.der_length(len(body)) + body
+    patched = b"\x63" + gss.der_length(len(seq)) + seq        # 2 bits (6 unused): only 'forwardable'
     assert EncTicketPart.from_der(bytes(patched)).flags == 0x40000000
 
 
@@ -220,7 +217,7 @@ def test_random_bytes_never_crash(data: bytes) -> None:
         except MalformedToken:
             pass
     try:
-        asn1.unwrap_ap_req(data)
+        gss.unwrap_ap_req(data)
     except MalformedToken:
         pass
 
@@ -229,49 +226,49 @@ def test_random_bytes_never_crash(data: bytes) -> None:
 
 
 def test_der_lengths() -> None:
-    assert asn1.der_length(0) == b"\x00" and asn1.der_length(127) == b"\x7f"
-    assert asn1.der_length(128) == b"\x81\x80" and asn1.der_length(256) == b"\x82\x01\x00"
-    assert asn1.read_der_length(b"\x82\x01\x00", 0) == (256, 3)
+    assert gss.der_length(0) == b"\x00" and gss.der_length(127) == b"\x7f"
+    assert gss.der_length(128) == b"\x81\x80" and gss.der_length(256) == b"\x82\x01\x00"
+    assert gss.read_der_length(b"\x82\x01\x00", 0) == (256, 3)
     for bad in (b"\x80", b"\x81\x05", b"\x82\x00\x90", b"\x85\x01\x01\x01\x01\x01", b"\x82\x01", b""):
         with pytest.raises(MalformedToken):
-            asn1.read_der_length(bad, 0)
+            gss.read_der_length(bad, 0)
 
 
 def test_gss_wrap_krb5() -> None:
     inner = _sample_ap_req()
-    tok = asn1.gss_wrap(OID_KRB5, inner, asn1.TOK_ID_AP_REQ)
+    tok = gss.gss_wrap(OID_KRB5, inner, asn1.TOK_ID_AP_REQ)
     assert tok[:2] == bytes([0x60, len(tok) - 2])
     assert tok[2:13] == KRB5_OID_DER and tok[13:15] == b"\x01\x00" and tok[15:] == inner
-    g = asn1.gss_unwrap(tok)
+    g = gss.gss_unwrap(tok)
     assert (g.mech, g.tok_id, g.inner) == (OID_KRB5, b"\x01\x00", inner)
-    big = asn1.gss_wrap(OID_MS_KRB5, b"x" * 300, asn1.TOK_ID_AP_REQ)
+    big = gss.gss_wrap(OID_MS_KRB5, b"x" * 300, asn1.TOK_ID_AP_REQ)
     assert big[:4] == b"\x60\x82\x01\x39"  # 11 (OID) + 2 + 300 = 313
-    assert asn1.gss_unwrap(big).mech == OID_MS_KRB5
-    assert asn1.unwrap_ap_req(tok) == inner and asn1.unwrap_ap_req(inner) == inner
-    for bad in (tok[:-1], tok + b"\x00", b"\x30" + tok[1:], asn1.gss_wrap(OID_KRB5, b"\x01")):
+    assert gss.gss_unwrap(big).mech == OID_MS_KRB5
+    assert gss.unwrap_ap_req(tok) == inner and gss.unwrap_ap_req(inner) == inner
+    for bad in (tok[:-1], tok + b"\x00", b"\x30" + tok[1:], gss.gss_wrap(OID_KRB5, b"\x01")):
         with pytest.raises(MalformedToken):
-            asn1.gss_unwrap(bad)
+            gss.gss_unwrap(bad)
     with pytest.raises(MalformedToken, match="TOK_ID"):
-        asn1.unwrap_ap_req(asn1.gss_wrap(OID_KRB5, inner, asn1.TOK_ID_AP_REP))
+        gss.unwrap_ap_req(gss.gss_wrap(OID_KRB5, inner, asn1.TOK_ID_AP_REP))
 
 
 def test_spnego_init_and_resp() -> None:
-    mech = asn1.gss_wrap(OID_KRB5, _sample_ap_req(), asn1.TOK_ID_AP_REQ)
-    tok = asn1.spnego_init(mech, (OID_MS_KRB5, OID_KRB5, OID_NTLMSSP))
-    g = asn1.gss_unwrap(tok)
+    mech = gss.gss_wrap(OID_KRB5, _sample_ap_req(), asn1.TOK_ID_AP_REQ)
+    tok = gss.spnego_init(mech, (OID_MS_KRB5, OID_KRB5, OID_NTLMSSP))
+    g = gss.gss_unwrap(tok)
     assert g.mech == OID_SPNEGO and g.tok_id is None and g.inner[:1] == b"\xa0"
-    assert asn1.decode_spnego(tok) == NegTokenInit((OID_MS_KRB5, OID_KRB5, OID_NTLMSSP), None, mech, None)
-    assert asn1.unwrap_ap_req(tok) == _sample_ap_req()
-    flagged = asn1.spnego_init(mech, req_flags=0b0100010, mech_list_mic=b"mic")
-    assert asn1.decode_spnego(flagged) == NegTokenInit((OID_KRB5,), 0b0100010, mech, b"mic")
+    assert gss.decode_spnego(tok) == NegTokenInit((OID_MS_KRB5, OID_KRB5, OID_NTLMSSP), None, mech, None)
+    assert gss.unwrap_ap_req(tok) == _sample_ap_req()
+    flagged = gss.spnego_init(mech, req_flags=0b0100010, mech_list_mic=b"mic")
+    assert gss.decode_spnego(flagged) == NegTokenInit((OID_KRB5,), 0b0100010, mech, b"mic")
     # a1 19 30 17 { a0 03 0a 01 00 ; a1 0b <krb5 oid> ; a2 03 04 01 'x' }
-    resp = asn1.spnego_resp(0, OID_KRB5, b"x")
+    resp = gss.spnego_resp(0, OID_KRB5, b"x")
     assert resp == bytes.fromhex("a1193017a0030a0100a10b06092a864886f712010202a2030401") + b"x"
-    assert asn1.decode_spnego(resp) == NegTokenResp(0, OID_KRB5, b"x", None)
-    assert asn1.decode_spnego(asn1.spnego_resp(2, None)) == NegTokenResp(2, None, None, None)
-    ntlm_only = asn1.spnego_init(b"NTLMSSP\x00\x01", (OID_NTLMSSP,))
+    assert gss.decode_spnego(resp) == NegTokenResp(0, OID_KRB5, b"x", None)
+    assert gss.decode_spnego(gss.spnego_resp(2, None)) == NegTokenResp(2, None, None, None)
+    ntlm_only = gss.spnego_init(b"NTLMSSP\x00\x01", (OID_NTLMSSP,))
     with pytest.raises(MalformedToken):
-        asn1.unwrap_ap_req(ntlm_only)
+        gss.unwrap_ap_req(ntlm_only)
 
 
 # --- RFC 4121 checksum ------------------------------------------------------------------------------------------
@@ -281,11 +278,11 @@ def test_channel_bindings_hash_layout() -> None:
     app = b"tls-server-end-point:" + bytes(range(32))
     # RFC 4121 §4.1.1.2: five LE 32-bit fields/lengths, addresses empty
     layout = bytes(16) + struct.pack("<I", len(app)) + app
-    assert asn1.channel_bindings_hash(app) == hashlib.md5(layout).digest()
+    assert gss.channel_bindings_hash(app) == hashlib.md5(layout).digest()
     cb = ChannelBindings(app, 255, b"", 255, b"")
-    assert asn1.channel_bindings_hash(cb) == hashlib.md5(
+    assert gss.channel_bindings_hash(cb) == hashlib.md5(
         struct.pack("<II", 255, 0) + struct.pack("<II", 255, 0) + struct.pack("<I", len(app)) + app).digest()
-    assert asn1.channel_bindings_hash(cb) != asn1.channel_bindings_hash(app)
+    assert gss.channel_bindings_hash(cb) != gss.channel_bindings_hash(app)
 
 
 def test_gss_checksum() -> None:
@@ -309,7 +306,7 @@ def test_windows_tokens_decode_and_reencode_byte_exact() -> None:
     for t in data["tokens"]:
         tok = bytes.fromhex(t["token_hex"])
         fr = t["framing"]
-        ap_der = asn1.unwrap_ap_req(tok)
+        ap_der = gss.unwrap_ap_req(tok)
         assert ap_der == tok[fr["ap_req_offset"]:fr["ap_req_offset"] + fr["ap_req_length"]]
         ap = ApReq.from_der(ap_der)
         assert ap.to_der() == ap_der
@@ -317,9 +314,9 @@ def test_windows_tokens_decode_and_reencode_byte_exact() -> None:
         assert ap.ticket.enc_part.etype == t["service_key_enctype"]
         assert ap.ticket.enc_part.kvno == t["service_key_kvno"]
         if fr["type"] == "spnego":
-            assert asn1.decode_spnego(tok).mech_types == tuple(fr["mech_types"])  # type: ignore[union-attr]
+            assert gss.decode_spnego(tok).mech_types == tuple(fr["mech_types"])  # type: ignore[union-attr]
         else:
-            assert asn1.gss_unwrap(tok).mech == fr["outer_oid"]
+            assert gss.gss_unwrap(tok).mech == fr["outer_oid"]
     for d in data["decoded"].values():
         etp_der = bytes.fromhex(d["enc_ticket_part"]["plaintext_hex"])
         etp = EncTicketPart.from_der(etp_der)

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refcrypto as ref  # tests/ is on sys.path under pytest's default import mode
-from fastkrb import _native, crypto
+from fastkrb import _native
 from fastkrb.errors import IntegrityError
+from fastkrb.krb import crypto
 
 ENCTYPES = (17, 18, 19, 20, 23)
 AES = (17, 18, 19, 20)

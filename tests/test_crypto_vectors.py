@@ -1,4 +1,4 @@
-"""Every published crypto vector (tests/vectors, see PROVENANCE.md) against fastkrb.crypto.
+"""Every published crypto vector (tests/vectors, see PROVENANCE.md) against fastkrb.krb.crypto.
 
 One test id per vector. Vectors for what fastkrb does not implement are collected and skipped with the
 reason, so the count of published vectors stays visible.
@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from fastkrb import _native, crypto
+from fastkrb import _native
 from fastkrb.errors import EnctypeNotPermitted, IntegrityError, KerberosError, MalformedToken
+from fastkrb.krb import crypto
 
 VECTORS = Path(__file__).parent / "vectors"
 SUPPORTED = (17, 18, 19, 20, 23)

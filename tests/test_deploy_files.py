@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from fastkrb.server.config import load_config, parse_args
+from fastkrb.sidecar.config import load_config, parse_args
 from fastkrb.testing import make_keytab, mint
 from sidecar_proc import SRC, Sidecar, parse_response, recv_all
 

@@ -18,9 +18,9 @@ import pytest
 
 import kdc
 from fastkrb import KerberosError, Keytab, Validator
-from fastkrb.dev import MARKER, dev_header, dev_init
-from fastkrb.doctor import DoctorConfig, run_doctor
-from fastkrb.wsgi import NegotiateMiddleware
+from fastkrb.tools.dev import MARKER, dev_header, dev_init
+from fastkrb.tools.doctor import DoctorConfig, run_doctor
+from fastkrb.web.wsgi import NegotiateMiddleware
 from middleware_clients import wsgiref_server
 
 REPO = Path(__file__).resolve().parents[1]

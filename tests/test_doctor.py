@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 import kdc
-from fastkrb.doctor import DoctorConfig, Report, read_krb5_conf, run_doctor
-from fastkrb.kdcclient import KdcAddress, parse_kdc
+from fastkrb.tools.doctor import DoctorConfig, Report, read_krb5_conf, run_doctor
+from fastkrb.tools.kdcclient import KdcAddress, parse_kdc
 
 REPO = Path(__file__).resolve().parents[1]
 

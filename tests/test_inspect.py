@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 import kdc
-from fastkrb import KerberosError, Keytab, Validator, asn1, crypto
-from fastkrb import kdcclient as kc
-from fastkrb.inspect import inspect_token
+from fastkrb import KerberosError, Keytab, Validator
+from fastkrb.krb import asn1, crypto, gss
+from fastkrb.tools import kdcclient as kc
+from fastkrb.tools.inspect_token import inspect_token
 
 REPO = Path(__file__).resolve().parents[1]
 CODES = ("malformed", "unsupported_mechanism", "enctype_not_permitted", "wrong_principal", "key_version_mismatch",
@@ -151,14 +152,14 @@ def test_name_mismatch_forged_authenticator(mit_lab: Any) -> None:
     """A real ticket with an authenticator re-made (with the session key) for another client name."""
     t = tok(mit_lab, "svc18", mech="krb5")
     kt = Keytab.load(mit_lab.keytabs["svc18"])
-    req = asn1.ApReq.from_der(asn1.unwrap_ap_req(t))
+    req = asn1.ApReq.from_der(gss.unwrap_ap_req(t))
     key = kt.entries[0]
     etp = asn1.EncTicketPart.from_der(crypto.decrypt(18, key.key, 2, req.ticket.enc_part.cipher))
     auth = asn1.Authenticator.from_der(crypto.decrypt(etp.key.keytype, etp.key.keyvalue, 11,
                                                       req.authenticator.cipher))
     forged = dataclasses.replace(auth, cname=asn1.PrincipalName(asn1.NT_PRINCIPAL, ("mallory",)))
     enc = asn1.EncryptedData(etp.key.keytype, crypto.encrypt(etp.key.keytype, etp.key.keyvalue, 11, forged.to_der()))
-    bad = asn1.gss_wrap(asn1.OID_KRB5, asn1.ApReq(req.ticket, enc, req.ap_options).to_der(), asn1.TOK_ID_AP_REQ)
+    bad = gss.gss_wrap(asn1.OID_KRB5, asn1.ApReq(req.ticket, enc, req.ap_options).to_der(), asn1.TOK_ID_AP_REQ)
     err = reject(bad, mit_lab.keytabs["svc18"])
     assert err.code == "name_mismatch"
     a = inspect_token(bad, mit_lab.keytabs["svc18"])["ticket"]
@@ -242,7 +243,7 @@ def test_channel_bindings_mismatch(mit_lab: Any) -> None:
     assert err.code == "channel_bindings"
     a = inspect_token(t, mit_lab.keytabs["svc18"], channel_bindings=other)["ticket"]["authenticator"]
     assert a["channel_bindings"] != "none" and a["channel_bindings_match"] is False
-    assert a["channel_bindings"] == asn1.channel_bindings_hash(b"tls-server-end-point:" + b"A" * 32).hex()
+    assert a["channel_bindings"] == gss.channel_bindings_hash(b"tls-server-end-point:" + b"A" * 32).hex()
 
 
 def test_replay_cache_unavailable_cold_start(mit_lab: Any) -> None:

@@ -149,7 +149,7 @@ def proc_rss(pid: int) -> int:
 
 def test_sidecar_memory_bounded_and_serving_under_a_flood(tmp_path: Path) -> None:
     from fastkrb.client import Client
-    from fastkrb.server import wire
+    from fastkrb.sidecar import protocol
     from sidecar_proc import Sidecar, parse_response, recv_all
 
     rng = random.Random(13)
@@ -181,7 +181,7 @@ def test_sidecar_memory_bounded_and_serving_under_a_flood(tmp_path: Path) -> Non
                 errors.append(f"{fn.__name__}: {exc!r}")
         return run
 
-    junk = b"".join(wire.encode_validate(i, os.urandom(rng.randrange(1, 900))) for i in range(500))
+    junk = b"".join(protocol.encode_validate(i, os.urandom(rng.randrange(1, 900))) for i in range(500))
 
     def frames() -> None:
         s = sc.connect()

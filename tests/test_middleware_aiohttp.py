@@ -1,4 +1,4 @@
-"""fastkrb.aiohttp on aiohttp's own server, with the example app, real clients (curl --negotiate,
+"""fastkrb.web.aiohttp on aiohttp's own server, with the example app, real clients (curl --negotiate,
 requests-gssapi verifying the AP-REP) and real MIT tickets; a sub-application behind the same middleware
 validates once.
 """
@@ -22,7 +22,7 @@ from middleware_clients import (
 
 web = pytest.importorskip("aiohttp.web")
 
-from fastkrb.aiohttp import USER, negotiate_middleware  # noqa: E402
+from fastkrb.web.aiohttp import USER, negotiate_middleware  # noqa: E402
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""fastkrb.asgi behind uvicorn, with real Negotiate clients (curl, requests-gssapi, httpx-gssapi) and real MIT
+"""fastkrb.web.asgi behind uvicorn, with real Negotiate clients (curl, requests-gssapi, httpx-gssapi) and real MIT
 tickets: the challenge, the identity, the AP-REP, excluded paths, typed refusals, and one validation per
 request when the app re-enters the middleware (a mounted sub-app, an internal redirect).
 """
@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from fastkrb.asgi import NegotiateBackend, NegotiateMiddleware
+from fastkrb.web.asgi import NegotiateBackend, NegotiateMiddleware
 
 try:
     import fastapi

@@ -1,4 +1,4 @@
-"""fastkrb.wsgi behind wsgiref, with the Flask and Django examples, real curl --negotiate / requests-gssapi
+"""fastkrb.web.wsgi behind wsgiref, with the Flask and Django examples, real curl --negotiate / requests-gssapi
 clients and real MIT tickets: REMOTE_USER, the AP-REP, the 401 challenge, typed refusals, excluded paths and
 one validation when the app re-enters the middleware (an internal redirect passing the environ on).
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fastkrb.wsgi import NegotiateMiddleware
+from fastkrb.web.wsgi import NegotiateMiddleware
 from middleware_clients import (
     curl,
     load_example,

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastkrb import pac as pacmod
 from fastkrb.errors import MalformedToken
-from fastkrb.pac import (
+from fastkrb.krb import pac as pacmod
+from fastkrb.krb.pac import (
     FILETIME_NEVER,
     UPN_FLAG_S,
     GroupMembership,
@@ -90,7 +90,7 @@ def ref_checksum(cksumtype: int, key: bytes, usage: int, data: bytes) -> bytes:
 
 def _have_native_crypto() -> bool:
     try:
-        from fastkrb import crypto
+        from fastkrb.krb import crypto
     except ImportError:
         return False
     return hasattr(crypto, "checksum")
@@ -101,7 +101,7 @@ HAVE_CRYPTO = _have_native_crypto()
 
 @pytest.fixture(autouse=True)
 def _pac_crypto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until fastkrb.crypto is merged, pac signs and verifies through the reference above."""
+    """Until fastkrb.krb.crypto is merged, pac signs and verifies through the reference above."""
     if not HAVE_CRYPTO:
         monkeypatch.setattr(pacmod, "_checksum", ref_checksum)
 
@@ -109,7 +109,7 @@ def _pac_crypto(monkeypatch: pytest.MonkeyPatch) -> None:
 KEY_LEN = {17: 16, 18: 32, 19: 16, 20: 32, 23: 16}
 
 
-@pytest.mark.skipif(not HAVE_CRYPTO, reason="fastkrb.crypto not merged yet")
+@pytest.mark.skipif(not HAVE_CRYPTO, reason="fastkrb.krb.crypto not merged yet")
 @pytest.mark.parametrize("enctype", sorted(KEY_LEN))
 def test_native_checksum_matches_reference(enctype: int) -> None:
     key = bytes(range(KEY_LEN[enctype]))

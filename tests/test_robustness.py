@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastkrb import KerberosError, Validator, _native
-from fastkrb.asn1 import ApReq
+from fastkrb.krb.asn1 import ApReq
 from fastkrb.testing import make_keytab, mint
 
 SPN = "HTTP/api.example.test@EXAMPLE.TEST"
@@ -147,7 +147,7 @@ def test_hostile_shapes(shape: str) -> None:
     else:
         # AD-IF-RELEVANT nested beyond the bound, inside a real ticket: decoded with an explicit stack
         kt = make_keytab(principals=(SPN,), enctypes=(18,), kvno=1, rng=random.Random(2))
-        from fastkrb.asn1 import ADEntry, encode_authorization_data
+        from fastkrb.krb.asn1 import ADEntry, encode_authorization_data
 
         ad = encode_authorization_data([ADEntry(5, b"x")])
         for _ in range(50):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fastkrb.server.config import ConfigError, ServerConfig, load_config, parse_args, redact_url
+from fastkrb.sidecar.config import ConfigError, ServerConfig, load_config, parse_args, redact_url
 from fastkrb.testing import make_keytab
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")

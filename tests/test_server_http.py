@@ -279,7 +279,7 @@ def test_validator_agrees(keytab: Path, minted: Minted, sidecar: Sidecar) -> Non
 
 
 def test_header_values_cannot_split_a_header() -> None:
-    from fastkrb.server.http import header_value
+    from fastkrb.sidecar.http import header_value
 
     assert header_value("alice") == b"alice"
     assert header_value("jürgen") == "jürgen".encode()

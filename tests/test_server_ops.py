@@ -18,7 +18,7 @@ import pytest
 from fastkrb import KerberosError
 from fastkrb.client import Client
 from fastkrb.keytab import Keytab
-from fastkrb.server import wire
+from fastkrb.sidecar import protocol
 from fastkrb.testing import Minted, make_keytab, mint
 from sidecar_proc import Sidecar, parse_response, recv_all
 
@@ -191,7 +191,7 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path, kv1: Path) -> None:
         m = mint(keytab_v(1, 11), client=CLIENT, server=SERVICE, now=time.time() + 1)
         toks = fresh(m, 3000)
         s = sc.connect()
-        payload = b"".join(wire.encode_validate(i + 1, t) for i, t in enumerate(toks))
+        payload = b"".join(protocol.encode_validate(i + 1, t) for i, t in enumerate(toks))
         sender = threading.Thread(target=s.sendall, args=(payload,))   # the server pushes back: read meanwhile
         sender.start()
         first = s.recv(65536)
@@ -200,8 +200,8 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path, kv1: Path) -> None:
         data = first + recv_all(s)
         sender.join(30)
         s.close()
-        kinds = [k for k, _, _ in wire.iter_frames(data, 1 << 20)]
-        assert kinds.count(wire.ACCEPTED) == len(toks)
+        kinds = [k for k, _, _ in protocol.iter_frames(data, 1 << 20)]
+        assert kinds.count(protocol.ACCEPTED) == len(toks)
     finally:
         assert sc.stop() == 0
     assert not Path(sc.socket).exists()
@@ -239,11 +239,11 @@ def test_max_connections(tmp_path: Path, kv1: Path) -> None:
     try:
         held = [sc.connect() for _ in range(3)]
         for s in held:   # make sure all three are accepted and counted
-            s.sendall(wire.encode_ping(1))
+            s.sendall(protocol.encode_ping(1))
             assert s.recv(65536)
         extra = sc.connect()
         try:
-            extra.sendall(wire.encode_ping(2))
+            extra.sendall(protocol.encode_ping(2))
             assert extra.recv(65536) == b""
         except (ConnectionResetError, BrokenPipeError):
             pass
@@ -251,7 +251,7 @@ def test_max_connections(tmp_path: Path, kv1: Path) -> None:
         held.pop().close()
         time.sleep(0.2)
         s = sc.connect()
-        s.sendall(wire.encode_ping(3))
+        s.sendall(protocol.encode_ping(3))
         assert s.recv(65536)
         s.close()
         for h in held:
@@ -271,9 +271,9 @@ def test_request_and_idle_timeouts(tmp_path: Path, kv1: Path) -> None:
         assert data.startswith(b"HTTP/1.1 408 ") and 0.4 < time.monotonic() - t0 < 5
         slow.close()
         partial = sc.connect()
-        partial.sendall(wire.encode_validate(1, b"x" * 100)[:50])
-        frames = list(wire.iter_frames(recv_all(partial), 1 << 20))
-        assert frames and frames[-1][0] == wire.PROTOCOL_ERROR
+        partial.sendall(protocol.encode_validate(1, b"x" * 100)[:50])
+        frames = list(protocol.iter_frames(recv_all(partial), 1 << 20))
+        assert frames and frames[-1][0] == protocol.PROTOCOL_ERROR
         partial.close()
         idle = sc.connect()
         idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: s\r\n\r\n")
@@ -314,7 +314,7 @@ def test_garbage_flood_does_not_starve_legitimate_requests(tmp_path: Path, kv1: 
     """One client floods malformed tokens as fast as it can; another's requests are all answered correctly."""
     sc = Sidecar(tmp_path, kv1, args=("--no-log-decisions",)).start()
     m = mint(keytab_v(1, 11), client=CLIENT, server=SERVICE, now=time.time() + 1)
-    junk = wire.encode_validate(0, os.urandom(700)) * 2000
+    junk = protocol.encode_validate(0, os.urandom(700)) * 2000
     stop = threading.Event()
     flooded = [0]
 

@@ -19,20 +19,12 @@ from typing import Any
 
 import pytest
 
-from fastkrb import asn1, crypto, testing
-from fastkrb.asn1 import (
-    ADEntry,
-    ApRep,
-    ApReq,
-    Authenticator,
-    ChannelBindings,
-    EncApRepPart,
-    EncryptedData,
-    EncTicketPart,
-    GssChecksum,
-)
+from fastkrb import testing
 from fastkrb.errors import IntegrityError, KerberosError, MalformedToken
 from fastkrb.keytab import Keytab
+from fastkrb.krb import asn1, crypto, gss
+from fastkrb.krb.asn1 import ADEntry, ApRep, ApReq, Authenticator, EncApRepPart, EncryptedData, EncTicketPart
+from fastkrb.krb.gss import ChannelBindings, GssChecksum
 from fastkrb.testing import mint
 
 SERVER = "HTTP/api.example.test@EXAMPLE.TEST"
@@ -45,8 +37,8 @@ def kt() -> Keytab:
 
 
 def _open(m: testing.Minted) -> tuple[ApReq, EncTicketPart, Authenticator]:
-    """Decode and decrypt a minted token with the reference decoder and fastkrb.crypto."""
-    ap = ApReq.from_der(asn1.unwrap_ap_req(m.token_bytes))
+    """Decode and decrypt a minted token with the reference decoder and fastkrb.krb.crypto."""
+    ap = ApReq.from_der(gss.unwrap_ap_req(m.token_bytes))
     etp_der = crypto.decrypt(ap.ticket.enc_part.etype, m.server_key, 2, ap.ticket.enc_part.cipher)
     auth_der = crypto.decrypt(ap.authenticator.etype, m.session_key, 11, ap.authenticator.cipher)
     assert etp_der == m.enc_ticket_part and auth_der == m.authenticator
@@ -80,9 +72,9 @@ def test_defaults(kt: Keytab, enctype: int) -> None:
     # RFC 4121 §4.1.1: Lgth=16 LE, Bnd zero (no bindings), Flags LE = mutual|conf|integ
     assert auth.cksum.checksum == b"\x10\x00\x00\x00" + bytes(16) + struct.pack("<I", 2 | 16 | 32)
     # spnego framing by default, mechToken = krb5 GSS token
-    spn = asn1.decode_spnego(m.token_bytes)
-    assert isinstance(spn, asn1.NegTokenInit) and spn.mech_types == (asn1.OID_KRB5,)
-    assert spn.mech_token == asn1.gss_wrap(asn1.OID_KRB5, m.ap_req, b"\x01\x00")
+    spn = gss.decode_spnego(m.token_bytes)
+    assert isinstance(spn, gss.NegTokenInit) and spn.mech_types == (asn1.OID_KRB5,)
+    assert spn.mech_token == gss.gss_wrap(asn1.OID_KRB5, m.ap_req, b"\x01\x00")
 
 
 def test_ticket_flag_bits_are_mits(kt: Keytab) -> None:
@@ -151,7 +143,7 @@ def test_every_option_lands_where_it_belongs(kt: Keytab) -> None:
     assert g.bnd == hashlib.md5(bytes(16) + struct.pack("<I", len(app)) + app).digest() == m.bindings_hash
     # KERB_AP_OPTIONS_CBT as Windows sends it: AD-IF-RELEVANT { 143: 0x00004000 little-endian }
     assert auth.authorization_data == (ADEntry(1, asn1.encode_authorization_data([ADEntry(143, b"\x00\x40\x00\x00")])),)
-    assert asn1.gss_unwrap(m.token_bytes).mech == asn1.OID_KRB5
+    assert gss.gss_unwrap(m.token_bytes).mech == asn1.OID_KRB5
 
 
 def test_channel_binding_styles(kt: Keytab) -> None:
@@ -201,15 +193,15 @@ def test_framings(kt: Keytab, framing: str) -> None:
     else:
         assert isinstance(tok, bytes) and tok[:1] == b"\x60"
         assert m.header == "Negotiate " + base64.b64encode(tok).decode()
-        g = asn1.gss_unwrap(tok)
+        g = gss.gss_unwrap(tok)
         want = {"spnego": asn1.OID_SPNEGO, "spnego-ms": asn1.OID_SPNEGO, "krb5": asn1.OID_KRB5,
                 "krb5-ms": asn1.OID_MS_KRB5}[framing]
         assert g.mech == want
     if framing == "spnego-ms":
-        spn = asn1.decode_spnego(m.token_bytes)
+        spn = gss.decode_spnego(m.token_bytes)
         assert spn.mech_types == (asn1.OID_MS_KRB5, asn1.OID_KRB5, asn1.OID_NTLMSSP)  # type: ignore[union-attr]
-        assert asn1.gss_unwrap(spn.mech_token).mech == asn1.OID_KRB5  # type: ignore[union-attr, arg-type]
-    assert asn1.unwrap_ap_req(m.token_bytes) == m.ap_req
+        assert gss.gss_unwrap(spn.mech_token).mech == asn1.OID_KRB5  # type: ignore[union-attr, arg-type]
+    assert gss.unwrap_ap_req(m.token_bytes) == m.ap_req
     with pytest.raises(ValueError):
         mint(kt, framing="bogus")  # type: ignore[arg-type]
 
@@ -250,9 +242,9 @@ def _ap_rep(m: testing.Minted, ctime: int | None = None, key: bytes | None = Non
 def test_verify_ap_rep_all_framings(kt: Keytab) -> None:
     m = mint(kt)
     rep = _ap_rep(m)
-    gss = asn1.gss_wrap(asn1.OID_KRB5, rep, asn1.TOK_ID_AP_REP)
-    spn = asn1.spnego_resp(0, asn1.OID_KRB5, gss)
-    for form in (rep, gss, spn, base64.b64encode(spn).decode(), "Negotiate " + base64.b64encode(gss).decode()):
+    framed = gss.gss_wrap(asn1.OID_KRB5, rep, asn1.TOK_ID_AP_REP)
+    spn = gss.spnego_resp(0, asn1.OID_KRB5, framed)
+    for form in (rep, framed, spn, base64.b64encode(spn).decode(), "Negotiate " + base64.b64encode(framed).decode()):
         part = m.verify_ap_rep(form)
         assert (part.ctime, part.cusec, part.seq_number) == (m.ctime, m.cusec, 7)
 
@@ -265,20 +257,20 @@ def test_verify_ap_rep_rejects(kt: Keytab) -> None:
         m.verify_ap_rep(_ap_rep(m, key=bytes(len(m.session_key))))
     err = asn1.KrbError(37, NOW, 0, "EXAMPLE.TEST", asn1.PrincipalName(2, ("HTTP", "x")), e_text="skew")
     with pytest.raises(KerberosError) as ei:
-        m.verify_ap_rep(asn1.gss_wrap(asn1.OID_KRB5, err.to_der(), asn1.TOK_ID_KRB_ERROR))
+        m.verify_ap_rep(gss.gss_wrap(asn1.OID_KRB5, err.to_der(), asn1.TOK_ID_KRB_ERROR))
     assert ei.value.details["error_code"] == 37
     with pytest.raises(KerberosError):
-        m.verify_ap_rep(asn1.spnego_resp(2, None))
+        m.verify_ap_rep(gss.spnego_resp(2, None))
     with pytest.raises(MalformedToken):
-        m.verify_ap_rep(asn1.spnego_resp(0, asn1.OID_KRB5))
+        m.verify_ap_rep(gss.spnego_resp(0, asn1.OID_KRB5))
     with pytest.raises(MalformedToken):
         m.verify_ap_rep("Negotiate !!!")
 
 
 def test_default_pac_uses_fastkrb_pac(kt: Keytab) -> None:
-    pac_mod = pytest.importorskip("fastkrb.pac")
+    pac_mod = pytest.importorskip("fastkrb.krb.pac")
     if not hasattr(pac_mod, "build_pac"):
-        pytest.skip("fastkrb.pac has no build_pac")
+        pytest.skip("fastkrb.krb.pac has no build_pac")
     m = mint(kt, pac=True, ticket_enctype=18)
     _, etp, _ = _open(m)
     assert m.pac is not None and etp.authorization_data is not None
@@ -345,8 +337,8 @@ def test_mit_accepts_minted_tokens(tmp_path: Path) -> None:
         part = m.verify_ap_rep(bytes.fromhex(r["out"]))  # MIT's AP-REP answers exactly this authenticator
         assert part.subkey is not None and part.subkey.keytype == m.session_enctype
         if m.framing.startswith("spnego"):
-            resp = asn1.decode_spnego(bytes.fromhex(r["out"]))
-            assert isinstance(resp, asn1.NegTokenResp) and resp.neg_state == 0
+            resp = gss.decode_spnego(bytes.fromhex(r["out"]))
+            assert isinstance(resp, gss.NegTokenResp) and resp.neg_state == 0
             assert resp.supported_mech == (asn1.OID_MS_KRB5 if m.framing == "spnego-ms" else asn1.OID_KRB5)
 
 
@@ -409,9 +401,9 @@ _PAC_ATTR = textwrap.dedent("""
 @needs_mit_gssapi
 def test_mit_verifies_the_minted_pac(tmp_path: Path) -> None:
     """MIT finds the PAC where a KDC puts it (AD-IF-RELEVANT / AD-WIN2K-PAC) and checks its server signature."""
-    pac_mod = pytest.importorskip("fastkrb.pac")
+    pac_mod = pytest.importorskip("fastkrb.krb.pac")
     if not hasattr(pac_mod, "build_pac"):
-        pytest.skip("fastkrb.pac has no build_pac")
+        pytest.skip("fastkrb.krb.pac has no build_pac")
     pytest.importorskip("gssapi")
     kt = testing.make_keytab()
     good = mint(kt, pac=True)

@@ -234,7 +234,7 @@ def test_channel_bindings(kt: Keytab) -> None:
 
 
 def _if_relevant_ap_options() -> bytes:
-    from fastkrb.asn1 import ADEntry, encode_authorization_data
+    from fastkrb.krb.asn1 import ADEntry, encode_authorization_data
 
     return encode_authorization_data([ADEntry(143, (0x4000).to_bytes(4, "little"))])
 
@@ -249,7 +249,7 @@ def test_delegation_and_subkey(kt: Keytab) -> None:
 
 
 def test_pac_verified_and_forged(kt: Keytab) -> None:
-    from fastkrb.pac import build_pac
+    from fastkrb.krb.pac import build_pac
 
     key18 = next(e for e in kt.entries if e.principal == SPN and e.enctype == 18)
     pac = build_pac(client_name="alice", auth_time=int(NOW), server_key=(18, key18.key), minimal=True)

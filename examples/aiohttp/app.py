@@ -1,4 +1,4 @@
-"""An aiohttp service behind fastkrb.aiohttp.
+"""An aiohttp service behind fastkrb.web.aiohttp.
 
     FASTKRB_KEYTAB=/etc/api.keytab python examples/aiohttp/app.py      # on :8000
 """
@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from fastkrb import Validator
-from fastkrb.aiohttp import RESULT, USER, negotiate_middleware
+from fastkrb.web.aiohttp import RESULT, USER, negotiate_middleware
 
 
 async def whoami(request: web.Request) -> web.Response:

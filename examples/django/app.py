@@ -1,4 +1,4 @@
-"""A one-file Django project behind fastkrb.wsgi.
+"""A one-file Django project behind fastkrb.web.wsgi.
 
     FASTKRB_KEYTAB=/etc/api.keytab python examples/django/app.py      # wsgiref on :8000
 
@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
 from fastkrb import Validator
-from fastkrb.wsgi import NegotiateMiddleware
+from fastkrb.web.wsgi import NegotiateMiddleware
 
 if not settings.configured:
     settings.configure(

@@ -1,4 +1,4 @@
-"""A FastAPI service behind fastkrb.asgi.
+"""A FastAPI service behind fastkrb.web.asgi.
 
     FASTKRB_KEYTAB=/etc/api.keytab uvicorn --factory examples.fastapi.app:main --port 8000
 """
@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 
 from fastkrb import Validator
-from fastkrb.asgi import KerberosUser, NegotiateMiddleware
+from fastkrb.web.asgi import KerberosUser, NegotiateMiddleware
 
 
 def current_user(request: Request) -> KerberosUser:

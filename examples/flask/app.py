@@ -1,4 +1,4 @@
-"""A Flask API behind fastkrb.wsgi.
+"""A Flask API behind fastkrb.web.wsgi.
 
     FASTKRB_KEYTAB=/etc/api.keytab python examples/flask/app.py        # then: curl --negotiate -u : http://host:8000/
 
@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, request
 
 from fastkrb import Validator
-from fastkrb.wsgi import NegotiateMiddleware
+from fastkrb.web.wsgi import NegotiateMiddleware
 
 
 def create_app(validator: Any) -> Flask:

@@ -1,48 +1,69 @@
-"""fastkrb: fast, exact Kerberos service-ticket validation with errors that name the cause."""
+"""fastkrb: fast, exact Kerberos service-ticket validation with errors that name the cause.
 
-from fastkrb.errors import (
-    ChannelBindingsMismatch,
-    ClockSkew,
-    EnctypeNotInKeytab,
-    EnctypeNotPermitted,
-    IntegrityError,
-    KerberosError,
-    KeyVersionMismatch,
-    MalformedToken,
-    NameMismatch,
-    RealmNotAllowed,
-    Replay,
-    ReplayCacheUnavailable,
-    TicketExpired,
-    TicketInvalid,
-    TicketNotYetValid,
-    UnsupportedMechanism,
-    WrongPrincipal,
-)
-from fastkrb.keytab import Keytab, KeytabEntry
-from fastkrb.validator import AuthResult, Validator
+The names below load on first use (PEP 562), so ``import fastkrb.client`` in a service that only talks
+to the sidecar loads neither the native core nor a replay backend.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastkrb.errors import (
+        ChannelBindingsMismatch,
+        ClockSkew,
+        EnctypeNotInKeytab,
+        EnctypeNotPermitted,
+        IntegrityError,
+        KerberosError,
+        KeyVersionMismatch,
+        MalformedToken,
+        NameMismatch,
+        RealmNotAllowed,
+        Replay,
+        ReplayCacheUnavailable,
+        TicketExpired,
+        TicketInvalid,
+        TicketNotYetValid,
+        UnsupportedMechanism,
+        WrongPrincipal,
+    )
+    from fastkrb.keytab import Keytab, KeytabEntry
+    from fastkrb.validator import AuthResult, Validator
+
+__version__ = "0.1.0"
+
+# public name -> the module that defines it
+_WHERE = {
+    **dict.fromkeys(
+        ("ChannelBindingsMismatch", "ClockSkew", "EnctypeNotInKeytab", "EnctypeNotPermitted", "IntegrityError",
+         "KerberosError", "KeyVersionMismatch", "MalformedToken", "NameMismatch", "RealmNotAllowed", "Replay",
+         "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid", "TicketNotYetValid", "UnsupportedMechanism",
+         "WrongPrincipal"),
+        "fastkrb.errors"),
+    "Keytab": "fastkrb.keytab",
+    "KeytabEntry": "fastkrb.keytab",
+    "AuthResult": "fastkrb.validator",
+    "Validator": "fastkrb.validator",
+}
 
 __all__ = [
-    "AuthResult",
-    "ChannelBindingsMismatch",
-    "ClockSkew",
-    "EnctypeNotInKeytab",
-    "EnctypeNotPermitted",
-    "IntegrityError",
-    "KerberosError",
-    "KeyVersionMismatch",
-    "Keytab",
-    "KeytabEntry",
-    "MalformedToken",
-    "NameMismatch",
-    "RealmNotAllowed",
-    "Replay",
-    "ReplayCacheUnavailable",
-    "TicketExpired",
-    "TicketInvalid",
-    "TicketNotYetValid",
-    "UnsupportedMechanism",
-    "Validator",
-    "WrongPrincipal",
+    "AuthResult", "ChannelBindingsMismatch", "ClockSkew", "EnctypeNotInKeytab", "EnctypeNotPermitted",
+    "IntegrityError", "KerberosError", "KeyVersionMismatch", "Keytab", "KeytabEntry", "MalformedToken",
+    "NameMismatch", "RealmNotAllowed", "Replay", "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid",
+    "TicketNotYetValid", "UnsupportedMechanism", "Validator", "WrongPrincipal",
 ]
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'fastkrb' has no attribute {name!r}")
+    value = getattr(import_module(where), name)
+    globals()[name] = value   # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted((*globals(), *_WHERE))

@@ -2,6 +2,6 @@
 
 import sys
 
-from fastkrb.cli import main
+from fastkrb.tools.cli import main
 
 sys.exit(main())

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastkrb.errors import KerberosError, error_for_code
-from fastkrb.server import wire
+from fastkrb.sidecar import protocol
 
 __all__ = ["AsyncClient", "Client", "RemoteAuthResult", "SidecarUnavailable"]
 
@@ -48,7 +48,7 @@ class _Broken(SidecarUnavailable):
 
 # An accepted token as the sidecar reports it: the AuthResult's facts (never the session key), with
 # www_authenticate and to_dict() like the library's AuthResult. The wire codec decodes straight into it.
-RemoteAuthResult = wire.Accepted
+RemoteAuthResult = protocol.Accepted
 
 
 def _token_bytes(token: str | bytes) -> bytes:
@@ -56,17 +56,17 @@ def _token_bytes(token: str | bytes) -> bytes:
 
 
 def _outcome(kind: int, payload: bytes) -> RemoteAuthResult | KerberosError | dict[str, Any]:
-    if kind == wire.ACCEPTED:
-        return wire.decode_accepted(payload)
-    if kind == wire.REJECTED:
-        r = wire.decode_rejected(payload)
+    if kind == protocol.ACCEPTED:
+        return protocol.decode_accepted(payload)
+    if kind == protocol.REJECTED:
+        r = protocol.decode_rejected(payload)
         return error_for_code(r.code, r.cause, r.fix, r.details)
-    if kind == wire.PONG:
+    if kind == protocol.PONG:
         import json
 
         status: dict[str, Any] = json.loads(payload or b"{}")
         return status
-    if kind == wire.PROTOCOL_ERROR:
+    if kind == protocol.PROTOCOL_ERROR:
         return SidecarUnavailable(f"The sidecar refused the request: {payload.decode(errors='replace')}")
     return SidecarUnavailable(f"The sidecar answered with an unknown frame kind 0x{kind:02x}")
 
@@ -177,10 +177,10 @@ class Client:
             if not chunk:
                 raise (SidecarUnavailable if got else _Broken)("The sidecar closed the connection before answering")
             buf += chunk
-            frames_in, used, err = wire.split_frames(buf, _MAX_REPLY)
+            frames_in, used, err = protocol.split_frames(buf, _MAX_REPLY)
             for kind, rid, a, b in frames_in:
                 out = _outcome(kind, bytes(buf[a:b]))
-                if kind == wire.PROTOCOL_ERROR:
+                if kind == protocol.PROTOCOL_ERROR:
                     assert isinstance(out, KerberosError)
                     raise out
                 if rid in want:
@@ -192,12 +192,12 @@ class Client:
         return got
 
     def _next_id(self) -> int:
-        return next(self._ids) & wire.MAX_ID
+        return next(self._ids) & protocol.MAX_ID
 
     def validate(self, token: str | bytes, channel_bindings: bytes | None = None) -> RemoteAuthResult:
         """Validate one token (header value, base64 or raw); raises the validator's KerberosError subclass."""
         rid = self._next_id()
-        out = self._roundtrip([wire.encode_validate(rid, _token_bytes(token), channel_bindings)], [rid])[rid]
+        out = self._roundtrip([protocol.encode_validate(rid, _token_bytes(token), channel_bindings)], [rid])[rid]
         result: RemoteAuthResult = _raise_or_return(out)
         return result
 
@@ -209,7 +209,7 @@ class Client:
         for t in tokens:
             rid = self._next_id()
             ids.append(rid)
-            frames.append(wire.encode_validate(rid, _token_bytes(t), channel_bindings))
+            frames.append(protocol.encode_validate(rid, _token_bytes(t), channel_bindings))
         if not frames:
             return []
         got = self._roundtrip(frames, ids)
@@ -218,7 +218,7 @@ class Client:
     def ping(self) -> dict[str, Any]:
         """The answering worker's health (``ready``, keytab kvnos, replay cache)."""
         rid = self._next_id()
-        out: dict[str, Any] = _raise_or_return(self._roundtrip([wire.encode_ping(rid)], [rid])[rid])
+        out: dict[str, Any] = _raise_or_return(self._roundtrip([protocol.encode_ping(rid)], [rid])[rid])
         return out
 
 
@@ -236,10 +236,10 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
-        frames, used, err = wire.split_frames(buf, _MAX_REPLY)
+        frames, used, err = protocol.split_frames(buf, _MAX_REPLY)
         for kind, rid, a, b in frames:
             out = _outcome(kind, buf[a:b])
-            if kind == wire.PROTOCOL_ERROR:
+            if kind == protocol.PROTOCOL_ERROR:
                 self._fail(out)  # type: ignore[arg-type]
                 return
             fut = self.waiting.pop(rid, None)
@@ -342,11 +342,11 @@ class AsyncClient:
         raise AssertionError("unreachable")
 
     def _next_id(self) -> int:
-        return next(self._ids) & wire.MAX_ID
+        return next(self._ids) & protocol.MAX_ID
 
     async def validate(self, token: str | bytes, channel_bindings: bytes | None = None) -> RemoteAuthResult:
         rid = self._next_id()
-        (out,) = await self._call([(rid, wire.encode_validate(rid, _token_bytes(token), channel_bindings))])
+        (out,) = await self._call([(rid, protocol.encode_validate(rid, _token_bytes(token), channel_bindings))])
         result: RemoteAuthResult = _raise_or_return(out)
         return result
 
@@ -355,12 +355,12 @@ class AsyncClient:
         frames = []
         for t in tokens:
             rid = self._next_id()
-            frames.append((rid, wire.encode_validate(rid, _token_bytes(t), channel_bindings)))
+            frames.append((rid, protocol.encode_validate(rid, _token_bytes(t), channel_bindings)))
         return await self._call(frames) if frames else []
 
     async def ping(self) -> dict[str, Any]:
         rid = self._next_id()
-        (out,) = await self._call([(rid, wire.encode_ping(rid))])
+        (out,) = await self._call([(rid, protocol.encode_ping(rid))])
         status: dict[str, Any] = _raise_or_return(out)
         return status
 

@@ -340,7 +340,7 @@ class Keytab:
 
         The default salt is RFC 4120 §4's: the realm followed by the components, no separators.
         """
-        from fastkrb import crypto  # floor 1; imported late so reading keytabs never needs the extension
+        from fastkrb.krb import crypto  # floor 1; imported late so reading keytabs never needs the extension
 
         if salt is None:
             salt_b = crypto.default_salt(principal)

@@ -5,13 +5,12 @@ encrypted exactly as a KDC would (RFC 4120 §5.3, key usage 2 with the service k
 a GSS initiator would (RFC 4121 §4.1.1: a 0x8003 checksum carrying channel bindings, flags and
 delegation; key usage 11 with the session key), then framed as SPNEGO, krb5 GSS, or a bare AP-REQ. MIT's
 own acceptor accepts what this makes (tests/test_testing.py), so it is faithful, not just self-consistent.
-Messages are encoded with fastkrb.asn1 (pyasn1), never with the native code under test.
+Messages are encoded with fastkrb.krb.asn1 (pyasn1), never with the native code under test.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import os
 import random
@@ -20,26 +19,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fastkrb import asn1, crypto
-from fastkrb.asn1 import (
+from fastkrb.errors import IntegrityError, KerberosError, MalformedToken
+from fastkrb.keytab import Keytab, KeytabEntry, parse_principal
+from fastkrb.krb import asn1, crypto, gss
+from fastkrb.krb.asn1 import (
     ADEntry,
     ApRep,
     ApReq,
     Authenticator,
-    ChannelBindings,
     Checksum,
     EncApRepPart,
     EncryptedData,
     EncryptionKey,
     EncTicketPart,
-    GssChecksum,
     HostAddress,
     PrincipalName,
     Ticket,
     TransitedEncoding,
 )
-from fastkrb.errors import IntegrityError, KerberosError, MalformedToken
-from fastkrb.keytab import Keytab, KeytabEntry, parse_principal
+from fastkrb.krb.gss import ChannelBindings, GssChecksum
+from fastkrb.krb.negotiate import token_bytes
 
 __all__ = ["Minted", "mint", "make_keytab", "ap_options_cbt", "Framing", "ENCTYPE_PREFERENCE"]
 
@@ -106,7 +105,7 @@ class Minted:
     def token_bytes(self) -> bytes:
         if isinstance(self.token, bytes):
             return self.token
-        return base64.b64decode(self.token.split(None, 1)[1])
+        return token_bytes(self.token)
 
     def again(self, *, now: float | None = None, ctime: int | None = None, cusec: int | None = None,
               rng: random.Random | None = None) -> Minted:
@@ -166,17 +165,17 @@ class Minted:
         ``response`` may be a raw AP-REP, a krb5 GSS token, a SPNEGO NegTokenResp, base64, or a
         ``Negotiate <b64>`` header value.
         """
-        data = _unbase64(response)
+        data = token_bytes(response)
         if data[:1] == b"\xa1":
-            resp = asn1.decode_spnego(data)
-            assert isinstance(resp, asn1.NegTokenResp)
+            resp = gss.decode_spnego(data)
+            assert isinstance(resp, gss.NegTokenResp)
             if resp.neg_state == 2:
                 raise KerberosError("The acceptor rejected the SPNEGO negotiation (negState reject).")
             if resp.response_token is None:
                 raise MalformedToken("SPNEGO NegTokenResp carries no responseToken (no AP-REP).")
             data = resp.response_token
         if data[:1] == b"\x60":
-            g = asn1.gss_unwrap(data)
+            g = gss.gss_unwrap(data)
             if g.tok_id == asn1.TOK_ID_KRB_ERROR:
                 err = asn1.KrbError.from_der(g.inner)
                 raise KerberosError(f"The acceptor answered with KRB-ERROR {err.error_code} ({err.e_text}).",
@@ -201,18 +200,6 @@ class Minted:
                                  details={"ctime": part.ctime, "cusec": part.cusec,
                                           "expected_ctime": self.ctime, "expected_cusec": self.cusec})
         return part
-
-
-def _unbase64(response: bytes | str) -> bytes:
-    if isinstance(response, str):
-        text = response.strip()
-        if text[:10].lower() == "negotiate ":
-            text = text[10:].strip()
-        try:
-            return base64.b64decode(text, validate=True)
-        except binascii.Error as exc:
-            raise MalformedToken("Response is not base64.") from exc
-    return bytes(response)
 
 
 def _random_bytes(rng: random.Random | None, n: int) -> bytes:
@@ -255,9 +242,9 @@ def _pick_server_key(kt: Keytab | None, server: str, enctype: int | None, kvno: 
 def _default_pac(pac: bool | Mapping[str, Any], client_comps: tuple[str, ...], crealm: str, authtime: int,
                  ticket_enctype: int, server_key: bytes) -> bytes:
     try:
-        from fastkrb.pac import build_pac  # type: ignore[attr-defined,unused-ignore]
+        from fastkrb.krb.pac import build_pac  # type: ignore[attr-defined,unused-ignore]
     except ImportError as exc:  # pragma: no cover - depends on the pac module being present
-        raise ValueError("pac=True needs fastkrb.pac.build_pac; pass PAC bytes instead") from exc
+        raise ValueError("pac=True needs fastkrb.krb.pac.build_pac; pass PAC bytes instead") from exc
     kwargs: dict[str, Any] = {
         "client_name": "/".join(client_comps), "auth_time": authtime, "server_key": (ticket_enctype, server_key),
         "upn": "/".join(client_comps) + "@" + crealm.lower(), "dns_domain": crealm,
@@ -389,7 +376,7 @@ def mint(
                 if isinstance(cb, (bytes, bytearray)):
                     at = asn1.GSS_C_AF_NULLADDR if java_style_bindings else 0
                     cb = ChannelBindings(bytes(cb), at, b"", at, b"")
-                bnd_hash = asn1.channel_bindings_hash(cb)
+                bnd_hash = gss.channel_bindings_hash(cb)
             checksum = Checksum(asn1.CKSUMTYPE_GSSAPI, GssChecksum(bnd_hash, g_flags, delegated).to_bytes())
     sub: EncryptionKey | None = None
     if subkey is True:
@@ -429,17 +416,17 @@ def mint(
 def _frame(ap_der: bytes, framing: str) -> bytes | str:
     if framing == "raw":
         return ap_der
-    krb5 = asn1.gss_wrap(asn1.OID_KRB5, ap_der, asn1.TOK_ID_AP_REQ)
+    krb5 = gss.gss_wrap(asn1.OID_KRB5, ap_der, asn1.TOK_ID_AP_REQ)
     if framing == "krb5":
         return krb5
     if framing == "krb5-ms":
-        return asn1.gss_wrap(asn1.OID_MS_KRB5, ap_der, asn1.TOK_ID_AP_REQ)
+        return gss.gss_wrap(asn1.OID_MS_KRB5, ap_der, asn1.TOK_ID_AP_REQ)
     if framing in ("spnego", "header"):
-        tok = asn1.spnego_init(krb5, (asn1.OID_KRB5,))
+        tok = gss.spnego_init(krb5, (asn1.OID_KRB5,))
         return tok if framing == "spnego" else "Negotiate " + base64.b64encode(tok).decode("ascii")
     if framing == "spnego-ms":
         # What Windows sends: MS OID first, then krb5 and NTLM; the mechToken itself uses the krb5 OID.
-        return asn1.spnego_init(krb5, (asn1.OID_MS_KRB5, asn1.OID_KRB5, asn1.OID_NTLMSSP))
+        return gss.spnego_init(krb5, (asn1.OID_MS_KRB5, asn1.OID_KRB5, asn1.OID_NTLMSSP))
     raise ValueError(f"unknown framing {framing!r}")
 
 

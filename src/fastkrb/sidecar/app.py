@@ -18,11 +18,13 @@ from typing import Any
 
 from fastkrb.errors import KerberosError
 from fastkrb.keytab import Keytab
-from fastkrb.server.config import ServerConfig, keytab_problems, redact_url
-from fastkrb.server.conn import Connection, WorkerContext
-from fastkrb.server.engine import Engine
-from fastkrb.server.log import JsonLog
-from fastkrb.server.metrics import Stats, render
+from fastkrb.sidecar.binary import WireHandler
+from fastkrb.sidecar.config import ServerConfig, keytab_problems, redact_url
+from fastkrb.sidecar.conn import Connection, WorkerContext
+from fastkrb.sidecar.engine import Engine
+from fastkrb.sidecar.http import HttpHandler
+from fastkrb.sidecar.log import JsonLog
+from fastkrb.sidecar.metrics import Stats, render
 
 __all__ = ["WorkerApp", "make_validator", "run_worker"]
 
@@ -210,7 +212,8 @@ class WorkerApp:
         spec = cfg.replay_spec()
         engine = Engine(self.validator, self.stats, self.log,
                         is_async=spec.startswith(("redis://", "rediss://", "unix://")))
-        self.ctx = ctx = WorkerContext(cfg, engine, self.stats, self.log, loop, self.health, self.metrics)
+        self.ctx = ctx = WorkerContext(cfg, engine, self.stats, self.log, loop, self.health, self.metrics,
+                                           wire=WireHandler, http=HttpHandler)
         self.stopping = asyncio.Event()
 
         def factory() -> Connection:

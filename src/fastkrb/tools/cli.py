@@ -59,7 +59,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(a: argparse.Namespace) -> int:
-    from fastkrb.inspect import inspect_token, read_token_arg
+    from fastkrb.tools.inspect_token import inspect_token, read_token_arg
 
     cb = bytes.fromhex(a.channel_bindings) if a.channel_bindings else None
     report = inspect_token(read_token_arg(a.token), keytab=a.keytab, show_keys=a.show_keys, now=a.now,
@@ -97,7 +97,7 @@ def _cmd_keytab_list(a: argparse.Namespace) -> int:
 def _cmd_doctor(a: argparse.Namespace) -> int:
     import os
 
-    from fastkrb.doctor import DoctorConfig, format_report, run_doctor
+    from fastkrb.tools.doctor import DoctorConfig, format_report, run_doctor
 
     password = None
     if a.password_env:
@@ -116,7 +116,7 @@ def _cmd_doctor(a: argparse.Namespace) -> int:
 
 
 def _cmd_dev_init(a: argparse.Namespace) -> int:
-    from fastkrb.dev import dev_init
+    from fastkrb.tools.dev import dev_init
 
     kt = dev_init(a.spn, a.keytab, realm=a.realm, force=a.force)
     spn = next(p for p in kt.principals() if not p.startswith("fastkrb-dev-only/"))
@@ -129,7 +129,7 @@ def _cmd_dev_init(a: argparse.Namespace) -> int:
 
 
 def _cmd_dev_header(a: argparse.Namespace) -> int:
-    from fastkrb.dev import dev_header
+    from fastkrb.tools.dev import dev_header
 
     value = dev_header(a.user, a.keytab, spn=a.spn, skew=a.skew, expired=a.expired, mutual=not a.no_mutual)
     print(value if a.value else f"Authorization: {value}")
@@ -137,26 +137,26 @@ def _cmd_dev_header(a: argparse.Namespace) -> int:
 
 
 def _cmd_dev_realm(a: argparse.Namespace) -> int:
-    from fastkrb.dev import run_realm
+    from fastkrb.tools.dev import run_realm
 
     return run_realm(workdir=a.dir, realm=a.realm, spn=a.spn, user=a.user, password=a.password, port=a.port,
                      as_json=a.json, keep=a.keep)
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from fastkrb.demo import run_demo
+    from fastkrb.tools.demo import run_demo
 
     return run_demo(seconds=a.seconds)
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from fastkrb.bench import main as bench_main
+    from fastkrb.capacity.planner import main as bench_main
 
     return bench_main(a)
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from fastkrb.server import main as serve_main
+    from fastkrb.sidecar import main as serve_main
 
     return serve_main(a)
 
@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.set_defaults(func=_cmd_bench)
 
     srv = sub.add_parser("serve", help="the sidecar auth daemon (HTTP for proxies, binary for fastkrb.client)")
-    from fastkrb.server.config import add_arguments as _serve_arguments
+    from fastkrb.sidecar.config import add_arguments as _serve_arguments
 
     _serve_arguments(srv)
     srv.set_defaults(func=_cmd_serve)

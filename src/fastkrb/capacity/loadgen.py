@@ -3,10 +3,10 @@
 Tokens are minted with fastkrb.testing from the sidecar's keytab before the clock starts (distinct, valid
 ones: a replay cache accepts each once), so the measurement is the sidecar's, not the minter's.
 
-    python -m fastkrb.server.loadgen --socket S --keytab KT --mode wire --connections 4 --depth 64 --seconds 5
-    python -m fastkrb.server.loadgen ... --mode http --connections 64 --seconds 5    # keep-alive, 1 in flight
-    python -m fastkrb.server.loadgen ... --mode wire --rate 25000 --seconds 5        # open loop: latency
-    python -m fastkrb.server.loadgen ... --mode garbage-wire --seconds 5             # flood of malformed tokens
+    python -m fastkrb.capacity.loadgen --socket S --keytab KT --mode wire --connections 4 --depth 64 --seconds 5
+    python -m fastkrb.capacity.loadgen ... --mode http --connections 64 --seconds 5    # keep-alive, 1 in flight
+    python -m fastkrb.capacity.loadgen ... --mode wire --rate 25000 --seconds 5        # open loop: latency
+    python -m fastkrb.capacity.loadgen ... --mode garbage-wire --seconds 5             # flood of malformed tokens
 
 Closed loop (default) keeps ``depth`` requests in flight on each connection and reports throughput; open
 loop (``--rate``) sends at a fixed rate, spread over the connections, and reports latency percentiles.
@@ -25,7 +25,7 @@ import socket
 import time
 from typing import Any
 
-from fastkrb.server import wire
+from fastkrb.sidecar import protocol
 
 
 def make_tokens(keytab: str, n: int, client: str, framing: str = "spnego") -> list[bytes]:
@@ -50,7 +50,7 @@ def garbage_tokens(n: int, size: int = 600) -> list[bytes]:
 
 
 def wire_frames(tokens: list[bytes]) -> list[tuple[int, bytes]]:
-    return [(i + 1, wire.encode_validate(i + 1, t)) for i, t in enumerate(tokens)]
+    return [(i + 1, protocol.encode_validate(i + 1, t)) for i, t in enumerate(tokens)]
 
 
 def http_requests(tokens: list[bytes]) -> list[tuple[int, bytes]]:
@@ -127,9 +127,9 @@ class _Base(asyncio.Protocol):
 class WireLoad(_Base):
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
-        frames, used, _err = wire.split_frames(buf, 1 << 20)
+        frames, used, _err = protocol.split_frames(buf, 1 << 20)
         for kind, rid, _a, _b in frames:
-            self.answered(rid, "accepted" if kind == wire.ACCEPTED else ("rejected" if kind == wire.REJECTED
+            self.answered(rid, "accepted" if kind == protocol.ACCEPTED else ("rejected" if kind == protocol.REJECTED
                                                                           else f"kind{kind}"))
         self.buf = buf[used:]
         if not self.open_loop and frames:

@@ -20,8 +20,8 @@ import tempfile
 import time
 from typing import Any
 
-from fastkrb.server.config import ServerConfig, keytab_problems, redact_url
-from fastkrb.server.log import JsonLog
+from fastkrb.sidecar.config import ServerConfig, keytab_problems, redact_url
+from fastkrb.sidecar.log import JsonLog
 
 __all__ = ["Supervisor", "bind_sockets", "serve"]
 
@@ -134,7 +134,7 @@ class Supervisor:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
                 os.close(self.ready_r)
-                from fastkrb.server.app import run_worker
+                from fastkrb.sidecar.app import run_worker
 
                 code = run_worker(self.cfg, slot, self.unix, self.tcp, self.metrics_dir, self.ready_w)
             except BaseException as exc:  # report, never return into the master's code
@@ -279,7 +279,7 @@ def serve(cfg: ServerConfig) -> int:
 
 def main(args: Any) -> int:
     """The CLI's entry: merge the configuration, then --check or serve."""
-    from fastkrb.server.config import ConfigError, load_config, main_check
+    from fastkrb.sidecar.config import ConfigError, load_config, main_check
 
     try:
         cfg = load_config(args)

@@ -20,12 +20,12 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from fastkrb.server.config import ServerConfig
-from fastkrb.server.engine import Engine
-from fastkrb.server.log import JsonLog
-from fastkrb.server.metrics import Stats
+from fastkrb.sidecar.config import ServerConfig
+from fastkrb.sidecar.engine import Engine
+from fastkrb.sidecar.log import JsonLog
+from fastkrb.sidecar.metrics import Stats
 
-__all__ = ["BUDGET", "Connection", "WorkerContext"]
+__all__ = ["BUDGET", "Connection", "Handler", "HandlerFactory", "WorkerContext"]
 
 BUDGET = 64 * 1024
 SMALL_BUDGET = 4 * 1024   # for a connection that sent nothing but garbage lately
@@ -40,13 +40,20 @@ class Handler(Protocol):
     def timeout(self) -> None: ...
 
 
+#: Builds a front door's handler for a connection (binary.WireHandler, http.HttpHandler). The worker
+#: passes them in, so the front doors depend on this module and never the other way round.
+HandlerFactory = Callable[["Connection"], Handler]
+
+
 class WorkerContext:
     """What every connection of one worker shares."""
 
     def __init__(self, cfg: ServerConfig, engine: Engine, stats: Stats, log: JsonLog,
                  loop: asyncio.AbstractEventLoop, health: Callable[[], dict[str, Any]],
-                 metrics: Callable[[], bytes]) -> None:
+                 metrics: Callable[[], bytes], wire: HandlerFactory, http: HandlerFactory) -> None:
         self.cfg = cfg
+        self.wire = wire
+        self.http = http
         self.engine = engine
         self.stats = stats
         self.log = log
@@ -207,12 +214,10 @@ class Connection(asyncio.Protocol):
         if not data:
             return
         if data[0] == 0:
-            from fastkrb.server.binary import WireHandler
-            handler: Handler = WireHandler(self)
+            handler = self.ctx.wire(self)
             self.frontend = "wire"
         else:
-            from fastkrb.server.http import HttpHandler
-            handler = HttpHandler(self)
+            handler = self.ctx.http(self)
             self.frontend = "http"
         self.ctx.stats.count("connections", self.frontend)
         self.handler = handler

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fastkrb import kdcclient as kc
-from fastkrb.asn1 import KRB_ERROR_NAMES, EtypeInfo2Entry, KrbError
-from fastkrb.dev import MARKER as DEV_MARKER
 from fastkrb.diagnose import enctype_name
 from fastkrb.errors import KerberosError
 from fastkrb.keytab import Keytab, parse_principal
+from fastkrb.krb.asn1 import KrbError
+from fastkrb.krb.kdc import KRB_ERROR_NAMES, EtypeInfo2Entry
+from fastkrb.tools import kdcclient as kc
+from fastkrb.tools.dev import MARKER as DEV_MARKER
 
 __all__ = ["Finding", "DoctorConfig", "Report", "run_doctor", "read_krb5_conf", "DEV_MARKER_PRINCIPAL",
            "format_report"]

@@ -1,7 +1,7 @@
 """What the ASGI, WSGI and aiohttp middleware share: reading the header, the identity, the 401 answer.
 
 Kept free of any framework import, and cheap: the success path of a request touches only
-``token_of`` and ``KerberosUser``.
+``fastkrb.krb.negotiate.negotiate_token`` and ``KerberosUser``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from fastkrb.errors import KerberosError
 
-__all__ = ["KerberosUser", "KerberosCredentials", "token_of", "PathMatcher", "challenge_body", "SCOPE_KEY",
+__all__ = ["KerberosUser", "KerberosCredentials", "PathMatcher", "challenge_body", "SCOPE_KEY",
            "remote_user", "log"]
 
 log = logging.getLogger("fastkrb.http")
@@ -21,19 +21,6 @@ log = logging.getLogger("fastkrb.http")
 #: Where each integration caches the AuthResult of the request (ASGI scope, WSGI environ, aiohttp request),
 #: so a framework that re-enters (sub-applications, internal redirects) never validates the token twice.
 SCOPE_KEY = "fastkrb"
-
-
-def token_of(value: str | bytes | None) -> str | None:
-    """The base64 token of an ``Authorization: Negotiate <b64>`` header value, else None (RFC 4559 §4.2)."""
-    if not value:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    scheme, _, rest = value.partition(" ")
-    if scheme.lower() != "negotiate":
-        return None
-    rest = rest.strip()
-    return rest or None
 
 
 class KerberosUser:

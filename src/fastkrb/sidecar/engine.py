@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from fastkrb.errors import InternalError, KerberosError
-from fastkrb.server.log import JsonLog
-from fastkrb.server.metrics import Stats
+from fastkrb.sidecar.log import JsonLog
+from fastkrb.sidecar.metrics import Stats
 
 __all__ = ["Engine"]
 

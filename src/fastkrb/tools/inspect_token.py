@@ -11,18 +11,19 @@ shown only when asked.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import struct
 import time
 from typing import Any
 
-from fastkrb import _native, asn1, crypto
-from fastkrb.asn1 import Authenticator, EncTicketPart, GssChecksum, flags_to_names
+from fastkrb import _native
 from fastkrb.diagnose import enctype_name
 from fastkrb.errors import KerberosError, MalformedToken
 from fastkrb.keytab import Keytab
+from fastkrb.krb import asn1, crypto, gss
+from fastkrb.krb.asn1 import Authenticator, EncTicketPart, flags_to_names
+from fastkrb.krb.gss import GssChecksum
+from fastkrb.krb.negotiate import token_bytes
 
 __all__ = ["inspect_token", "read_token_arg", "ntlm_message"]
 
@@ -66,20 +67,6 @@ def _from_text(text: str) -> str | bytes:
     return text
 
 
-def _raw_bytes(token: str | bytes) -> bytes | None:
-    if isinstance(token, bytes):
-        return token
-    t = token.strip()
-    if t.lower().startswith("negotiate "):
-        t = t[10:].strip()
-    elif t.lower().startswith("ntlm "):
-        t = t[5:].strip()
-    try:
-        return base64.b64decode(t + "=" * (-len(t) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
 def ntlm_message(data: bytes) -> dict[str, Any] | None:
     """The readable fields of an NTLMSSP message (MS-NLMP §2.2.1): its type, and for type 3 the user,
     domain and workstation; None if it is not NTLM."""
@@ -110,10 +97,10 @@ def _mech_offer(raw: bytes) -> tuple[list[str] | None, dict[str, Any] | None]:
     if ntlm is not None:
         return None, ntlm
     try:
-        neg = asn1.decode_spnego(raw)
+        neg = gss.decode_spnego(raw)
     except KerberosError:
         return None, None
-    if isinstance(neg, asn1.NegTokenInit):
+    if isinstance(neg, gss.NegTokenInit):
         mechs = [_MECHS.get(m, m) for m in neg.mech_types]
         if neg.mech_token is not None:
             ntlm = ntlm_message(neg.mech_token)
@@ -130,7 +117,10 @@ def inspect_token(token: str | bytes, keytab: str | os.PathLike[str] | Keytab | 
     and ``principals``, without a replay cache (a single token cannot be a replay of itself).
     """
     report: dict[str, Any] = {}
-    raw = _raw_bytes(token)
+    try:
+        raw: bytes | None = token_bytes(token, ("negotiate", "ntlm"))
+    except MalformedToken:
+        raw = None
     if raw is not None:
         mechs, ntlm = _mech_offer(raw)
         if mechs is not None:
@@ -261,7 +251,7 @@ def _authenticator(req: asn1.ApReq, tkt: EncTicketPart, cb: bytes | None, now: f
             a["gss_flags"] = [n for bit, n in _GSS_FLAGS.items() if g.flags & bit]
             a["channel_bindings"] = "none" if g.bnd == bytes(16) else g.bnd.hex()
             if cb is not None:
-                want = asn1.channel_bindings_hash(cb)
+                want = gss.channel_bindings_hash(cb)
                 a["channel_bindings_expected"] = want.hex()
                 a["channel_bindings_match"] = g.bnd in (want, bytes(16))
             a["delegated"] = g.delegation is not None

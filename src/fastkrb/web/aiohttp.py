@@ -17,15 +17,15 @@ from typing import Any
 
 from aiohttp import web
 
-from fastkrb._negotiate import (
+from fastkrb.errors import KerberosError
+from fastkrb.krb.negotiate import negotiate_token
+from fastkrb.web.negotiate import (
     SCOPE_KEY,
     KerberosUser,
     PathMatcher,
     challenge_body,
     log_rejection,
-    token_of,
 )
-from fastkrb.errors import KerberosError
 
 __all__ = ["negotiate_middleware", "KerberosUser", "RESULT", "USER"]
 
@@ -60,7 +60,7 @@ def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
         if res is None:
             if excluded and excluded(request.path):
                 return await handler(request)
-            token = token_of(request.headers.get("Authorization"))
+            token = negotiate_token(request.headers.get("Authorization"))
             if token is None:
                 if required is True or (required is not False and required(request)):  # type: ignore[operator]
                     return _refusal(None, expose_errors)

@@ -17,16 +17,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastkrb._negotiate import (
+from fastkrb.errors import KerberosError
+from fastkrb.krb.negotiate import negotiate_token
+from fastkrb.web.negotiate import (
     SCOPE_KEY,
     KerberosUser,
     PathMatcher,
     challenge_body,
     log_rejection,
     remote_user,
-    token_of,
 )
-from fastkrb.errors import KerberosError
 
 __all__ = ["NegotiateMiddleware", "KerberosUser"]
 
@@ -63,7 +63,7 @@ class NegotiateMiddleware:
         if res is None:
             if self._excluded and self._excluded(environ.get("PATH_INFO", "")):
                 return self.app(environ, start_response)
-            token = token_of(environ.get("HTTP_AUTHORIZATION"))
+            token = negotiate_token(environ.get("HTTP_AUTHORIZATION"))
             if token is None:
                 req = self._required
                 if req is True or (req is not False and req(environ)):  # type: ignore[operator]

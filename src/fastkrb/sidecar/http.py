@@ -23,7 +23,8 @@ from typing import Any
 import httptools
 
 from fastkrb.errors import KerberosError
-from fastkrb.server.conn import Connection
+from fastkrb.krb.negotiate import negotiate_token
+from fastkrb.sidecar.conn import Connection
 
 __all__ = ["HttpHandler", "header_value"]
 
@@ -32,7 +33,6 @@ _STATUS = {200: b"200 OK", 400: b"400 Bad Request", 401: b"401 Unauthorized", 40
            500: b"500 Internal Server Error", 503: b"503 Service Unavailable"}
 _KEEP = b"Cache-Control: no-store\r\n"
 _CLOSE = b"Connection: close\r\n"
-_NEGOTIATE = b"negotiate"
 
 
 class _Refuse(Exception):
@@ -211,7 +211,8 @@ class HttpHandler:
         auth = self.auth
         conn = self.conn
         peer = conn.peer if self.xff is None else f"{conn.peer} for={self.xff.decode('latin-1')[:200]}"
-        if auth is None or len(auth) < 11 or auth[:9].lower() != _NEGOTIATE or auth[9] != 0x20:
+        token = negotiate_token(auth)
+        if token is None:
             why = ("no Authorization header" if auth is None
                    else "the Authorization header carries no Negotiate token")
             self.ctx.engine.no_token(peer, why)
@@ -219,7 +220,6 @@ class HttpHandler:
             self._emit(_response(401, [b"WWW-Authenticate: Negotiate\r\n", b"X-Auth-Error: no_token\r\n",
                                        b"Content-Type: application/json\r\n"], body, close), close)
             return
-        token = auth if auth[:9] == b"Negotiate" else b"Negotiate" + auth[9:]   # the scheme is case-blind
         engine = self.ctx.engine
         if not engine.is_async:
             self._emit(self._answer(engine.decide(token, None, peer, "http"), close), close)

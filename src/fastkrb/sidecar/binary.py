@@ -11,8 +11,8 @@ import asyncio
 from typing import Any
 
 from fastkrb.errors import KerberosError
-from fastkrb.server import wire
-from fastkrb.server.conn import Connection
+from fastkrb.sidecar import protocol
+from fastkrb.sidecar.conn import Connection
 
 __all__ = ["WireHandler"]
 
@@ -31,20 +31,20 @@ class WireHandler:
         return not self.buf
 
     def timeout(self) -> None:
-        self.conn.wbuf.append(wire.encode_protocol_error(0, "request not complete within the timeout"))
+        self.conn.wbuf.append(protocol.encode_protocol_error(0, "request not complete within the timeout"))
 
     def feed(self, data: bytes) -> None:
         conn = self.conn
         ctx = self.ctx
         if self.buf:
             data = self.buf + data
-        frames, used, err = wire.split_frames(data, ctx.max_frame)
+        frames, used, err = protocol.split_frames(data, ctx.max_frame)
         self.buf = data[used:] if used < len(data) else b""
         out = conn.wbuf
         engine = ctx.engine
         peer = conn.peer
         for kind, rid, a, b in frames:
-            if kind == wire.VALIDATE:
+            if kind == protocol.VALIDATE:
                 if b - a < 2:
                     err = "VALIDATE frame without a channel-bindings length"
                     break
@@ -59,20 +59,20 @@ class WireHandler:
                     continue
                 res = engine.decide(token, cb, peer, "wire")
                 if isinstance(res, KerberosError):
-                    out.append(wire.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
+                    out.append(protocol.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
                     conn.verdict(res.code == "malformed")
                 else:
-                    out.append(wire.encode_accepted(rid, res))
+                    out.append(protocol.encode_accepted(rid, res))
                     if conn.bad:
                         conn.verdict(False)
-            elif kind == wire.PING:
-                out.append(wire.encode_pong(rid, ctx.health()))
+            elif kind == protocol.PING:
+                out.append(protocol.encode_pong(rid, ctx.health()))
             else:
                 err = f"unknown frame kind 0x{kind:02x}"
                 break
         if err is not None:
             ctx.stats.count("protocol_error", "wire")
-            out.append(wire.encode_protocol_error(0, err))
+            out.append(protocol.encode_protocol_error(0, err))
             self.buf = b""
             conn.close()
             return
@@ -92,8 +92,8 @@ class WireHandler:
         exc = fut.exception()
         res = self.ctx.engine._internal(exc, 0.0, conn.peer, "wire") if exc is not None else fut.result()
         if isinstance(res, KerberosError):
-            conn.wbuf.append(wire.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
+            conn.wbuf.append(protocol.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
         else:
-            conn.wbuf.append(wire.encode_accepted(rid, res))
+            conn.wbuf.append(protocol.encode_accepted(rid, res))
         if not conn.closing:
             conn.flush()

@@ -62,9 +62,9 @@ class ServerConfig:
         """The replay cache the workers open: shared memory by default, so every worker sees every token."""
         if self.replay_cache:
             return self.replay_cache
-        if _have_shm() and self.socket:
+        if self.socket:
             return "shm:" + os.path.join(os.path.dirname(os.path.abspath(self.socket)), "fastkrb-replay.shm")
-        return "memory"
+        return "memory"   # TCP only: no directory of ours to put the file in; keytab_problems() warns for workers > 1
 
     def tcp_address(self) -> tuple[str, int] | None:
         if not self.tcp:
@@ -80,14 +80,6 @@ class ServerConfig:
         d["socket_mode"] = oct(self.socket_mode)
         d.pop("check", None)
         return d
-
-
-def _have_shm() -> bool:
-    try:
-        import fastkrb.replay  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def redact_url(spec: str) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastkrb.capacity.mit import MitAcceptor, mit_available
 from fastkrb.errors import KerberosError
 from fastkrb.validator import Validator
 
@@ -233,45 +234,6 @@ def measure_calls(name: str, impl: str, call: Callable[[bytes], Any], chunks: It
     return Scenario(name, impl, n, timed / 1e9, errors, p50, p90, p99)
 
 
-class MitAcceptor:
-    """MIT's gss_accept_sec_context in this process, with its default replay cache in a temp directory."""
-
-    def __init__(self, keytab: Path) -> None:
-        self.keytab = keytab
-        self._tmp = tempfile.TemporaryDirectory(prefix="fastkrb-mit-rcache-")
-        self._saved = {k: os.environ.get(k) for k in ("KRB5_KTNAME", "KRB5RCACHEDIR", "KRB5RCACHETYPE")}
-
-    def __enter__(self) -> Callable[[bytes], Any]:
-        import gssapi
-        import gssapi.raw
-
-        os.environ.pop("KRB5RCACHETYPE", None)
-        os.environ.update({"KRB5_KTNAME": f"FILE:{self.keytab}", "KRB5RCACHEDIR": self._tmp.name})
-        creds = gssapi.Credentials(usage="accept", store={"keytab": str(self.keytab)})
-        accept = gssapi.raw.accept_sec_context
-
-        def call(tok: bytes) -> Any:
-            return accept(tok, creds)
-
-        return call
-
-    def __exit__(self, *exc: object) -> None:
-        for k, v in self._saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        self._tmp.cleanup()
-
-
-def _mit_available() -> bool:
-    try:
-        import gssapi  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # ------------------------------------------------------------------------------------------------------------
 # The run
 
@@ -309,8 +271,8 @@ def sidecar_scenarios(source: TokenSource, workers: int, seconds: float, tick: C
                       steps: Sequence[int] = (1, 8, 64)) -> list[Scenario]:
     """`fastkrb serve` with ``workers`` processes, driven over its Unix socket by a separate load process:
     the binary protocol (4 connections, rising depth) and HTTP keep-alive (rising connections)."""
+    from fastkrb.capacity.sidecar_load import Daemon, load, measured
     from fastkrb.keytab import Keytab
-    from fastkrb.server.benchload import Daemon, load, measured
 
     realm = Keytab.load(source.keytab_path).entries[0].realm
     out: list[Scenario] = []
@@ -341,7 +303,7 @@ def run_bench(source: TokenSource, *, seconds: float = 3.0, replay: Sequence[str
               progress: bool = False) -> BenchResult:
     """Run the scenario set; every scenario gets its own validator and its own slice of tokens."""
     res = BenchResult(host=_host(), source=source.describe())
-    backends = [b for b in replay if _backend_ok(b)]
+    backends = list(replay)
     plan: list[tuple[str, Callable[[Callable[[float], None]], list[Scenario]]]] = []
     skew = 1e9 if source.recorded else 300.0   # recorded tokens are old: widen the clock window (documented)
 
@@ -363,9 +325,10 @@ def run_bench(source: TokenSource, *, seconds: float = 3.0, replay: Sequence[str
     plan.append(("fastkrb in-process (no replay cache: crypto path)", fastkrb_run("none")))
     for b in backends:
         plan.append((f"fastkrb in-process, replay={b}", fastkrb_run(b)))
-    if mit and _mit_available():
+    if mit and mit_available():
         def mit_run(tick: Callable[[float], None]) -> list[Scenario]:
-            with MitAcceptor(source.keytab_path) as accept:
+            with MitAcceptor(source.keytab_path) as acceptor:
+                accept = acceptor.accept
                 sc = measure_calls("in-process, MIT gss_accept_sec_context", "mit", accept,
                                    source.chunks(20_000), seconds, tick)
             sc.notes = "python-gssapi raw accept_sec_context, MIT's default file replay cache"
@@ -398,12 +361,6 @@ def _try(fn: Callable[[bytes], Any], tok: bytes) -> None:
         fn(tok)
     except KerberosError:
         pass
-
-
-def _backend_ok(spec: str) -> bool:
-    import importlib.util
-
-    return spec in ("memory", "none") or importlib.util.find_spec("fastkrb.replay") is not None
 
 
 STEADY_LIVE = 100_000     # live entries of a cache in service (~330 validations/s over a 300 s window)
@@ -583,7 +540,7 @@ def write_report(res: BenchResult, directory: Path) -> Path:
 
 
 def main(args: Any) -> int:
-    """Entry point of `fastkrb bench` (argparse namespace from fastkrb.cli)."""
+    """Entry point of `fastkrb bench` (argparse namespace from fastkrb.tools.cli)."""
     import logging
 
     logging.getLogger("fastkrb").setLevel(logging.ERROR)  # the "none" scenario's warning is expected here

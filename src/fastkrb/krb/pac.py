@@ -860,8 +860,8 @@ def _upn_dns_info(upn: str, dns: str, flags: int, sam: str | None, sid: str | No
 
 
 def _checksum(cksumtype: int, key: bytes, usage: int, data: bytes) -> bytes:
-    """Keyed checksum through fastkrb.crypto (imported here: decoding a PAC needs no native code)."""
-    from fastkrb import crypto
+    """Keyed checksum through fastkrb.krb.crypto (imported here: decoding a PAC needs no native code)."""
+    from fastkrb.krb import crypto
 
     out: bytes = crypto.checksum(cksumtype, key, usage, data)
     return out

@@ -20,26 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fastkrb import asn1, crypto
-from fastkrb.asn1 import (
-    ApReq,
-    Authenticator,
-    Checksum,
-    EncKdcRepPart,
-    EncryptedData,
-    EtypeInfo2Entry,
-    GssChecksum,
-    KdcRep,
-    KdcReq,
-    KdcReqBody,
-    KrbError,
-    PaData,
-    PaEncTsEnc,
-    PrincipalName,
-    Ticket,
-)
 from fastkrb.errors import KerberosError, MalformedToken
 from fastkrb.keytab import parse_principal
+from fastkrb.krb import asn1, crypto, gss, kdc
+from fastkrb.krb.asn1 import ApReq, Authenticator, Checksum, EncryptedData, KrbError, PrincipalName, Ticket
+from fastkrb.krb.gss import GssChecksum
+from fastkrb.krb.kdc import EncKdcRepPart, EtypeInfo2Entry, KdcRep, KdcReq, KdcReqBody, PaData, PaEncTsEnc
 
 __all__ = [
     "KdcAddress", "KdcUnreachable", "Exchange", "AsOutcome", "Credentials", "parse_kdc", "send",
@@ -266,9 +252,9 @@ class AsOutcome:
 
 def _etype_info_from(padata: Sequence[PaData]) -> tuple[EtypeInfo2Entry, ...]:
     for p in padata:
-        if p.padata_type == asn1.PA_ETYPE_INFO2:
+        if p.padata_type == kdc.PA_ETYPE_INFO2:
             try:
-                return asn1.decode_etype_info2(p.value)
+                return kdc.decode_etype_info2(p.value)
             except MalformedToken:
                 return ()
     return ()
@@ -295,13 +281,13 @@ def as_exchange(addr: KdcAddress, client: str, etypes: Sequence[int], keys: dict
     for attempt in range(2):
         now = time.time() + clock_offset
         body = KdcReqBody(realm=crealm, till=int(start or now) + lifetime, nonce=_nonce(), etypes=etypes,
-                          cname=cname, sname=sname, options=asn1.flags_to_int(kdc_options, asn1.KDC_OPTIONS),
+                          cname=cname, sname=sname, options=asn1.flags_to_int(kdc_options, kdc.KDC_OPTIONS),
                           from_time=start)
         if attempt == 0 and preauth and keys:
             et = next((e for e in etypes if e in keys), None)
             if et is not None:
                 padata = [_pa_enc_timestamp(et, keys[et], clock_offset)]
-        req = KdcReq(body, (*padata, asn1.pa_pac_request(False)), msg_type=10).to_der()
+        req = KdcReq(body, (*padata, kdc.pa_pac_request(False)), msg_type=10).to_der()
         ex = send(addr, req, proto, timeout)
         out.exchanges.append(ex)
         msg = ex.message
@@ -310,7 +296,7 @@ def as_exchange(addr: KdcAddress, client: str, etypes: Sequence[int], keys: dict
             if msg.error_code == 25 and attempt == 0:  # KDC_ERR_PREAUTH_REQUIRED
                 out.preauth_required = True
                 try:
-                    out.etype_info2 = _etype_info_from(asn1.decode_method_data(msg.e_data or b""))
+                    out.etype_info2 = _etype_info_from(kdc.decode_method_data(msg.e_data or b""))
                 except MalformedToken:
                     out.etype_info2 = ()
                 if not keys:
@@ -353,13 +339,13 @@ def _pa_enc_timestamp(etype: int, key: bytes, clock_offset: float) -> PaData:
     t = time.time() + clock_offset
     ts = PaEncTsEnc(int(t), int((t % 1) * 1_000_000)).to_der()
     enc = EncryptedData(etype, crypto.encrypt(etype, key, KU_PA_ENC_TIMESTAMP, ts))
-    return PaData(asn1.PA_ENC_TIMESTAMP, _encrypted_data_der(enc))
+    return PaData(kdc.PA_ENC_TIMESTAMP, _encrypted_data_der(enc))
 
 
 def _encrypted_data_der(enc: EncryptedData) -> bytes:
     node = asn1.EncryptedDataAsn1()
     enc._fill(node)
-    return asn1._encode(node)
+    return asn1.der_encode(node)
 
 
 def _authenticator(creds: Credentials, clock_offset: float, cksum: Checksum | None) -> tuple[bytes, int, int]:
@@ -378,14 +364,14 @@ def tgs_exchange(addr: KdcAddress, tgt: Credentials, server: str, etypes: Sequen
     sname, srealm = _principal_name(server)
     body = KdcReqBody(realm=srealm, till=int(time.time() + clock_offset) + lifetime, nonce=_nonce(),
                       etypes=tuple(etypes), sname=sname,
-                      options=asn1.flags_to_int(("canonicalize",), asn1.KDC_OPTIONS))
+                      options=asn1.flags_to_int(("canonicalize",), kdc.KDC_OPTIONS))
     body_der = body.to_der()
     ctype = CKSUMTYPE_FOR_ENCTYPE[tgt.session_enctype]
     mac = crypto.checksum(ctype, tgt.session_key, KU_TGS_REQ_AUTH_CKSUM, body_der)
     auth_der, _, _ = _authenticator(tgt, clock_offset, Checksum(ctype, mac))
     ap = ApReq(tgt.ticket, EncryptedData(tgt.session_enctype, crypto.encrypt(
         tgt.session_enctype, tgt.session_key, KU_TGS_REQ_AUTH, auth_der)), 0).to_der()
-    req = KdcReq(body, (PaData(asn1.PA_TGS_REQ, ap),), msg_type=12).to_der()
+    req = KdcReq(body, (PaData(kdc.PA_TGS_REQ, ap),), msg_type=12).to_der()
     ex = send(addr, req, proto, timeout)
     msg = ex.message
     if isinstance(msg, KrbError):
@@ -408,9 +394,9 @@ def ap_req_token(creds: Credentials, *, clock_offset: float = 0.0, mutual: bool 
     opts = asn1.flags_to_int(("mutual-required",) if mutual else (), asn1.AP_OPTIONS)
     ap = ApReq(creds.ticket, EncryptedData(creds.session_enctype, crypto.encrypt(
         creds.session_enctype, creds.session_key, KU_AP_REQ_AUTH, auth_der)), opts).to_der()
-    tok = asn1.gss_wrap(asn1.OID_KRB5, ap, asn1.TOK_ID_AP_REQ)
+    tok = gss.gss_wrap(asn1.OID_KRB5, ap, asn1.TOK_ID_AP_REQ)
     if framing == "spnego":
-        tok = asn1.spnego_init(tok, (asn1.OID_KRB5,))
+        tok = gss.spnego_init(tok, (asn1.OID_KRB5,))
     return "Negotiate " + base64.b64encode(tok).decode("ascii")
 
 

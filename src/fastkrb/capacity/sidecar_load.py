@@ -75,8 +75,8 @@ class Daemon:
 
 
 def load(sock: Path, keytab: Path, *args: str) -> subprocess.Popen[bytes]:
-    """Start one load generator process (see fastkrb.server.loadgen for its options)."""
-    return subprocess.Popen([PY, "-m", "fastkrb.server.loadgen", "--socket", str(sock), "--keytab", str(keytab),
+    """Start one load generator process (see fastkrb.capacity.loadgen for its options)."""
+    return subprocess.Popen([PY, "-m", "fastkrb.capacity.loadgen", "--socket", str(sock), "--keytab", str(keytab),
                              *args], env=_env(), stdout=subprocess.PIPE)
 
 

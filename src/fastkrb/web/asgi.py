@@ -17,16 +17,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from fastkrb._negotiate import (
+from fastkrb.errors import KerberosError
+from fastkrb.krb.negotiate import negotiate_token
+from fastkrb.web.negotiate import (
     SCOPE_KEY,
     KerberosCredentials,
     KerberosUser,
     PathMatcher,
     challenge_body,
     log_rejection,
-    token_of,
 )
-from fastkrb.errors import KerberosError
 
 __all__ = ["NegotiateMiddleware", "NegotiateBackend", "KerberosUser", "KerberosCredentials"]
 
@@ -53,10 +53,10 @@ def _validate_fn(validator: Any) -> Callable[..., Awaitable[Any]]:
     return call
 
 
-def _authorization(scope: Scope) -> bytes | None:
+def _authorization(scope: Scope) -> str | None:
     for k, v in scope.get("headers") or ():
         if k == b"authorization":
-            return v  # type: ignore[no-any-return]
+            return v.decode("latin-1")  # type: ignore[no-any-return]
     return None
 
 
@@ -106,7 +106,7 @@ class NegotiateMiddleware:
         if self._excluded and self._excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
-        token = token_of(_authorization(scope))
+        token = negotiate_token(_authorization(scope))
         if token is None:
             req = self._required
             if req is True or (req is not False and req(scope)):  # type: ignore[operator]
@@ -172,7 +172,7 @@ class NegotiateBackend:
         scope = conn.scope
         res = scope.get(SCOPE_KEY)
         if res is None:
-            token = token_of(conn.headers.get("authorization"))
+            token = negotiate_token(conn.headers.get("authorization"))
             if token is None:
                 return None
             try:
