@@ -16,6 +16,7 @@ import hashlib
 from typing import Literal
 
 import fastkrb._native as _native
+from fastkrb import enctypes
 from fastkrb.errors import EnctypeNotPermitted, KerberosError
 
 __all__ = [
@@ -41,14 +42,8 @@ __all__ = [
 
 BytesLike = bytes | bytearray | memoryview
 
-#: Enctypes fastkrb implements (IANA number -> RFC name).
-ENCTYPES: dict[int, str] = {
-    17: "aes128-cts-hmac-sha1-96",
-    18: "aes256-cts-hmac-sha1-96",
-    19: "aes128-cts-hmac-sha256-128",
-    20: "aes256-cts-hmac-sha384-192",
-    23: "arcfour-hmac",
-}
+#: Enctypes fastkrb implements (IANA number -> RFC name): the table in fastkrb.enctypes.
+ENCTYPES: dict[int, str] = enctypes.IMPLEMENTED
 
 #: Keyed checksum types fastkrb implements (each is the mandatory checksum of one enctype above).
 CKSUMTYPES: dict[int, str] = {
@@ -57,17 +52,6 @@ CKSUMTYPES: dict[int, str] = {
     19: "hmac-sha256-128-aes128",
     20: "hmac-sha384-192-aes256",
     -138: "hmac-md5",
-}
-
-# Names for enctypes met in keytabs and tickets that fastkrb does not implement, for messages.
-_OTHER_ENCTYPES: dict[int, str] = {
-    1: "des-cbc-crc",
-    2: "des-cbc-md4",
-    3: "des-cbc-md5",
-    16: "des3-cbc-sha1",
-    24: "arcfour-hmac-exp",
-    25: "camellia128-cts-cmac",
-    26: "camellia256-cts-cmac",
 }
 
 _DK_TAG: dict[str, int] = {"Kc": 0x99, "Ke": 0xAA, "Ki": 0x55}  # RFC 3961 §5.3
@@ -88,7 +72,7 @@ def _check_enctype(enctype: int) -> None:
 
 def enctype_name(enctype: int) -> str:
     """The RFC name of an enctype number (also for ones fastkrb does not implement)."""
-    return ENCTYPES.get(enctype) or _OTHER_ENCTYPES.get(enctype) or f"enctype-{enctype}"
+    return enctypes.name(enctype)
 
 
 def key_length(enctype: int) -> int:
