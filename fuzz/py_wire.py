@@ -48,7 +48,7 @@ def _frames(stream: bytes, max_frame: int) -> tuple[list[tuple[int, int, bytes]]
 
 
 def _validate_payload(payload: bytes) -> None:
-    """The server's VALIDATE split (server/binary.py WireHandler.feed), and the encoder's inverse."""
+    """The server's VALIDATE split (sidecar/binary.py WireHandler.feed), and the encoder's inverse."""
     if len(payload) < 2:
         return
     ncb = (payload[0] << 8) | payload[1]

@@ -86,17 +86,25 @@ def _raise_or_return(out: Any) -> Any:
     return out
 
 
-class Client:
-    """Blocking client; one connection, reused. Safe to share between threads (calls are serialised)."""
+class _Endpoint:
+    """Where the sidecar listens and how long to wait for it: what both clients are configured with."""
 
     def __init__(self, socket_path: str | None = None, *, tcp: str | tuple[str, int] | None = None,
                  timeout: float = 5.0, connect_timeout: float | None = None) -> None:
         self.family, self.address = _address(socket_path, tcp)
         self.timeout = timeout
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+        self._ids = itertools.count(1)   # request ids of the binary protocol
+
+
+class Client(_Endpoint):
+    """Blocking client; one connection, reused. Safe to share between threads (calls are serialised)."""
+
+    def __init__(self, socket_path: str | None = None, *, tcp: str | tuple[str, int] | None = None,
+                 timeout: float = 5.0, connect_timeout: float | None = None) -> None:
+        super().__init__(socket_path, tcp=tcp, timeout=timeout, connect_timeout=connect_timeout)
         self._sock: socket.socket | None = None
         self._buf = bytearray()
-        self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
     def __enter__(self) -> Client:
@@ -273,17 +281,14 @@ class _Conn(asyncio.Protocol):
         self.out.clear()
 
 
-class AsyncClient:
+class AsyncClient(_Endpoint):
     """asyncio client: one pipelined connection shared by every concurrent call on its loop."""
 
     def __init__(self, socket_path: str | None = None, *, tcp: str | tuple[str, int] | None = None,
                  timeout: float = 5.0, connect_timeout: float | None = None) -> None:
-        self.family, self.address = _address(socket_path, tcp)
-        self.timeout = timeout
-        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+        super().__init__(socket_path, tcp=tcp, timeout=timeout, connect_timeout=connect_timeout)
         self._conn: _Conn | None = None
         self._connecting: asyncio.Lock | None = None
-        self._ids = itertools.count(1)
 
     async def __aenter__(self) -> AsyncClient:
         return self
