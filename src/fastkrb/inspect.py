@@ -21,7 +21,7 @@ from typing import Any
 from fastkrb import _native, asn1, crypto
 from fastkrb.asn1 import Authenticator, EncTicketPart, GssChecksum, flags_to_names
 from fastkrb.diagnose import enctype_name
-from fastkrb.errors import KerberosError, MalformedToken
+from fastkrb.errors import KerberosError, MalformedToken, utc_iso
 from fastkrb.keytab import Keytab
 
 __all__ = ["inspect_token", "read_token_arg", "ntlm_message"]
@@ -35,9 +35,7 @@ _NTLM_NOTE = ("NTLM: the client did not get a Kerberos ticket for this server (u
 
 
 def _iso(t: float | None) -> str | None:
-    from fastkrb.diagnose import _iso as iso
-
-    return None if t is None else iso(t)
+    return None if t is None else utc_iso(t)
 
 
 def read_token_arg(arg: str) -> str | bytes:

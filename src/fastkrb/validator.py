@@ -15,7 +15,7 @@ from typing import Any, Protocol, Union
 
 from fastkrb import _native
 from fastkrb.diagnose import explain
-from fastkrb.errors import KerberosError, ReplayCacheUnavailable
+from fastkrb.errors import KerberosError, replay_unavailable
 from fastkrb.keytab import Keytab
 from fastkrb.replay import open_replay_cache
 
@@ -162,8 +162,7 @@ class Validator:
         except KerberosError:
             raise
         except Exception as exc:  # any backend failure must fail closed
-            raise ReplayCacheUnavailable(f"The replay cache cannot answer ({type(exc).__name__}: {exc}); "
-                                         "failing closed.", details={"reason": str(exc)}) from None
+            raise replay_unavailable(f"{type(exc).__name__}: {exc}") from None
         return bool(fresh), first
 
     def reload(self, keytab: KeytabLike) -> None:
@@ -190,8 +189,7 @@ class Validator:
         except KerberosError:
             raise
         except Exception as exc:  # any backend failure must fail closed
-            raise ReplayCacheUnavailable(f"The replay cache cannot answer ({type(exc).__name__}: {exc}); "
-                                         "failing closed.", details={"reason": str(exc)}) from None
+            raise replay_unavailable(f"{type(exc).__name__}: {exc}") from None
         if not fresh:
             facts = {"now": t, "clock_skew": self.clock_skew, "server": res.server, "client": res.client,
                      "ctime": res.ctime, "first_seen": first, "first_seen_ago": None if first is None else t - first}
