@@ -23,9 +23,8 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from fastkrb._native import MemoryReplayCache, ShmReplayCache
 from fastkrb.errors import ReplayCacheUnavailable
-from fastkrb.replay.memory import MemoryReplayCache
-from fastkrb.replay.shm import ShmReplayCache
 
 __all__ = ["ReplayCache", "MemoryReplayCache", "ShmReplayCache", "RedisReplayCache", "open_replay_cache",
            "ReplayCacheUnavailable"]
