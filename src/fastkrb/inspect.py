@@ -16,6 +16,7 @@ import binascii
 import os
 import struct
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fastkrb import _native, asn1, crypto
@@ -194,12 +195,21 @@ def inspect_token(token: str | bytes, keytab: str | os.PathLike[str] | Keytab | 
 
 
 class _NoReplay:
-    """A replay backend that has seen nothing: inspect judges one token, never a sequence."""
+    """A replay cache that has seen nothing: inspect judges one token, never a sequence."""
 
     started = 0.0
 
     def insert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
         return True, None
+
+    def insert_many(self, items: Sequence[tuple[bytes, float]], now: float) -> list[tuple[bool, float | None]]:
+        return [(True, None) for _ in items]
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
 
 
 def _decrypt(d: dict[str, Any], req: asn1.ApReq, kt: Keytab, show_keys: bool, cb: bytes | None, now: float,

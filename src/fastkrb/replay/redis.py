@@ -217,6 +217,17 @@ class RedisReplayCache:
         if self._ar is not None:
             await self._ar.aclose()
 
+    async def aping(self) -> None:
+        """Returns when Redis answers a PING on the asyncio client; raises ReplayCacheUnavailable when it
+        does not. For readiness probes: a failed probe is not counted among the cache's errors."""
+        if self._ar is None:
+            raise replay_unavailable("no asyncio client configured", backend="redis", name="Redis", where=self._desc)
+        try:
+            await self._ar.ping()
+        except Exception as exc:  # any failure means not ready
+            raise replay_unavailable(f"{type(exc).__name__}: {exc}", backend="redis", name="Redis",
+                                     where=self._desc) from None
+
     # -- internals ------------------------------------------------------------------------------
 
     def _marker_value(self, now: float) -> bytes:
