@@ -38,6 +38,7 @@ test: system-deps $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard benches)
 	$(VENV)/bin/mypy
+	$(VPY) -m mypy.stubtest fastkrb._native
 
 bench: system-deps build
 	$(PIP) install -q gssapi k5test

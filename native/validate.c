@@ -59,6 +59,14 @@ static int entry_is(const fk_kt_entry *e, const fk_apreq *q)
     return 1;
 }
 
+#define FK_V_NAME_(name) #name,
+static const char *const verdict_names[FK_V_COUNT] = { FK_VERDICTS(FK_V_NAME_) };
+
+const char *fk_verdict_name(int code)
+{
+    return code >= 0 && code < FK_V_COUNT ? verdict_names[code] : NULL;
+}
+
 uint32_t fk_princ_hash(const fk_kt_entry *e)
 {
     /* FNV-1a over "comp\0comp\0...@realm": names the principal in replay keys, stable across reloads. */

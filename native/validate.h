@@ -11,42 +11,50 @@
 #include "kcrypto.h"
 #include "rcache.h"
 
-/* Verdicts. Python maps each to a KerberosError subclass with cause, fix and details. */
-enum {
-    FK_V_OK = 0,
-    FK_V_MALFORMED,
-    FK_V_TOO_LARGE,
-    FK_V_NTLM,
-    FK_V_NO_KRB5,
-    FK_V_USER_TO_USER,
-    FK_V_ENCTYPE_NOT_PERMITTED,      /* ticket enctype */
-    FK_V_SESSION_ENCTYPE_NOT_PERMITTED,
-    FK_V_WRONG_PRINCIPAL,            /* not in keytab at all */
-    FK_V_PRINCIPAL_NOT_ACCEPTED,     /* in keytab, excluded by principals= */
-    FK_V_KVNO,                       /* no key of the ticket's kvno decrypts; kvno absent from keytab */
-    FK_V_ENCTYPE_NOT_IN_KEYTAB,
-    FK_V_TICKET_INTEGRITY,           /* a key of the right kvno and enctype does not decrypt */
-    FK_V_TICKET_INTEGRITY_NO_KVNO,   /* ticket has no kvno; no key of its enctype decrypts */
-    FK_V_AUTH_INTEGRITY,
-    FK_V_AUTH_ENCTYPE_MISMATCH,      /* authenticator enctype differs from the session key's */
-    FK_V_CKSUM_INTEGRITY,            /* non-GSS authenticator checksum does not verify */
-    FK_V_PAC_INTEGRITY,
-    FK_V_PAC_MALFORMED,
-    FK_V_NAME_MISMATCH,
-    FK_V_REALM,
-    FK_V_TRANSITED,
-    FK_V_TICKET_INVALID,
-    FK_V_CLOCK_SKEW,
-    FK_V_NOT_YET_VALID,
-    FK_V_EXPIRED,
-    FK_V_CB_MISMATCH,
-    FK_V_CB_MISSING,
-    FK_V_REPLAY,
-    FK_V_RC_COLD,
-    FK_V_RC_FULL,
-    FK_V_RC_UNAVAILABLE,
-    FK_V_INTERNAL,
-};
+/* Verdicts: this list is their single source. The enum below, the name table in validate.c
+ * (fk_verdict_name) and the Python tables (_native.VERDICTS, built from fk_verdict_name at import) all
+ * come from it. Python maps each name, lower-cased, to a KerberosError subclass with cause, fix and
+ * details (fastkrb.diagnose). Add a verdict here and it reaches Python by itself. */
+#define FK_VERDICTS(X) \
+    X(OK) \
+    X(MALFORMED) \
+    X(TOO_LARGE) \
+    X(NTLM) \
+    X(NO_KRB5) \
+    X(USER_TO_USER) \
+    X(ENCTYPE_NOT_PERMITTED)          /* ticket enctype */ \
+    X(SESSION_ENCTYPE_NOT_PERMITTED) \
+    X(WRONG_PRINCIPAL)                /* not in keytab at all */ \
+    X(PRINCIPAL_NOT_ACCEPTED)         /* in keytab, excluded by principals= */ \
+    X(KVNO)                           /* no key of the ticket's kvno decrypts; kvno absent from keytab */ \
+    X(ENCTYPE_NOT_IN_KEYTAB) \
+    X(TICKET_INTEGRITY)               /* a key of the right kvno and enctype does not decrypt */ \
+    X(TICKET_INTEGRITY_NO_KVNO)       /* ticket has no kvno; no key of its enctype decrypts */ \
+    X(AUTH_INTEGRITY) \
+    X(AUTH_ENCTYPE_MISMATCH)          /* authenticator enctype differs from the session key's */ \
+    X(CKSUM_INTEGRITY)                /* non-GSS authenticator checksum does not verify */ \
+    X(PAC_INTEGRITY) \
+    X(PAC_MALFORMED) \
+    X(NAME_MISMATCH) \
+    X(REALM) \
+    X(TRANSITED) \
+    X(TICKET_INVALID) \
+    X(CLOCK_SKEW) \
+    X(NOT_YET_VALID) \
+    X(EXPIRED) \
+    X(CB_MISMATCH) \
+    X(CB_MISSING) \
+    X(REPLAY) \
+    X(RC_COLD) \
+    X(RC_FULL) \
+    X(RC_UNAVAILABLE) \
+    X(INTERNAL)
+
+#define FK_V_ENUM_(name) FK_V_##name,
+enum fk_verdict { FK_VERDICTS(FK_V_ENUM_) FK_V_COUNT };
+
+/* "MALFORMED" for FK_V_MALFORMED; NULL outside 0..FK_V_COUNT-1. */
+const char *fk_verdict_name(int code);
 
 /* One keytab key, prepared once when the keytab is loaded. */
 typedef struct fk_kt_entry {
@@ -125,12 +133,19 @@ uint32_t fk_princ_hash(const fk_kt_entry *e);
 int fk_verify_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, fk_result *r);
 
 /* Where the time goes: ns per operation of each stage of one token, each looped `iters` times in C.
- * out[]: FK_STAGE_* order. Returns 0, or the verdict code when the token does not validate. */
-enum { FK_STAGE_FRAMING, FK_STAGE_DER_APREQ, FK_STAGE_TICKET_DECRYPT, FK_STAGE_DER_TICKET,
-       FK_STAGE_SESSION_KEY, FK_STAGE_AUTHENTICATOR, FK_STAGE_PAC, FK_STAGE_REPLAY, FK_STAGE_FULL,
-       FK_NSTAGES };
+ * out[]: FK_STAGE_* order (FK_NSTAGES entries). Returns 0, or the verdict code when the token does not
+ * validate. The stage list is the single source of the enum and of fk_stage_name (Python's STAGES). */
+#define FK_STAGES(X) \
+    X(FRAMING) X(DER_APREQ) X(TICKET_DECRYPT) X(DER_TICKET) X(SESSION_KEY) X(AUTHENTICATOR) X(PAC) \
+    X(REPLAY_INSERT) X(FULL_VALIDATE)
+
+#define FK_STAGE_ENUM_(name) FK_STAGE_##name,
+enum fk_stage { FK_STAGES(FK_STAGE_ENUM_) FK_NSTAGES };
+
 int fk_profile_stages(const fk_validator *v, const uint8_t *tok, size_t toklen, double now, long iters,
                       fk_rc_backend rc, double *out);
+/* "FRAMING" for FK_STAGE_FRAMING; NULL outside 0..FK_NSTAGES-1. */
+const char *fk_stage_name(int stage);
 
 /* "Negotiate <b64>", bare base64 or raw bytes -> the token bytes (out holds n bytes). 0 or -1. */
 int fk_token_bytes(const uint8_t *tok, size_t n, uint8_t *out, fk_buf *res);

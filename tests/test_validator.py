@@ -379,7 +379,7 @@ def test_oversized_token_refused(kt: Keytab) -> None:
 
 
 class _DictReplay:
-    """A Python replay backend (the shape fastkrb.replay's Redis backend has), failing on demand."""
+    """A Python replay backend (an AsyncReplayCache, as fastkrb.replay's Redis backend is), failing on demand."""
 
     def __init__(self) -> None:
         self.started = 0.0
@@ -394,8 +394,26 @@ class _DictReplay:
         self.seen[key] = now
         return True, None
 
+    def insert_many(self, items: list[tuple[bytes, float]], now: float) -> list[tuple[bool, float | None]]:
+        return [self.insert(k, e, now) for k, e in items]
+
+    def stats(self) -> dict[str, int]:
+        return {"entries": len(self.seen)}
+
+    def close(self) -> None:
+        pass
+
     async def ainsert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
         return self.insert(key, expiry, now)
+
+    async def ainsert_many(self, items: list[tuple[bytes, float]], now: float) -> list[tuple[bool, float | None]]:
+        return self.insert_many(items, now)
+
+    async def aping(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
 
 
 def test_python_backend_sync_and_async(kt: Keytab) -> None:

@@ -7,11 +7,12 @@ replay and the cache state so that an operator can act without a packet capture.
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastkrb import errors as E
+from fastkrb.errors import utc_iso as _iso
 
 __all__ = ["explain", "enctype_name"]
 
@@ -28,18 +29,23 @@ def enctype_name(e: int | None) -> str:
     return f"{_ENCTYPE_NAMES.get(e, 'enctype')}({e})"
 
 
-def _iso(t: float | None) -> str:
-    if t is None:
-        return "?"
-    try:
-        return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return str(t)
-
-
 # principal -> [(kvno, enctype)] of the keytab, for diagnoses.
 KeyIndex = Mapping[str, Sequence[tuple[int, int]]]
 Facts = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One rejection as every handler reads it: the facts the native core collected, the details the error
+    will carry, and what the validator was configured with."""
+
+    facts: Facts                    # what the native core (or avalidate) collected
+    details: Facts                  # the facts fit for the error's details
+    server: str | None              # the ticket's service principal, when it was read
+    keys: KeyIndex                  # principal -> [(kvno, enctype)] of the keytab
+    permitted: Sequence[int]        # the validator's permitted enctypes
+    realms: Sequence[str] | None    # allowed client/transited realms (None: any)
+    started: float                  # when the replay cache started empty (cold-start rule)
 
 
 def explain(verdict: str, f: dict[str, Any], keys: KeyIndex, permitted: Sequence[int],
@@ -55,62 +61,56 @@ def explain(verdict: str, f: dict[str, Any], keys: KeyIndex, permitted: Sequence
     handler = _HANDLERS.get(verdict)
     if handler is None:
         return E.InternalError(f"Validation failed inside fastkrb ({verdict}).", details=d)
-    return handler(f, d, server, keys, permitted, allowed_realms, rc_started)
+    return handler(Case(f, d, server if isinstance(server, str) else None, keys, permitted, allowed_realms,
+                        rc_started))
 
 
-def _malformed(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    what = f.get("what") or "not a Kerberos message"
-    at = f" (byte {f['offset']})" if f.get("offset") else ""
-    return E.MalformedToken(f"The token is not a valid Kerberos/SPNEGO message: {what}{at}.", details=d)
+def _malformed(c: Case) -> E.KerberosError:
+    what = c.facts.get("what") or "not a Kerberos message"
+    at = f" (byte {c.facts['offset']})" if c.facts.get("offset") else ""
+    return E.MalformedToken(f"The token is not a valid Kerberos/SPNEGO message: {what}{at}.", details=c.details)
 
 
-def _too_large(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _too_large(c: Case) -> E.KerberosError:
     return E.MalformedToken(
-        f"The token is larger than the {f.get('max_token')}-byte limit.",
+        f"The token is larger than the {c.facts.get('max_token')}-byte limit.",
         "If the client's PAC is legitimately this large (many AD groups), raise max_token_size; "
-        "otherwise this is abuse.", d)
+        "otherwise this is abuse.", c.details)
 
 
-def _ntlm(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _ntlm(c: Case) -> E.KerberosError:
     return E.UnsupportedMechanism(
-        f"The client sent NTLM instead of Kerberos ({f.get('what', 'NTLMSSP token')}): it could not get a "
-        "Kerberos service ticket for this server.", details=d)
+        f"The client sent NTLM instead of Kerberos ({c.facts.get('what', 'NTLMSSP token')}): it could not get a "
+        "Kerberos service ticket for this server.", details=c.details)
 
 
-def _no_krb5(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _no_krb5(c: Case) -> E.KerberosError:
     return E.UnsupportedMechanism(
-        f"The SPNEGO token offers no usable Kerberos mechanism ({f.get('what', '')}).", details=d)
+        f"The SPNEGO token offers no usable Kerberos mechanism ({c.facts.get('what', '')}).", details=c.details)
 
 
-def _u2u(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _u2u(c: Case) -> E.KerberosError:
     return E.UnsupportedMechanism(
         "The AP-REQ asks for user-to-user authentication (USE-SESSION-KEY), which a keytab-based acceptor "
-        "cannot do.", "Give the service a keytab and let the client ask for a normal service ticket.", d)
+        "cannot do.", "Give the service a keytab and let the client ask for a normal service ticket.", c.details)
 
 
-def _enctype(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    e = f.get("ticket_enctype")
-    allowed = ", ".join(enctype_name(x) for x in permitted)
+def _enctype(c: Case) -> E.KerberosError:
+    e = c.facts.get("ticket_enctype")
+    allowed = ", ".join(enctype_name(x) for x in c.permitted)
     return E.EnctypeNotPermitted(
-        f"The ticket for {server} is encrypted with {enctype_name(e)}, which this validator does not "
-        f"permit (permitted: {allowed}).", details=d | {"permitted": list(permitted)})
+        f"The ticket for {c.server} is encrypted with {enctype_name(e)}, which this validator does not "
+        f"permit (permitted: {allowed}).", details=c.details | {"permitted": list(c.permitted)})
 
 
-def _session_enctype(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    e = f.get("session_enctype")
-    allowed = ", ".join(enctype_name(x) for x in permitted)
+def _session_enctype(c: Case) -> E.KerberosError:
+    e = c.facts.get("session_enctype")
+    allowed = ", ".join(enctype_name(x) for x in c.permitted)
     return E.EnctypeNotPermitted(
-        f"The session key of the ticket for {server} uses {enctype_name(e)}, which this validator does "
+        f"The session key of the ticket for {c.server} uses {enctype_name(e)}, which this validator does "
         f"not permit (permitted: {allowed}).",
         "Have the KDC choose an AES session key (the client's permitted_enctypes / the service's "
-        "supported enctypes), or permit the enctype.", d | {"permitted": list(permitted)})
+        "supported enctypes), or permit the enctype.", c.details | {"permitted": list(c.permitted)})
 
 
 def _close_names(server: str, names: Sequence[str]) -> list[str]:
@@ -119,161 +119,146 @@ def _close_names(server: str, names: Sequence[str]) -> list[str]:
     return [n for n in names if n.lower() == low or (n.split("/", 1)[0] == svc and n != server)]
 
 
-def _wrong_principal(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    names = sorted(keys)
-    close = _close_names(server or "", names)
+def _wrong_principal(c: Case) -> E.KerberosError:
+    names = sorted(c.keys)
+    close = _close_names(c.server or "", names)
     hint = f" Close matches in the keytab: {', '.join(close)}." if close else ""
     return E.WrongPrincipal(
-        f"The ticket is for {server}, which is not in the keytab (it holds {', '.join(names) or 'nothing'})."
-        f"{hint}", details=d | {"keytab_principals": names})
+        f"The ticket is for {c.server}, which is not in the keytab (it holds {', '.join(names) or 'nothing'})."
+        f"{hint}", details=c.details | {"keytab_principals": names})
 
 
-def _not_accepted(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _not_accepted(c: Case) -> E.KerberosError:
     return E.WrongPrincipal(
-        f"The ticket is for {server}: its key is in the keytab, but the principal is not in this "
+        f"The ticket is for {c.server}: its key is in the keytab, but the principal is not in this "
         "validator's accepted principals.",
-        "Add it to principals= if this service should answer to that name.", d)
+        "Add it to principals= if this service should answer to that name.", c.details)
 
 
 def _kvnos(keys: KeyIndex, server: str | None) -> list[int]:
     return sorted({k for k, _ in keys.get(server or "", ())})
 
 
-def _kvno(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    tk = f.get("ticket_kvno")
-    have = _kvnos(keys, server)
-    d = d | {"keytab_kvnos": have}
-    enc = enctype_name(f.get("ticket_enctype"))
-    tried = f.get("keys_tried", 0)
+def _kvno(c: Case) -> E.KerberosError:
+    tk = c.facts.get("ticket_kvno")
+    have = _kvnos(c.keys, c.server)
+    d = c.details | {"keytab_kvnos": have}
+    enc = enctype_name(c.facts.get("ticket_enctype"))
+    tried = c.facts.get("keys_tried", 0)
     also = (f" The other {tried} key(s) of {enc} in the keytab do not decrypt it either."
             if tried else "")
     if have and tk is not None and tk < min(have):
         d["direction"] = "ticket_older"
         return E.KeyVersionMismatch(
-            f"The ticket for {server} was issued for key version {tk}, older than every key in the keytab "
+            f"The ticket for {c.server} was issued for key version {tk}, older than every key in the keytab "
             f"(kvnos {have}): the client holds a ticket from before the key rotation.{also}",
             "On the client: kdestroy && kinit (or klist purge on Windows) to get a ticket for the current key. "
             "If the old key should still be accepted during rotation, keep it in the keytab.", d)
     if have and tk is not None and tk > max(have):
         d["direction"] = "keytab_older"
         return E.KeyVersionMismatch(
-            f"The ticket for {server} was issued for key version {tk}, newer than every key in the keytab "
+            f"The ticket for {c.server} was issued for key version {tk}, newer than every key in the keytab "
             f"(kvnos {have}): the keytab is out of date — the service key was changed after it was "
             f"exported.{also}",
             "Export the keytab again (kadmin: ktadd -norandkey; AD: ktpass or msktutil --update) and deploy "
             "it; fastkrb reloads it without a restart in the sidecar.", d)
     d["direction"] = "missing"
     return E.KeyVersionMismatch(
-        f"The ticket for {server} was issued for key version {tk}, which is not in the keytab (kvnos "
+        f"The ticket for {c.server} was issued for key version {tk}, which is not in the keytab (kvnos "
         f"{have}).{also}", "Export the keytab again so that it holds the KDC's current key.", d)
 
 
-def _enctype_missing(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    tk, te = f.get("ticket_kvno"), f.get("ticket_enctype")
-    held = sorted({(k, e) for k, e in keys.get(server or "", ())})
+def _enctype_missing(c: Case) -> E.KerberosError:
+    tk, te = c.facts.get("ticket_kvno"), c.facts.get("ticket_enctype")
+    held = sorted({(k, e) for k, e in c.keys.get(c.server or "", ())})
     at_kvno = [enctype_name(e) for k, e in held if k == tk] if tk is not None else [enctype_name(e) for _, e in held]
     return E.EnctypeNotInKeytab(
-        f"The keytab has {server}" + (f" kvno {tk}" if tk is not None else "") +
+        f"The keytab has {c.server}" + (f" kvno {tk}" if tk is not None else "") +
         f" but not with {enctype_name(te)}, the enctype of the ticket (it has {', '.join(at_kvno) or 'none'}).",
-        details=d | {"keytab_enctypes": sorted({e for _, e in held})})
+        details=c.details | {"keytab_enctypes": sorted({e for _, e in held})})
 
 
-def _ticket_integrity(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    tk, te = f.get("ticket_kvno"), f.get("ticket_enctype")
+def _ticket_integrity(c: Case) -> E.KerberosError:
+    tk, te = c.facts.get("ticket_kvno"), c.facts.get("ticket_enctype")
     return E.IntegrityError(
-        f"The keytab has a key for {server} kvno {tk} {enctype_name(te)}, but it does not decrypt the ticket: "
+        f"The keytab has a key for {c.server} kvno {tk} {enctype_name(te)}, but it does not decrypt the ticket: "
         "the keytab's key is not the KDC's (made from a wrong password or salt, or the key was reset without "
         "a new kvno), or the ticket was altered in transit.",
         "Export the keytab from the KDC again (or with ktpass/msktutil using the account's UPN salt), and "
-        "check that no other system reset the service account's password.", d)
+        "check that no other system reset the service account's password.", c.details)
 
 
-def _ticket_integrity_no_kvno(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _ticket_integrity_no_kvno(c: Case) -> E.KerberosError:
     return E.IntegrityError(
-        f"The ticket for {server} names no key version and none of the keytab's "
-        f"{enctype_name(f.get('ticket_enctype'))} keys decrypts it.",
-        "Export the keytab from the KDC again; check the service account's password and salt.", d)
+        f"The ticket for {c.server} names no key version and none of the keytab's "
+        f"{enctype_name(c.facts.get('ticket_enctype'))} keys decrypts it.",
+        "Export the keytab from the KDC again; check the service account's password and salt.", c.details)
 
 
-def _auth_integrity(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _auth_integrity(c: Case) -> E.KerberosError:
     return E.IntegrityError(
-        f"The ticket for {server} is genuine but the authenticator does not decrypt with its session key: "
+        f"The ticket for {c.server} is genuine but the authenticator does not decrypt with its session key: "
         "it was altered, or joined to a ticket it was not made for.",
-        "Treat it as an attack or a broken client; a correct client only needs to retry.", d)
+        "Treat it as an attack or a broken client; a correct client only needs to retry.", c.details)
 
 
-def _auth_enctype(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _auth_enctype(c: Case) -> E.KerberosError:
     return E.IntegrityError(
-        f"The authenticator is encrypted with {enctype_name(f.get('authenticator_enctype'))} but the "
-        f"ticket's session key is {enctype_name(f.get('session_enctype'))}.",
-        "A correct client never does this: treat it as tampering.", d)
+        f"The authenticator is encrypted with {enctype_name(c.facts.get('authenticator_enctype'))} but the "
+        f"ticket's session key is {enctype_name(c.facts.get('session_enctype'))}.",
+        "A correct client never does this: treat it as tampering.", c.details)
 
 
-def _cksum_integrity(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _cksum_integrity(c: Case) -> E.KerberosError:
     return E.IntegrityError("The authenticator's checksum does not verify with the session key.",
-                            "Treat it as tampering or a broken client.", d)
+                            "Treat it as tampering or a broken client.", c.details)
 
 
-def _pac_integrity(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _pac_integrity(c: Case) -> E.KerberosError:
     return E.IntegrityError(
-        f"The PAC in the ticket for {f.get('client')} fails its server signature: the PAC was altered or "
-        "forged.", "Treat it as an attack; genuine KDC tickets always verify.", d)
+        f"The PAC in the ticket for {c.facts.get('client')} fails its server signature: the PAC was altered or "
+        "forged.", "Treat it as an attack; genuine KDC tickets always verify.", c.details)
 
 
-def _pac_malformed(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _pac_malformed(c: Case) -> E.KerberosError:
     return E.MalformedToken(
-        f"The ticket for {f.get('client')} carries a PAC that cannot be parsed or lacks its signatures.",
-        "A genuine KDC does not issue such tickets; treat it as tampering or a KDC bug.", d)
+        f"The ticket for {c.facts.get('client')} carries a PAC that cannot be parsed or lacks its signatures.",
+        "A genuine KDC does not issue such tickets; treat it as tampering or a KDC bug.", c.details)
 
 
-def _name_mismatch(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _name_mismatch(c: Case) -> E.KerberosError:
     return E.NameMismatch(
-        f"The authenticator names {f.get('authenticator_client')} but the ticket belongs to "
-        f"{f.get('client')}.", details=d)
+        f"The authenticator names {c.facts.get('authenticator_client')} but the ticket belongs to "
+        f"{c.facts.get('client')}.", details=c.details)
 
 
-def _realm(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _realm(c: Case) -> E.KerberosError:
     return E.RealmNotAllowed(
-        f"The client {f.get('client')} is from realm {f.get('client_realm')}, which is not allowed "
-        f"(allowed: {', '.join(realms or [])}).", details=d | {"allowed_realms": list(realms or [])})
+        f"The client {c.facts.get('client')} is from realm {c.facts.get('client_realm')}, which is not allowed "
+        f"(allowed: {', '.join(c.realms or [])}).", details=c.details | {"allowed_realms": list(c.realms or [])})
 
 
-def _transited(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _transited(c: Case) -> E.KerberosError:
     return E.RealmNotAllowed(
-        f"The ticket of {f.get('client')} transited realm {f.get('transited_realm')!r} (path "
-        f"{f.get('transited')!r}), which is not allowed, and the KDC did not mark the path as checked.",
+        f"The ticket of {c.facts.get('client')} transited realm {c.facts.get('transited_realm')!r} (path "
+        f"{c.facts.get('transited')!r}), which is not allowed, and the KDC did not mark the path as checked.",
         "Allow the transited realms if that trust path is intended, or fix capaths on the KDC.",
-        d | {"allowed_realms": list(realms or [])})
+        c.details | {"allowed_realms": list(c.realms or [])})
 
 
-def _invalid(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    return E.TicketInvalid(f"The ticket of {f.get('client')} carries the INVALID flag (a postdated ticket "
-                           "the KDC has not validated).", details=d)
+def _invalid(c: Case) -> E.KerberosError:
+    return E.TicketInvalid(f"The ticket of {c.facts.get('client')} carries the INVALID flag (a postdated ticket "
+                           "the KDC has not validated).", details=c.details)
 
 
-def _skew(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    s = float(f.get("skew_seconds", 0.0))
+def _skew(c: Case) -> E.KerberosError:
+    s = float(c.facts.get("skew_seconds", 0.0))
     direction = "ahead of" if s > 0 else "behind"
-    d = d | {"direction": "client_ahead" if s > 0 else "client_behind", "offset_seconds": round(s, 3)}
+    d = c.details | {"direction": "client_ahead" if s > 0 else "client_behind", "offset_seconds": round(s, 3)}
     return E.ClockSkew(
-        f"The authenticator of {f.get('client')} was made at {_iso(f.get('ctime'))}: {abs(s):.0f} s "
-        f"{direction} this server's clock ({_iso(f.get('now'))}), beyond the allowed ±{f.get('clock_skew'):.0f} s.",
+        f"The authenticator of {c.facts.get('client')} was made at {_iso(c.facts.get('ctime'))}: {abs(s):.0f} s "
+        f"{direction} this server's clock ({_iso(c.facts.get('now'))}), beyond the allowed "
+        f"±{c.facts.get('clock_skew'):.0f} s.",
         details=d)
 
 
@@ -285,76 +270,59 @@ def _clock_note(f: Facts) -> str:
             "if the client just got its ticket, this server's clock is the one that is wrong.")
 
 
-def _not_yet(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _not_yet(c: Case) -> E.KerberosError:
     return E.TicketNotYetValid(
-        f"The ticket of {f.get('client')} starts at {_iso(f.get('start_time'))}, after now "
-        f"({_iso(f.get('now'))}) plus the allowed skew.{_clock_note(f)}", details=d)
+        f"The ticket of {c.facts.get('client')} starts at {_iso(c.facts.get('start_time'))}, after now "
+        f"({_iso(c.facts.get('now'))}) plus the allowed skew.{_clock_note(c.facts)}", details=c.details)
 
 
-def _expired(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    ago = float(f.get("now", 0)) - float(f.get("end_time", 0))
+def _expired(c: Case) -> E.KerberosError:
+    ago = float(c.facts.get("now", 0)) - float(c.facts.get("end_time", 0))
     return E.TicketExpired(
-        f"The ticket of {f.get('client')} expired at {_iso(f.get('end_time'))}, {ago:.0f} s ago "
-        f"(allowed skew {f.get('clock_skew'):.0f} s).{_clock_note(f)}", details=d)
+        f"The ticket of {c.facts.get('client')} expired at {_iso(c.facts.get('end_time'))}, {ago:.0f} s ago "
+        f"(allowed skew {c.facts.get('clock_skew'):.0f} s).{_clock_note(c.facts)}", details=c.details)
 
 
-def _cb_mismatch(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _cb_mismatch(c: Case) -> E.KerberosError:
     return E.ChannelBindingsMismatch(
         "The token is bound to a different channel than the one given: the client computed channel bindings "
-        "for another TLS connection (a TLS-terminating proxy in between?) or the token was moved.", details=d)
+        "for another TLS connection (a TLS-terminating proxy in between?) or the token was moved.", details=c.details)
 
 
-def _cb_missing(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
+def _cb_missing(c: Case) -> E.KerberosError:
     return E.ChannelBindingsMismatch(
-        "The client declared channel bindings mandatory (KERB_AP_OPTIONS_CBT) but sent none.", details=d)
+        "The client declared channel bindings mandatory (KERB_AP_OPTIONS_CBT) but sent none.", details=c.details)
 
 
-def _replay(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    ago = f.get("first_seen_ago")
+def _replay(c: Case) -> E.KerberosError:
+    ago = c.facts.get("first_seen_ago")
     when = f" {ago * 1000:.1f} ms ago" if ago is not None and ago < 1 else (
         f" {ago:.1f} s ago" if ago is not None else "")
     hint = (" So soon after the first use this is almost always the same request validated twice (an internal "
             "redirect or sub-request re-running authentication), not an attack."
             if ago is not None and ago < 1 else "")
-    return E.Replay(f"This authenticator of {f.get('client')} for {server} was already accepted{when}.{hint}",
-                    details=d)
+    return E.Replay(f"This authenticator of {c.facts.get('client')} for {c.server} was already accepted{when}.{hint}",
+                    details=c.details)
 
 
-def _rc_cold(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    return E.ReplayCacheUnavailable(
-        f"The replay cache started empty at {_iso(started)}, and this authenticator ({_iso(f.get('ctime'))}) "
-        f"predates that: for the first {f.get('clock_skew'):.0f} s after a start the cache cannot know whether "
-        "it was seen before (RFC 4120 §3.2.3), so it is refused.",
-        "The client retries with a fresh authenticator and succeeds. When validating recorded tokens "
-        "(with `now` in the past) use cold_start=False.", d | {"cache_started": started})
+def _rc_cold(c: Case) -> E.KerberosError:
+    return E.replay_unavailable("cold_start", started=c.started, ctime=c.facts.get("ctime"),
+                                clock_skew=float(c.facts.get("clock_skew", 0.0)), details=c.details)
 
 
-def _rc_full(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    return E.ReplayCacheUnavailable(
-        "The replay cache is full of live entries; rather than forget one (and let its replay through) it "
-        "refuses new authenticators until entries expire.",
-        "Raise the replay cache capacity to cover the peak rate times twice the clock skew.", d)
+def _rc_full(c: Case) -> E.KerberosError:
+    return E.replay_unavailable("full", details=c.details)
 
 
-def _rc_unavailable(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    return E.ReplayCacheUnavailable(
-        f"The replay cache cannot answer ({f.get('reason', 'backend error')}); failing closed.", details=d)
+def _rc_unavailable(c: Case) -> E.KerberosError:
+    return E.replay_unavailable(str(c.facts.get("reason", "backend error")), details=c.details)
 
 
-def _internal(f: Facts, d: Facts, server: str | None, keys: KeyIndex, permitted: Sequence[int],
-        realms: Sequence[str] | None, started: float) -> E.KerberosError:
-    return E.InternalError("Validation failed inside fastkrb (crypto or memory).", details=d)
+def _internal(c: Case) -> E.KerberosError:
+    return E.InternalError("Validation failed inside fastkrb (crypto or memory).", details=c.details)
 
 
-_HANDLERS: dict[str, Callable[..., E.KerberosError]] = {
+_HANDLERS: dict[str, Callable[[Case], E.KerberosError]] = {
     "malformed": _malformed, "too_large": _too_large, "ntlm": _ntlm, "no_krb5": _no_krb5,
     "user_to_user": _u2u, "enctype_not_permitted": _enctype, "session_enctype_not_permitted": _session_enctype,
     "wrong_principal": _wrong_principal, "principal_not_accepted": _not_accepted, "kvno": _kvno,

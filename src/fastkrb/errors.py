@@ -7,6 +7,8 @@ must answer with a KRB-ERROR.
 
 from __future__ import annotations
 
+import datetime as _dt
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "InternalError",
     "ERRORS_BY_CODE",
     "error_for_code",
+    "replay_unavailable",
+    "utc_iso",
 ]
 
 
@@ -185,3 +189,49 @@ def error_for_code(code: str, cause: str, fix: str | None = None,
     """Rebuild a typed error from its wire form (sidecar client, JSON logs)."""
     cls = ERRORS_BY_CODE.get(code, KerberosError)
     return cls(cause, fix, details)
+
+
+def utc_iso(t: float | None) -> str:
+    """A Unix time as RFC 3339 UTC to the second ("?" when unknown), as every message words times."""
+    if t is None:
+        return "?"
+    try:
+        return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return str(t)
+
+
+def replay_unavailable(reason: str, *, backend: str | None = None, name: str | None = None, where: str = "",
+                       started: float | None = None, ctime: float | None = None, clock_skew: float = 300.0,
+                       details: Mapping[str, Any] | None = None) -> ReplayCacheUnavailable:
+    """The fail-closed error of a replay cache, worded once for every backend and for the validator.
+
+    ``reason``: ``"full"`` (full of live entries: it refuses rather than forget one, whose replay would
+    then pass), ``"cold_start"`` (the cache started empty after the authenticator was made, so for
+    clock_skew seconds it cannot vouch for it: RFC 4120 §3.2.3), or any other text saying why it cannot
+    answer ("closed", "ConnectionError: ..."). ``backend`` ("memory", "shm", "redis") goes into the
+    details; ``name`` is how the cause names the cache (default: the backend) and ``where`` follows it
+    (a Redis address).
+    """
+    label = name or backend
+    cache = (f"The {label} replay cache" if label else "The replay cache") + (f" {where}" if where else "")
+    facts = {**(details or {}), "reason": reason}
+    if backend:
+        facts["backend"] = backend
+    if reason == "full":
+        return ReplayCacheUnavailable(
+            f"{cache} is full of live entries; rather than forget one (and let its replay through) it refuses "
+            "new authenticators until entries expire.",
+            "Raise the replay cache capacity to cover the peak rate times twice the clock skew.", facts)
+    if reason == "cold_start":
+        made = f" ({utc_iso(ctime)})" if ctime is not None else ""
+        facts["cache_started"] = started
+        if ctime is not None:
+            facts.setdefault("ctime", ctime)
+        return ReplayCacheUnavailable(
+            f"{cache} started empty at {utc_iso(started)}, and this authenticator{made} predates that: for the "
+            f"first {clock_skew:.0f} s after a start the cache cannot know whether it was seen before "
+            "(RFC 4120 §3.2.3), so it is refused.",
+            "The client retries with a fresh authenticator and succeeds. When validating recorded tokens "
+            "(with `now` in the past) use cold_start=False.", facts)
+    return ReplayCacheUnavailable(f"{cache} cannot answer ({reason}); failing closed.", details=facts)

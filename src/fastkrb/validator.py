@@ -11,13 +11,13 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol, Union
+from typing import Any, Union
 
 from fastkrb import _native
 from fastkrb.diagnose import explain
-from fastkrb.errors import KerberosError, ReplayCacheUnavailable
+from fastkrb.errors import KerberosError, replay_unavailable
 from fastkrb.keytab import Keytab
-from fastkrb.replay import open_replay_cache
+from fastkrb.replay import AsyncReplayCache, NativeReplayBackend, ReplayCache, open_replay_cache
 
 log = logging.getLogger("fastkrb")
 _FULL_LOG_INTERVAL = 10.0   # seconds between "replay cache full" warnings of one Validator
@@ -31,16 +31,8 @@ DEFAULT_ENCTYPES = (20, 19, 18, 17)
 DEFAULT_MAX_TOKEN = 64 * 1024
 
 
-class ReplayBackend(Protocol):
-    """What a Python replay cache offers the validator (fastkrb.replay backends implement it)."""
-
-    started: float
-
-    def insert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]: ...
-
-
 KeytabLike = Union[str, "os.PathLike[str]", bytes, Keytab]
-ReplaySpec = Union[str, ReplayBackend, None]  # noqa: UP007 - a runtime alias, kept 3.10-safe
+ReplayCacheArg = Union[str, ReplayCache, None]  # noqa: UP007 - a runtime alias, kept 3.10-safe
 
 
 class Validator:
@@ -51,7 +43,7 @@ class Validator:
         keytab: KeytabLike,
         principals: Iterable[str] | None = None,
         clock_skew: float = 300.0,
-        replay_cache: ReplaySpec = "memory",
+        replay_cache: ReplayCacheArg = "memory",
         enctypes: Sequence[int] = DEFAULT_ENCTYPES,
         cold_start: bool = True,
         *,
@@ -77,8 +69,12 @@ class Validator:
 
     # -- configuration --------------------------------------------------------------------------
 
-    def _make_replay(self, spec: ReplaySpec, capacity: int) -> Any:
-        """A backend from a spec string ("memory", "shm:/path", "redis://...", "none") or an object."""
+    def _make_replay(self, spec: ReplayCacheArg, capacity: int) -> ReplayCache | None:
+        """A backend from a spec string ("memory", "shm:/path", "redis://...", "none") or a ReplayCache.
+
+        Of an object only ``insert`` (and ``started``, for the cold-start rule) is required here; an
+        AsyncReplayCache is also awaited by avalidate().
+        """
         if spec is None:
             spec = "none"
         if isinstance(spec, str):
@@ -87,6 +83,11 @@ class Validator:
         if not callable(getattr(spec, "insert", None)):
             raise TypeError(f"replay_cache must be a spec string or a replay cache, not {type(spec).__name__}")
         return spec
+
+    @property
+    def replay_cache(self) -> ReplayCache | None:
+        """The replay cache in use (None for replay_cache="none"); it carries over reloads."""
+        return self._replay
 
     def _load(self, keytab: KeytabLike) -> None:
         kt = keytab if isinstance(keytab, Keytab) else Keytab.load(keytab)
@@ -115,7 +116,7 @@ class Validator:
         permitted = 0
         for etype in self.enctypes:
             permitted |= 1 << etype
-        native_rc = self._replay if isinstance(self._replay, _native.NativeReplayBackend) else None
+        native_rc = self._replay if isinstance(self._replay, NativeReplayBackend) else None
         hook = None if native_rc is not None or self._replay is None else self._replay_hook
         started = float(getattr(self._replay, "started", time.time())) if self._replay is not None else 0.0
         self._index = index
@@ -143,8 +144,8 @@ class Validator:
                 self.cold_start and self._replay is not None, started, on_error)
         self._native = _native.NativeValidator(*args, hook)
         # for avalidate(): every check but the replay insert, which the caller then awaits
-        self._deferred = (_native.NativeValidator(*args, None)
-                          if hook is not None and hasattr(self._replay, "ainsert") else None)
+        self._areplay = self._replay if hook is not None and isinstance(self._replay, AsyncReplayCache) else None
+        self._deferred = _native.NativeValidator(*args, None) if self._areplay is not None else None
         # the hot path: one attribute lookup, then C
         self.validate = self._native.validate  # type: ignore[method-assign]
 
@@ -157,13 +158,13 @@ class Validator:
         return lambda p: p in full or p.rsplit("@", 1)[0] in bare
 
     def _replay_hook(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
+        assert self._replay is not None   # the hook is installed only with a cache
         try:
             fresh, first = self._replay.insert(key, expiry, now)
         except KerberosError:
             raise
         except Exception as exc:  # any backend failure must fail closed
-            raise ReplayCacheUnavailable(f"The replay cache cannot answer ({type(exc).__name__}: {exc}); "
-                                         "failing closed.", details={"reason": str(exc)}) from None
+            raise replay_unavailable(f"{type(exc).__name__}: {exc}") from None
         return bool(fresh), first
 
     def reload(self, keytab: KeytabLike) -> None:
@@ -180,18 +181,17 @@ class Validator:
     async def avalidate(self, token: str | bytes, now: float | None = None,
                         channel_bindings: bytes | None = None) -> AuthResult:
         """validate() for event loops: a network replay cache (Redis) is awaited, never blocked on."""
-        deferred = self._deferred
-        if deferred is None:
+        deferred, areplay = self._deferred, self._areplay
+        if deferred is None or areplay is None:
             return self._native.validate(token, now, channel_bindings)
         res = deferred.validate(token, now, channel_bindings)
         t = time.time() if now is None else now
         try:
-            fresh, first = await self._replay.ainsert(res.replay_key, res.replay_expiry, t)
+            fresh, first = await areplay.ainsert(res.replay_key, res.replay_expiry, t)
         except KerberosError:
             raise
         except Exception as exc:  # any backend failure must fail closed
-            raise ReplayCacheUnavailable(f"The replay cache cannot answer ({type(exc).__name__}: {exc}); "
-                                         "failing closed.", details={"reason": str(exc)}) from None
+            raise replay_unavailable(f"{type(exc).__name__}: {exc}") from None
         if not fresh:
             facts = {"now": t, "clock_skew": self.clock_skew, "server": res.server, "client": res.client,
                      "ctime": res.ctime, "first_seen": first, "first_seen_ago": None if first is None else t - first}
@@ -199,7 +199,7 @@ class Validator:
         return res
 
     def profile(self, token: str | bytes, now: float | None = None, iterations: int = 20_000,
-                replay: _native.NativeReplayBackend | None = None) -> dict[str, float]:
+                replay: NativeReplayBackend | None = None) -> dict[str, float]:
         """Where the time goes: ns per stage of validating ``token``, each stage looped in C.
 
         The token must validate (the replay cache is not consulted; ``replay`` times inserts into the

@@ -5,30 +5,37 @@ its state must refuse what it cannot vouch for until the skew window has passed.
 the identity (12 bytes of the authenticator's MAC + a hash of the principal whose key decrypted the
 ticket) and its expiry (ctime + clock_skew + 1); a backend only answers "first time?" atomically.
 
-Backends, by spec string (``open_replay_cache`` / ``Validator(replay_cache=...)``):
+Backends, by spec string (``open_replay_cache`` / ``Validator(replay_cache=...)``; ``parse_replay_spec``
+is the one parser of these strings):
 
 - ``"memory"``: in-process (threads of one process); native, exact capacity.
 - ``"shm:/path/file"``: every process on the host that opens the same file; native, survives restarts.
 - ``"redis://host:port/db?prefix=fastkrb:rc:"``: every host of a fleet (``rediss://`` for TLS;
-  ``cluster=1`` for Redis Cluster).
+  ``cluster=1`` for Redis Cluster; ``unix://`` for a socket).
 - ``"none"``: no replay protection (explicit only; logged as a warning).
 
-Every backend fails closed: when it cannot answer, or is full of live entries, ``insert`` raises
-``ReplayCacheUnavailable``. ``started`` is when the cache last started empty, for the cold-start rule.
+Every backend is a ``ReplayCache``; one reached over the network is also an ``AsyncReplayCache``, which an
+event loop awaits instead of blocking on. Every backend fails closed: when it cannot answer, or is full of
+live entries, ``insert`` raises ``ReplayCacheUnavailable``. ``started`` is when the cache last started
+empty, for the cold-start rule.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from fastkrb._native import SHM_VERSION, MemoryReplayCache, NativeReplayBackend, ShmReplayCache
 from fastkrb.errors import ReplayCacheUnavailable
-from fastkrb.replay.memory import MemoryReplayCache
-from fastkrb.replay.shm import ShmReplayCache
 
-__all__ = ["ReplayCache", "MemoryReplayCache", "ShmReplayCache", "RedisReplayCache", "open_replay_cache",
-           "ReplayCacheUnavailable"]
+if TYPE_CHECKING:
+    from fastkrb.replay.redis import RedisReplayCache
+
+__all__ = ["ReplayCache", "AsyncReplayCache", "MemoryReplayCache", "ShmReplayCache", "RedisReplayCache",
+           "NativeReplayBackend", "ReplaySpec", "ReplayKind", "parse_replay_spec", "open_replay_cache",
+           "ReplayCacheUnavailable", "SHM_VERSION"]
 
 log = logging.getLogger("fastkrb")
 
@@ -51,7 +58,8 @@ class ReplayCache(Protocol):
         ...
 
     def insert_many(self, items: Sequence[tuple[bytes, float]], now: float) -> list[tuple[bool, float | None]]:
-        """insert() for a batch (one round trip where the backend is remote)."""
+        """insert() for a batch (one round trip where the backend is remote). A remote backend may put a
+        ReplayCacheUnavailable in place of an item it refuses by the cold-start rule (RedisReplayCache)."""
         ...
 
     def stats(self) -> dict[str, int]:
@@ -61,6 +69,68 @@ class ReplayCache(Protocol):
     def close(self) -> None:
         """Release resources; later inserts fail closed."""
         ...
+
+
+@runtime_checkable
+class AsyncReplayCache(ReplayCache, Protocol):
+    """A ReplayCache across the network (Redis): an event loop awaits its round trips instead of blocking.
+
+    ``Validator.avalidate`` awaits ``ainsert`` for such a cache; the sidecar probes ``aping`` for its
+    readiness and calls ``aclose`` when it stops.
+    """
+
+    async def ainsert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
+        """insert() without blocking the event loop."""
+        ...
+
+    async def ainsert_many(self, items: Sequence[tuple[bytes, float]], now: float) -> list[tuple[bool, float | None]]:
+        """insert_many() without blocking the event loop."""
+        ...
+
+    async def aping(self) -> None:
+        """Returns when the backend answers; raises ReplayCacheUnavailable when it does not."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the event loop's connections; later ainsert() calls fail closed."""
+        ...
+
+
+ReplayKind = Literal["none", "memory", "shm", "redis"]
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True)
+class ReplaySpec:
+    """A replay-cache spec string, parsed: which backend, and where (the shm file, the Redis URL)."""
+
+    kind: ReplayKind
+    location: str = ""      # shm: the file's path; redis: the URL as given; otherwise empty
+
+    @property
+    def is_async(self) -> bool:
+        """True when the backend is reached over the network (an AsyncReplayCache)."""
+        return self.kind == "redis"
+
+
+def parse_replay_spec(spec: str) -> ReplaySpec:
+    """The one reading of a spec string: ``"memory"``, ``"shm:/path"`` (``shm:///path`` too),
+    ``"redis://..."`` / ``"rediss://..."`` / ``"unix://..."``, or ``"none"``. Raises ValueError otherwise."""
+    if spec == "none":
+        return ReplaySpec("none")
+    if spec == "memory":
+        return ReplaySpec("memory")
+    if spec.startswith("shm:"):
+        path = spec[4:]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ValueError("shm replay cache needs a path: 'shm:/path/to/file'")
+        return ReplaySpec("shm", path)
+    if spec.startswith(_REDIS_SCHEMES):
+        return ReplaySpec("redis", spec)
+    raise ValueError(f"unknown replay cache {spec!r}: use 'memory', 'shm:/path', 'redis://host:port/db', or 'none'")
 
 
 def __getattr__(name: str) -> object:
@@ -80,20 +150,14 @@ def open_replay_cache(spec: str, *, capacity: int = 1 << 20, clock_skew: float =
     is enough); ``clock_skew`` and ``cold_start`` are the validator's (a backend that re-creates itself
     while running applies the cold-start rule on its own).
     """
-    if spec == "none":
+    parsed = parse_replay_spec(spec)
+    if parsed.kind == "none":
         log.warning("fastkrb: replay cache disabled (replay_cache='none'): replayed tokens will be accepted")
         return None
-    if spec == "memory":
+    if parsed.kind == "memory":
         return MemoryReplayCache(capacity)
-    if spec.startswith("shm:"):
-        path = spec[4:]
-        if path.startswith("//"):
-            path = path[2:]
-        if not path:
-            raise ValueError("shm replay cache needs a path: 'shm:/path/to/file'")
-        return ShmReplayCache(path, capacity, clock_skew, cold_start)
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        from fastkrb.replay.redis import RedisReplayCache
+    if parsed.kind == "shm":
+        return ShmReplayCache(parsed.location, capacity, clock_skew, cold_start)
+    from fastkrb.replay.redis import RedisReplayCache
 
-        return RedisReplayCache.from_url(spec, clock_skew=clock_skew, cold_start=cold_start)
-    raise ValueError(f"unknown replay cache {spec!r}: use 'memory', 'shm:/path', 'redis://host:port/db', or 'none'")
+    return RedisReplayCache.from_url(parsed.location, clock_skew=clock_skew, cold_start=cold_start)

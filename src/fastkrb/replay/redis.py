@@ -39,7 +39,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from fastkrb.errors import ReplayCacheUnavailable
+from fastkrb.errors import ReplayCacheUnavailable, replay_unavailable
 
 __all__ = ["RedisReplayCache", "DEFAULT_PREFIX"]
 
@@ -217,6 +217,17 @@ class RedisReplayCache:
         if self._ar is not None:
             await self._ar.aclose()
 
+    async def aping(self) -> None:
+        """Returns when Redis answers a PING on the asyncio client; raises ReplayCacheUnavailable when it
+        does not. For readiness probes: a failed probe is not counted among the cache's errors."""
+        if self._ar is None:
+            raise replay_unavailable("no asyncio client configured", backend="redis", name="Redis", where=self._desc)
+        try:
+            await self._ar.ping()
+        except Exception as exc:  # any failure means not ready
+            raise replay_unavailable(f"{type(exc).__name__}: {exc}", backend="redis", name="Redis",
+                                     where=self._desc) from None
+
     # -- internals ------------------------------------------------------------------------------
 
     def _marker_value(self, now: float) -> bytes:
@@ -310,17 +321,12 @@ class RedisReplayCache:
         return out
 
     def _cold(self, ctime: float) -> ReplayCacheUnavailable:
-        return ReplayCacheUnavailable(
-            f"The Redis replay cache {self._desc} started empty at "
-            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self._started))} and this authenticator predates "
-            f"that: for {self.clock_skew:.0f} s it cannot know whether it was seen before (RFC 4120 §3.2.3).",
-            "The client retries with a fresh authenticator and succeeds.",
-            {"reason": "cold_start", "backend": "redis", "cache_started": self._started, "ctime": ctime})
+        return replay_unavailable("cold_start", backend="redis", name="Redis", where=self._desc, started=self._started,
+                                  ctime=ctime, clock_skew=self.clock_skew)
 
     def _fail(self, reason: str) -> ReplayCacheUnavailable:
         self._st["errors"] += 1
-        return ReplayCacheUnavailable(f"The Redis replay cache {self._desc} cannot answer ({reason}); failing "
-                                      "closed.", details={"reason": reason, "backend": "redis"})
+        return replay_unavailable(reason, backend="redis", name="Redis", where=self._desc)
 
     def _error(self, exc: RedisError) -> ReplayCacheUnavailable:
         return self._fail(f"{type(exc).__name__}: {exc}")

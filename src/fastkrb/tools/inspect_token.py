@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import struct
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fastkrb import _native
 from fastkrb.diagnose import enctype_name
-from fastkrb.errors import KerberosError, MalformedToken
+from fastkrb.errors import KerberosError, MalformedToken, utc_iso
 from fastkrb.keytab import Keytab
 from fastkrb.krb import asn1, crypto, gss
 from fastkrb.krb.asn1 import Authenticator, EncTicketPart, flags_to_names
@@ -36,9 +37,7 @@ _NTLM_NOTE = ("NTLM: the client did not get a Kerberos ticket for this server (u
 
 
 def _iso(t: float | None) -> str | None:
-    from fastkrb.diagnose import _iso as iso
-
-    return None if t is None else iso(t)
+    return None if t is None else utc_iso(t)
 
 
 def read_token_arg(arg: str) -> str | bytes:
@@ -186,12 +185,21 @@ def inspect_token(token: str | bytes, keytab: str | os.PathLike[str] | Keytab | 
 
 
 class _NoReplay:
-    """A replay backend that has seen nothing: inspect judges one token, never a sequence."""
+    """A replay cache that has seen nothing: inspect judges one token, never a sequence."""
 
     started = 0.0
 
     def insert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
         return True, None
+
+    def insert_many(self, items: Sequence[tuple[bytes, float]], now: float) -> list[tuple[bool, float | None]]:
+        return [(True, None) for _ in items]
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
 
 
 def _decrypt(d: dict[str, Any], req: asn1.ApReq, kt: Keytab, show_keys: bool, cb: bytes | None, now: float,

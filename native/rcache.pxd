@@ -1,0 +1,33 @@
+# rcache.h declared once: the backend contract every native replay cache offers the C validator
+# (an insert function and its context), and the in-process table behind MemoryReplayCache.
+
+from libc.stdint cimport uint8_t, uint64_t
+
+cdef extern from "rcache.h" nogil:
+    enum:
+        FK_RC_OK
+        FK_RC_REPLAY
+        FK_RC_FULL
+        FK_RC_ERROR
+        FK_RC_COLD
+
+    ctypedef struct fk_rcache:
+        pass
+
+    ctypedef int (*fk_rc_insert_fn)(void *ctx, const uint8_t *key, double expiry, double now,
+                                    double *first_seen) nogil
+
+    ctypedef struct fk_rc_backend:
+        fk_rc_insert_fn insert
+        void *ctx
+
+    ctypedef struct fk_rcache_stats:
+        uint64_t entries, inserts, hits, evictions, full, capacity
+
+    fk_rcache *fk_rcache_new(size_t capacity)
+    void fk_rcache_close(fk_rcache *rc)
+    void fk_rcache_free(fk_rcache *rc)
+    int fk_rcache_insert(fk_rcache *rc, const uint8_t *key, double expiry, double now, double *first_seen)
+    int fk_rcache_insert_cb(void *ctx, const uint8_t *key, double expiry, double now, double *first_seen)
+    void fk_rcache_stats_get(fk_rcache *rc, fk_rcache_stats *out)
+    double fk_rc_bench(fk_rc_backend b, size_t live, size_t n, uint64_t seed)
