@@ -12,22 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastkrb import errors as E
+from fastkrb.enctypes import label as enctype_name
 from fastkrb.errors import utc_iso as _iso
 
 __all__ = ["explain", "enctype_name"]
-
-_ENCTYPE_NAMES = {
-    1: "des-cbc-crc", 3: "des-cbc-md5", 16: "des3-cbc-sha1", 17: "aes128-cts-hmac-sha1-96",
-    18: "aes256-cts-hmac-sha1-96", 19: "aes128-cts-hmac-sha256-128", 20: "aes256-cts-hmac-sha384-192",
-    23: "arcfour-hmac", 24: "arcfour-hmac-exp", 25: "camellia128-cts-cmac", 26: "camellia256-cts-cmac",
-}
-
-
-def enctype_name(e: int | None) -> str:
-    if e is None:
-        return "unknown enctype"
-    return f"{_ENCTYPE_NAMES.get(e, 'enctype')}({e})"
-
 
 # principal -> [(kvno, enctype)] of the keytab, for diagnoses.
 KeyIndex = Mapping[str, Sequence[tuple[int, int]]]

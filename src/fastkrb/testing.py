@@ -241,10 +241,8 @@ def _pick_server_key(kt: Keytab | None, server: str, enctype: int | None, kvno: 
 
 def _default_pac(pac: bool | Mapping[str, Any], client_comps: tuple[str, ...], crealm: str, authtime: int,
                  ticket_enctype: int, server_key: bytes) -> bytes:
-    try:
-        from fastkrb.krb.pac import build_pac  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as exc:  # pragma: no cover - depends on the pac module being present
-        raise ValueError("pac=True needs fastkrb.krb.pac.build_pac; pass PAC bytes instead") from exc
+    from fastkrb.krb.pac import build_pac
+
     kwargs: dict[str, Any] = {
         "client_name": "/".join(client_comps), "auth_time": authtime, "server_key": (ticket_enctype, server_key),
         "upn": "/".join(client_comps) + "@" + crealm.lower(), "dns_domain": crealm,

@@ -15,6 +15,8 @@ from typing import Any, Union
 
 from fastkrb import _native
 from fastkrb.diagnose import explain
+from fastkrb.enctypes import DEFAULT as DEFAULT_ENCTYPES
+from fastkrb.enctypes import SUPPORTED as SUPPORTED_ENCTYPES
 from fastkrb.errors import KerberosError, replay_unavailable
 from fastkrb.keytab import Keytab
 from fastkrb.replay import AsyncReplayCache, NativeReplayBackend, ReplayCache, open_replay_cache
@@ -26,8 +28,6 @@ __all__ = ["Validator", "AuthResult", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
 
 
 AuthResult = _native.AuthResult
-SUPPORTED_ENCTYPES = (17, 18, 19, 20, 23)
-DEFAULT_ENCTYPES = (20, 19, 18, 17)
 DEFAULT_MAX_TOKEN = 64 * 1024
 
 
@@ -36,7 +36,7 @@ ReplayCacheArg = Union[str, ReplayCache, None]  # noqa: UP007 - a runtime alias,
 
 
 class Validator:
-    """Validates AP-REQ tokens against a keytab; see design.md for the contract."""
+    """Validates AP-REQ tokens against a keytab; docs/architecture.md states the contract."""
 
     def __init__(
         self,

@@ -254,11 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=1.0)
     a = p.parse_args(argv)
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
+    import uvloop
+
+    uvloop.install()
     print(json.dumps(asyncio.run(run(a))))
     return 0
 

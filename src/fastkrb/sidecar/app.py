@@ -10,14 +10,16 @@ is tried again on the next few ticks (a writer may still be writing it) and then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import time
 from typing import Any
 
-from fastkrb.errors import KerberosError
+from fastkrb.errors import KerberosError, ReplayCacheUnavailable
 from fastkrb.keytab import Keytab
+from fastkrb.replay import AsyncReplayCache
 from fastkrb.sidecar.binary import WireHandler
 from fastkrb.sidecar.config import ServerConfig, keytab_problems, redact_url
 from fastkrb.sidecar.conn import Connection, WorkerContext
@@ -132,15 +134,17 @@ class WorkerApp:
 
     async def _probe_replay(self) -> None:
         """A network replay cache (Redis) is pinged every 2 s: /healthz is ready only while it answers."""
-        backend = getattr(self.validator, "_replay", None)
-        client = getattr(backend, "_ar", None)   # RedisReplayCache's redis.asyncio client
-        if client is None:
+        cache = self.validator.replay_cache if self.validator is not None else None
+        if not isinstance(cache, AsyncReplayCache):
             return
         while self.stopping is not None and not self.stopping.is_set():
+            err: str | None
             try:
-                await asyncio.wait_for(client.ping(), 1.0)
+                await asyncio.wait_for(cache.aping(), 1.0)
                 ok, err = True, None
-            except Exception as exc:  # any failure: not ready (validations fail closed meanwhile)
+            except ReplayCacheUnavailable as exc:
+                ok, err = False, str(exc.details.get("reason", exc.cause))
+            except Exception as exc:  # the wait_for timeout: not ready (validations fail closed meanwhile)
                 ok, err = False, f"{type(exc).__name__}: {exc}"
             if ok != self.replay_ok:
                 self.log.event("replay_cache", level="info" if ok else "error", reachable=ok, error=err)
@@ -209,9 +213,8 @@ class WorkerApp:
         kt = self._load_keytab()
         self.validator = make_validator(cfg, kt)
         self._note_keytab(kt, _file_sig(cfg.keytab))
-        spec = cfg.replay_spec()
         engine = Engine(self.validator, self.stats, self.log,
-                        is_async=spec.startswith(("redis://", "rediss://", "unix://")))
+                        is_async=isinstance(self.validator.replay_cache, AsyncReplayCache))
         self.ctx = ctx = WorkerContext(cfg, engine, self.stats, self.log, loop, self.health, self.metrics,
                                            wire=WireHandler, http=HttpHandler)
         self.stopping = asyncio.Event()
@@ -226,7 +229,8 @@ class WorkerApp:
         loop.add_signal_handler(signal.SIGHUP, lambda: self.reload("SIGHUP"))
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
-        self.log.event("worker_ready", pid=os.getpid(), replay_cache=redact_url(spec), kvnos=self.stats.kvnos)
+        self.log.event("worker_ready", pid=os.getpid(), replay_cache=redact_url(cfg.replay_spec()),
+                       kvnos=self.stats.kvnos)
         if ready_fd is not None:
             try:
                 os.write(ready_fd, b"R")
@@ -261,6 +265,10 @@ class WorkerApp:
         left = len(ctx.conns)
         for c in list(ctx.conns):
             c.close()
+        cache = self.validator.replay_cache if self.validator is not None else None
+        if isinstance(cache, AsyncReplayCache):
+            with contextlib.suppress(Exception):   # a Redis that is gone already cannot be closed politely
+                await asyncio.wait_for(cache.aclose(), 1.0)
         self._gauges()
         self.stats.write()
         self.log.event("worker_stopped", pid=os.getpid(), unfinished_connections=left)
@@ -270,11 +278,9 @@ class WorkerApp:
 def run_worker(cfg: ServerConfig, slot: int, unix_sock: socket.socket | None, tcp_sock: socket.socket | None,
                metrics_dir: str | None, ready_fd: int | None = None) -> int:
     """Entry point of a worker process (after fork): a fresh uvloop event loop, serve until told to stop."""
-    try:
-        import uvloop
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works without it
-        loop = asyncio.new_event_loop()
+    import uvloop
+
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     app = WorkerApp(cfg, slot, metrics_dir)
     try:

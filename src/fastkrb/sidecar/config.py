@@ -258,9 +258,13 @@ def _validate(cfg: ServerConfig) -> None:
         if not cfg.tcp_allow_remote and not _is_loopback(host):
             raise ConfigError(f"--tcp {cfg.tcp} is not a loopback address: anyone who can reach it could use the "
                               "validator as an oracle. Use 127.0.0.1, or --tcp-allow-remote if that is intended.")
+    from fastkrb.replay import parse_replay_spec
+
     spec = cfg.replay_spec()
-    if not (spec in ("memory", "none") or spec.startswith(("shm:", "redis://", "rediss://", "unix://"))):
-        raise ConfigError(f"unknown replay cache {redact_url(spec)!r} (memory, shm:/path, redis://..., none)")
+    try:
+        parse_replay_spec(spec)
+    except ValueError:   # its text would echo the spec, and with it a Redis password
+        raise ConfigError(f"unknown replay cache {redact_url(spec)!r} (memory, shm:/path, redis://..., none)") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -294,14 +298,16 @@ def check(cfg: ServerConfig) -> list[str]:
                 grp.getgrnam(cfg.socket_group)
             except KeyError:
                 problems.append(f"socket_group: no group named {cfg.socket_group!r}")
-    spec = cfg.replay_spec()
-    if spec == "none":
+    from fastkrb.replay import parse_replay_spec
+
+    rs = parse_replay_spec(cfg.replay_spec())
+    if rs.kind == "none":
         problems.append("warning: replay_cache = none: a replayed token will be accepted")
-    elif spec == "memory" and cfg.workers > 1:
+    elif rs.kind == "memory" and cfg.workers > 1:
         problems.append(f"warning: replay_cache = memory with {cfg.workers} workers: each worker has its own "
                         "cache, so a token replayed to another worker is accepted; use shm:/path")
-    elif spec.startswith("shm:"):
-        d = os.path.dirname(os.path.abspath(spec[4:])) or "."
+    elif rs.kind == "shm":
+        d = os.path.dirname(os.path.abspath(rs.location)) or "."
         if not os.path.isdir(d) or not os.access(d, os.W_OK | os.X_OK):
             problems.append(f"replay_cache: directory {d} for the shared-memory file is missing or not writable")
     if cfg.allow_uids is None and cfg.allow_gids is None and cfg.socket and cfg.socket_mode & 0o006:

@@ -262,12 +262,14 @@ def preflight(cfg: ServerConfig) -> list[str]:
 
 def serve(cfg: ServerConfig) -> int:
     """``fastkrb serve``: 0 after a clean shutdown, 2 when the configuration cannot work."""
+    from fastkrb.replay import parse_replay_spec
+
     problems = preflight(cfg)
     if problems:
         for p in problems:
             print(f"fastkrb serve: {p}", file=sys.stderr)
         return 2
-    if cfg.replay_spec() == "memory" and cfg.workers > 1:
+    if parse_replay_spec(cfg.replay_spec()).kind == "memory" and cfg.workers > 1:
         print(f"fastkrb serve: warning: replay_cache=memory with {cfg.workers} workers: each worker has its own "
               "cache (a token replayed to another worker is accepted); use shm:/path", file=sys.stderr)
     try:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastkrb import _native
-from fastkrb.diagnose import enctype_name
+from fastkrb.enctypes import label as enctype_name
 from fastkrb.errors import KerberosError, MalformedToken, utc_iso
 from fastkrb.keytab import Keytab
 from fastkrb.krb import asn1, crypto, gss
