@@ -355,3 +355,19 @@ def test_heimdal_tickets_pass(heimdal_lab: Any) -> None:
     res = Validator(keytab=str(heimdal_lab.keytabs["svc18"]), replay_cache="none", cold_start=False).validate(token)
     assert res.pac is None or res.pac_verified  # this Heimdal KDC issues no PAC for a plain principal
     assert res.identity is None
+
+
+def test_inspect_marks_kdc_only_buffers(kt: Keytab) -> None:
+    from fastkrb.tools.inspect_token import inspect_token
+
+    bufs = buffers(kt)
+    bufs.insert(-2, (TICKET_CHECKSUM, struct.pack("<i", 16) + bytes(12)))
+    bufs.insert(-2, (FULL_CHECKSUM, struct.pack("<i", 16) + bytes(12)))
+    m = mint(kt, server=SPN, now=NOW, ticket_enctype=18, pac=sign(assemble(bufs), (18, _key(kt))),
+             rng=random.Random(2))
+    rep = inspect_token(m.token, kt, now=NOW)
+    assert rep["verdict"]["accepted"] and rep["verdict"]["pac_verified"]
+    marks = rep["pac"]["kdc_verifiable"]
+    assert [x.split(" ")[0] for x in marks] == ["TICKET_CHECKSUM", "FULL_CHECKSUM", "PRIVSVR_CHECKSUM"]
+    assert all("KDC-verifiable" in x for x in marks)
+    assert rep["identity"]["user_sid"] == "S-1-5-21-11-22-33-1104"

@@ -262,3 +262,13 @@ def test_mit_ticket_with_an_unrelated_account_key(mit_lab: Any, tmp_path: Path) 
     assert any("svc-account@FASTKRB.TEST" in k for k in info.value.details["alias_keys_tried"])
     ok, _, _ = mit_lab.mit_accept(token, kt)
     assert not ok
+
+
+def test_inspect_decrypts_an_alias(kt: Keytab) -> None:
+    from fastkrb.tools.inspect_token import inspect_token
+
+    rep = inspect_token(_alias_token(kt, pac=True).token, kt, now=NOW)
+    assert rep["server"] == SPN and rep["keytab"]["has_server"] is False
+    assert rep["ticket"]["decrypted_with_principal"] == ACCOUNT
+    assert rep["verdict"]["accepted"] and rep["verdict"]["server"] == ACCOUNT
+    assert rep["verdict"]["requested_server"] == SPN
