@@ -139,7 +139,10 @@ def test_sigkill_mid_run_then_restart_still_rejects(tmp_path: Path, kt: Keytab, 
     orders = [list(range(len(tokens))) for _ in range(3)]
     for i, o in enumerate(orders):
         random.Random(i).shuffle(o)
-    ps = [CTX.Process(target=_validate_worker, args=(path, kt.to_bytes(), tokens, o, None, out, lg, 0.002))
+    # all three begin together (starting a spawned process can take a second on a loaded machine: without
+    # the barrier the first could finish its run before the last has started, and never be killed mid-run)
+    start = CTX.Barrier(3)
+    ps = [CTX.Process(target=_validate_worker, args=(path, kt.to_bytes(), tokens, o, start, out, lg, 0.002))
           for o, lg in zip(orders, logs, strict=True)]
     for p in ps:
         p.start()
@@ -150,7 +153,13 @@ def test_sigkill_mid_run_then_restart_still_rejects(tmp_path: Path, kt: Keytab, 
     os.kill(ps[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
     ps[0].join(10)
     assert ps[0].exitcode == -signal.SIGKILL
-    survivors = _collect(out, 2)
+    # the survivors' results (a first worker killed only after its last put would add its own: it counts once,
+    # from its log)
+    survivors: list[Any] = []
+    while len(survivors) < 2:
+        r = out.get(timeout=60)
+        if r[0] != ps[0].pid:
+            survivors.append(r)
     for p in ps[1:]:
         p.join(30)
     killed_acc = [int(x) for x in Path(logs[0]).read_text().split()]
