@@ -65,7 +65,7 @@ def test_c_insert(benchmark: Any, tmp_path: Path, kind: str, live: int) -> None:
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from redis_server import RedisServer, redis_server_binary
+    from support.redis_server import RedisServer, redis_server_binary
 
     if redis_server_binary() is None:
         pytest.skip("redis-server not installed")

@@ -25,7 +25,7 @@ import pytest
 
 from fastkrb.sidecar.config import load_config, parse_args
 from fastkrb.testing import make_keytab, mint
-from sidecar_proc import SRC, Sidecar, parse_response, recv_all
+from support.sidecar import SRC, Sidecar, parse_response, recv_all
 
 yaml = pytest.importorskip("yaml")
 

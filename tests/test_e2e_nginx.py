@@ -29,7 +29,8 @@ from typing import Any
 
 import pytest
 
-from sidecar_proc import Sidecar
+from support.mitgss import finish_initiator
+from support.sidecar import Sidecar
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "deploy" / "nginx" / "fastkrb.conf"
@@ -238,14 +239,12 @@ def test_curl_negotiate_reaches_the_backend_as_the_user(site: Site) -> None:
 
 
 def test_mutual_authentication_completes_in_mit_initiator(site: Site) -> None:
-    import kdc
-
     token, ctx = site.token(mutual=True)
     status, headers, _ = site.get("/api/whoami", "Negotiate " + base64.b64encode(token).decode())
     assert status == 200
     answer = headers["www-authenticate"]
     assert answer.startswith("Negotiate ")
-    assert kdc.finish_initiator(ctx, base64.b64decode(answer.split()[1])) is True
+    assert finish_initiator(ctx, base64.b64decode(answer.split()[1])) is True
 
 
 def test_index_through_internal_redirect_is_authenticated_once(site: Site) -> None:

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
-import kdc
 from fastkrb import KerberosError, Keytab, Validator
 from fastkrb.krb import asn1, crypto, gss
 from fastkrb.tools import kdcclient as kc
 from fastkrb.tools.inspect_token import inspect_token
+from support.krb5conf import ENCTYPES
+from support.mitgss import environment
 
 REPO = Path(__file__).resolve().parents[1]
 CODES = ("malformed", "unsupported_mechanism", "enctype_not_permitted", "wrong_principal", "key_version_mismatch",
@@ -71,7 +72,7 @@ def test_unsupported_mechanism_real_ntlm_fallback(mit_lab: Any) -> None:
     """pyspnego's Negotiate client with no Kerberos ticket falls back to NTLM inside SPNEGO, as browsers and
     Windows clients do when the SPN is unknown."""
     spnego = pytest.importorskip("spnego")
-    with kdc.environment({**mit_lab.realm.env, "KRB5CCNAME": f"FILE:{mit_lab.realm.workdir / 'no-such-cc'}"}):
+    with environment({**mit_lab.realm.env, "KRB5CCNAME": f"FILE:{mit_lab.realm.workdir / 'no-such-cc'}"}):
         client = spnego.client("bob", "pw", hostname="svc18.fastkrb.test", service="HTTP", protocol="negotiate")
         first = client.step()
     err = reject(header(first), mit_lab.keytabs["svc18"])
@@ -134,7 +135,7 @@ def test_enctype_not_in_keytab(mit_lab: Any) -> None:
     assert err.code == "enctype_not_in_keytab"
     rep = inspect_token(t, mit_lab.keytabs["multi_missing"])
     et = mit_lab.ticket_enctypes["multi"]
-    name = f"{kdc.ENCTYPES[et]}({et})"
+    name = f"{ENCTYPES[et]}({et})"
     assert rep["ticket_enctype"] == name and name not in rep["keytab"]["enctypes_for_server"]
     assert "has no key" in rep["ticket"]["error"]
 

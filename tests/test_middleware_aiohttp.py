@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from middleware_clients import (
+from support.http_clients import (
     aiohttp_server,
     curl,
     load_example,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from middleware_clients import (
+from support.http_clients import (
     curl,
     httpx_get,
     load_example,

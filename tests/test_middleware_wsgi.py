@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fastkrb.web.wsgi import NegotiateMiddleware
-from middleware_clients import (
+from support.http_clients import (
     curl,
     load_example,
     negotiate_header,

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kdc
 from fastkrb import Validator
+from support.mitgss import environment
 
 HOST = "svc18.fastkrb.test"
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def load_example(name: str) -> Any:
@@ -103,7 +103,7 @@ def target_name(lab: Any) -> Any:
 @contextlib.contextmanager
 def gss_env(lab: Any) -> Iterator[None]:
     env = {**lab.realm.env, "KRB5CCNAME": f"FILE:{lab.realm.ccache('default')}"}
-    with kdc.environment(env):
+    with environment(env):
         yield
 
 

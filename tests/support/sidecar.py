@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def service_keytab(directory: Path, service: str, seed: int) -> Path:
