@@ -42,19 +42,6 @@ pytestmark = [
 ]
 
 
-def _have_shared_replay() -> bool:
-    try:
-        import fastkrb.replay  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_shared_replay = pytest.mark.skipif(
-    not _have_shared_replay(), reason="two workers need the shared-memory replay cache (fastkrb.replay) to see "
-                                      "each other's tokens")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -177,8 +164,7 @@ def site(mit_lab: Any) -> Iterator[Site]:
         nginx_group = grp.getgrnam("www-data").gr_name
     except KeyError:
         nginx_user = nginx_group = "root"
-    replay = ["--replay-cache", f"shm:{work / 'replay.shm'}"] if _have_shared_replay() else ["--replay-cache",
-                                                                                             "memory"]
+    replay = ["--replay-cache", f"shm:{work / 'replay.shm'}"]   # shared by the two workers
     sc = Sidecar(work, keytab, workers=2, args=(*replay, "--socket-group", nginx_group, "--allow-gids", nginx_group,
                                                 "--allow-uids", "0"))
     backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
@@ -255,7 +241,6 @@ def test_index_through_internal_redirect_is_authenticated_once(site: Site) -> No
     assert "protected index" in body
 
 
-@needs_shared_replay
 def test_without_the_guard_the_internal_redirect_is_a_replay(site: Site) -> None:
     """The negative control: the same shipped file minus the guard shows the trap it avoids."""
     token, _ = site.token()
@@ -279,7 +264,6 @@ def test_no_header_is_401_negotiate(site: Site) -> None:
     assert headers["www-authenticate"] == "Negotiate"
 
 
-@needs_shared_replay
 def test_the_same_header_twice_is_a_replay(site: Site) -> None:
     token, _ = site.token()
     value = "Negotiate " + base64.b64encode(token).decode()
@@ -331,7 +315,6 @@ def test_keytab_rotation_during_load_fails_no_request(site: Site) -> None:
     assert {e["kvno"] for e in decisions} >= {1, 2}
 
 
-@needs_shared_replay   # a replacement worker with a fresh in-process cache refuses older tokens (cold start)
 def test_a_killed_worker_leaves_the_others_serving(site: Site) -> None:
     token, _ = site.token()
     value = "Negotiate " + base64.b64encode(token).decode()
@@ -344,9 +327,8 @@ def test_a_killed_worker_leaves_the_others_serving(site: Site) -> None:
         t, _ = site.token()
         statuses.append(site.get("/api/whoami", "Negotiate " + base64.b64encode(t).decode())[0])
     assert statuses == [200] * 30, (site.dir / "nginx-error.log").read_text()[-3000:]
-    if _have_shared_replay():   # the replay cache is shared: the token used before the kill is still refused
-        status, headers, _ = site.get("/api/whoami", value)
-        assert status == 401 and headers["x-auth-error"] == "replay"
+    status, headers, _ = site.get("/api/whoami", value)   # the replay cache is shared: still refused after the kill
+    assert status == 401 and headers["x-auth-error"] == "replay"
     deadline = time.monotonic() + 10
     while len(site.sidecar.worker_pids()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -354,8 +336,6 @@ def test_a_killed_worker_leaves_the_others_serving(site: Site) -> None:
 
 
 def test_replay_after_worker_death_needs_the_shared_cache(site: Site) -> None:
-    if not _have_shared_replay():
-        pytest.skip("fastkrb.replay (shared-memory cache) not available in this tree")
     token, _ = site.token()
     value = "Negotiate " + base64.b64encode(token).decode()
     assert site.get("/api/whoami", value)[0] == 200

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import spnego
 
 from fastkrb import KerberosError, Keytab, Validator
 from fastkrb.krb import asn1, crypto, gss
@@ -71,7 +72,6 @@ def test_malformed_truncated_token(mit_lab: Any) -> None:
 def test_unsupported_mechanism_real_ntlm_fallback(mit_lab: Any) -> None:
     """pyspnego's Negotiate client with no Kerberos ticket falls back to NTLM inside SPNEGO, as browsers and
     Windows clients do when the SPN is unknown."""
-    spnego = pytest.importorskip("spnego")
     with environment({**mit_lab.realm.env, "KRB5CCNAME": f"FILE:{mit_lab.realm.workdir / 'no-such-cc'}"}):
         client = spnego.client("bob", "pw", hostname="svc18.fastkrb.test", service="HTTP", protocol="negotiate")
         first = client.step()
@@ -87,7 +87,6 @@ def test_unsupported_mechanism_real_ntlm_fallback(mit_lab: Any) -> None:
 
 def test_unsupported_mechanism_ntlm_authenticate_names_the_user(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    spnego = pytest.importorskip("spnego")
     users = tmp_path / "ntlm-users"
     users.write_text("EXAMPLE:bob:pw\n")
     monkeypatch.setenv("NTLM_USER_FILE", str(users))

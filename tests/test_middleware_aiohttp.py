@@ -9,7 +9,9 @@ import json
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from fastkrb.web.aiohttp import USER, negotiate_middleware
 from support.http_clients import (
     aiohttp_server,
     curl,
@@ -19,10 +21,6 @@ from support.http_clients import (
     requests_get,
     service_validator,
 )
-
-web = pytest.importorskip("aiohttp.web")
-
-from fastkrb.web.aiohttp import USER, negotiate_middleware  # noqa: E402
 
 
 @pytest.fixture

@@ -8,7 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
 
+from fastkrb.web.asgi import NegotiateBackend, NegotiateMiddleware
 from support.http_clients import (
     curl,
     httpx_get,
@@ -19,24 +27,6 @@ from support.http_clients import (
     service_validator,
     uvicorn_server,
 )
-
-pytest.importorskip("uvicorn")
-pytest.importorskip("starlette")
-
-from starlette.applications import Starlette
-from starlette.authentication import requires
-from starlette.middleware import Middleware
-from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route
-
-from fastkrb.web.asgi import NegotiateBackend, NegotiateMiddleware
-
-try:
-    import fastapi
-except ImportError:  # FastAPI is optional: only test_fastapi needs it
-    fastapi = None
 
 
 async def whoami(request: Request) -> PlainTextResponse:
@@ -172,7 +162,6 @@ def test_backend_after_middleware_reuses_the_result(mit_lab: Any) -> None:
     assert v.calls == 1
 
 
-@pytest.mark.skipif(fastapi is None, reason="fastapi is not installed")
 def test_fastapi_example(mit_lab: Any) -> None:
     import json
 

@@ -88,28 +88,9 @@ def ref_checksum(cksumtype: int, key: bytes, usage: int, data: bytes) -> bytes:
     raise ValueError(cksumtype)
 
 
-def _have_native_crypto() -> bool:
-    try:
-        from fastkrb.krb import crypto
-    except ImportError:
-        return False
-    return hasattr(crypto, "checksum")
-
-
-HAVE_CRYPTO = _have_native_crypto()
-
-
-@pytest.fixture(autouse=True)
-def _pac_crypto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until fastkrb.krb.crypto is merged, pac signs and verifies through the reference above."""
-    if not HAVE_CRYPTO:
-        monkeypatch.setattr(pacmod, "_checksum", ref_checksum)
-
-
 KEY_LEN = {17: 16, 18: 32, 19: 16, 20: 32, 23: 16}
 
 
-@pytest.mark.skipif(not HAVE_CRYPTO, reason="fastkrb.krb.crypto not merged yet")
 @pytest.mark.parametrize("enctype", sorted(KEY_LEN))
 def test_native_checksum_matches_reference(enctype: int) -> None:
     key = bytes(range(KEY_LEN[enctype]))

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from fastkrb import KerberosError, Keytab, Validator
 from fastkrb.errors import ReplayCacheUnavailable
+from fastkrb.replay.redis import RedisReplayCache
 from fastkrb.testing import make_keytab, mint
-
-redis = pytest.importorskip("redis")
-from fastkrb.replay.redis import RedisReplayCache  # noqa: E402
-from support.redis_server import RedisServer, redis_server_binary  # noqa: E402
+from support.redis_server import RedisServer, redis_server_binary
 
 SPN = "HTTP/api.example.test@EXAMPLE.TEST"
 NOW = 1_800_000_000.0
