@@ -23,6 +23,10 @@ from support.realm import Lab, faketime_lib
 _KDC_FIXTURES = {"realm", "cross_lab", "get_token", "mit_accept", *(f"{k}_lab" for k in KINDS)}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "produces(code, ...): the error codes a test_inspect case must produce")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
