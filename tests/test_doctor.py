@@ -23,7 +23,7 @@ from fastkrb.tools.doctor import DoctorConfig, Report, read_krb5_conf, run_docto
 from fastkrb.tools.kdcclient import KdcAddress, parse_kdc
 from support.keytabfile import keytab_kvnos, read_keytab
 from support.krb5conf import ENCTYPES
-from support.realm import free_port
+from support.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

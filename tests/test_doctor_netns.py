@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from support.mit import MitRealm, mit_missing
+from support.procs import stop
 from support.realm import which
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,13 +132,8 @@ def segment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Segment]:
             time.sleep(0.1)
         yield Segment(kdc_ns, cli_ns, kdc_ip, realm, keytab, principal, client_conf)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            stop(proc)
         realm.stop()
         for ns in (kdc_ns, cli_ns):
             _run("ip", "netns", "del", ns, check=False)

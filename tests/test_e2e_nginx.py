@@ -17,7 +17,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -30,6 +29,7 @@ from typing import Any
 import pytest
 
 from support.mitgss import finish_initiator
+from support.procs import free_port, stop, wait_listening
 from support.sidecar import Sidecar
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,25 +40,6 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (apt-get install nginx-light)"),
     pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"nginx exited {proc.returncode}: {log.read_text() if log.exists() else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nginx did not start listening")
 
 
 def render(text: str, *, socket_path: str, app_port: int, port: int, www: Path, host: str,
@@ -196,16 +177,11 @@ def site(mit_lab: Any) -> Iterator[Site]:
     ngx = subprocess.Popen([NGINX, "-c", str(main), "-p", str(work)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     try:
-        wait_port(port, ngx, work / "nginx-error.log")
-        wait_port(bare_port, ngx, work / "nginx-error.log")
+        wait_listening(port, ngx, work / "nginx-error.log", "nginx")
+        wait_listening(bare_port, ngx, work / "nginx-error.log", "nginx")
         yield Site(mit_lab, principal, host, port, bare_port, sc, keytab, work)
     finally:
-        ngx.send_signal(signal.SIGQUIT)
-        try:
-            ngx.wait(10)
-        except subprocess.TimeoutExpired:
-            ngx.kill()
-            ngx.wait()
+        stop(ngx, signal.SIGQUIT, 10)
         assert sc.stop() == 0
         backend.shutdown()
         backend.server_close()

@@ -18,11 +18,13 @@ from starlette.routing import Mount, Route
 
 from fastkrb.web.asgi import NegotiateBackend, NegotiateMiddleware
 from support.http_clients import (
+    challenged,
     curl,
     httpx_get,
     load_example,
-    negotiate_header,
+    mutually_authenticated,
     raw_get,
+    replayed,
     requests_get,
     service_validator,
     uvicorn_server,
@@ -75,8 +77,7 @@ def test_curl_negotiate(mit_lab: Any, served: Any) -> None:
 
 def test_challenge_without_header(mit_lab: Any, served: Any) -> None:
     port, v = served
-    r = raw_get(port, "/")
-    assert r.status == 401 and r.headers["www-authenticate"] == "Negotiate"
+    r = challenged(port)
     assert "x-auth-error" not in r.headers and v.calls == 0
 
 
@@ -90,18 +91,14 @@ def test_excluded_path(mit_lab: Any, served: Any) -> None:
 def test_mutual_authentication_verified_by_the_client(mit_lab: Any, served: Any, client: Any) -> None:
     """The gssapi clients require mutual auth: they verify our AP-REP with MIT's initiator or fail."""
     port, v = served
-    r = client(mit_lab, port, "/", mutual=True)
-    assert r.status == 200 and r.body.startswith(mit_lab.realm.user)
-    assert r.headers["www-authenticate"].startswith("Negotiate ")
+    r = mutually_authenticated(mit_lab, port, client=client)
+    assert r.body.startswith(mit_lab.realm.user)
     assert v.calls == 1
 
 
 def test_replayed_token_is_refused_with_its_code(mit_lab: Any, served: Any) -> None:
     port, _ = served
-    header = negotiate_header(mit_lab)
-    assert raw_get(port, "/", header).status == 200
-    again = raw_get(port, "/", header)
-    assert again.status == 401 and again.headers["x-auth-error"] == "replay"
+    again = replayed(mit_lab, port)
     assert again.headers["www-authenticate"] == "Negotiate"
     assert "cause" not in again.body  # causes stay in the log unless expose_errors
 

@@ -211,7 +211,7 @@ def test_asyncio_api(url: str) -> None:
 
 
 def test_unreachable_at_start_fails_closed(tmp_path: Path) -> None:
-    from support.redis_server import free_port
+    from support.procs import free_port
 
     c = RedisReplayCache.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2)
     with pytest.raises(ReplayCacheUnavailable):

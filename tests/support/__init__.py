@@ -10,6 +10,7 @@ Real KDCs (the independent side of the interop tests: nothing here imports fastk
   kinds        the registry the ``realm`` fixture is parametrized over
 
 Test-side helpers:
+  procs        free loopback ports, waiting for a child to listen, stopping it (every fixture's processes)
   interop      the Validator as the interop tests configure it, and the outcome of one validation
   http_clients real Negotiate clients (curl, requests-gssapi, httpx-gssapi) and threaded servers
   sidecar      a real ``fastkrb serve`` in a subprocess, and raw HTTP to it

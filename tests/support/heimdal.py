@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from support.krb5conf import ALL_ENCTYPES, ENCTYPES, keysalt_list, render_profile
-from support.realm import REPO, KdcError, Lab, Realm, build_lab, wait_tcp
+from support.procs import wait_listening
+from support.realm import REPO, KdcError, Lab, Realm, build_lab
 
 
 def heimdal_dir() -> Path | None:
@@ -63,7 +64,7 @@ class HeimdalRealm(Realm):
                  f"--ports={self.port}", "--addresses=127.0.0.1"],
                 stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **self.heimdal_env},
                 start_new_session=True)
-        wait_tcp(self.port, self.proc, log)
+        wait_listening(self.port, self.proc, log, "Heimdal kdc")
         return self
 
     def kadmin(self, *commands: str) -> str:

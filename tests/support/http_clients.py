@@ -147,6 +147,30 @@ def negotiate_header(lab: Any, *, mutual: bool = False) -> str:
     return "Negotiate " + base64.b64encode(token).decode()
 
 
+def mutually_authenticated(lab: Any, port: int, path: str = "/", client: Any = None) -> Reply:
+    """A gssapi client (requests-gssapi unless ``client``) that insists on mutual authentication: it verifies the
+    server's AP-REP with MIT's initiator or fails. 200, with the answer in WWW-Authenticate."""
+    r = (client or requests_get)(lab, port, path, mutual=True)
+    assert r.status == 200 and r.headers["www-authenticate"].startswith("Negotiate "), r
+    return r
+
+
+def challenged(port: int, path: str = "/") -> Reply:
+    """A request without Authorization: 401 with the bare ``Negotiate`` challenge (every middleware's contract)."""
+    r = raw_get(port, path)
+    assert r.status == 401 and r.headers["www-authenticate"] == "Negotiate", r
+    return r
+
+
+def replayed(lab: Any, port: int, path: str = "/") -> Reply:
+    """The same real token twice: served once, then refused as a replay (401, X-Auth-Error: replay)."""
+    header = negotiate_header(lab)
+    assert raw_get(port, path, header).status == 200
+    again = raw_get(port, path, header)
+    assert again.status == 401 and again.headers["x-auth-error"] == "replay", again
+    return again
+
+
 # --- servers --------------------------------------------------------------------------------------------------
 
 

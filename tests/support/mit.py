@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from support.krb5conf import ALL_ENCTYPES, keysalt_list, render_profile
-from support.realm import KdcError, Lab, Realm, build_lab, wait_tcp, which
+from support.procs import wait_listening
+from support.realm import KdcError, Lab, Realm, build_lab, which
 
 MIT_TOOLS = ("krb5kdc", "kdb5_util", "kadmin.local", "kinit", "kvno", "klist", "ktutil")
 
@@ -66,7 +67,7 @@ class MitRealm(Realm):
             self.proc = subprocess.Popen(
                 [which("krb5kdc") or "krb5kdc", "-n", "-r", self.name, "-P", str(self.workdir / "kdc.pid")],
                 stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True)
-        wait_tcp(self.port, self.proc, self.workdir / "kdc.log")
+        wait_listening(self.port, self.proc, self.workdir / "kdc.log", "krb5kdc")
         return self
 
     def kadmin(self, *commands: str) -> str:

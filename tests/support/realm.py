@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from support import mitgss
+from support import mitgss, procs
 from support.keytabfile import KeytabEntry, read_keytab, write_keytab
 from support.krb5conf import ALL_ENCTYPES, ENCTYPE_BY_NAME, ENCTYPES, RealmRef, client_profile
 
@@ -57,42 +55,6 @@ def faketime_lib() -> str | None:
     return None
 
 
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (KDCs listen on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                    u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise KdcError("no free port on 127.0.0.1")
-
-
-def wait_tcp(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 10.0) -> None:
-    """Until a KDC listens on 127.0.0.1:port; its log's tail in the error if it exits or never listens."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise KdcError(f"KDC exited with {proc.returncode}: {tail(log)}")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise KdcError(f"KDC did not listen on 127.0.0.1:{port} within {timeout}s: {tail(log)}")
-
-
-def tail(path: Path, n: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return "(no log)"
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The realm
 
@@ -119,7 +81,7 @@ class Realm:
         (self.workdir / "ccaches").mkdir(exist_ok=True)
         (self.workdir / "rcache").mkdir(exist_ok=True)
         if not self.port:
-            self.port = free_port()
+            self.port = procs.free_port()
 
     # --- the server side: each KDC kind implements these
     def start(self) -> Realm:
@@ -278,13 +240,8 @@ class Realm:
 
     # --- lifecycle
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            procs.stop(self.proc)
         self.proc = None
 
 
