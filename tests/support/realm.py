@@ -36,7 +36,7 @@ class KdcError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Programs and ports
+# Programs
 
 
 def which(name: str) -> str | None:
