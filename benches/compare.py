@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# the bench lab; importing it also puts tests/ (kdc.py) and src/ on sys.path
+# the bench lab; importing it also puts tests/ (support/) and src/ on sys.path
 import conftest as labmod
 from conftest import BenchLab, MitAcceptor, TokenSet, check_token_set, fastkrb_validator, no_gc
 from fastkrb import _native

@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import matplotlib  # noqa: F401  (the --report figures: a missing matplotlib must fail, not skip)
 
 
 def test_bench_embedded_json_and_report(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     out = subprocess.run(
         [sys.executable, "-m", "fastkrb", "bench", "--seconds", "0.3", "--replay", "memory", "--target-rps",
          "100000", "--workers", "1", "--json", "--report", str(tmp_path / "rep")],
