@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-import samba_dc as sdc
 from fastkrb import KerberosError, Validator
+from support import samba_dc as sdc
 
 pytestmark = pytest.mark.samba
 

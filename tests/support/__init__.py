@@ -7,6 +7,8 @@ Real KDCs (the independent side of the interop tests: nothing here imports fastk
   mitgss       MIT's GSSAPI initiator and reference acceptor (python-gssapi)
   realm        Realm, the base of every KDC kind (client side, server-side interface); Lab and populate
   mit, heimdal the KDC kinds; crossrealm: two MIT realms joined by a trust
+  samba_dc     Samba's AD DC in its own network namespace (users, groups, service accounts, keytabs, the
+               directory's truth); not yet a Realm kind
   kinds        the registry the ``realm`` fixture is parametrized over
 
 Test-side helpers:
