@@ -17,6 +17,8 @@ fastkrb):
                                                                                    planner-report.md
   sidecar   benches/bench_sidecar.py: the daemon under load from separate processes (docs/sidecar.md)
                                                                                 -> sidecar.json, sidecar.txt
+  middleware  benches/bench_middleware.py: ASGI/WSGI/aiohttp cost per request beyond validate()
+            (docs/integrations/); exits 1 when an overhead exceeds its 10 µs budget  -> middleware.txt
 
 into ``<out>/<UTC date>-<short commit>/`` (a second run on the same day and commit gets ``-2``, ``-3``...),
 with ``metadata.json``: UTC start and end, git commit and whether the tree had uncommitted changes, CPU
@@ -49,7 +51,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PY = sys.executable
-STEPS = ("compare", "stages", "rcache", "planner", "sidecar")
+DASH = "\u2013"   # an en dash: "not measured" in a table
+STEPS = ("compare", "stages", "rcache", "planner", "sidecar", "middleware")
 PYTEST_BENCH = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-enable", "--benchmark-only",
                 "--benchmark-disable-gc", "--benchmark-sort=name",
                 "--benchmark-columns=min,median,mean,stddev,rounds", "-s")
@@ -132,6 +135,8 @@ def step_commands(name: str, out: Path, report: Path) -> list[str]:
         return [PY, "-m", "fastkrb", "bench", "--target-rps", "100000", "--report", str(report)]
     if name == "sidecar":
         return [PY, str(HERE / "bench_sidecar.py"), "--seconds", "5", "--json", str(out / "sidecar.json")]
+    if name == "middleware":
+        return [PY, str(HERE / "bench_middleware.py")]
     raise ValueError(name)
 
 
@@ -151,12 +156,24 @@ def _result_dir(root: Path, short: str) -> Path:
     return d
 
 
-def record(out_root: Path, report: Path, steps: list[str]) -> tuple[Path, bool]:
+def wait_for_quiet(below: float, max_wait: float) -> float:
+    """Wait (at most ``max_wait`` s) until the 1-minute load average is below ``below``; seconds waited."""
+    t = time.monotonic()
+    while os.getloadavg()[0] >= below and time.monotonic() - t < max_wait:
+        print(f"[record] load {os.getloadavg()[0]:.2f} >= {below}: waiting", flush=True)
+        time.sleep(min(15.0, max(0.0, max_wait - (time.monotonic() - t))))
+    return round(time.monotonic() - t, 1)
+
+
+def record(out_root: Path, report: Path, steps: list[str],
+           quiet: tuple[float, float] | None = None) -> tuple[Path, bool]:
+    waited = wait_for_quiet(*quiet) if quiet else 0.0
     git = git_state()
     out = _result_dir(out_root, git["short"] or "nogit")
     out.mkdir(parents=True)
     meta: dict[str, Any] = {"started_utc": _utc(), "git": git, "machine": machine(),
-                            "loadavg_before": _loadavg(), "steps": {}, "report_dir": _rel(report)}
+                            "loadavg_before": _loadavg(), "waited_for_quiet_s": waited, "steps": {},
+                            "report_dir": _rel(report)}
     meta_path = out / "metadata.json"
     meta_path.write_text(json.dumps(meta, indent=2))
     ok = True
@@ -230,7 +247,7 @@ def summary(d: Path) -> str:
             lines.append(f"| {sc['name']} | {sc['token_set']['token_bytes']} | {f['us_per_token_best']:.2f} | "
                          f"{f['tokens_per_s_best']:,} | "
                          + (f"{mit['us_per_token_best']:.1f} | {sc['ratio_mit_over_fastkrb_best']:.1f}× |"  # noqa: RUF001
-                            if mit else "– | – |"))  # noqa: RUF001
+                            if mit else f"{DASH} | {DASH} |"))
         lines.append("")
     st = _bench(_load(d, "stages.json"), "test_stage_costs_aes256")
     if st:
@@ -270,12 +287,25 @@ def summary(d: Path) -> str:
             lines.append(f"- {s['name']} ({s['impl']}): {s['rate']:,.0f}/s, p50 {s['p50_us']:.1f} µs, "
                          f"p99 {s['p99_us']:.1f} µs")
         lines.append("")
+    mw = d / "middleware.txt"
+    if mw.exists():
+        lines += [f"From `{rel}/middleware.txt` (`benches/bench_middleware.py`):", "", "```",
+                  mw.read_text().strip(), "```", ""]
     sc = _load(d, "sidecar.json")
     if sc:
-        lines.append(f"From `{rel}/sidecar.json` (`benches/bench_sidecar.py --seconds 5`):")
+        lines += [f"From `{rel}/sidecar.json` (`benches/bench_sidecar.py --seconds 5`; load average "
+                  f"{_la(sc['machine'].get('loadavg_before'))} before, {_la(sc['machine'].get('loadavg_after'))} "
+                  "after):", "", "| scenario | answered/s | p50 | p99 | daemon CPU per request |",
+                  "|---|---:|---:|---:|---:|"]
         for k, v in sc.items():
-            if k != "machine":
-                lines.append(f"- {k}: " + json.dumps(v)[:300])
+            if k == "machine":
+                continue
+            lat = v.get("latency_us") or {}
+            cpu = v.get("daemon_cpu_us_per_request")
+            rate = f"{v['throughput']:,}" + (f" (x{v['scaling']} of 1 worker)" if "scaling" in v else "")
+            p50 = f"{lat['p50'] / 1000:.2f} ms" if lat else DASH
+            p99 = f"{lat['p99'] / 1000:.2f} ms" if lat else DASH
+            lines.append(f"| {k} | {rate} | {p50} | {p99} | " + (f"{cpu} µs" if cpu is not None else DASH) + " |")
     return "\n".join(lines)
 
 
@@ -291,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", type=Path, default=REPO / "docs" / "performance",
                     help="where `fastkrb bench --report` writes its report and plots (default docs/performance)")
     ap.add_argument("--only", default="", help=f"comma list of steps to run (default all: {','.join(STEPS)})")
+    ap.add_argument("--quiet-below", type=float, metavar="LOAD",
+                    help="first wait until the 1-minute load average is below LOAD (a shared machine)")
+    ap.add_argument("--max-wait", type=float, default=900.0,
+                    help="give up waiting for --quiet-below after this many seconds (default %(default)s)")
     ap.add_argument("--summary", type=Path, metavar="DIR",
                     help="print the README's figures from a result directory instead of measuring")
     a = ap.parse_args(argv)
@@ -301,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(steps) - set(STEPS)
     if unknown:
         ap.error(f"unknown steps {sorted(unknown)}; choose from {','.join(STEPS)}")
-    out, ok = record(a.out, a.report, steps)
+    quiet = (a.quiet_below, a.max_wait) if a.quiet_below is not None else None
+    out, ok = record(a.out, a.report, steps, quiet)
     print(f"[record] results in {_rel(out)}")
     return 0 if ok else 1
 
