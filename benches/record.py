@@ -20,7 +20,8 @@ fastkrb):
   middleware  benches/bench_middleware.py: ASGI/WSGI/aiohttp cost per request beyond validate()
             (docs/integrations/); exits 1 when an overhead exceeds its 10 µs budget  -> middleware.txt
 
-into ``<out>/<UTC date>-<short commit>/`` (a second run on the same day and commit gets ``-2``, ``-3``...),
+into ``<out>/<UTC date>-<short commit>/`` (a second run on the same day and commit gets ``-2``, ``-3``...;
+``--into DIR --only STEP`` runs a step again into an existing directory, e.g. after a burst of load),
 with ``metadata.json``: UTC start and end, git commit and whether the tree had uncommitted changes, CPU
 model, nproc, load average before and after the whole run and around each step, Python, OpenSSL, MIT
 krb5 and package versions, and each step's command, duration and exit status. A step that fails is
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fnmatch
 import importlib.metadata
 import json
 import os
@@ -98,11 +100,25 @@ def _fastkrb_version() -> str:
     return "?"
 
 
+MEASURED = ["src", "native", "setup.py", "benches/conftest.py", "benches/compare.py", "benches/bench_*.py"]
+
+
+def _is_measured(path: str) -> bool:
+    return any(fnmatch.fnmatch(path, pat) or path.startswith(pat + "/") for pat in MEASURED)
+
+
+def _measured_code_changed(commit: str) -> list[str]:
+    """Files of the measured code (package, native core, benches) that differ from ``commit``."""
+    out = _out(["git", "diff", "--name-only", commit, "--", *MEASURED])
+    return out.splitlines()
+
+
 def git_state() -> dict[str, Any]:
     status = _out(["git", "status", "--porcelain", "--untracked-files=no"])
-    return {"commit": _out(["git", "rev-parse", "HEAD"]), "short": _out(["git", "rev-parse", "--short", "HEAD"]),
+    commit = _out(["git", "rev-parse", "HEAD"])
+    return {"commit": commit, "short": _out(["git", "rev-parse", "--short", "HEAD"]),
             "branch": _out(["git", "rev-parse", "--abbrev-ref", "HEAD"]), "dirty": bool(status),
-            "changed": status.splitlines()}
+            "changed": status.splitlines(), "measured_code_changed": _measured_code_changed(commit)}
 
 
 def machine() -> dict[str, Any]:
@@ -165,15 +181,25 @@ def wait_for_quiet(below: float, max_wait: float) -> float:
     return round(time.monotonic() - t, 1)
 
 
-def record(out_root: Path, report: Path, steps: list[str],
-           quiet: tuple[float, float] | None = None) -> tuple[Path, bool]:
+def record(out_root: Path, report: Path, steps: list[str], quiet: tuple[float, float] | None = None,
+           into: Path | None = None) -> tuple[Path, bool]:
+    """Run ``steps`` into a new result directory, or again into ``into`` (same measured code only)."""
+    if into is not None:
+        meta: dict[str, Any] = json.loads((into / "metadata.json").read_text())
+        changed = _measured_code_changed(meta["git"]["commit"])
+        if changed:
+            raise SystemExit(f"{_rel(into)} measured {meta['git']['short']}; the measured code differs now: {changed}")
     waited = wait_for_quiet(*quiet) if quiet else 0.0
     git = git_state()
-    out = _result_dir(out_root, git["short"] or "nogit")
-    out.mkdir(parents=True)
-    meta: dict[str, Any] = {"started_utc": _utc(), "git": git, "machine": machine(),
-                            "loadavg_before": _loadavg(), "waited_for_quiet_s": waited, "steps": {},
-                            "report_dir": _rel(report)}
+    if into is None:
+        out = _result_dir(out_root, git["short"] or "nogit")
+        out.mkdir(parents=True)
+        meta = {"started_utc": _utc(), "git": git, "machine": machine(), "loadavg_before": _loadavg(),
+                "waited_for_quiet_s": waited, "steps": {}, "report_dir": _rel(report)}
+    else:
+        out = into
+        meta.setdefault("reruns", []).append({"started_utc": _utc(), "steps": steps, "git": git,
+                                              "loadavg_before": _loadavg(), "waited_for_quiet_s": waited})
     meta_path = out / "metadata.json"
     meta_path.write_text(json.dumps(meta, indent=2))
     ok = True
@@ -189,10 +215,15 @@ def record(out_root: Path, report: Path, steps: list[str],
         if rc == 0 and name in AFTER:
             AFTER[name](out, report)
         ok &= rc == 0
+        if into is not None and name in meta["steps"]:
+            info["replaces"] = meta["steps"][name]   # the earlier run of this step, kept for the record
         meta["steps"][name] = info
         meta_path.write_text(json.dumps(meta, indent=2))
         print(f"[record] {name}: exit {rc} in {info['seconds']} s, load {info['loadavg_after'][0]:.2f}", flush=True)
-    meta.update({"finished_utc": _utc(), "loadavg_after": _loadavg(), "git_after": git_state()})
+    if into is None:
+        meta.update({"finished_utc": _utc(), "loadavg_after": _loadavg(), "git_after": git_state()})
+    else:
+        meta["reruns"][-1].update({"finished_utc": _utc(), "loadavg_after": _loadavg()})
     meta_path.write_text(json.dumps(meta, indent=2))
     return out, ok
 
@@ -230,8 +261,12 @@ def summary(d: Path) -> str:
     rel = _rel(d)
     meta = _load(d, "metadata.json") or {}
     m = meta.get("machine", {})
-    lines = [f"Result directory `{rel}/` (commit {meta.get('git', {}).get('short', '?')}"
-             f"{', uncommitted changes' if meta.get('git', {}).get('dirty') else ''}; "
+    git = meta.get("git", {})
+    measured_dirty = git.get("measured_code_changed",
+                             [c for c in git.get("changed", []) if _is_measured(c.split(maxsplit=1)[-1])])
+    dirty = (", uncommitted changes to the measured code" if measured_dirty else
+             ", uncommitted changes outside the measured code" if git.get("dirty") else "")
+    lines = [f"Result directory `{rel}/` (commit {git.get('short', '?')}{dirty}; "
              f"{meta.get('started_utc', '?')} to {meta.get('finished_utc', '?')}; {m.get('cpu_model', '?')}, "
              f"{m.get('nproc', '?')} CPUs; load average {_la(meta.get('loadavg_before'))} before, "
              f"{_la(meta.get('loadavg_after'))} after; Python {m.get('python', '?')}, {m.get('python_ssl', '?')}, "
@@ -325,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="first wait until the 1-minute load average is below LOAD (a shared machine)")
     ap.add_argument("--max-wait", type=float, default=900.0,
                     help="give up waiting for --quiet-below after this many seconds (default %(default)s)")
+    ap.add_argument("--into", type=Path, metavar="DIR",
+                    help="run the steps again into this existing result directory (refused when the measured "
+                         "code differs from its commit); the step's earlier run stays in metadata.json")
     ap.add_argument("--summary", type=Path, metavar="DIR",
                     help="print the README's figures from a result directory instead of measuring")
     a = ap.parse_args(argv)
@@ -336,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown steps {sorted(unknown)}; choose from {','.join(STEPS)}")
     quiet = (a.quiet_below, a.max_wait) if a.quiet_below is not None else None
-    out, ok = record(a.out, a.report, steps, quiet)
+    out, ok = record(a.out, a.report, steps, quiet, a.into)
     print(f"[record] results in {_rel(out)}")
     return 0 if ok else 1
 
