@@ -21,7 +21,8 @@ fastkrb):
             (docs/integrations/); exits 1 when an overhead exceeds its 10 µs budget  -> middleware.txt
 
 into ``<out>/<UTC date>-<short commit>/`` (a second run on the same day and commit gets ``-2``, ``-3``...;
-``--into DIR --only STEP`` runs a step again into an existing directory, e.g. after a burst of load),
+``--into DIR --only STEP`` runs a step again into an existing directory, e.g. after a burst of load; the
+earlier output moves to ``replaced/<n>/``),
 with ``metadata.json``: UTC start and end, git commit and whether the tree had uncommitted changes, CPU
 model, nproc, load average before and after the whole run and around each step, Python, OpenSSL, MIT
 krb5 and package versions, and each step's command, duration and exit status. A step that fails is
@@ -54,6 +55,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PY = sys.executable
 DASH = "\u2013"   # an en dash: "not measured" in a table
+TIMES = "\u00d7"  # the multiplication sign of a ratio
 STEPS = ("compare", "stages", "rcache", "planner", "sidecar", "middleware")
 PYTEST_BENCH = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-enable", "--benchmark-only",
                 "--benchmark-disable-gc", "--benchmark-sort=name",
@@ -141,6 +143,7 @@ def _env() -> dict[str, str]:
 
 
 def step_commands(name: str, out: Path, report: Path) -> list[str]:
+    out, report = Path(_rel(out)), Path(_rel(report))   # the steps run in REPO: logs name no machine path
     if name == "compare":
         return [PY, str(HERE / "compare.py"), "--json", str(out / "compare.json")]
     if name == "stages":
@@ -181,6 +184,16 @@ def wait_for_quiet(below: float, max_wait: float) -> float:
     return round(time.monotonic() - t, 1)
 
 
+def _keep_replaced(out: Path, name: str, rerun: int) -> None:
+    """Move a step's earlier output files to ``replaced/<rerun>/`` before it runs again."""
+    old = [f for f in out.iterdir() if f.is_file() and f.name.split(".")[0] in (name, f"{name}-report")]
+    if old:
+        dest = out / "replaced" / str(rerun)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in old:
+            f.rename(dest / f.name)
+
+
 def record(out_root: Path, report: Path, steps: list[str], quiet: tuple[float, float] | None = None,
            into: Path | None = None) -> tuple[Path, bool]:
     """Run ``steps`` into a new result directory, or again into ``into`` (same measured code only)."""
@@ -204,6 +217,8 @@ def record(out_root: Path, report: Path, steps: list[str], quiet: tuple[float, f
     meta_path.write_text(json.dumps(meta, indent=2))
     ok = True
     for name in steps:
+        if into is not None:
+            _keep_replaced(out, name, len(meta["reruns"]))
         argv = step_commands(name, out, report)
         print(f"[record] {name}: {' '.join(_rel_arg(a) for a in argv)}", flush=True)
         info: dict[str, Any] = {"command": [_rel_arg(a) for a in argv], "started_utc": _utc(),
@@ -279,10 +294,11 @@ def summary(d: Path) -> str:
                   "|---|---:|---:|---:|---:|---:|"]
         for sc in cmp_["scenarios"]:
             f, mit = sc["fastkrb"], sc["mit"]
-            lines.append(f"| {sc['name']} | {sc['token_set']['token_bytes']} | {f['us_per_token_best']:.2f} | "
-                         f"{f['tokens_per_s_best']:,} | "
-                         + (f"{mit['us_per_token_best']:.1f} | {sc['ratio_mit_over_fastkrb_best']:.1f}× |"  # noqa: RUF001
-                            if mit else f"{DASH} | {DASH} |"))
+            fk = f["us_per_token_best"]
+            them = (f"{mit['us_per_token_best']:.1f} | {mit['us_per_token_best'] / fk:.1f}{TIMES} |" if mit
+                    else f"{DASH} | {DASH} |")
+            lines.append(f"| {sc['name']} | {sc['token_set']['token_bytes']} | {fk:.2f} | "
+                         f"{f['tokens_per_s_best']:,} | {them}")
         lines.append("")
     st = _bench(_load(d, "stages.json"), "test_stage_costs_aes256")
     if st:
@@ -298,7 +314,7 @@ def summary(d: Path) -> str:
                 b = _bench(rc, f"test_c_insert[{kind}-{live}]")
                 if b:
                     ex = b["extra_info"]
-                    rows.append(f"{kind} {live}: min {ex['ns_min']:.0f} / median {ex['ns_median']:.0f} ns")
+                    rows.append(f"{kind} {live}: min {ex['ns_min']} / median {ex['ns_median']} ns")
         v = _bench(rc, "test_validate_shm_vs_memory")
         if v:
             ex = v["extra_info"]
