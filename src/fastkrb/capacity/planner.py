@@ -425,10 +425,16 @@ def sizing(scenarios: Sequence[Scenario], p99_budget_ms: float | None = None,
     return out
 
 
+def _latency(ms: float) -> str:
+    """A measured latency as measured: three significant digits (whole units from 100 on), µs below 1 ms."""
+    value, unit = (ms * 1000, "µs") if ms < 1 else (ms, "ms")
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
+
+
 def sizing_line(sz: dict[str, Any]) -> str:
     if not sz:
         return "no fastkrb scenario ran"
-    line = (f"at p99 <= {sz['p99_ms']:.3f} ms this host validates {sz['per_core_rps']:,}/s per core "
+    line = (f"this host validates {sz['per_core_rps']:,}/s per core at p99 {_latency(sz['p99_ms'])} "
             f"({sz['scenario']})")
     if "cores" in sz:
         line += (f"; for {sz['target_rps']:,.0f}/s you need {sz['cores']} core(s) "
@@ -436,7 +442,7 @@ def sizing_line(sz: dict[str, Any]) -> str:
     if "sidecar" in sz:
         sc = sz["sidecar"]
         line += (f". Through the sidecar (one worker, {sc['scenario'].split(', ', 2)[-1]}): {sc['rps']:,}/s "
-                 f"at p99 {sc['p99_ms']:.2f} ms")
+                 f"at p99 {_latency(sc['p99_ms'])}")
     return line
 
 
