@@ -38,12 +38,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import fnmatch
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
-import ssl
 import subprocess
 import sys
 import time
@@ -53,6 +50,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "src"))   # the tree being measured, also without an installed fastkrb
+from fastkrb.capacity.host import command_output, host_facts, loadavg  # noqa: E402
+
 PY = sys.executable
 DASH = "\u2013"   # an en dash: "not measured" in a table
 TIMES = "\u00d7"  # the multiplication sign of a ratio
@@ -63,43 +63,11 @@ PYTEST_BENCH = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-ena
 
 
 def _out(argv: list[str], cwd: Path = REPO) -> str:
-    try:
-        return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+    return command_output(argv, cwd=cwd)
 
 
 def _utc() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _fastkrb_version() -> str:
-    text = (REPO / "src" / "fastkrb" / "__init__.py").read_text()
-    for line in text.splitlines():
-        if line.startswith("__version__"):
-            return line.split("=", 1)[1].strip().strip("\"'")
-    return "?"
 
 
 MEASURED = ["src", "native", "setup.py", "benches/conftest.py", "benches/compare.py", "benches/bench_*.py"]
@@ -124,15 +92,11 @@ def git_state() -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    return {
-        "cpu_model": _cpu_model(), "nproc": os.cpu_count(), "platform": platform.platform(),
-        "python": platform.python_version(), "python_ssl": ssl.OPENSSL_VERSION,
-        "openssl": _out(["openssl", "version"]), "mit_krb5": _out(["krb5-config", "--version"]),
-        "fastkrb": _fastkrb_version(),
-        "packages": {d: _version(d) for d in ("cython", "cryptography", "gssapi", "pytest", "pytest-benchmark",
-                                                "uvloop", "redis", "matplotlib")},
-        "redis_server": _out(["redis-server", "--version"]),
-    }
+    facts = host_facts(("cython", "cryptography", "gssapi", "pytest", "pytest-benchmark", "uvloop", "redis",
+                        "matplotlib"))
+    facts.pop("loadavg")   # the load is recorded per step
+    return {"cpu_model": facts.pop("cpu"), "nproc": facts.pop("cpus"), **facts,
+            "redis_server": _out(["redis-server", "--version"])}
 
 
 def _env() -> dict[str, str]:
@@ -207,12 +171,12 @@ def record(out_root: Path, report: Path, steps: list[str], quiet: tuple[float, f
     if into is None:
         out = _result_dir(out_root, git["short"] or "nogit")
         out.mkdir(parents=True)
-        meta = {"started_utc": _utc(), "git": git, "machine": machine(), "loadavg_before": _loadavg(),
+        meta = {"started_utc": _utc(), "git": git, "machine": machine(), "loadavg_before": loadavg(),
                 "waited_for_quiet_s": waited, "steps": {}, "report_dir": _rel(report)}
     else:
         out = into
         meta.setdefault("reruns", []).append({"started_utc": _utc(), "steps": steps, "git": git,
-                                              "loadavg_before": _loadavg(), "waited_for_quiet_s": waited})
+                                              "loadavg_before": loadavg(), "waited_for_quiet_s": waited})
     meta_path = out / "metadata.json"
     meta_path.write_text(json.dumps(meta, indent=2))
     ok = True
@@ -222,11 +186,11 @@ def record(out_root: Path, report: Path, steps: list[str], quiet: tuple[float, f
         argv = step_commands(name, out, report)
         print(f"[record] {name}: {' '.join(_rel_arg(a) for a in argv)}", flush=True)
         info: dict[str, Any] = {"command": [_rel_arg(a) for a in argv], "started_utc": _utc(),
-                                "loadavg_before": _loadavg()}
+                                "loadavg_before": loadavg()}
         t = time.monotonic()
         with open(out / f"{name}.txt", "w") as log:
             rc = subprocess.run(argv, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT).returncode
-        info.update({"seconds": round(time.monotonic() - t, 1), "exit": rc, "loadavg_after": _loadavg()})
+        info.update({"seconds": round(time.monotonic() - t, 1), "exit": rc, "loadavg_after": loadavg()})
         if rc == 0 and name in AFTER:
             AFTER[name](out, report)
         ok &= rc == 0
@@ -236,9 +200,9 @@ def record(out_root: Path, report: Path, steps: list[str], quiet: tuple[float, f
         meta_path.write_text(json.dumps(meta, indent=2))
         print(f"[record] {name}: exit {rc} in {info['seconds']} s, load {info['loadavg_after'][0]:.2f}", flush=True)
     if into is None:
-        meta.update({"finished_utc": _utc(), "loadavg_after": _loadavg(), "git_after": git_state()})
+        meta.update({"finished_utc": _utc(), "loadavg_after": loadavg(), "git_after": git_state()})
     else:
-        meta["reruns"][-1].update({"finished_utc": _utc(), "loadavg_after": _loadavg()})
+        meta["reruns"][-1].update({"finished_utc": _utc(), "loadavg_after": loadavg()})
     meta_path.write_text(json.dumps(meta, indent=2))
     return out, ok
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastkrb.capacity.host import host_facts
 from fastkrb.capacity.mit import MitAcceptor, mit_available
 from fastkrb.errors import KerberosError
 from fastkrb.validator import Validator
@@ -386,18 +387,7 @@ def _steady_cache(name: str, skew: float) -> Any:
 
 
 def _host() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import platform
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform()}
+    return {**host_facts(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def sizing(scenarios: Sequence[Scenario], p99_budget_ms: float | None = None,
@@ -533,7 +523,7 @@ def write_report(res: BenchResult, directory: Path) -> Path:
         save(fig, "vs_mit.png", f"fastkrb vs MIT krb5 ({mit[0].us_per_request / fk[0].us_per_request:.1f}x)")
 
     md = ["# fastkrb capacity report", "",
-          f"Host: {res.host.get('cpu')} ({res.host.get('cores')} cores), Python {res.host.get('python')}, "
+          f"Host: {res.host.get('cpu')} ({res.host.get('cpus')} cores), Python {res.host.get('python')}, "
           f"{res.host.get('date')}.",
           f"Tokens: {res.source.get('label')} ({res.source.get('tokens')} tokens, median "
           f"{res.source.get('token_bytes_median')} bytes).", "",
