@@ -17,7 +17,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -29,7 +28,9 @@ from typing import Any
 
 import pytest
 
-from sidecar_proc import Sidecar
+from support.mitgss import finish_initiator
+from support.procs import free_port, stop, wait_listening
+from support.sidecar import Sidecar
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "deploy" / "nginx" / "fastkrb.conf"
@@ -39,38 +40,6 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (apt-get install nginx-light)"),
     pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed"),
 ]
-
-
-def _have_shared_replay() -> bool:
-    try:
-        import fastkrb.replay  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_shared_replay = pytest.mark.skipif(
-    not _have_shared_replay(), reason="two workers need the shared-memory replay cache (fastkrb.replay) to see "
-                                      "each other's tokens")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"nginx exited {proc.returncode}: {log.read_text() if log.exists() else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nginx did not start listening")
 
 
 def render(text: str, *, socket_path: str, app_port: int, port: int, www: Path, host: str,
@@ -176,8 +145,7 @@ def site(mit_lab: Any) -> Iterator[Site]:
         nginx_group = grp.getgrnam("www-data").gr_name
     except KeyError:
         nginx_user = nginx_group = "root"
-    replay = ["--replay-cache", f"shm:{work / 'replay.shm'}"] if _have_shared_replay() else ["--replay-cache",
-                                                                                             "memory"]
+    replay = ["--replay-cache", f"shm:{work / 'replay.shm'}"]   # shared by the two workers
     sc = Sidecar(work, keytab, workers=2, args=(*replay, "--socket-group", nginx_group, "--allow-gids", nginx_group,
                                                 "--allow-uids", "0"))
     backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
@@ -209,16 +177,11 @@ def site(mit_lab: Any) -> Iterator[Site]:
     ngx = subprocess.Popen([NGINX, "-c", str(main), "-p", str(work)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     try:
-        wait_port(port, ngx, work / "nginx-error.log")
-        wait_port(bare_port, ngx, work / "nginx-error.log")
+        wait_listening(port, ngx, work / "nginx-error.log", "nginx")
+        wait_listening(bare_port, ngx, work / "nginx-error.log", "nginx")
         yield Site(mit_lab, principal, host, port, bare_port, sc, keytab, work)
     finally:
-        ngx.send_signal(signal.SIGQUIT)
-        try:
-            ngx.wait(10)
-        except subprocess.TimeoutExpired:
-            ngx.kill()
-            ngx.wait()
+        stop(ngx, signal.SIGQUIT, 10)
         assert sc.stop() == 0
         backend.shutdown()
         backend.server_close()
@@ -238,14 +201,12 @@ def test_curl_negotiate_reaches_the_backend_as_the_user(site: Site) -> None:
 
 
 def test_mutual_authentication_completes_in_mit_initiator(site: Site) -> None:
-    import kdc
-
     token, ctx = site.token(mutual=True)
     status, headers, _ = site.get("/api/whoami", "Negotiate " + base64.b64encode(token).decode())
     assert status == 200
     answer = headers["www-authenticate"]
     assert answer.startswith("Negotiate ")
-    assert kdc.finish_initiator(ctx, base64.b64decode(answer.split()[1])) is True
+    assert finish_initiator(ctx, base64.b64decode(answer.split()[1])) is True
 
 
 def test_index_through_internal_redirect_is_authenticated_once(site: Site) -> None:
@@ -256,7 +217,6 @@ def test_index_through_internal_redirect_is_authenticated_once(site: Site) -> No
     assert "protected index" in body
 
 
-@needs_shared_replay
 def test_without_the_guard_the_internal_redirect_is_a_replay(site: Site) -> None:
     """The negative control: the same shipped file minus the guard shows the trap it avoids."""
     token, _ = site.token()
@@ -280,7 +240,6 @@ def test_no_header_is_401_negotiate(site: Site) -> None:
     assert headers["www-authenticate"] == "Negotiate"
 
 
-@needs_shared_replay
 def test_the_same_header_twice_is_a_replay(site: Site) -> None:
     token, _ = site.token()
     value = "Negotiate " + base64.b64encode(token).decode()
@@ -332,7 +291,6 @@ def test_keytab_rotation_during_load_fails_no_request(site: Site) -> None:
     assert {e["kvno"] for e in decisions} >= {1, 2}
 
 
-@needs_shared_replay   # a replacement worker with a fresh in-process cache refuses older tokens (cold start)
 def test_a_killed_worker_leaves_the_others_serving(site: Site) -> None:
     token, _ = site.token()
     value = "Negotiate " + base64.b64encode(token).decode()
@@ -345,9 +303,8 @@ def test_a_killed_worker_leaves_the_others_serving(site: Site) -> None:
         t, _ = site.token()
         statuses.append(site.get("/api/whoami", "Negotiate " + base64.b64encode(t).decode())[0])
     assert statuses == [200] * 30, (site.dir / "nginx-error.log").read_text()[-3000:]
-    if _have_shared_replay():   # the replay cache is shared: the token used before the kill is still refused
-        status, headers, _ = site.get("/api/whoami", value)
-        assert status == 401 and headers["x-auth-error"] == "replay"
+    status, headers, _ = site.get("/api/whoami", value)   # the replay cache is shared: still refused after the kill
+    assert status == 401 and headers["x-auth-error"] == "replay"
     deadline = time.monotonic() + 10
     while len(site.sidecar.worker_pids()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -355,8 +312,6 @@ def test_a_killed_worker_leaves_the_others_serving(site: Site) -> None:
 
 
 def test_replay_after_worker_death_needs_the_shared_cache(site: Site) -> None:
-    if not _have_shared_replay():
-        pytest.skip("fastkrb.replay (shared-memory cache) not available in this tree")
     token, _ = site.token()
     value = "Negotiate " + base64.b64encode(token).decode()
     assert site.get("/api/whoami", value)[0] == 200

@@ -9,6 +9,8 @@ from typing import Any
 
 from typing_extensions import Self, disjoint_base, final
 
+from fastkrb.krb.pac import Pac
+
 _Buffer = bytes | bytearray | memoryview
 
 # validator.pxi / profile.pxi: read at import from validate.h's FK_VERDICTS and FK_STAGES lists
@@ -63,6 +65,8 @@ class Identity:
     def from_pac(pac: _Buffer) -> Identity | None: ...
 
 # -- result.pxi -----------------------------------------------------------------------------------
+
+def set_pac_decoder(decoder: Callable[[bytes], Pac]) -> None: ...
 
 @disjoint_base
 class AuthResult:
@@ -132,9 +136,8 @@ class AuthResult:
     def pac_verified(self) -> bool: ...
     @property
     def pac_bytes(self) -> bytes | None: ...
-    # fastkrb.krb.pac.Pac | None: typed Any so that this floor-0 stub imports nothing from fastkrb.krb
     @property
-    def pac(self) -> Any: ...
+    def pac(self) -> Pac | None: ...
     @property
     def identity(self) -> Identity | None: ...
     @property
