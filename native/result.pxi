@@ -101,8 +101,8 @@ cdef class AuthResult:
     """A validated AP-REQ: who the client is, for which service, and what to answer."""
 
     cdef readonly str client
-    cdef readonly str server
-    cdef readonly str requested_server   # the clear-text sname: unauthenticated (RFC 4120 §5.3), for logs only
+    cdef readonly str server               # the principal whose key decrypted the ticket
+    cdef str _requested_server
     cdef readonly str client_realm
     cdef readonly int enctype
     cdef readonly int session_enctype
@@ -160,6 +160,16 @@ cdef class AuthResult:
         return self._pac
 
     @property
+    def requested_server(self):
+        """The service principal the client asked for: the ticket's clear-text sname.
+
+        Unauthenticated (RFC 4120 §5.3: the sname travels outside the encrypted part, anyone can rewrite it),
+        so for logs only, never for policy: ``server`` is who the ticket is for. The two differ when the
+        keytab names the account (``svc-api@CORP``) and the client asked for one of its SPNs.
+        """
+        return self._requested_server
+
+    @property
     def identity(self):
         """The client's Identity (SIDs, names, domains) from the PAC's LOGON_INFO, decoded on first access.
 
@@ -204,10 +214,10 @@ cdef AuthResult _result(fk_result *r, double now):
     if r.alias == 1:
         # the clear-text sname is an alias (an SPN of the account): the server is who decrypted the ticket
         res.server = _kt_name(r.key)
-        res.requested_server = _name(&r.req.sname, r.req.realm)
+        res._requested_server = _name(&r.req.sname, r.req.realm)
     else:
         res.server = _name(&r.req.sname, r.req.realm)
-        res.requested_server = res.server
+        res._requested_server = res.server
     res.client_realm = _realm(r.tkt.crealm)
     res.enctype = r.req.tkt_etype
     res.session_enctype = r.tkt.keytype
