@@ -101,6 +101,26 @@ def _if_relevant(inner: asn1.ADEntry) -> asn1.ADEntry:
     return asn1.ADEntry(1, asn1.encode_authorization_data([inner]))
 
 
+def identities(seeds: Seeds) -> None:
+    """Signed PACs whose LOGON_INFO carries groups, ExtraSids and resource groups: the identity decoder's seeds."""
+    from fastkrb.krb.pac import build_pac
+
+    princ, kvno, enctype, _accepted, source = fuzzkeys.ENTRIES[0]
+    key = fuzzkeys.key_for(princ, kvno, enctype, source)
+    specs: list[dict[str, Any]] = [
+        {},
+        {"group_rids": [513, 512, 1105], "extra_sids": ["S-1-18-1", "S-1-5-21-9-9-9-512"],
+         "resource_domain_sid": "S-1-5-21-7-7-7", "resource_group_rids": [1000, 1001]},
+        {"group_rids": list(range(1000, 1300)), "domain_sid": "S-1-5-21-1-2-3-4-5-6-7-8-9-10-11-12-13"},
+        {"extra_sids": [f"S-1-0x{a:012X}-{a & 0xFFFF}" for a in range(1, 2**40, 2**37)], "group_rids": []},
+    ]
+    for spec in specs:
+        pac = build_pac(client_name="alice", auth_time=fuzzkeys.NOW_DEFAULT, server_key=(enctype, key),
+                        logon_info=spec, upn="alice@fuzz.test", dns_domain=fuzzkeys.REALM)
+        seeds.add("pac", bytes([pac_selector(princ, kvno, enctype)]) + pac)
+        seeds.add("py_pac", pac)
+
+
 def minted(seeds: Seeds, rng: random.Random) -> None:
     kt = fuzzkeys.keytab()
     now = fuzzkeys.NOW_DEFAULT
@@ -326,6 +346,7 @@ def main() -> int:
     seeds = Seeds(args.out)
     rng = random.Random(20240607)
     minted(seeds, rng)
+    identities(seeds)
     static(seeds)
     n_mit = 0
     if not args.no_mit:

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "fuzz"
 OUT = ROOT / "build" / "fuzz"
 PY = sys.executable
-NATIVE = ["native/der.c", "native/kcrypto.c", "native/validate.c", "native/rcache.c", "native/rtab.c", "native/shm.c"]
+NATIVE = ["native/der.c", "native/kcrypto.c", "native/pac.c", "native/validate.c", "native/rcache.c", "native/rtab.c",
+          "native/shm.c"]
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-DOPENSSL_API_COMPAT=0x10101000L", "-Wall", "-Wextra", "-Werror",
           "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Inative", "-Ifuzz", "-g",
           "-fno-omit-frame-pointer"]

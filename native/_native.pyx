@@ -3,11 +3,12 @@
 
 Data flows one way: framing -> DER -> key lookup -> ticket -> authenticator -> policy -> replay -> result.
 The C in native/*.c does the work without the GIL; the .pxi files only cross the Python boundary. Each
-C header is declared once, in the .pxd of the same name (der, kcrypto, rcache, shm, validate), which the
+C header is declared once, in the .pxd of the same name (der, kcrypto, pac, rcache, shm, validate), which the
 .pxi files cimport; verdict and stage names come from validate.h's lists, never from a copy here.
 """
 
 include "crypto.pxi"      # fastkrb.krb.crypto's entry points and CryptoKey
+include "identity.pxi"    # Identity and SidSet: the client's SIDs from a verified PAC (pac.c)
 include "result.pxi"      # AuthResult, and the facts of a rejection
 include "replay.pxi"      # the native replay-cache base class and its fail-closed errors
 include "memory.pxi"      # MemoryReplayCache (rcache.c)

@@ -8,7 +8,7 @@ from libc.stdint cimport uint8_t
 from libc.stdlib cimport malloc, free
 
 from der cimport fk_buf, fk_name, fk_b64_encode, FK_FRAME_RAW
-from validate cimport fk_result
+from validate cimport fk_result, fk_validator, fk_kt_entry
 
 cdef object _FRAMES = ("raw", "krb5", "spnego", "spnego")
 cdef object _CB_STATES = ("none", "matched", "matched_java", "client_none", "ignored")
@@ -60,6 +60,17 @@ cdef str _name(const fk_name *nm, fk_buf realm):
             free(out)
 
 
+cdef str _kt_name(const fk_kt_entry *e):
+    """A keytab entry's principal, unparsed like the ticket's names."""
+    cdef fk_name nm
+    cdef int i
+    nm.name_type = 0
+    nm.ncomp = e.ncomp
+    for i in range(e.ncomp):
+        nm.comp[i] = e.comp[i]
+    return _name(&nm, e.realm)
+
+
 cdef str _realm(fk_buf realm):
     return PyUnicode_DecodeUTF8(<const char *>realm.p, realm.n, "surrogateescape")
 
@@ -90,7 +101,8 @@ cdef class AuthResult:
     """A validated AP-REQ: who the client is, for which service, and what to answer."""
 
     cdef readonly str client
-    cdef readonly str server
+    cdef readonly str server               # the principal whose key decrypted the ticket
+    cdef str _requested_server
     cdef readonly str client_realm
     cdef readonly int enctype
     cdef readonly int session_enctype
@@ -120,6 +132,8 @@ cdef class AuthResult:
     cdef readonly bint pac_verified
     cdef object _pac_bytes
     cdef object _pac
+    cdef Py_ssize_t _logon_off, _logon_len, _upn_off, _upn_len   # in _pac_bytes; _logon_off -1: no identity
+    cdef object _identity
 
     @property
     def www_authenticate(self):
@@ -146,18 +160,43 @@ cdef class AuthResult:
         return self._pac
 
     @property
+    def requested_server(self):
+        """The service principal the client asked for: the ticket's clear-text sname.
+
+        Unauthenticated (RFC 4120 §5.3: the sname travels outside the encrypted part, anyone can rewrite it),
+        so for logs only, never for policy: ``server`` is who the ticket is for. The two differ when the
+        keytab names the account (``svc-api@CORP``) and the client asked for one of its SPNs.
+        """
+        return self._requested_server
+
+    @property
+    def identity(self):
+        """The client's Identity (SIDs, names, domains) from the PAC's LOGON_INFO, decoded on first access.
+
+        None when the ticket has no PAC with a LOGON_INFO (MIT's and Heimdal's minimal PACs) or its PAC was not
+        verified (verify_pac=False). A LOGON_INFO that does not decode raises fastkrb.errors.MalformedToken
+        here, not in validate(): MIT and Heimdal never read it, so neither does acceptance.
+        """
+        if self._identity is None and self._logon_off >= 0:
+            self._identity = _identity(self._pac_bytes, self._logon_off, self._logon_len, self._upn_off,
+                                       self._upn_len)
+        return self._identity
+
+    @property
     def short_name(self):
         """The client's name without the realm (the REMOTE_USER convention)."""
         return self.client.rsplit("@", 1)[0]
 
     def __repr__(self):
-        return (f"AuthResult(client={self.client!r}, server={self.server!r}, enctype={self.enctype}, "
+        alias = f", requested_server={self.requested_server!r}" if self.requested_server != self.server else ""
+        return (f"AuthResult(client={self.client!r}, server={self.server!r}{alias}, enctype={self.enctype}, "
                 f"kvno={self.kvno}, mutual={self.mutual})")
 
     def to_dict(self):
         """JSON-safe facts, never key bytes."""
         return {
-            "client": self.client, "server": self.server, "client_realm": self.client_realm,
+            "client": self.client, "server": self.server, "requested_server": self.requested_server,
+            "client_realm": self.client_realm,
             "enctype": self.enctype, "session_enctype": self.session_enctype, "kvno": self.kvno,
             "auth_time": self.auth_time, "start_time": self.start_time, "end_time": self.end_time,
             "renew_till": self.renew_till, "flags": self.flags, "mutual": self.mutual,
@@ -172,7 +211,13 @@ cdef class AuthResult:
 cdef AuthResult _result(fk_result *r, double now):
     cdef AuthResult res = AuthResult.__new__(AuthResult)
     res.client = _name(&r.tkt.cname, r.tkt.crealm)
-    res.server = _name(&r.req.sname, r.req.realm)
+    if r.alias == 1:
+        # the clear-text sname is an alias (an SPN of the account): the server is who decrypted the ticket
+        res.server = _kt_name(r.key)
+        res._requested_server = _name(&r.req.sname, r.req.realm)
+    else:
+        res.server = _name(&r.req.sname, r.req.realm)
+        res._requested_server = res.server
     res.client_realm = _realm(r.tkt.crealm)
     res.enctype = r.req.tkt_etype
     res.session_enctype = r.tkt.keytype
@@ -201,12 +246,28 @@ cdef AuthResult _result(fk_result *r, double now):
     res.transited = _bytes(r.tkt.transited).decode("utf-8", "surrogateescape") if r.tkt.transited.n else None
     res._pac_bytes = _bytes(r.pac) if r.pac.n else None
     res.pac_verified = r.pac_verified
+    res._logon_off = -1
+    res._upn_off = -1
+    if r.pac_verified and r.pac_logon.p != NULL:
+        res._logon_off = r.pac_logon.p - r.pac.p
+        res._logon_len = r.pac_logon.n
+        if r.pac_upn.p != NULL:
+            res._upn_off = r.pac_upn.p - r.pac.p
+            res._upn_len = r.pac_upn.n
     return res
 
 
-cdef dict _facts(fk_result *r, double now, double skew):
+cdef str _utf16_lossy(const uint8_t *p, size_t n):
+    return (<bytes>PyBytes_FromStringAndSize(<const char *>p, n & ~(<size_t>1))).decode("utf-16-le", "replace")
+
+
+cdef dict _facts(fk_result *r, double now, const fk_validator *v):
     """The facts of a rejection, for the error's cause, fix and details."""
-    cdef dict f = {"now": now, "clock_skew": skew}
+    cdef dict f = {"now": now, "clock_skew": v.skew}
+    cdef size_t i
+    cdef const fk_kt_entry *e
+    cdef const uint8_t *c
+    cdef size_t nlen
     if r.what != NULL:
         f["what"] = r.what.decode("utf-8", "replace")
         f["offset"] = r.offset
@@ -220,6 +281,26 @@ cdef dict _facts(fk_result *r, double now, double skew):
         f["keys_tried"] = r.key_tried
     if r.key != NULL:
         f["keytab_kvno_used"] = r.key.kvno
+        if r.alias == 1:
+            f["keytab_principal_used"] = _kt_name(r.key)
+    elif r.alias == 2:
+        # the sname is not in the keytab and no accepted key of its enctype decrypts it (tried as an alias)
+        tried = []
+        for i in range(v.nkeys):
+            e = &v.keys[i]
+            if e.accepted and e.enctype == r.req.tkt_etype:
+                tried.append((_kt_name(e), e.kvno))
+        f["alias_keys_tried"] = tried
+    if r.pac.n and not r.pac_verified:
+        _sig_facts(r.pac, f)
+    if r.pac_client.p != NULL and r.pac_client.n >= 10:
+        c = r.pac_client.p
+        nlen = c[8] | (c[9] << 8)
+        f["pac_client_name"] = _utf16_lossy(c + 10, min(nlen, r.pac_client.n - 10))
+        f["pac_auth_time"] = (int.from_bytes(_bytes(fk_buf(c, 8)), "little") // 10000000) - 11644473600
+    if r.pac_upn.p != NULL:
+        _upn_facts(r.pac_upn, f)
+        f["ticket_realm"] = _realm(r.req.realm)
     if r.have_tkt:
         f["client"] = _name(&r.tkt.cname, r.tkt.crealm)
         f["client_realm"] = _realm(r.tkt.crealm)
@@ -242,3 +323,23 @@ cdef dict _facts(fk_result *r, double now, double skew):
             f["first_seen"] = r.first_seen
             f["first_seen_ago"] = now - r.first_seen
     return f
+
+
+cdef int _upn_facts(fk_buf b, dict f) except -1:
+    cdef fk_upn u
+    cdef const char *what = NULL
+    if fk_upn_decode(b, &u, &what) == FK_PAC_OK:
+        f["pac_upn"] = _utf16_lossy(u.upn.p, u.upn.n)
+        f["pac_dns_domain"] = _utf16_lossy(u.dns.p, u.dns.n)
+    return 0
+
+
+cdef int _sig_facts(fk_buf pac, dict f) except -1:
+    """The server signature's type, for a PAC that failed its signature check."""
+    cdef fk_pac px
+    cdef const char *what = NULL
+    if fk_pac_parse(pac, &px, &what) == FK_PAC_OK and px.present & (1u << FK_PAC_SERVER_CHECKSUM) \
+            and px.buf[FK_PAC_SERVER_CHECKSUM].n >= 4:
+        f["pac_signature_type"] = int.from_bytes(_bytes(fk_buf(px.buf[FK_PAC_SERVER_CHECKSUM].p, 4)), "little",
+                                                 signed=True)
+    return 0

@@ -254,56 +254,83 @@ static int check_gss_cksum(const fk_validator *v, const uint8_t *cb, size_t cble
     return FK_V_CB_MISMATCH;
 }
 
-/* MS-PAC §2.8.1: the server signature covers the PAC with both signature fields zeroed. */
-int fk_verify_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, fk_result *r)
+/* MS-PAC §2.8.1: the server signature covers the PAC with both signature fields zeroed (the type and a
+ * RODC identifier stay; the ticket and full-PAC checksums of §2.8.3-4 are covered as they are). */
+static int verify_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, fk_pac *px, fk_result *r)
 {
-    const uint8_t *p = pac.p;
-    size_t n = pac.n;
-    if (n < 8)
+    if (fk_pac_parse(pac, px, &r->what) != FK_PAC_OK)
         return FK_V_PAC_MALFORMED;
-    uint32_t cnt = le32(p);
-    if (cnt == 0 || cnt > 1024 || (n - 8) / 16 < cnt)
+    const uint32_t sigs = (1u << FK_PAC_SERVER_CHECKSUM) | (1u << FK_PAC_PRIVSVR_CHECKSUM);
+    if ((px->present & sigs) != sigs) {
+        r->what = "PAC lacks its server or KDC signature";
         return FK_V_PAC_MALFORMED;
-    memcpy(copy, p, n);
-    size_t srv_off = 0, srv_len = 0;
-    int srv_type = 0, have_srv = 0, have_kdc = 0;
-    for (uint32_t i = 0; i < cnt; i++) {
-        const uint8_t *b = p + 8 + 16 * i;
-        uint32_t type = le32(b), size = le32(b + 4);
-        uint64_t off = (uint64_t)le32(b + 8) | ((uint64_t)le32(b + 12) << 32);
-        if (off > n || size > n - off)
+    }
+    memcpy(copy, pac.p, pac.n);
+    int32_t srv_type = 0;
+    size_t srv_len = 0;
+    for (int t = FK_PAC_SERVER_CHECKSUM; t <= FK_PAC_PRIVSVR_CHECKSUM; t++) {
+        fk_buf b = px->buf[t];
+        if (b.n < 4) {
+            r->what = "PAC signature buffer shorter than its SignatureType";
             return FK_V_PAC_MALFORMED;
-        if (type != 6 && type != 7)
-            continue;
-        if (size < 4)
-            return FK_V_PAC_MALFORMED;
-        int32_t sigtype = (int32_t)le32(p + off);
+        }
+        int32_t sigtype = (int32_t)le32(b.p);
         size_t siglen;
         switch (sigtype) {
         case 15: case 16: siglen = 12; break;
         case 19: case -138: siglen = 16; break;
         case 20: siglen = 24; break;
-        default: return FK_V_PAC_MALFORMED;
-        }
-        if (size - 4 < siglen)
+        default:
+            r->what = "PAC signature of an unknown SignatureType";
             return FK_V_PAC_MALFORMED;
-        if (type == 6) {
-            if (have_srv)
-                return FK_V_PAC_MALFORMED;
-            have_srv = 1;
-            srv_off = (size_t)off + 4;
-            srv_len = siglen;
-            srv_type = sigtype;
-        } else {
-            have_kdc = 1;
         }
-        memset(copy + off + 4, 0, siglen);
+        if (b.n - 4 < siglen) {
+            r->what = "PAC signature shorter than its SignatureType's checksum";
+            return FK_V_PAC_MALFORMED;
+        }
+        if (t == FK_PAC_SERVER_CHECKSUM) {
+            srv_type = sigtype;
+            srv_len = siglen;
+        }
+        memset(copy + px->off[t] + 4, 0, siglen);
     }
-    if (!have_srv || !have_kdc)
-        return FK_V_PAC_MALFORMED;
-    if (fk_checksum_verify(&key->pac, srv_type, copy, n, p + srv_off, srv_len) != FK_OK)
+    /* keyed with the service key: its enctype's checksum (RFC 3962 §7 HMAC-SHA1-96-AES for 17/18,
+     * RFC 8009 for 19/20; RFC 4757 HMAC-MD5 only for an RC4 key) */
+    if (srv_type != fk_enctype_cksumtype(key->enctype))
+        return FK_V_PAC_SIGNATURE_TYPE;
+    const uint8_t *mac = pac.p + px->off[FK_PAC_SERVER_CHECKSUM] + 4;
+    if (fk_checksum_verify(&key->pac, srv_type, copy, pac.n, mac, srv_len) != FK_OK)
         return FK_V_PAC_INTEGRITY;
     r->pac_verified = 1;
+    return FK_V_OK;
+}
+
+int fk_verify_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, fk_result *r)
+{
+    fk_pac px;
+    return verify_pac(key, pac, copy, &px, r);
+}
+
+int fk_check_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, const fk_enc_ticket *t, fk_buf srealm,
+                 fk_result *r)
+{
+    fk_pac px;
+    int rc = verify_pac(key, pac, copy, &px, r);
+    if (rc != FK_V_OK)
+        return rc;
+    if (px.present & (1u << FK_PAC_CLIENT_INFO))
+        r->pac_client = px.buf[FK_PAC_CLIENT_INFO];
+    /* MIT (k5_pac_validate_client) and Heimdal check CLIENT_INFO after the signature; so do we */
+    rc = fk_pac_check_client(&px, &t->cname, t->authtime, &r->what);
+    if (rc != FK_PAC_OK)
+        return rc == FK_PAC_MISMATCH ? FK_V_PAC_CLIENT_MISMATCH : FK_V_PAC_MALFORMED;
+    if (px.present & (1u << FK_PAC_UPN_DNS_INFO))
+        r->pac_upn = px.buf[FK_PAC_UPN_DNS_INFO];
+    rc = fk_pac_check_upn(&px, t->crealm, srealm, &r->what);
+    if (rc != FK_PAC_OK)
+        return rc == FK_PAC_MISMATCH ? FK_V_PAC_REALM_MISMATCH : FK_V_PAC_MALFORMED;
+    if (px.present & (1u << FK_PAC_LOGON_INFO))
+        r->pac_logon = px.buf[FK_PAC_LOGON_INFO];
     return FK_V_OK;
 }
 
@@ -377,7 +404,14 @@ static int spnego_wrap(const fk_result *r, uint8_t *out, size_t cap, fk_buf *rep
 }
 
 /* Key selection with MIT's semantics (rd_req_dec.c): the ticket's kvno first, then every key of the
- * principal and enctype whatever its kvno; the verdict on failure says precisely which case it is. */
+ * principal and enctype whatever its kvno; the verdict on failure says precisely which case it is.
+ *
+ * An sname that is not in the keytab may still be ours: Active Directory keytabs (samba-tool
+ * exportkeytab --principal, msktutil, ktpass) name the account ("svc-api@CORP", "web1$@CORP") while
+ * clients ask for one of its SPNs ("HTTP/api.corp.example"), and the KDC encrypts with the account's
+ * key. Like MIT's acceptor with no acceptor name, such a ticket is tried with every accepted key of its
+ * enctype; the one whose integrity check passes is the principal that accepted it (RFC 4120 §5.3: the
+ * sname travels in clear text, so it never names the service; the decrypting key does). */
 static int decrypt_ticket(const fk_validator *v, fk_result *r, uint8_t *plain, size_t *plen)
 {
     const fk_apreq *q = &r->req;
@@ -409,8 +443,28 @@ static int decrypt_ticket(const fk_validator *v, fk_result *r, uint8_t *plain, s
             }
         }
     }
-    if (!any_princ)
+    if (!any_princ) {
+        /* an alias of one of the keytab's principals? Every accepted key of the ticket's enctype (principals=
+         * still decides which keys count), the ticket's kvno first, then the others */
+        r->alias = 2;
+        for (int pass = 0; pass < 2; pass++) {
+            for (size_t i = 0; i < v->nkeys; i++) {
+                const fk_kt_entry *e = &v->keys[i];
+                if (!e->accepted || e->enctype != q->tkt_etype)
+                    continue;
+                int kvno_match = q->has_kvno && e->kvno == q->tkt_kvno;
+                if (pass == 0 ? (q->has_kvno && !kvno_match) : (!q->has_kvno || kvno_match))
+                    continue;
+                r->key_tried++;
+                if (fk_decrypt(&e->tkt, q->tkt_cipher.p, q->tkt_cipher.n, plain, plen) == FK_OK) {
+                    r->key = e;
+                    r->alias = 1;
+                    return FK_V_OK;
+                }
+            }
+        }
         return FK_V_WRONG_PRINCIPAL;
+    }
     if (!any_accepted)
         return FK_V_PRINCIPAL_NOT_ACCEPTED;
     if (!q->has_kvno)
@@ -538,7 +592,7 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
         }
         if (f == 1 && v->verify_pac) {
             used(r, scratch, pac_copy, r->pac.n);
-            if ((rc = fk_verify_pac(r->key, r->pac, pac_copy, r)) != FK_V_OK)
+            if ((rc = fk_check_pac(r->key, r->pac, pac_copy, t, q->realm, r)) != FK_V_OK)
                 return done(r, rc);
         }
     }

@@ -9,6 +9,7 @@
 
 #include "der.h"
 #include "kcrypto.h"
+#include "pac.h"
 #include "rcache.h"
 
 /* Verdicts: this list is their single source. The enum below, the name table in validate.c
@@ -24,7 +25,7 @@
     X(USER_TO_USER) \
     X(ENCTYPE_NOT_PERMITTED)          /* ticket enctype */ \
     X(SESSION_ENCTYPE_NOT_PERMITTED) \
-    X(WRONG_PRINCIPAL)                /* not in keytab at all */ \
+    X(WRONG_PRINCIPAL)                /* not in keytab, and no accepted key of its enctype decrypts it */ \
     X(PRINCIPAL_NOT_ACCEPTED)         /* in keytab, excluded by principals= */ \
     X(KVNO)                           /* no key of the ticket's kvno decrypts; kvno absent from keytab */ \
     X(ENCTYPE_NOT_IN_KEYTAB) \
@@ -34,7 +35,10 @@
     X(AUTH_ENCTYPE_MISMATCH)          /* authenticator enctype differs from the session key's */ \
     X(CKSUM_INTEGRITY)                /* non-GSS authenticator checksum does not verify */ \
     X(PAC_INTEGRITY) \
-    X(PAC_MALFORMED) \
+    X(PAC_MALFORMED)                  /* r->what says which MS-PAC rule */ \
+    X(PAC_SIGNATURE_TYPE)             /* server signature not of the ticket key's checksum type */ \
+    X(PAC_CLIENT_MISMATCH)            /* PAC_CLIENT_INFO name or time is not the ticket's */ \
+    X(PAC_REALM_MISMATCH)             /* UPN_DNS_INFO DnsDomainName is not the ticket's realm */ \
     X(NAME_MISMATCH) \
     X(REALM) \
     X(TRANSITED) \
@@ -101,6 +105,8 @@ typedef struct fk_result {
     int have_tkt, have_auth;
     const fk_kt_entry *key;          /* the key that decrypted the ticket */
     int key_tried;                   /* how many keys were tried */
+    int alias;                       /* the sname is not in the keytab, so every accepted key of the ticket's
+                                      * enctype was tried: 1 key (another principal's) decrypted it, 2 none */
     int64_t tkt_start;
     double skew_seconds;             /* authenticator time minus now (+: client ahead) */
     int has_gss_cksum;
@@ -111,6 +117,9 @@ typedef struct fk_result {
     int mutual;
     fk_buf pac;
     int pac_verified;
+    fk_buf pac_client;               /* PAC_CLIENT_INFO, UPN_DNS_INFO, LOGON_INFO of a verified PAC */
+    fk_buf pac_upn;
+    fk_buf pac_logon;
     uint8_t replay_key[16];          /* the replay identity (when rc is NULL the caller checks it) */
     double replay_expiry;
     double first_seen;               /* replay: when the authenticator was first accepted */
@@ -129,8 +138,15 @@ int fk_validate(const fk_validator *v, const uint8_t *tok, size_t toklen, double
                 const uint8_t *cb, size_t cblen, uint8_t *scratch, size_t scratchlen, fk_result *r);
 
 uint32_t fk_princ_hash(const fk_kt_entry *e);
-/* MS-PAC §2.8.1 server signature with the key that decrypted the ticket; copy holds pac.n bytes. */
+/* The PAC's header and buffer table (pac.h) and its MS-PAC §2.8.1 server signature, which must be the
+ * checksum type of the key that decrypted the ticket; copy holds pac.n bytes. FK_V_OK, FK_V_PAC_MALFORMED
+ * (r->what), FK_V_PAC_SIGNATURE_TYPE or FK_V_PAC_INTEGRITY. */
 int fk_verify_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, fk_result *r);
+/* fk_verify_pac, then the PAC bound to its ticket t (issued in realm srealm): PAC_CLIENT_INFO and
+ * UPN_DNS_INFO (pac.h). Records r->pac_client, pac_upn and pac_logon. Adds FK_V_PAC_CLIENT_MISMATCH and
+ * FK_V_PAC_REALM_MISMATCH to fk_verify_pac's verdicts. */
+int fk_check_pac(const fk_kt_entry *key, fk_buf pac, uint8_t *copy, const fk_enc_ticket *t, fk_buf srealm,
+                 fk_result *r);
 
 /* Where the time goes: ns per operation of each stage of one token, each looped `iters` times in C.
  * out[]: FK_STAGE_* order (FK_NSTAGES entries). Returns 0, or the verdict code when the token does not

@@ -55,6 +55,7 @@ cdef extern from "validate.h" nogil:
         int have_tkt, have_auth
         const fk_kt_entry *key
         int key_tried
+        int alias
         int64_t tkt_start
         double skew_seconds
         uint32_t gss_flags
@@ -64,6 +65,9 @@ cdef extern from "validate.h" nogil:
         int mutual
         fk_buf pac
         int pac_verified
+        fk_buf pac_client
+        fk_buf pac_upn
+        fk_buf pac_logon
         uint8_t replay_key[16]
         double replay_expiry
         double first_seen

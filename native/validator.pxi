@@ -157,7 +157,7 @@ cdef class NativeValidator:
                     r.first_seen = first if first is not None else 0.0
                     code = FK_V_REPLAY
             if code != FK_V_OK:
-                return self._on_error(code, _facts(&r, t, self.v.skew))
+                return self._on_error(code, _facts(&r, t, &self.v))
             return _result(&r, t)
         finally:
             # plaintexts and session keys must not linger: wipe what the call wrote

@@ -169,8 +169,15 @@ def test_key_selection_after_rotation(tid: str) -> None:
 
 @pytest.mark.parametrize("tid", ["aes256-spnego", "rc4-kerberos"])
 def test_other_service_principal(tid: str) -> None:
+    """The service key under another name (an AD keytab names the account, the client asks for an SPN of it)
+    is accepted as MIT's acceptor does; another name with another key is not this service."""
     t = TOKENS[tid]
     kt = _keytab(t, principal="HTTP/other.test.domain.com@DOMAIN.COM")
+    res = _validator(t, kt).validate(_token_bytes(t), now=t["validation_time_unix"])
+    assert res.server == "HTTP/other.test.domain.com@DOMAIN.COM"
+    assert res.requested_server == t["service_principal"]
+    wrong = bytes(len(bytes.fromhex(t["service_key_hex"])))
+    kt = _keytab(t, wrong, principal="HTTP/other.test.domain.com@DOMAIN.COM")
     assert _code(t, _validator(t, kt), t["validation_time_unix"]) == "wrong_principal"
 
 

@@ -52,8 +52,12 @@ def _validator(keytab: Path, **kw: Any) -> Validator:
 
 def _fastkrb_code(token: bytes, keytab: Path) -> str:
     """fastkrb's verdict as a string: "ok" or the error code."""
+    return _fastkrb_code_with(token, keytab)
+
+
+def _fastkrb_code_with(token: bytes, keytab: Path, **kw: Any) -> str:
     try:
-        _validator(keytab).validate(token)
+        _validator(keytab, **kw).validate(token)
     except KerberosError as exc:
         return exc.code
     return "ok"
@@ -185,6 +189,36 @@ def test_thousand_group_user_pac(samba_dc: sdc.SambaDC) -> None:
     assert samba_dc.mit_accept(token, samba_dc.keytab("svc-aes256")).accepted
 
 
+@pytest.mark.parametrize("name", [u.name for u in sdc.USERS])
+def test_identity_against_the_directory(samba_dc: sdc.SambaDC, name: str) -> None:
+    """AuthResult.identity (decoded in C) says what the directory says: objectSid, tokenGroups minus BUILTIN
+    (plus the asserted-identity SID), the UPN and whether it is implicit; member_of agrees."""
+    from fastkrb._native import SidSet
+
+    token = samba_dc.token(samba_dc.user_ccache(name), "HTTP/aes256.corp.example")
+    res = _validator(samba_dc.keytab("svc-aes256")).validate(token)
+    ident = res.identity
+    truth = samba_dc.truth(name)
+    dom = samba_dc.domain_sid()
+    assert ident is not None
+    assert ident.user_sid == truth.sid
+    assert ident.primary_group_sid == f"{dom}-513"
+    domain_groups = {s for s in truth.token_groups if not s.startswith(BUILTIN)}
+    assert set(ident.group_sids) - ASSERTED_IDENTITY == domain_groups
+    assert ident.group_count == len(ident.group_sids) == len(res.pac.logon_info.group_ids) + len(
+        res.pac.logon_info.extra_sids)
+    assert ident.logon_name == name and ident.logon_domain == sdc.DOMAIN
+    assert ident.dns_domain is not None and ident.dns_domain.lower() == sdc.DNS_DOMAIN
+    if truth.upn is None:
+        assert ident.upn == f"{name}@{sdc.DNS_DOMAIN}" and ident.upn_implicit
+    else:
+        assert ident.upn == truth.upn and not ident.upn_implicit
+    assert ident.member_of(SidSet(sorted(domain_groups)[:10]))
+    assert ident.member_of(SidSet([truth.sid]))
+    assert not ident.member_of(SidSet(["S-1-5-32-544", "S-1-5-32-545", f"{dom}-512"]))  # BUILTIN; Domain Admins
+    assert ident.to_dict()["group_sids"] == list(ident.group_sids)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Service accounts: enctypes, SPNs, account-name keytabs, kvno
 
@@ -224,18 +258,23 @@ def test_computer_account(samba_dc: sdc.SambaDC, bob_cc: Path, mech: str) -> Non
                                               ("svc-aes256", "HTTP/aes256.corp.example"),
                                               ("svc-rc4", "HTTP/rc4.corp.example"),
                                               ("web1$", "HTTP/web1.corp.example")])
-def test_account_name_keytab_mit_accepts(samba_dc: sdc.SambaDC, bob_cc: Path, account: str, spn: str,
-                                         record_property: Any) -> None:
+def test_account_name_keytab_mit_accepts(samba_dc: sdc.SambaDC, bob_cc: Path, account: str, spn: str) -> None:
     """A keytab exported by account name (svc-multi@CORP.EXAMPLE) holds the keys every SPN of the account is
-    encrypted with. MIT's acceptor (no acceptor name) takes a ticket for any of them; fastkrb's answer today
-    (issue 12 changes it) is recorded, not asserted."""
+    encrypted with. MIT's acceptor (no acceptor name) takes a ticket for any of them, and so does fastkrb (an
+    SPN alias, issue 12): the server is the account whose key decrypted it, the SPN is what was asked for."""
     token = samba_dc.token(bob_cc, spn)
     keytab = samba_dc.keytab(account, "account")
     mit = samba_dc.mit_accept(token, keytab)
     assert mit.accepted, mit.error
     assert mit.initiator == f"bob@{sdc.REALM}"
     assert mit.target == f"{account}@{sdc.REALM}"
-    record_property("fastkrb_today", _fastkrb_code(token, keytab))
+    res = _validator(keytab).validate(token)
+    assert res.client == mit.initiator
+    assert res.server == mit.target
+    assert res.requested_server == f"{spn}@{sdc.REALM}"
+    assert res.pac_verified and res.identity is not None
+    # principals= still decides: the account's keys are not used when only another name is accepted
+    assert _fastkrb_code_with(token, keytab, principals=[f"svc-other@{sdc.REALM}"]) == "wrong_principal"
 
 
 def test_password_change_raises_kvno(samba_dc: sdc.SambaDC) -> None:

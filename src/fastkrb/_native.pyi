@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from typing_extensions import Self, disjoint_base
+from typing_extensions import Self, disjoint_base, final
 
 from fastkrb.krb.pac import Pac
 
@@ -19,6 +19,50 @@ VERDICT_CODES: dict[str, int]
 STAGES: tuple[str, ...]
 # shm.pxi
 SHM_VERSION: int
+
+# -- identity.pxi ---------------------------------------------------------------------------------
+
+@final
+class SidSet:
+    """An immutable set of SIDs, parsed once ("S-1-5-21-...", MS-DTYP §2.4.2.1) for Identity.member_of."""
+
+    def __new__(cls, sids: Iterable[str] = ...) -> Self: ...  # ValueError names a malformed SID
+    def __len__(self) -> int: ...
+    def __contains__(self, sid: object, /) -> bool: ...  # a malformed SID string is not in it
+    def __reduce__(self) -> tuple[Any, ...]: ...
+
+@final
+class Identity:
+    """The client as Active Directory describes it: SIDs, names and domains from the ticket's verified PAC.
+
+    Every string is built when first read; ``member_of`` compares binary SIDs and builds none.
+    """
+
+    # raises TypeError: identities come from AuthResult.identity and Identity.from_pac
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    @property
+    def user_sid(self) -> str: ...
+    @property
+    def primary_group_sid(self) -> str: ...
+    @property
+    def group_sids(self) -> tuple[str, ...]: ...
+    @property
+    def group_count(self) -> int: ...
+    @property
+    def logon_name(self) -> str: ...
+    @property
+    def logon_domain(self) -> str: ...
+    @property
+    def dns_domain(self) -> str | None: ...
+    @property
+    def upn(self) -> str | None: ...
+    @property
+    def upn_implicit(self) -> bool: ...
+    def member_of(self, sids: SidSet) -> bool: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def __reduce__(self) -> tuple[Any, ...]: ...
+    @staticmethod
+    def from_pac(pac: _Buffer) -> Identity | None: ...
 
 # -- result.pxi -----------------------------------------------------------------------------------
 
@@ -32,6 +76,10 @@ class AuthResult:
     def client(self) -> str: ...
     @property
     def server(self) -> str: ...
+    # the clear-text sname the client asked for: unauthenticated (RFC 4120 §5.3), never for policy; it differs
+    # from server when the keytab names the account and the client asked for one of its SPNs
+    @property
+    def requested_server(self) -> str: ...
     @property
     def client_realm(self) -> str: ...
     @property
@@ -90,6 +138,8 @@ class AuthResult:
     def pac_bytes(self) -> bytes | None: ...
     @property
     def pac(self) -> Pac | None: ...
+    @property
+    def identity(self) -> Identity | None: ...
     @property
     def www_authenticate(self) -> str | None: ...
     @property

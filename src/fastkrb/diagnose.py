@@ -14,6 +14,7 @@ from typing import Any
 from fastkrb import errors as E
 from fastkrb.enctypes import label as enctype_name
 from fastkrb.errors import utc_iso as _iso
+from fastkrb.krb.pac import CKSUMTYPE_FOR_ENCTYPE
 
 __all__ = ["explain", "enctype_name"]
 
@@ -40,7 +41,9 @@ def explain(verdict: str, f: dict[str, Any], keys: KeyIndex, permitted: Sequence
             allowed_realms: Sequence[str] | None, rc_started: float) -> E.KerberosError:
     """The typed error for a verdict; ``f`` holds the facts the native core collected."""
     server = f.get("server")
-    d = {k: v for k, v in f.items() if k not in ("what", "offset") or verdict in ("malformed", "pac_malformed")}
+    d = {k: v for k, v in f.items()
+         if k not in ("what", "offset") or verdict in ("malformed", "pac_malformed", "pac_client_mismatch",
+                                                        "pac_realm_mismatch")}
     held = keys.get(server) if isinstance(server, str) else None
     if held:
         # what the keytab holds for the ticket's principal: the first thing an operator compares
@@ -107,13 +110,45 @@ def _close_names(server: str, names: Sequence[str]) -> list[str]:
     return [n for n in names if n.lower() == low or (n.split("/", 1)[0] == svc and n != server)]
 
 
+def _alias_note(c: Case) -> str:
+    """What trying the keytab's keys on an unknown sname (as MIT's acceptor does) found: no key decrypts."""
+    tried = c.facts.get("alias_keys_tried")
+    if tried is None:
+        return ""
+    te, tk = c.facts.get("ticket_enctype"), c.facts.get("ticket_kvno")
+    enc = enctype_name(te)
+    if not tried:
+        have = sorted({e for held in c.keys.values() for _, e in held})
+        return (f" It cannot be an SPN of an account in the keytab either: the keytab has no {enc} key (it has "
+                f"{', '.join(enctype_name(e) for e in have) or 'no keys'}), and the KDC encrypted the ticket with "
+                f"{enc}.")
+    keys = ", ".join(f"{p} kvno {k}" for p, k in tried)
+    note = (f" Tried as an SPN of the keytab's accounts (as MIT's acceptor does), none of its {len(tried)} {enc} "
+            f"key(s) decrypts it ({keys}).")
+    kvnos = sorted({k for _, k in tried})
+    if tk is not None and tk not in kvnos:
+        if tk > kvnos[-1]:
+            note += (f" The ticket's kvno {tk} is newer than all of them: if {c.server} is an SPN of one of these "
+                     "accounts, the keytab is older than the account's current key.")
+        elif tk < kvnos[0]:
+            note += (f" The ticket's kvno {tk} is older than all of them: if {c.server} is an SPN of one of these "
+                     "accounts, the client holds a ticket from before the account's key changed.")
+    return note
+
+
 def _wrong_principal(c: Case) -> E.KerberosError:
     names = sorted(c.keys)
     close = _close_names(c.server or "", names)
     hint = f" Close matches in the keytab: {', '.join(close)}." if close else ""
+    d = c.details | {"keytab_principals": names}
+    if "alias_keys_tried" in c.facts:
+        d["alias_keys_tried"] = [f"{p} kvno {k}" for p, k in c.facts["alias_keys_tried"]]
     return E.WrongPrincipal(
         f"The ticket is for {c.server}, which is not in the keytab (it holds {', '.join(names) or 'nothing'})."
-        f"{hint}", details=c.details | {"keytab_principals": names})
+        f"{_alias_note(c)}{hint}",
+        "Add the service's key to the keytab (for Active Directory: export the account that has this SPN, "
+        "setspn -Q <SPN> names it), or make the client use the right hostname/SPN. If the key is in the keytab "
+        "under the account's name, export it again: the key must be the account's current one.", d)
 
 
 def _not_accepted(c: Case) -> E.KerberosError:
@@ -209,9 +244,48 @@ def _pac_integrity(c: Case) -> E.KerberosError:
 
 
 def _pac_malformed(c: Case) -> E.KerberosError:
+    # MIT (krb5_pac_parse / k5_pac_validate_client) answers EINVAL, ERANGE or ENOENT for these
+    what = c.facts.get("what") or "it cannot be parsed or lacks its signatures"
     return E.MalformedToken(
-        f"The ticket for {c.facts.get('client')} carries a PAC that cannot be parsed or lacks its signatures.",
+        f"The ticket for {c.facts.get('client')} carries a PAC that breaks MS-PAC: {what}.",
         "A genuine KDC does not issue such tickets; treat it as tampering or a KDC bug.", c.details)
+
+
+def _pac_signature_type(c: Case) -> E.KerberosError:
+    # MIT: KRB5KRB_AP_ERR_INAPP_CKSUM / KRB5_BAD_ENCTYPE from krb5_c_verify_checksum
+    te = c.facts.get("ticket_enctype")
+    want = CKSUMTYPE_FOR_ENCTYPE.get(te) if isinstance(te, int) else None
+    got = c.facts.get("pac_signature_type")
+    return E.IntegrityError(
+        f"The PAC in the ticket of {c.facts.get('client')} has a server signature of checksum type {got}, but the "
+        f"service key ({enctype_name(te)}) signs with type {want}: the server signature must be the key's own "
+        "keyed checksum (HMAC-SHA1-96-AES for AES-SHA1 keys, HMAC-SHA2 for 19/20, HMAC-MD5 only for RC4).",
+        "Treat it as tampering: a KDC always signs with the service key's checksum type.",
+        c.details | {"expected_signature_type": want})
+
+
+def _pac_client_mismatch(c: Case) -> E.KerberosError:
+    # MIT: KRB5KRB_AP_WRONG_PRINC from k5_pac_validate_client; Heimdal: EINVAL from verify_logonname
+    client = c.facts.get("client")
+    if c.facts.get("pac_auth_time") is not None and c.facts.get("pac_auth_time") != c.facts.get("auth_time"):
+        fact = (f"its PAC_CLIENT_INFO says the ticket was issued at {_iso(c.facts.get('pac_auth_time'))}, the ticket "
+                f"says {_iso(c.facts.get('auth_time'))}")
+    else:
+        fact = (f"its PAC_CLIENT_INFO names {c.facts.get('pac_client_name')!r}, not the ticket's client (compared "
+                "without the realm, case included, as MIT does)")
+    return E.NameMismatch(
+        f"The PAC in the ticket of {client} belongs to another ticket: {fact}.",
+        "A genuine KDC never issues this (the PAC was moved from another ticket, or the KDC is broken): treat "
+        "it as an attack.", c.details)
+
+
+def _pac_realm_mismatch(c: Case) -> E.KerberosError:
+    # MIT and Heimdal do not read UPN_DNS_INFO; Windows and Samba check the domain against the realm
+    return E.NameMismatch(
+        f"The PAC in the ticket of {c.facts.get('client')} describes a user of domain "
+        f"{c.facts.get('pac_dns_domain')!r} (UPN_DNS_INFO), neither the client's realm "
+        f"{c.facts.get('client_realm')} nor the ticket's realm {c.facts.get('ticket_realm')}.",
+        "A genuine KDC puts the user's own domain there: treat it as an attack or a KDC bug.", c.details)
 
 
 def _name_mismatch(c: Case) -> E.KerberosError:
@@ -317,7 +391,9 @@ _HANDLERS: dict[str, Callable[[Case], E.KerberosError]] = {
     "enctype_not_in_keytab": _enctype_missing, "ticket_integrity": _ticket_integrity,
     "ticket_integrity_no_kvno": _ticket_integrity_no_kvno, "auth_integrity": _auth_integrity,
     "auth_enctype_mismatch": _auth_enctype, "cksum_integrity": _cksum_integrity,
-    "pac_integrity": _pac_integrity, "pac_malformed": _pac_malformed, "name_mismatch": _name_mismatch,
+    "pac_integrity": _pac_integrity, "pac_malformed": _pac_malformed, "pac_signature_type": _pac_signature_type,
+    "pac_client_mismatch": _pac_client_mismatch, "pac_realm_mismatch": _pac_realm_mismatch,
+    "name_mismatch": _name_mismatch,
     "realm": _realm, "transited": _transited, "ticket_invalid": _invalid, "clock_skew": _skew,
     "not_yet_valid": _not_yet, "expired": _expired, "cb_mismatch": _cb_mismatch, "cb_missing": _cb_missing,
     "replay": _replay, "rc_cold": _rc_cold, "rc_full": _rc_full, "rc_unavailable": _rc_unavailable,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastkrb.errors import IntegrityError, KerberosError, MalformedToken
-from fastkrb.keytab import Keytab, KeytabEntry, parse_principal
+from fastkrb.keytab import Keytab, KeytabEntry, parse_principal, unparse_principal
 from fastkrb.krb import asn1, crypto, gss
 from fastkrb.krb.asn1 import (
     ADEntry,
@@ -40,7 +40,7 @@ from fastkrb.krb.asn1 import (
 from fastkrb.krb.gss import ChannelBindings, GssChecksum
 from fastkrb.krb.negotiate import token_bytes
 
-__all__ = ["Minted", "mint", "make_keytab", "ap_options_cbt", "Framing", "ENCTYPE_PREFERENCE"]
+__all__ = ["Minted", "mint", "make_keytab", "ap_options_cbt", "pac_client_name", "Framing", "ENCTYPE_PREFERENCE"]
 
 Framing = Literal["spnego", "krb5", "krb5-ms", "spnego-ms", "raw", "header"]
 
@@ -239,12 +239,21 @@ def _pick_server_key(kt: Keytab | None, server: str, enctype: int | None, kvno: 
     return best.enctype, best.kvno, best.key
 
 
+def pac_client_name(client_comps: tuple[str, ...], cname_type: int = asn1.NT_PRINCIPAL) -> str:
+    """PAC_CLIENT_INFO's Name for a client (MS-PAC §2.7): the principal without its realm, quoted as MIT's
+    unparser does; an NT-ENTERPRISE name ("user@upn.suffix") verbatim, as Active Directory writes it."""
+    if cname_type == asn1.NT_ENTERPRISE and len(client_comps) == 1:
+        return client_comps[0]
+    return unparse_principal(client_comps, "")[:-1]
+
+
 def _default_pac(pac: bool | Mapping[str, Any], client_comps: tuple[str, ...], crealm: str, authtime: int,
-                 ticket_enctype: int, server_key: bytes) -> bytes:
+                 ticket_enctype: int, server_key: bytes, cname_type: int) -> bytes:
     from fastkrb.krb.pac import build_pac
 
     kwargs: dict[str, Any] = {
-        "client_name": "/".join(client_comps), "auth_time": authtime, "server_key": (ticket_enctype, server_key),
+        "client_name": pac_client_name(client_comps, cname_type), "auth_time": authtime,
+        "server_key": (ticket_enctype, server_key),
         "upn": "/".join(client_comps) + "@" + crealm.lower(), "dns_domain": crealm,
     }
     if isinstance(pac, Mapping):
@@ -286,6 +295,7 @@ def mint(
     no_checksum: bool = False,
     cksum: bytes | tuple[int, bytes] | None = None,
     sname_type: int | None = None,
+    cname_type: int | None = None,
     authenticator_client: str | None = None,
     framing: Framing = "spnego",
     rng: random.Random | None = None,
@@ -302,6 +312,9 @@ def mint(
     ``cksum`` replaces the checksum value (bytes: type 0x8003) or the whole checksum (type, bytes).
     ``rng`` (a seeded random.Random) makes keys, confounders and cusec deterministic; fix ``now`` too.
     ``authenticator_client`` names another client in the authenticator than in the ticket (an attack).
+    ``cname_type`` is the client's name type (default NT-PRINCIPAL; 10 for an NT-ENTERPRISE "user@suffix").
+    To mint for an SPN the keytab does not name (an Active Directory alias), pass ``server=`` and the
+    account's ``key=``, ``ticket_enctype=`` and ``kvno=``.
     """
     kt = Keytab.load(keytab) if keytab is not None else None
     if server is None:
@@ -331,13 +344,14 @@ def mint(
     if cusec is None:
         cusec = rng.randrange(1_000_000) if rng is not None else int((now_f % 1) * 1_000_000)
     flag_v = asn1.flags_to_int(flags, asn1.TICKET_FLAGS)
+    c_type = asn1.NT_PRINCIPAL if cname_type is None else int(cname_type)
 
     # --- the ticket (what the KDC makes) ---
     ad: list[ADEntry] = []
     pac_bytes: bytes | None = None
     if pac is not None and pac is not False:
         pac_bytes = bytes(pac) if isinstance(pac, (bytes, bytearray)) else _default_pac(
-            pac, c_comps, c_realm, auth_t, t_enctype, s_key)
+            pac, c_comps, c_realm, auth_t, t_enctype, s_key, c_type)
         win2k = asn1.encode_authorization_data([ADEntry(asn1.AD_WIN2K_PAC, pac_bytes)])
         ad.append(ADEntry(asn1.AD_IF_RELEVANT, win2k))
     ad.extend(_ad_entries(authorization_data))
@@ -346,7 +360,7 @@ def mint(
         caddr = tuple(a if isinstance(a, HostAddress) else HostAddress(int(a[0]), bytes(a[1])) for a in addresses)
     etp = EncTicketPart(
         flags=flag_v, key=EncryptionKey(ses_enctype, ses_key), crealm=c_realm,
-        cname=PrincipalName(asn1.NT_PRINCIPAL, c_comps), authtime=auth_t, endtime=end_t,
+        cname=PrincipalName(c_type, c_comps), authtime=auth_t, endtime=end_t,
         transited=TransitedEncoding(1, transited), starttime=starttime, renew_till=renew_till, caddr=caddr,
         authorization_data=tuple(ad) or None,
     )
@@ -385,7 +399,8 @@ def mint(
         sub = EncryptionKey(int(subkey[0]), bytes(subkey[1]))
     a_comps, a_realm = parse_principal(authenticator_client) if authenticator_client else (c_comps, c_realm)
     auth = Authenticator(
-        crealm=a_realm, cname=PrincipalName(asn1.NT_PRINCIPAL, a_comps), cusec=cusec, ctime=c_time,
+        crealm=a_realm, cname=PrincipalName(c_type if authenticator_client is None else asn1.NT_PRINCIPAL, a_comps),
+        cusec=cusec, ctime=c_time,
         cksum=checksum, subkey=sub, seq_number=seq_number,
         authorization_data=tuple(_ad_entries(authenticator_authorization_data)) or None,
     )

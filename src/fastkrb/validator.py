@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 from fastkrb import _native
 from fastkrb.diagnose import explain
@@ -25,12 +25,19 @@ from fastkrb.replay import AsyncReplayCache, NativeReplayBackend, ReplayCache, o
 log = logging.getLogger("fastkrb")
 _FULL_LOG_INTERVAL = 10.0   # seconds between "replay cache full" warnings of one Validator
 
-__all__ = ["Validator", "AuthResult", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
+__all__ = ["Validator", "AuthResult", "AcceptPolicy", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
 
 
 AuthResult = _native.AuthResult
 _native.set_pac_decoder(Pac)   # AuthResult.pac decodes with the Python PAC reader (krb/, a floor below)
 DEFAULT_MAX_TOKEN = 64 * 1024
+
+
+class AcceptPolicy(Protocol):
+    """What ``Validator(policy=...)`` calls on every accepted token (fastkrb.Policy is one)."""
+
+    def check(self, result: AuthResult) -> None:
+        """Return to accept; raise a KerberosError subclass to refuse."""
 
 
 KeytabLike = Union[str, "os.PathLike[str]", bytes, Keytab]
@@ -53,6 +60,7 @@ class Validator:
         max_token_size: int = DEFAULT_MAX_TOKEN,
         verify_pac: bool = True,
         replay_capacity: int = 1 << 20,
+        policy: AcceptPolicy | None = None,
     ) -> None:
         if clock_skew < 0:
             raise ValueError("clock_skew must be >= 0")
@@ -65,6 +73,9 @@ class Validator:
         self.max_token_size = int(max_token_size)
         self.verify_pac = bool(verify_pac)
         self.principals = None if principals is None else tuple(principals)
+        if policy is not None and not callable(getattr(policy, "check", None)):
+            raise TypeError(f"policy must have a check(result) method, not {type(policy).__name__}")
+        self._policy = policy
         self._allowed_realms_arg = None if allowed_realms is None else tuple(allowed_realms)
         self._replay = self._make_replay(replay_cache, replay_capacity)
         self._load(keytab)
@@ -85,6 +96,11 @@ class Validator:
         if not callable(getattr(spec, "insert", None)):
             raise TypeError(f"replay_cache must be a spec string or a replay cache, not {type(spec).__name__}")
         return spec
+
+    @property
+    def policy(self) -> AcceptPolicy | None:
+        """The policy every accepted token is checked against (None: the keytab decides alone)."""
+        return self._policy
 
     @property
     def replay_cache(self) -> ReplayCache | None:
@@ -148,8 +164,21 @@ class Validator:
         # for avalidate(): every check but the replay insert, which the caller then awaits
         self._areplay = self._replay if hook is not None and isinstance(self._replay, AsyncReplayCache) else None
         self._deferred = _native.NativeValidator(*args, None) if self._areplay is not None else None
-        # the hot path: one attribute lookup, then C
-        self.validate = self._native.validate  # type: ignore[method-assign]
+        # the hot path: one attribute lookup, then C (and, with a policy, one Python call after it)
+        self.validate = self._native.validate if self._policy is None else self._checked(  # type: ignore[method-assign]
+            self._native.validate, self._policy)
+
+    @staticmethod
+    def _checked(native_validate: Any, policy: AcceptPolicy) -> Any:
+        check = policy.check
+
+        def validate(token: str | bytes, now: float | None = None,
+                     channel_bindings: bytes | None = None) -> AuthResult:
+            res: AuthResult = native_validate(token, now, channel_bindings)
+            check(res)
+            return res
+
+        return validate
 
     @staticmethod
     def _acceptor(principals: Sequence[str] | None) -> Any:
@@ -177,7 +206,11 @@ class Validator:
 
     def validate(self, token: str | bytes, now: float | None = None,
                  channel_bindings: bytes | None = None) -> AuthResult:
-        """Validate one token; returns an AuthResult or raises a KerberosError subclass."""
+        """Validate one token; returns an AuthResult or raises a KerberosError subclass.
+
+        With a policy, ``policy.check(result)`` runs on every accepted token before this returns (after the
+        replay cache has recorded it); its KerberosError is the refusal.
+        """
         return self._native.validate(token, now, channel_bindings)  # replaced per instance by _load
 
     async def avalidate(self, token: str | bytes, now: float | None = None,
@@ -185,7 +218,7 @@ class Validator:
         """validate() for event loops: a network replay cache (Redis) is awaited, never blocked on."""
         deferred, areplay = self._deferred, self._areplay
         if deferred is None or areplay is None:
-            return self._native.validate(token, now, channel_bindings)
+            return self.validate(token, now, channel_bindings)  # with the policy, if any
         res = deferred.validate(token, now, channel_bindings)
         t = time.time() if now is None else now
         try:
@@ -198,6 +231,8 @@ class Validator:
             facts = {"now": t, "clock_skew": self.clock_skew, "server": res.server, "client": res.client,
                      "ctime": res.ctime, "first_seen": first, "first_seen_ago": None if first is None else t - first}
             self._on_error(_native.VERDICT_CODES["replay"], facts)
+        if self._policy is not None:
+            self._policy.check(res)
         return res
 
     def profile(self, token: str | bytes, now: float | None = None, iterations: int = 20_000,

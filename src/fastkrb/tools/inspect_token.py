@@ -5,8 +5,10 @@ such, with the user and domain an NTLM message carries), the realm, SPN, kvno, e
 and the authenticator's MAC tag (the replay cache's key: two captures with the same tag are one
 authenticator presented twice). With the keytab: what it holds for the ticket's SPN, the decrypted ticket
 (client, times, flags, addresses, transited realms) and authenticator (time, GSS flags, channel-binding
-hash against the expected one), the PAC, and the verdict a Validator would give at ``now``. Key bytes are
-shown only when asked.
+hash against the expected one), the PAC (its KDC-only signatures marked as such) and the identity it
+carries, and the verdict a Validator would give at ``now``. An SPN the keytab does not name is decrypted,
+as the Validator and MIT's acceptor do, with the keytab's keys of the ticket's enctype. Key bytes are shown
+only when asked.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ _GSS_FLAGS = {1: "deleg", 2: "mutual", 4: "replay", 8: "sequence", 16: "conf", 3
 _MECHS = {asn1.OID_KRB5: "krb5", asn1.OID_MS_KRB5: "krb5 (Microsoft's OID)", asn1.OID_NTLMSSP: "NTLM",
           "1.3.6.1.4.1.311.2.2.30": "NegoEx", asn1.OID_KRB5_USER_TO_USER: "krb5 user-to-user"}
 _MAC_LEN = {17: 12, 18: 12, 19: 16, 20: 24, 23: 16}
+# PAC buffers keyed with the krbtgt key (MS-PAC §2.8.2-2.8.4): present, but only the KDC can verify them
+_KDC_VERIFIABLE = {7: "PRIVSVR_CHECKSUM", 16: "TICKET_CHECKSUM", 19: "FULL_CHECKSUM"}
 _NTLM_NOTE = ("NTLM: the client did not get a Kerberos ticket for this server (unknown SPN, a hostname or "
               "alias with no SPN, no route to its KDC, or no trust) and fell back to NTLM")
 
@@ -175,8 +179,18 @@ def inspect_token(token: str | bytes, keytab: str | os.PathLike[str] | Keytab | 
         res = v.validate(token, now=now, channel_bindings=channel_bindings)
         report["verdict"] = {"accepted": True, "client": res.client, "server": res.server,
                              "mutual": res.mutual, "pac_verified": res.pac_verified}
+        if res.requested_server != res.server:
+            report["verdict"]["requested_server"] = res.requested_server
         if res.pac is not None:
             report["pac"] = res.pac.to_dict()
+            report["pac"]["kdc_verifiable"] = [
+                f"{_KDC_VERIFIABLE[b.type]} (type {b.type}): present, KDC-verifiable (krbtgt key), not checked here"
+                for b in res.pac.buffers if b.type in _KDC_VERIFIABLE]
+            try:
+                ident = res.identity
+                report["identity"] = None if ident is None else ident.to_dict()
+            except KerberosError as exc:
+                report["identity"] = {"error": exc.cause}
         report["ok"] = True
     except KerberosError as exc:
         report["verdict"] = {"accepted": False, **exc.to_dict()}
@@ -206,6 +220,9 @@ def _decrypt(d: dict[str, Any], req: asn1.ApReq, kt: Keytab, show_keys: bool, cb
              skew: float) -> dict[str, Any]:
     server, etype = d["server"], d["ticket_enctype"]
     candidates = [e for e in kt.entries if e.principal == server and e.enctype == etype]
+    if not candidates and not kt.find(server):
+        # an SPN the keytab does not name: its accounts' keys of this enctype (an AD alias), as the Validator does
+        candidates = [e for e in kt.entries if e.enctype == etype]
     candidates.sort(key=lambda e: e.kvno != d["ticket_kvno"])
     if not candidates:
         return {"error": f"the keytab has no key of {server} with {enctype_name(etype)}"}
@@ -218,6 +235,7 @@ def _decrypt(d: dict[str, Any], req: asn1.ApReq, kt: Keytab, show_keys: bool, cb
         start = tkt.starttime if tkt.starttime is not None else tkt.authtime
         out: dict[str, Any] = {
             "decrypted_with_kvno": e.kvno,
+            "decrypted_with_principal": e.principal,
             "client": "/".join(tkt.cname.components) + "@" + tkt.crealm,
             "flags": flags_to_names(tkt.flags),
             "auth_time": _iso(tkt.authtime), "start_time": _iso(tkt.starttime), "end_time": _iso(tkt.endtime),
