@@ -249,15 +249,15 @@ class GroupNames:
         if "\\" in name:
             hit = t.by_full.get(key)
             if not hit:
-                raise GroupNameError(f"no group named {name!r} in the group map{self._where()}")
+                raise GroupNameError(f"no group named '{name}' in the group map{self._where()}")
             return tuple(hit)
         hit = t.by_full.get(key) or t.by_short.get(key)
         if not hit:
-            raise GroupNameError(f"no group named {name!r} in the group map{self._where()}")
+            raise GroupNameError(f"no group named '{name}' in the group map{self._where()}")
         fulls = {t.by_sid[s].casefold() for s in hit}
         if len(fulls) > 1:
             names = ", ".join(sorted({t.by_sid[s] for s in hit}))
-            raise GroupNameError(f"group name {name!r} is ambiguous ({names}): write DOMAIN\\name")
+            raise GroupNameError(f"group name '{name}' is ambiguous ({names}): write DOMAIN\\name")
         return tuple(hit)
 
     def _where(self) -> str:

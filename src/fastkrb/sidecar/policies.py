@@ -90,7 +90,8 @@ class PolicyBook:
             return Policy(rules.get("allowed_users", ()), rules.get("allowed_groups", ()),
                           rules.get("allowed_realms", ()), group_names=self.names, name=name)
         except (TypeError, ValueError, GroupNameError) as exc:
-            raise PolicyError(f"policy {name!r}: {exc}") from None
+            msg = str(exc)
+            raise PolicyError(msg if f"policy {name!r}" in msg else f"policy {name!r}: {msg}") from None
 
     def resolve(self, query: bytes) -> Policy | None:
         """The policy a query asks for (None: no policy); PolicyError for an unknown name or a bad rule."""
