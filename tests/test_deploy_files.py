@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+import identity_double
 from fastkrb.sidecar.config import load_config, parse_args
 from fastkrb.testing import make_keytab, mint
 from sidecar_proc import SRC, Sidecar, parse_response, recv_all
@@ -33,20 +34,35 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SERVICE = "HTTP/api.example.com@EXAMPLE.COM"
 
 
+class _IdentitySidecar(Sidecar):
+    """The daemon with tests/identity_double.py until the native PAC identity lands."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        return identity_double.serve_command(cmd[cmd.index("serve") + 1:])
+
+
 @pytest.fixture(scope="module")
 def live_headers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The headers of a real 200 from the sidecar (lower-cased names)."""
+    """The headers of a real 200 from the sidecar for an AD-like ticket (a PAC), of a 401 and of a 403
+    (lower-cased names)."""
     d = tmp_path_factory.mktemp("deploy")
     kt = make_keytab((SERVICE,), rng=random.Random(2))
     (d / "k.keytab").write_bytes(kt.to_bytes())
-    sc = Sidecar(d, d / "k.keytab", args=("--replay-cache", "memory")).start()
+    sc = _IdentitySidecar(d, d / "k.keytab", args=("--replay-cache", "memory", "--remote-groups", "sid")).start()
     try:
-        tok = mint(kt, client="erin@EXAMPLE.COM", server=SERVICE, now=time.time() + 1).token_bytes
+        groups = [513, *range(2000, 2500)]                              # enough to be cut at 8 KiB
+        pac = {"logon_info": {"domain_sid": "S-1-5-21-7-8-9", "user_rid": 1104, "group_rids": groups}}
+        tok = mint(kt, client="erin@EXAMPLE.COM", server=SERVICE, pac=pac, now=time.time() + 1).token_bytes
         status, headers, _ = sc.http("GET", "/auth/api/x", {"Authorization": "Negotiate " +
                                                               base64.b64encode(tok).decode()})
         assert status == 200
         rej = sc.http("GET", "/auth", {"Authorization": "Negotiate AAAA"})[1]
-        return {**headers, **{f"401:{k}": v for k, v in rej.items()}}
+        tok = mint(kt, client="erin@EXAMPLE.COM", server=SERVICE, now=time.time() + 1).token_bytes
+        status, forbidden, _ = sc.http("GET", "/auth?allowed_users=nobody",
+                                       {"Authorization": "Negotiate " + base64.b64encode(tok).decode()})
+        assert status == 403
+        return {**headers, **{f"401:{k}": v for k, v in rej.items()}, **{f"403:{k}": v for k, v in forbidden.items()}}
     finally:
         assert sc.stop() == 0
 
@@ -102,12 +118,14 @@ def test_envoy_ext_authz(live_headers: dict[str, str]) -> None:
     assert "authorization" in _patterns(svc["authorization_request"]["allowed_headers"])
     resp = svc["authorization_response"]
     upstream = _patterns(resp["allowed_upstream_headers"])
-    assert upstream == {"x-remote-user", "x-remote-principal", "x-remote-realm"}
+    assert upstream == {"x-remote-user", "x-remote-principal", "x-remote-realm", "x-remote-sid", "x-remote-upn",
+                        "x-remote-groups", "x-remote-groups-truncated"}
     assert upstream <= set(live_headers)                       # the sidecar really sends them on 200
     assert _patterns(resp["allowed_client_headers_on_success"]) == {"www-authenticate"}
     assert "www-authenticate" in live_headers
     client = _patterns(resp["allowed_client_headers"])
     assert {f"401:{h}" for h in client} <= set(live_headers)  # ... and these on 401
+    assert live_headers["403:x-auth-error"] == "forbidden" and "403:www-authenticate" not in live_headers
     cluster = next(c for c in doc["static_resources"]["clusters"] if c["name"] == svc["server_uri"]["cluster"])
     (pipe,) = _find(cluster, "pipe")
     assert pipe["path"] == "/run/fastkrb/fastkrb.sock"
