@@ -26,6 +26,7 @@ import re
 import shutil
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import tempfile
@@ -84,10 +85,11 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError("nginx did not start listening")
 
 
-def render(text: str, *, socket_path: str, app_port: int, port: int, www: Path, host: str,
+def render(text: str, *, socket_path: str, app_port: int | str, port: int, www: Path, host: str,
            guard: bool = True) -> str:
     """The shipped file with its ADAPT values replaced (each must be found: the file is what we test)."""
-    subs = {"unix:/run/fastkrb/fastkrb.sock": f"unix:{socket_path}", "127.0.0.1:8080": f"127.0.0.1:{app_port}",
+    app = app_port if isinstance(app_port, str) else f"127.0.0.1:{app_port}"   # a str: "unix:/path"
+    subs = {"unix:/run/fastkrb/fastkrb.sock": f"unix:{socket_path}", "127.0.0.1:8080": app,
             "listen 80;": f"listen 127.0.0.1:{port};", "/srv/www": str(www), "api.example.com": host}
     for old, new in subs.items():
         assert old in text, f"{old!r} no longer in {SHIPPED.name}: update this test"
@@ -130,6 +132,15 @@ class _Backend(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+    def address_string(self) -> str:
+        return str(self.client_address)   # a Unix socket peer has no (host, port)
+
+
+class _UnixBackend(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The backend on a Unix socket: reachable from nginx in another network namespace."""
+
+    daemon_threads = True
 
 
 @dataclass
@@ -224,7 +235,14 @@ def serve(work: Path, keytab: Path, host: str, config: str, *, copies: tuple[tup
     sc = _IdentitySidecar(work, keytab, workers=2, args=("--replay-cache", f"shm:{work / 'replay.shm'}", "--config",
                                                          str(work / "fastkrb.toml"), "--socket-group", nginx_group,
                                                          "--allow-gids", nginx_group, "--allow-uids", "0"))
-    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
+    backend: socketserver.BaseServer
+    if netns is None:
+        backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
+        app: int | str = backend.server_address[1]   # type: ignore[index]
+    else:
+        backend = _UnixBackend(str(work / "app.sock"), _Backend)
+        os.chmod(work / "app.sock", 0o666)
+        app = f"unix:{work / 'app.sock'}"
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     tmp = work / "nginx-tmp"
     tmp.mkdir(exist_ok=True)
@@ -233,8 +251,8 @@ def serve(work: Path, keytab: Path, host: str, config: str, *, copies: tuple[tup
     shipped = SHIPPED.read_text()
     includes = []
     for name, guard in copies:
-        conf = render(shipped, socket_path=sc.socket, app_port=backend.server_address[1], port=ports[name], www=www,
-                      host=host, guard=guard)
+        conf = render(shipped, socket_path=sc.socket, app_port=app, port=ports[name], www=www, host=host,
+                      guard=guard)
         if extra is not None:
             conf = extra(conf)
         if name != copies[0][0]:   # a second copy needs its own upstream names
@@ -486,14 +504,14 @@ def test_internal_redirect_into_a_policy_location_fails_closed(site: Site) -> No
 # -- the same with Active Directory tickets: Samba's AD DC -------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def samba_site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def samba_site(request: pytest.FixtureRequest) -> Iterator[Any]:
     """nginx (inside the DC's network namespace, where its KDC is) + the sidecar with the DC's HTTP keytab,
     the group map of the directory, and the policy readers = members of CORP\\fk-g1 (carol, not bob)."""
     try:
         dc = request.getfixturevalue("samba_dc")
     except pytest.FixtureLookupError:
         pytest.skip("the samba_dc fixture (tests/samba_dc.py) is not in this tree yet")
-    work = tmp_path_factory.mktemp("e2e-samba")
+    work = Path(tempfile.mkdtemp(prefix="fastkrb-e2e-samba-"))   # not under pytest's 0700 tmp: www-data walks it
     spn = dc.services["svc-aes256"].spn                       # HTTP/aes256.corp.example
     host = spn.split("/", 1)[1]
     keytab = work / "http.keytab"
@@ -502,12 +520,16 @@ def samba_site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     write_map(work / "groups.json", {g["objectSid"][0]: f"{dc.domain}\\{g['sAMAccountName'][0]}" for g in groups})
     config = (f'[serve]\ngroup_names = "{work / "groups.json"}"\nremote_groups = "name"\nenctypes = [18, 17, 23]\n'
               '[policies.readers]\nallowed_groups = ["CORP\\\\fk-g1"]\n')
-    with serve(work, keytab, host, config, copies=(("site", True),), netns=dc.netns_argv) as served:
-        port = served.ports["site"]
-        probe = (f"import socket,time\nfor _ in range(200):\n    try:\n        socket.create_connection(('127.0.0.1',"
-                 f" {port}), 0.2).close()\n        break\n    except OSError:\n        time.sleep(0.05)\n")
-        dc.run([sys.executable, "-c", probe], netns=True)
-        yield dc, host, port, served
+    try:
+        with serve(work, keytab, host, config, copies=(("site", True),), netns=dc.netns_argv) as served:
+            port = served.ports["site"]
+            probe = (f"import socket,time\nfor _ in range(200):\n    try:\n        socket.create_connection(("
+                     f"'127.0.0.1', {port}), 0.2).close()\n        break\n    except OSError:\n"
+                     "        time.sleep(0.05)\n")
+            dc.run([sys.executable, "-c", probe], netns=True)
+            yield dc, host, port, served
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _samba_curl(dc: Any, host: str, port: int, user: str, path: str) -> tuple[list[int], dict[str, str], str]:
