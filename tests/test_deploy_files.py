@@ -180,13 +180,34 @@ def test_systemd_units_agree_with_the_config(tmp_path: Path) -> None:
     assert oct(cfg.socket_mode) == oct(int(sock["Socket"]["SocketMode"], 8))
 
 
+def test_groups_sync_timer_runs_a_valid_command() -> None:
+    import argparse
+
+    from fastkrb.tools.groups import add_arguments
+
+    svc = _unit("fastkrb-groups-sync.service")
+    timer = _unit("fastkrb-groups-sync.timer")
+    assert svc["Service"]["Type"] == "oneshot" and svc["Service"]["ReadWritePaths"] == "/etc/fastkrb"
+    argv = shlex.split(svc["Service"]["ExecStart"])
+    assert argv[1:3] == ["groups", "sync"]
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    a = p.parse_args(argv[3:])
+    assert a.ldap_url.startswith("ldaps://") and a.out == "/etc/fastkrb/groups.json"   # where fastkrb.toml reads it
+    assert a.bind_dn == "CN=fastkrb-sync,OU=Service Accounts,DC=corp,DC=example" and a.password_file
+    cfg = load_config(parse_args(["--config", str(DEPLOY / "fastkrb.toml")]), env={})
+    assert cfg.group_names == a.out
+    assert timer["Timer"]["OnUnitActiveSec"] and timer["Install"]["WantedBy"] == "timers.target"
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    for name in ("fastkrb.service", "fastkrb.socket"):
+    names = ("fastkrb.service", "fastkrb.socket", "fastkrb-groups-sync.service", "fastkrb-groups-sync.timer")
+    for name in names:
         text = (DEPLOY / "systemd" / name).read_text().replace("/usr/bin/fastkrb", sys.executable + " -m fastkrb")
         (tmp_path / name).write_text(text)
-    out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "fastkrb.service"),
-                          str(tmp_path / "fastkrb.socket")], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(["systemd-analyze", "verify", "--man=no", *(str(tmp_path / n) for n in names)],
+                         capture_output=True, text=True, timeout=60)
     problems = [line for line in (out.stdout + out.stderr).splitlines()
                 if "fastkrb" in line and "Unknown user" not in line and "Failed to" not in line]
     assert not problems, out.stdout + out.stderr
