@@ -62,3 +62,10 @@ test-asan: $(STAMP)
 
 clean:
 	rm -rf build native/_native.c src/fastkrb/*.so .pytest_cache .mypy_cache .ruff_cache
+
+# Every figure README.md and docs/performance.md quote, measured again and kept with the machine it ran on:
+# benches/results/<UTC date>-<commit>/ (benches/record.py; --summary DIR prints the README's figures).
+.PHONY: bench-record
+bench-record: system-deps build
+	$(PIP) install -q gssapi k5test
+	$(VPY) benches/record.py

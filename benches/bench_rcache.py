@@ -8,7 +8,8 @@ Run: ``PYTHONPATH=src python -m pytest benches/bench_rcache.py --benchmark-enabl
   ns per insert (min and median over rounds). This is the cost the validator pays per token.
 - ``test_redis_*``: one check through the Python API on loopback, unbatched and pipelined by 64.
 - ``test_validate_shm_vs_memory``: full ``Validator.validate()`` on distinct real tokens with each cache
-  (pre-filled with 10^5 live entries), rounds interleaved; the shm/memory ratio must stay within 1.10.
+  (pre-filled with 10^5 live entries), rounds interleaved; the row is one round (both caches), extra_info
+  the shm/memory ratio (the target is 1.10; reported, not asserted).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def test_c_insert(benchmark: Any, tmp_path: Path, kind: str, live: int) -> None:
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from redis_server import RedisServer, redis_server_binary
+    from support.redis_server import RedisServer, redis_server_binary
 
     if redis_server_binary() is None:
         pytest.skip("redis-server not installed")
@@ -123,23 +124,35 @@ def _prefilled(cache: Any, n: int = 100_000) -> Any:
 
 
 def test_validate_shm_vs_memory(benchmark: Any, tmp_path: Path, tokens: tuple[Any, list[bytes]]) -> None:
+    """One round validates the 1500 tokens once with each cache, the two in turn (the order alternates by
+    round, so drift cancels); the caches are built and pre-filled in the untimed setup. The row is that round
+    (3000 validations); extra_info has each cache's ns per validate() (median over rounds) and their ratio."""
     kt, toks = tokens
     per: dict[str, list[float]] = {"memory": [], "shm": []}
-    for r in range(8):
+    rounds = itertools.count()
+
+    def setup() -> tuple[tuple[list[tuple[str, Validator]]], dict[str, Any]]:
+        r = next(rounds)
+        pair = []
         for kind in ("memory", "shm") if r % 2 else ("shm", "memory"):
             cache = (MemoryReplayCache(1 << 20) if kind == "memory"
                      else ShmReplayCache(str(tmp_path / f"v{r}"), 1 << 20, 300.0, False))
-            v = Validator(kt, replay_cache=_prefilled(cache), cold_start=False)
+            pair.append((kind, Validator(kt, replay_cache=_prefilled(cache), cold_start=False)))
+        return (pair,), {}
+
+    def one_round(pair: list[tuple[str, Validator]]) -> None:
+        for kind, v in pair:
             validate = v.validate
             t0 = time.perf_counter_ns()
             for t in toks:
                 validate(t, now=NOW)
             per[kind].append((time.perf_counter_ns() - t0) / len(toks))
             assert (v.replay_stats() or {})["inserts"] == 100_000 + len(toks)
+
+    benchmark.pedantic(one_round, setup=setup, rounds=8, iterations=1)
     mem, shm = statistics.median(per["memory"]), statistics.median(per["shm"])
     benchmark.extra_info.update({"validate_memory_ns": round(mem), "validate_shm_ns": round(shm),
-                                 "ratio": round(shm / mem, 3)})
+                                 "ratio": round(shm / mem, 3), "rounds": len(per["shm"])})
     print(f"\nvalidate(): memory {mem:.0f} ns, shm {shm:.0f} ns, ratio {shm / mem:.3f}")
-    benchmark.pedantic(lambda: None, rounds=1)
     # The issue's target is a ratio <= 1.10; it is reported (extra_info, stdout), never asserted: a timing
     # assertion would fail on a busy machine without telling anything about the code.

@@ -1,4 +1,4 @@
-"""Sidecar throughput and latency: ``fastkrb serve`` driven by benches/loadgen.py in separate processes.
+"""Sidecar throughput and latency: ``fastkrb serve`` driven by fastkrb.capacity.loadgen in separate processes.
 
     python benches/bench_sidecar.py [--seconds 5] [--only wire,http,...] [--json out.json]
 

@@ -13,13 +13,9 @@ stage breakdown of one validation, timed in C by fastkrb._native.profile_stages.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
-import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# the bench lab; importing it also puts tests/ (kdc.py) and src/ on sys.path
+# the bench lab; importing it also puts tests/ (support/) and src/ on sys.path
 import conftest as labmod
 from conftest import BenchLab, MitAcceptor, TokenSet, check_token_set, fastkrb_validator, no_gc
 from fastkrb import _native
+from fastkrb.capacity.host import command_output, host_facts
 
 
 @dataclass
@@ -105,34 +102,9 @@ def stage_breakdown(ts: TokenSet, reps: int, iters: int) -> dict[str, dict[str, 
             for k in rows[0]}
 
 
-def _cmd(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def environment() -> dict[str, Any]:
-    cpu = ""
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu, "cpus": os.cpu_count(), "loadavg": os.getloadavg(), "platform": platform.platform(),
-        "python": sys.version.split()[0], "python_ssl": ssl.OPENSSL_VERSION,
-        "openssl": _cmd(["openssl", "version"]), "mit_krb5": _cmd(["krb5-config", "--version"]),
-        "python_gssapi": _version("gssapi"), "pytest_benchmark": _version("pytest-benchmark"),
-        "git": _cmd(["git", "-C", str(labmod.REPO), "rev-parse", "--short", "HEAD"]),
-    }
+    return {**host_facts(("gssapi", "pytest-benchmark")),
+            "git": command_output(["git", "-C", str(labmod.REPO), "rev-parse", "--short", "HEAD"])}
 
 
 def _fmt_rate(us: float) -> str:

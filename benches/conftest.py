@@ -29,10 +29,11 @@ for _p in (REPO / "tests", REPO / "src"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-import kdc  # noqa: E402  (tests/kdc.py: the real-KDC fixtures, independent of fastkrb)
 from fastkrb import Keytab, Validator, _native  # noqa: E402
 from fastkrb.capacity.mit import MitAcceptor  # noqa: E402
 from fastkrb.testing import make_keytab, mint  # noqa: E402
+from support import apreq, mit  # noqa: E402  (tests/support: the real-KDC fixtures, independent of fastkrb)
+from support.realm import KdcError  # noqa: E402
 
 N_TOKENS = int(os.environ.get("FASTKRB_BENCH_TOKENS", "3000"))
 N_VARIANT = int(os.environ.get("FASTKRB_BENCH_VARIANT_TOKENS", "1000"))
@@ -146,7 +147,7 @@ class BenchLab:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = Path(workdir)
-        self.realm: kdc.MitRealm | None = None
+        self.realm: mit.MitRealm | None = None
         self.services: dict[int, str] = {}
         self.keytabs: dict[int, Path] = {}
         self._cache: dict[tuple[Any, ...], TokenSet] = {}
@@ -158,10 +159,10 @@ class BenchLab:
         """Realm with one service per enctype (aes256-sha1 alone for the headline), keytabs exported,
         alice kinit'ed and every service ticket fetched, so token generation never waits for the KDC."""
         t = time.perf_counter()
-        missing = kdc.mit_missing()
+        missing = mit.mit_missing()
         if missing:
-            raise kdc.KdcError(f"MIT krb5 programs missing: {', '.join(missing)} (run tests/install_kdc_deps.sh)")
-        realm = kdc.MitRealm(name=REALM, workdir=self.workdir / "realm", domain=DOMAIN).start()
+            raise KdcError(f"MIT krb5 programs missing: {', '.join(missing)} (run tests/install_kdc_deps.sh)")
+        realm = mit.MitRealm(name=REALM, workdir=self.workdir / "realm", domain=DOMAIN).start()
         self.realm = realm
         try:
             for e in (18, 17, 19, 20):
@@ -173,7 +174,7 @@ class BenchLab:
                 realm.fetch_ticket(cc, p)
                 got = realm.ticket_enctype(cc, p)
                 if got != e:
-                    raise kdc.KdcError(f"ticket for {p} has enctype {got}, wanted {e}")
+                    raise KdcError(f"ticket for {p} has enctype {got}, wanted {e}")
         except BaseException:
             realm.stop()
             raise
@@ -230,7 +231,7 @@ class BenchLab:
         gen = time.perf_counter() - t
         if len(set(tokens)) != len(tokens):
             raise RuntimeError("MIT's initiator produced a duplicate token")
-        view = kdc.parse_ap_req(tokens[0])
+        view = apreq.parse_ap_req(tokens[0])
         label = f"{ENCTYPE_LABELS[enctype]} {mech}{' mutual' if mutual else ''}"
         ts = TokenSet(label, tokens, self.keytabs[enctype], principal, enctype, mech, mutual,
                       "MIT 1.20 initiator (python-gssapi)", view.ticket_cipher[1] - view.ticket_cipher[0],
@@ -259,7 +260,7 @@ class BenchLab:
         if len(set(tokens)) != len(tokens):
             raise RuntimeError("minted duplicate tokens")
         assert first.pac is not None
-        view = kdc.parse_ap_req(tokens[0])
+        view = apreq.parse_ap_req(tokens[0])
         ts = TokenSet(f"PAC {pac_kib:g} KiB", tokens, path, principal, 18, "krb5", False,
                       "fastkrb.testing.mint (AD-like signed PAC)", view.ticket_cipher[1] - view.ticket_cipher[0],
                       len(first.pac), gen)
@@ -335,7 +336,7 @@ if pytest is not None:
     @pytest.fixture(scope="session")
     def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchLab]:
         """The MIT realm BENCH.TEST (svc17..svc20, one enctype each) and the token lists built from it."""
-        missing = kdc.mit_missing()
+        missing = mit.mit_missing()
         if missing:
             pytest.skip(f"MIT krb5 programs not installed ({', '.join(missing)}): run tests/install_kdc_deps.sh")
         b = BenchLab(tmp_path_factory.mktemp("bench-lab")).start()

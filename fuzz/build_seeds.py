@@ -2,7 +2,7 @@
 
     PYTHONPATH=src:tests:fuzz python fuzz/build_seeds.py [--out fuzz/seeds] [--no-mit]
 
-An MIT realm FUZZ.TEST (tests/kdc.py MitRealm, on loopback) gets the services of fuzz/fuzzkeys.py with
+An MIT realm FUZZ.TEST (tests/support/mit.py MitRealm, on loopback) gets the services of fuzz/fuzzkeys.py with
 their password; its exported keytab must equal fuzzkeys' table, so MIT's tokens validate against the
 fixed keytab the C targets embed. Every token seed is checked to validate (fastkrb.Validator) at the
 `now` written in front of it, so the fuzzers start from inputs that reach every check.
@@ -220,12 +220,12 @@ def checks_behind_the_mac(seeds: Seeds, kt: Keytab, svc: str, rng: random.Random
 def mit(seeds: Seeds, workdir: Path) -> int:
     """Tokens from MIT's initiator and KDC for the fuzz services; returns how many."""
     sys.path.insert(0, str(ROOT / "tests"))
-    import kdc
+    from support import krb5conf, mit
 
-    if kdc.mit_missing():
-        print(f"MIT KDC programs missing ({kdc.mit_missing()}): MIT seeds skipped", file=sys.stderr)
+    if mit.mit_missing():
+        print(f"MIT KDC programs missing ({mit.mit_missing()}): MIT seeds skipped", file=sys.stderr)
         return 0
-    realm = kdc.MitRealm(name=fuzzkeys.REALM, workdir=workdir, domain="fuzz.test").start()
+    realm = mit.MitRealm(name=fuzzkeys.REALM, workdir=workdir, domain="fuzz.test").start()
     n = 0
     try:
         by_princ: dict[str, list[int]] = {}
@@ -233,8 +233,8 @@ def mit(seeds: Seeds, workdir: Path) -> int:
             if source == "pw":
                 by_princ.setdefault(princ, []).append(enctype)
         for princ, ets in by_princ.items():
-            mit_ets = [e for e in ets if e in kdc.ENCTYPES]
-            ks = ",".join(f"{kdc.ENCTYPES[e]}:normal" for e in mit_ets)
+            mit_ets = [e for e in ets if e in krb5conf.ENCTYPES]
+            ks = ",".join(f"{krb5conf.ENCTYPES[e]}:normal" for e in mit_ets)
             realm.kadmin(f"addprinc -pw {fuzzkeys.PASSWORD} -e {ks} {princ}")
             exported = Keytab.load(realm.export(realm.keytab(princ.split("/")[1].split(".")[0]), princ))
             for e in exported.entries:

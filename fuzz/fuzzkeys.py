@@ -2,7 +2,7 @@
 
 Keys come from a password (RFC 3962 / RFC 8009 / RFC 4757 string-to-key with the default salt), so a
 real MIT KDC given the same password issues tickets these keys decrypt: the seed builder starts one
-(tests/kdc.py MitRealm), exports its keytab and checks it equals this table byte for byte.
+(tests/support/mit.py MitRealm), exports its keytab and checks it equals this table byte for byte.
 
     python fuzz/fuzzkeys.py > fuzz/keys.h     # regenerate the header (deterministic)
 """

@@ -76,6 +76,15 @@ def b64encode(bytes data):
     return _b64(data)
 
 
+cdef object _pac_decoder = None
+
+
+def set_pac_decoder(decoder):
+    """Register the callable that AuthResult.pac applies to the raw PAC (fastkrb.krb.pac.Pac)."""
+    global _pac_decoder
+    _pac_decoder = decoder
+
+
 @cython.auto_pickle(True)
 cdef class AuthResult:
     """A validated AP-REQ: who the client is, for which service, and what to answer."""
@@ -126,10 +135,14 @@ cdef class AuthResult:
 
     @property
     def pac(self):
-        """The decoded PAC (fastkrb.krb.pac.Pac), parsed on first access; None when the ticket has none."""
+        """The decoded PAC (fastkrb.krb.pac.Pac), parsed on first access; None when the ticket has none.
+
+        The decoder is registered from above (set_pac_decoder, by fastkrb.validator) so that the native
+        core never imports the Python layers built on it."""
         if self._pac is None and self._pac_bytes is not None:
-            from fastkrb.krb.pac import Pac
-            self._pac = Pac(self._pac_bytes)
+            if _pac_decoder is None:
+                raise RuntimeError("no PAC decoder registered: import fastkrb.validator")
+            self._pac = _pac_decoder(self._pac_bytes)
         return self._pac
 
     @property

@@ -1,8 +1,10 @@
-"""Session fixtures for the real-KDC tests: each realm is built once per session by tests/kdc.py.
+"""Session fixtures for the real-KDC tests: each realm is built once per session by tests/support.
 
-Tests that use ``mit_lab``/``cross_lab`` are marked ``kdc``, those that use ``heimdal_lab`` also ``heimdal``
-(so ``-m "not kdc"`` runs the rest). They skip only when the KDC programs are absent, and say how to get
-them (tests/install_kdc_deps.sh, which ``make test`` runs).
+``mit_lab``, ``heimdal_lab`` (one per KDC kind of support/kinds.py) and ``cross_lab`` are the labs; ``realm``
+is the lab of each KDC kind in turn, for the tests that must hold whatever KDC issued the ticket. Tests that
+use a lab are marked ``kdc``, those that use Heimdal's also ``heimdal`` (so ``-m "not kdc"`` runs the
+rest). They skip only when the KDC programs are absent, and say how to get them (tests/install_kdc_deps.sh,
+which ``make test`` runs).
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ from typing import Any
 
 import pytest
 
-_KDC_FIXTURES = {"mit_lab", "cross_lab", "heimdal_lab", "get_token", "mit_accept"}
-_HEIMDAL_FIXTURES = {"heimdal_lab"}
-_INSTALL_HINT = "run tests/install_kdc_deps.sh (make test does)"
+from support.crossrealm import build_cross_lab
+from support.kinds import INSTALL_HINT, KINDS, KdcKind, mit_unavailable
+from support.realm import Lab, faketime_lib
+
+_KDC_FIXTURES = {"realm", "cross_lab", "get_token", "mit_accept", *(f"{k}_lab" for k in KINDS)}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "produces(code, ...): the error codes a test_inspect case must produce")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -24,56 +32,51 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         names = set(getattr(item, "fixturenames", ()))
         if names & _KDC_FIXTURES:
             item.add_marker(pytest.mark.kdc)
-        if names & _HEIMDAL_FIXTURES:
-            item.add_marker(pytest.mark.heimdal)
+        for kind in KINDS.values():
+            if kind.marker and f"{kind.name}_lab" in names:
+                item.add_marker(kind.marker)
 
 
-def _require_mit() -> None:
-    import kdc
-
-    missing = kdc.mit_missing()
-    if missing:
-        pytest.skip(f"MIT krb5 KDC programs not installed ({', '.join(missing)}): {_INSTALL_HINT}")
-
-
-def _build(builder: Callable[[Path], Any], path: Path) -> Any:
+def _build(why: str | None, builder: Callable[[Path], Lab], path: Path) -> Lab:
+    if why is not None:
+        pytest.skip(why)
     start = time.monotonic()
     lab = builder(path)
     lab.extra["build_seconds"] = time.monotonic() - start
     return lab
 
 
-@pytest.fixture(scope="session")
-def mit_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The MIT realm FASTKRB.TEST with the services, keytab variants and ccaches of kdc.build_mit_lab."""
-    _require_mit()
-    import kdc
-
-    lab = _build(kdc.build_mit_lab, tmp_path_factory.mktemp("mit-realm"))
+def _kind_lab(kind: KdcKind, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = _build(kind.missing(), kind.build, tmp_path_factory.mktemp(f"{kind.name}-realm"))
     yield lab
     lab.stop()
 
 
 @pytest.fixture(scope="session")
-def cross_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def mit_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The MIT realm FASTKRB.TEST with the services, keytab variants and ccaches of support.realm.populate."""
+    yield from _kind_lab(KINDS["mit"], tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def heimdal_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """HEIMDAL.TEST served by Heimdal's kdc (unpacked in build/heimdal), populated like the MIT lab."""
+    yield from _kind_lab(KINDS["heimdal"], tmp_path_factory)
+
+
+@pytest.fixture(params=[pytest.param(k.name, marks=[getattr(pytest.mark, k.marker)] if k.marker else [])
+                        for k in KINDS.values()])
+def realm(request: pytest.FixtureRequest) -> Lab:
+    """The lab of each KDC kind in turn (``test_x[mit]``, ``test_x[heimdal]``): the same services, keytabs and
+    ccaches whatever KDC issued the tickets; ``realm.kind`` and ``realm.issues_pac`` say which it is."""
+    lab: Lab = request.getfixturevalue(f"{request.param}_lab")
+    return lab
+
+
+@pytest.fixture(scope="session")
+def cross_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """ALPHA.TEST (alice) and BETA.TEST (HTTP/api.beta.test) joined by krbtgt/BETA.TEST@ALPHA.TEST."""
-    _require_mit()
-    import kdc
-
-    lab = _build(kdc.build_cross_lab, tmp_path_factory.mktemp("cross-realm"))
-    yield lab
-    lab.stop()
-
-
-@pytest.fixture(scope="session")
-def heimdal_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """HEIMDAL.TEST served by Heimdal's kdc (unpacked in build/heimdal); MIT's client makes the AP-REQs."""
-    _require_mit()
-    import kdc
-
-    if kdc.heimdal_dir() is None:
-        pytest.skip(f"Heimdal KDC not unpacked in build/heimdal (or $FASTKRB_HEIMDAL_DIR): {_INSTALL_HINT}")
-    lab = _build(kdc.build_heimdal_lab, tmp_path_factory.mktemp("heimdal-realm"))
+    lab = _build(mit_unavailable(), build_cross_lab, tmp_path_factory.mktemp("cross-realm"))
     yield lab
     lab.stop()
 
@@ -81,11 +84,9 @@ def heimdal_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def faketime() -> str:
     """libfaketime, for MIT's verdict at a moved clock (the acceptor has no `now` parameter)."""
-    import kdc
-
-    lib = kdc.faketime_lib()
+    lib = faketime_lib()
     if lib is None:
-        pytest.skip(f"libfaketime not installed: {_INSTALL_HINT}")
+        pytest.skip(f"libfaketime not installed: {INSTALL_HINT}")
     return lib
 
 

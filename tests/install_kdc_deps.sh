@@ -2,7 +2,7 @@
 # Installs what the real-KDC tests need, idempotently (safe to run on every `make test`):
 #   * MIT krb5 (KDC, kadmin.local, kinit/kvno/ktutil, the GSSAPI library python-gssapi links to) via apt;
 #   * Heimdal's KDC and clients, which conflict with MIT's packages, unpacked with `apt-get download` +
-#     `dpkg -x` into build/heimdal/ (gitignored) and run from there with LD_LIBRARY_PATH (see tests/kdc.py).
+#     `dpkg -x` into build/heimdal/ (gitignored) and run from there with LD_LIBRARY_PATH (see tests/support/heimdal.py).
 # Override the target with FASTKRB_HEIMDAL_DIR. Needs root (or sudo) only when MIT packages are missing.
 set -euo pipefail
 

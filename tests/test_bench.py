@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import matplotlib  # noqa: F401  (the --report figures: a missing matplotlib must fail, not skip)
 
 
 def test_bench_embedded_json_and_report(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     out = subprocess.run(
         [sys.executable, "-m", "fastkrb", "bench", "--seconds", "0.3", "--replay", "memory", "--target-rps",
          "100000", "--workers", "1", "--json", "--report", str(tmp_path / "rep")],
@@ -23,7 +22,8 @@ def test_bench_embedded_json_and_report(tmp_path: Path) -> None:
     fk = next(s for s in data["scenarios"] if s["name"] == "in-process, replay=memory")
     assert fk["requests"] > 0 and fk["errors"] == 0 and fk["rate"] > 0
     assert 0 < fk["p50_us"] <= fk["p99_us"]
-    assert data["sizing"]["cores"] >= 1 and data["sizing"]["per_core_rps"] == round(fk["rate"])
+    # the JSON's rate is rounded to 0.1, the sizing's from the unrounded rate
+    assert data["sizing"]["cores"] >= 1 and abs(data["sizing"]["per_core_rps"] - fk["rate"]) <= 1
     assert set(data["stages_ns"]) >= {"framing", "ticket_decrypt", "replay_insert", "full_validate"}
     if any(s["impl"] == "mit" for s in data["scenarios"]):
         mit = next(s for s in data["scenarios"] if s["impl"] == "mit")

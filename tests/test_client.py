@@ -16,7 +16,7 @@ import pytest
 from fastkrb import ChannelBindingsMismatch, KerberosError, MalformedToken, Replay, Validator
 from fastkrb.client import AsyncClient, Client, RemoteAuthResult, SidecarUnavailable
 from fastkrb.testing import Minted, mint
-from sidecar_proc import SRC, Sidecar, service_keytab
+from support.sidecar import SRC, Sidecar, service_keytab
 
 CLIENT = "dave@EXAMPLE.TEST"
 SERVICE = "HTTP/client.example.test@EXAMPLE.TEST"

@@ -1,4 +1,4 @@
-"""Differential tests: the native crypto against the independent reference in tests/refcrypto.py.
+"""Differential tests: the native crypto against the independent reference in tests/support/refcrypto.py.
 
 Random keys, usages and lengths 0..300; encryption with a fixed confounder must match byte for byte,
 and each side must decrypt what the other made.
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import refcrypto as ref  # tests/ is on sys.path under pytest's default import mode
 from fastkrb import _native
 from fastkrb.errors import IntegrityError
 from fastkrb.krb import crypto
+from support import refcrypto as ref
 
 ENCTYPES = (17, 18, 19, 20, 23)
 AES = (17, 18, 19, 20)

@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import identity_double
 from fastkrb.sidecar.config import load_config, parse_args
 from fastkrb.testing import make_keytab, mint
-from sidecar_proc import SRC, Sidecar, parse_response, recv_all
-
-yaml = pytest.importorskip("yaml")
+from support.sidecar import SRC, Sidecar, parse_response, recv_all
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SERVICE = "HTTP/api.example.com@EXAMPLE.COM"

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-import kdc
 from fastkrb import KerberosError, Keytab, Validator
 from fastkrb.tools.dev import MARKER, dev_header, dev_init
 from fastkrb.tools.doctor import DoctorConfig, run_doctor
 from fastkrb.web.wsgi import NegotiateMiddleware
-from middleware_clients import wsgiref_server
+from support.http_clients import wsgiref_server
+from support.mit import mit_missing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,8 +114,8 @@ def test_doctor_flags_a_dev_keytab(tmp_path: Path) -> None:
 
 
 def test_dev_realm_kinit_curl_and_clean_stop(tmp_path: Path) -> None:
-    if kdc.mit_missing():
-        pytest.skip(f"MIT KDC programs missing: {kdc.mit_missing()}")
+    if mit_missing():
+        pytest.skip(f"MIT KDC programs missing: {mit_missing()}")
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     proc = subprocess.Popen([sys.executable, "-m", "fastkrb", "dev", "realm", "--json"], stdout=subprocess.PIPE,

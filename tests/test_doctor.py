@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 
-import kdc
 from fastkrb.tools.doctor import DoctorConfig, Report, read_krb5_conf, run_doctor
 from fastkrb.tools.kdcclient import KdcAddress, parse_kdc
+from support.keytabfile import keytab_kvnos, read_keytab
+from support.krb5conf import ENCTYPES
+from support.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +78,7 @@ def test_healthy_keytab_and_full_round_trip(mit_lab: Any) -> None:
     assert by["kdc.reach.tcp"]["evidence"]["port"] == mit_lab.realm.port
     assert abs(by["clock.offset"]["evidence"]["offset_seconds"]) < 2
     # the ticket the KDC issues for the service is the one alice would get
-    want = kdc.ENCTYPES[mit_lab.ticket_enctypes["multi"]]
+    want = ENCTYPES[mit_lab.ticket_enctypes["multi"]]
     assert want in by["roundtrip.user"]["evidence"]["ticket_enctype"]
     assert by["roundtrip.user"]["evidence"]["client"] == mit_lab.realm.user
     assert mit_lab.realm.password not in out.stdout
@@ -86,7 +88,7 @@ def test_text_output_names_each_check(mit_lab: Any) -> None:
     out = cli(mit_lab, "--keytab", str(mit_lab.keytabs["svc18"]))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "kdc.key" in out.stdout and "0 error(s)" in out.stdout
-    assert all(e.key.hex() not in out.stdout for e in kdc.read_keytab(mit_lab.keytabs["svc18"]))
+    assert all(e.key.hex() not in out.stdout for e in read_keytab(mit_lab.keytabs["svc18"]))
 
 
 # --- stale keytab, wrong key, missing enctype -------------------------------------------------------------------
@@ -99,7 +101,7 @@ def test_stale_keytab_after_rotation(mit_lab: Any, keytab: str) -> None:
     assert not rep.ok
     key = only(rep, "kdc.key")
     assert key.status == "error" and "stale" in key.summary
-    newest = max(kdc.keytab_kvnos(mit_lab.keytabs[keytab]))
+    newest = max(keytab_kvnos(mit_lab.keytabs[keytab]))
     assert key.evidence["keytab_kvno"] == newest
     assert all("does not match" in v for v in key.evidence["keys"].values())
     assert "Export the keytab again" in key.fix
@@ -107,7 +109,7 @@ def test_stale_keytab_after_rotation(mit_lab: Any, keytab: str) -> None:
     user = only(rep, "roundtrip.user")
     assert user.status == "error" and user.evidence["code"] == "key_version_mismatch"
     assert user.evidence["ticket_kvno"] == 3 and user.evidence["details"]["keytab_kvnos"] == \
-        kdc.keytab_kvnos(mit_lab.keytabs[keytab])
+        keytab_kvnos(mit_lab.keytabs[keytab])
 
 
 def test_current_keytab_after_rotation_is_ok(mit_lab: Any) -> None:
@@ -134,13 +136,13 @@ def test_missing_enctype_is_named_and_proven(mit_lab: Any) -> None:
     rep = doctor(mit_lab, mit_lab.keytabs["multi_missing"], svc)
     assert not rep.ok
     missing = only(rep, "kdc.enctypes.missing")
-    assert f"{kdc.ENCTYPES[et]}({et})" in missing.evidence["missing"]
+    assert f"{ENCTYPES[et]}({et})" in missing.evidence["missing"]
     # the other keys are current ...
     assert only(rep, "kdc.key").status == "ok"
     # ... but the KDC's ticket for the service uses the one the keytab lacks
     rt = only(rep, "roundtrip.self")
     assert rt.status == "error" and rt.evidence["code"] == "enctype_not_in_keytab"
-    assert rt.evidence["ticket_enctype"] == f"{kdc.ENCTYPES[et]}({et})"
+    assert rt.evidence["ticket_enctype"] == f"{ENCTYPES[et]}({et})"
 
 
 def test_spn_missing_from_keytab_and_kdc(mit_lab: Any) -> None:
@@ -190,7 +192,7 @@ def test_unreadable_keytab_path(mit_lab: Any, tmp_path: Path) -> None:
 
 
 def test_closed_port_is_named(mit_lab: Any) -> None:
-    port = kdc.free_port()
+    port = free_port()
     out = cli(mit_lab, "--keytab", private(mit_lab.keytabs["svc18"]), "--kdc", f"127.0.0.1:{port}", "--json",
               "--timeout", "1")
     assert out.returncode == 1

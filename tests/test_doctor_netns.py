@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-import kdc
+from support.mit import MitRealm, mit_missing
+from support.procs import stop
+from support.realm import which
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,7 +86,7 @@ def segment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Segment]:
     why = _netns_usable()
     if why:
         pytest.skip(why)
-    missing = kdc.mit_missing()
+    missing = mit_missing()
     if missing:
         pytest.skip(f"MIT KDC programs missing: {missing}")
     n = os.getpid() % 200 + 20
@@ -93,7 +95,7 @@ def segment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Segment]:
     kdc_ip, cli_ip = f"10.200.{n}.1", f"10.200.{n}.2"
     work = tmp_path_factory.mktemp("netns-realm")
     proc: subprocess.Popen[bytes] | None = None
-    realm = kdc.MitRealm(name="SEGMENT.TEST", workdir=work, domain="segment.test")
+    realm = MitRealm(name="SEGMENT.TEST", workdir=work, domain="segment.test")
     try:
         _run("ip", "netns", "add", kdc_ns)
         _run("ip", "netns", "add", cli_ns)
@@ -117,7 +119,7 @@ def segment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Segment]:
         client_conf = work / "krb5-client.conf"
         client_conf.write_text(realm.krb5_conf.read_text().replace(f"127.0.0.1:{realm.port}", kdc_ip))
         env = {**os.environ, **realm.env, "KRB5_KDC_PROFILE": str(ns_conf)}
-        krb5kdc = kdc._which("krb5kdc") or "krb5kdc"
+        krb5kdc = which("krb5kdc") or "krb5kdc"
         with open(work / "kdc-netns.out", "wb") as fh:
             proc = subprocess.Popen(["ip", "netns", "exec", kdc_ns, krb5kdc, "-n", "-r", realm.name, "-P",
                                      str(work / "kdc-netns.pid")], stdout=fh, stderr=subprocess.STDOUT, env=env,
@@ -130,13 +132,8 @@ def segment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Segment]:
             time.sleep(0.1)
         yield Segment(kdc_ns, cli_ns, kdc_ip, realm, keytab, principal, client_conf)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            stop(proc)
         realm.stop()
         for ns in (kdc_ns, cli_ns):
             _run("ip", "netns", "del", ns, check=False)

@@ -6,7 +6,7 @@ SO_PEERCRED allow-list admits that group (and root, for the test's own probes).
 
 Policies: the shipped file's /reports/ location asks for the policy "readers" (a group); the test adds a
 copy of that pattern, /mine/, built in the URL (?allowed_users=alice@FASTKRB.TEST). MIT tickets carry no
-PAC groups: 403 at /reports/, 200 at /mine/. With the Samba AD DC (tests/samba_dc.py) the same file runs
+PAC groups: 403 at /reports/, 200 at /mine/. With the Samba AD DC (tests/support/samba_dc.py) the same file runs
 inside the DC's network namespace and curl --negotiate brings real AD tickets: a member of the group gets
 200 and its SID, UPN and groups, a non-member 403. Until the native PAC identity lands, the sidecar runs
 with tests/identity_double.py (identity from the PAC the native core decodes).
@@ -25,7 +25,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import socketserver
 import subprocess
 import sys
@@ -41,7 +40,9 @@ import pytest
 
 import identity_double
 from fastkrb.groups import write_map
-from sidecar_proc import Sidecar
+from support.mitgss import finish_initiator
+from support.procs import free_port, stop, wait_listening
+from support.sidecar import Sidecar
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "deploy" / "nginx" / "fastkrb.conf"
@@ -51,38 +52,6 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (apt-get install nginx-light)"),
     pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed"),
 ]
-
-
-def _have_shared_replay() -> bool:
-    try:
-        import fastkrb.replay  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_shared_replay = pytest.mark.skipif(
-    not _have_shared_replay(), reason="two workers need the shared-memory replay cache (fastkrb.replay) to see "
-                                      "each other's tokens")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"nginx exited {proc.returncode}: {log.read_text() if log.exists() else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nginx did not start listening")
 
 
 def render(text: str, *, socket_path: str, app_port: int | str, port: int, www: Path, host: str,
@@ -276,12 +245,7 @@ def serve(work: Path, keytab: Path, host: str, config: str, *, copies: tuple[tup
     try:
         yield Served(sc, ports, ngx)
     finally:
-        ngx.send_signal(signal.SIGQUIT)
-        try:
-            ngx.wait(10)
-        except subprocess.TimeoutExpired:
-            ngx.kill()
-            ngx.wait()
+        stop(ngx, signal.SIGQUIT, 10)
         assert sc.stop() == 0
         backend.shutdown()
         backend.server_close()
@@ -305,8 +269,8 @@ def site(mit_lab: Any) -> Iterator[Site]:
 
     try:
         with serve(work, keytab, host, config, copies=(("site", True), ("bare", False)), extra=extra) as served:
-            wait_port(served.ports["site"], served.nginx, work / "nginx-error.log")
-            wait_port(served.ports["bare"], served.nginx, work / "nginx-error.log")
+            wait_listening(served.ports["site"], served.nginx, work / "nginx-error.log", "nginx")
+            wait_listening(served.ports["bare"], served.nginx, work / "nginx-error.log", "nginx")
             yield Site(mit_lab, principal, host, served.ports["site"], served.ports["bare"], served.sidecar, keytab,
                        work)
     finally:
@@ -326,14 +290,12 @@ def test_curl_negotiate_reaches_the_backend_as_the_user(site: Site) -> None:
 
 
 def test_mutual_authentication_completes_in_mit_initiator(site: Site) -> None:
-    import kdc
-
     token, ctx = site.token(mutual=True)
     status, headers, _ = site.get("/api/whoami", "Negotiate " + base64.b64encode(token).decode())
     assert status == 200
     answer = headers["www-authenticate"]
     assert answer.startswith("Negotiate ")
-    assert kdc.finish_initiator(ctx, base64.b64decode(answer.split()[1])) is True
+    assert finish_initiator(ctx, base64.b64decode(answer.split()[1])) is True
 
 
 def test_index_through_internal_redirect_is_authenticated_once(site: Site) -> None:
@@ -344,7 +306,6 @@ def test_index_through_internal_redirect_is_authenticated_once(site: Site) -> No
     assert "protected index" in body
 
 
-@needs_shared_replay
 def test_without_the_guard_the_internal_redirect_is_a_replay(site: Site) -> None:
     """The negative control: the same shipped file minus the guard shows the trap it avoids."""
     token, _ = site.token()
@@ -368,7 +329,6 @@ def test_no_header_is_401_negotiate(site: Site) -> None:
     assert headers["www-authenticate"] == "Negotiate"
 
 
-@needs_shared_replay
 def test_the_same_header_twice_is_a_replay(site: Site) -> None:
     token, _ = site.token()
     value = "Negotiate " + base64.b64encode(token).decode()
@@ -420,7 +380,6 @@ def test_keytab_rotation_during_load_fails_no_request(site: Site) -> None:
     assert {e["kvno"] for e in decisions} >= {1, 2}
 
 
-@needs_shared_replay   # a replacement worker with a fresh in-process cache refuses older tokens (cold start)
 def test_a_killed_worker_leaves_the_others_serving(site: Site) -> None:
     token, _ = site.token()
     value = "Negotiate " + base64.b64encode(token).decode()
@@ -433,9 +392,8 @@ def test_a_killed_worker_leaves_the_others_serving(site: Site) -> None:
         t, _ = site.token()
         statuses.append(site.get("/api/whoami", "Negotiate " + base64.b64encode(t).decode())[0])
     assert statuses == [200] * 30, (site.dir / "nginx-error.log").read_text()[-3000:]
-    if _have_shared_replay():   # the replay cache is shared: the token used before the kill is still refused
-        status, headers, _ = site.get("/api/whoami", value)
-        assert status == 401 and headers["x-auth-error"] == "replay"
+    status, headers, _ = site.get("/api/whoami", value)   # the replay cache is shared: still refused after the kill
+    assert status == 401 and headers["x-auth-error"] == "replay"
     deadline = time.monotonic() + 10
     while len(site.sidecar.worker_pids()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -443,8 +401,6 @@ def test_a_killed_worker_leaves_the_others_serving(site: Site) -> None:
 
 
 def test_replay_after_worker_death_needs_the_shared_cache(site: Site) -> None:
-    if not _have_shared_replay():
-        pytest.skip("fastkrb.replay (shared-memory cache) not available in this tree")
     token, _ = site.token()
     value = "Negotiate " + base64.b64encode(token).decode()
     assert site.get("/api/whoami", value)[0] == 200
@@ -504,13 +460,27 @@ def test_internal_redirect_into_a_policy_location_fails_closed(site: Site) -> No
 # -- the same with Active Directory tickets: Samba's AD DC -------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def samba_site(request: pytest.FixtureRequest) -> Iterator[Any]:
+def samba(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The Samba AD DC (tests/support/samba_dc.py): the session's ``samba_dc`` fixture when conftest shares one,
+    else one for this module (it needs root and Debian's samba; .ci/system-deps installs it)."""
+    try:
+        shared = request.getfixturevalue("samba_dc")
+    except pytest.FixtureLookupError:
+        shared = None
+    if shared is not None:
+        yield shared
+        return
+    from support import samba_dc as sdc
+
+    with sdc.running_dc() as dc:
+        yield dc
+
+
+@pytest.fixture(scope="module")
+def samba_site(samba: Any) -> Iterator[Any]:
     """nginx (inside the DC's network namespace, where its KDC is) + the sidecar with the DC's HTTP keytab,
     the group map of the directory, and the policy readers = members of CORP\\fk-g1 (carol, not bob)."""
-    try:
-        dc = request.getfixturevalue("samba_dc")
-    except pytest.FixtureLookupError:
-        pytest.skip("the samba_dc fixture (tests/samba_dc.py) is not in this tree yet")
+    dc = samba
     work = Path(tempfile.mkdtemp(prefix="fastkrb-e2e-samba-"))   # not under pytest's 0700 tmp: www-data walks it
     spn = dc.services["svc-aes256"].spn                       # HTTP/aes256.corp.example
     host = spn.split("/", 1)[1]

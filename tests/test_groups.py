@@ -1,5 +1,5 @@
 """The SID -> group name map: its file (written atomically, read strictly), lookups, reloading, and
-``fastkrb groups sync`` (against ldap3's offline mock here, and against the Samba AD DC of tests/samba_dc.py).
+``fastkrb groups sync`` (against ldap3's offline mock here, and against the Samba AD DC of tests/support/samba_dc.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,12 +221,20 @@ def test_cli_refuses_a_password_in_clear_and_half_configurations(tmp_path: Path)
 # -- sync against a real directory: the Samba AD DC ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def dc(request: pytest.FixtureRequest) -> Any:
-    """The ``samba_dc`` fixture of tests/samba_dc.py (a Samba AD DC, CORP.EXAMPLE), once it has landed."""
+def dc(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The Samba AD DC (tests/support/samba_dc.py): the session's ``samba_dc`` fixture when conftest shares one,
+    else one for this module (it needs root and Debian's samba; .ci/system-deps installs it)."""
     try:
-        return request.getfixturevalue("samba_dc")
+        shared = request.getfixturevalue("samba_dc")
     except pytest.FixtureLookupError:
-        pytest.skip("the samba_dc fixture (tests/samba_dc.py) is not in this tree yet")
+        shared = None
+    if shared is not None:
+        yield shared
+        return
+    from support import samba_dc as sdc
+
+    with sdc.running_dc() as dc:
+        yield dc
 
 
 def _dc_run(dc: Any, argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -15,23 +15,37 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import spnego
 
-import kdc
 from fastkrb import KerberosError, Keytab, Validator
 from fastkrb.krb import asn1, crypto, gss
 from fastkrb.tools import kdcclient as kc
 from fastkrb.tools.inspect_token import inspect_token
+from support.krb5conf import ENCTYPES
+from support.mitgss import environment
 
 REPO = Path(__file__).resolve().parents[1]
 CODES = ("malformed", "unsupported_mechanism", "enctype_not_permitted", "wrong_principal", "key_version_mismatch",
          "enctype_not_in_keytab", "integrity", "clock_skew", "ticket_expired", "ticket_not_yet_valid",
          "name_mismatch", "ticket_invalid", "realm_not_allowed", "replay", "channel_bindings",
          "replay_cache_unavailable")
-SEEN: set[str] = set()
+SEEN: set[str] = set()  # the codes the running test's validations raised
+
+
+@pytest.fixture(autouse=True)
+def _produces(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A case marked ``produces(code, ...)`` must have had each of its codes raised by a real validation."""
+    SEEN.clear()
+    yield
+    mark = request.node.get_closest_marker("produces")
+    if mark is not None:
+        missing = set(mark.args) - SEEN
+        assert not missing, f"{request.node.name} never produced {sorted(missing)}"
 
 
 def reject(token: Any, keytab: Any, **kw: Any) -> KerberosError:
@@ -59,6 +73,7 @@ def ticket_times(lab: Any, token: bytes, keytab: str) -> dict[str, Any]:
 # --- framing and mechanism --------------------------------------------------------------------------------------
 
 
+@pytest.mark.produces("malformed")
 def test_malformed_truncated_token(mit_lab: Any) -> None:
     t = tok(mit_lab, "svc18")[:200]
     err = reject(t, mit_lab.keytabs["svc18"])
@@ -67,11 +82,11 @@ def test_malformed_truncated_token(mit_lab: Any) -> None:
     assert rep["ok"] is False and "byte" in rep["error"]
 
 
+@pytest.mark.produces("unsupported_mechanism")
 def test_unsupported_mechanism_real_ntlm_fallback(mit_lab: Any) -> None:
     """pyspnego's Negotiate client with no Kerberos ticket falls back to NTLM inside SPNEGO, as browsers and
     Windows clients do when the SPN is unknown."""
-    spnego = pytest.importorskip("spnego")
-    with kdc.environment({**mit_lab.realm.env, "KRB5CCNAME": f"FILE:{mit_lab.realm.workdir / 'no-such-cc'}"}):
+    with environment({**mit_lab.realm.env, "KRB5CCNAME": f"FILE:{mit_lab.realm.workdir / 'no-such-cc'}"}):
         client = spnego.client("bob", "pw", hostname="svc18.fastkrb.test", service="HTTP", protocol="negotiate")
         first = client.step()
     err = reject(header(first), mit_lab.keytabs["svc18"])
@@ -86,7 +101,6 @@ def test_unsupported_mechanism_real_ntlm_fallback(mit_lab: Any) -> None:
 
 def test_unsupported_mechanism_ntlm_authenticate_names_the_user(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    spnego = pytest.importorskip("spnego")
     users = tmp_path / "ntlm-users"
     users.write_text("EXAMPLE:bob:pw\n")
     monkeypatch.setenv("NTLM_USER_FILE", str(users))
@@ -101,6 +115,7 @@ def test_unsupported_mechanism_ntlm_authenticate_names_the_user(tmp_path: Path,
 # --- keys and names ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.produces("enctype_not_permitted")
 def test_enctype_not_permitted(mit_lab: Any) -> None:
     t = tok(mit_lab, "svc18")
     err = reject(t, mit_lab.keytabs["svc18"], enctypes=(20, 19))
@@ -110,6 +125,7 @@ def test_enctype_not_permitted(mit_lab: Any) -> None:
     assert rep["verdict"]["code"] == "enctype_not_permitted"
 
 
+@pytest.mark.produces("wrong_principal")
 def test_wrong_principal(mit_lab: Any) -> None:
     t = tok(mit_lab, "svc17")
     err = reject(t, mit_lab.keytabs["svc18"])
@@ -119,6 +135,7 @@ def test_wrong_principal(mit_lab: Any) -> None:
     assert rep["keytab"]["has_server"] is False and rep["keytab"]["principals"] == [mit_lab.services["svc18"]]
 
 
+@pytest.mark.produces("key_version_mismatch")
 def test_key_version_mismatch_after_rotation(mit_lab: Any) -> None:
     t = tok(mit_lab, "rotated", ccache=mit_lab.ccaches["rotated_k1"])
     err = reject(t, mit_lab.keytabs["rotated_k3"])
@@ -128,17 +145,19 @@ def test_key_version_mismatch_after_rotation(mit_lab: Any) -> None:
     assert rep["verdict"]["code"] == "key_version_mismatch"
 
 
+@pytest.mark.produces("enctype_not_in_keytab")
 def test_enctype_not_in_keytab(mit_lab: Any) -> None:
     t = tok(mit_lab, "multi")
     err = reject(t, mit_lab.keytabs["multi_missing"])
     assert err.code == "enctype_not_in_keytab"
     rep = inspect_token(t, mit_lab.keytabs["multi_missing"])
     et = mit_lab.ticket_enctypes["multi"]
-    name = f"{kdc.ENCTYPES[et]}({et})"
+    name = f"{ENCTYPES[et]}({et})"
     assert rep["ticket_enctype"] == name and name not in rep["keytab"]["enctypes_for_server"]
     assert "has no key" in rep["ticket"]["error"]
 
 
+@pytest.mark.produces("integrity")
 def test_integrity_wrong_key_same_kvno(mit_lab: Any) -> None:
     t = tok(mit_lab, "svc18")
     err = reject(t, mit_lab.keytabs["svc18_wrong"])
@@ -148,6 +167,7 @@ def test_integrity_wrong_key_same_kvno(mit_lab: Any) -> None:
     assert "wrong key for that kvno" in rep["ticket"]["error"]  # right kvno and enctype, wrong key: doctor kdc.key
 
 
+@pytest.mark.produces("name_mismatch")
 def test_name_mismatch_forged_authenticator(mit_lab: Any) -> None:
     """A real ticket with an authenticator re-made (with the session key) for another client name."""
     t = tok(mit_lab, "svc18", mech="krb5")
@@ -167,6 +187,7 @@ def test_name_mismatch_forged_authenticator(mit_lab: Any) -> None:
     assert a["authenticator"]["matches_ticket_client"] is False
 
 
+@pytest.mark.produces("realm_not_allowed")
 def test_realm_not_allowed_cross_realm(cross_lab: Any) -> None:
     t = tok(cross_lab, "api")
     err = reject(t, cross_lab.keytabs["api"])
@@ -180,6 +201,7 @@ def test_realm_not_allowed_cross_realm(cross_lab: Any) -> None:
 # --- time -------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.produces("clock_skew")
 def test_clock_skew(mit_lab: Any) -> None:
     t = tok(mit_lab, "svc18")
     now = time.time() + 900
@@ -190,6 +212,7 @@ def test_clock_skew(mit_lab: Any) -> None:
     assert abs(rep["ticket"]["authenticator"]["offset_from_now_seconds"] + 900) < 5
 
 
+@pytest.mark.produces("ticket_expired", "ticket_not_yet_valid")
 def test_ticket_expired_and_not_yet_valid(mit_lab: Any) -> None:
     t = tok(mit_lab, "svc18")
     times = Validator(str(mit_lab.keytabs["svc18"]), replay_cache="none", cold_start=False).validate(t)
@@ -200,6 +223,7 @@ def test_ticket_expired_and_not_yet_valid(mit_lab: Any) -> None:
     assert inspect_token(t, mit_lab.keytabs["svc18"], now=early)["ticket"]["window_at_now"] == "not yet valid"
 
 
+@pytest.mark.produces("ticket_invalid")
 def test_ticket_invalid_postdated(mit_lab: Any) -> None:
     """A postdated ticket from the real KDC (AS-REQ with allow-postdate/postdated, as kinit -s does) carries
     the INVALID flag until the KDC validates it."""
@@ -222,6 +246,7 @@ def test_ticket_invalid_postdated(mit_lab: Any) -> None:
 # --- replay, bindings, the cache --------------------------------------------------------------------------------
 
 
+@pytest.mark.produces("replay")
 def test_replay_same_authenticator_twice(mit_lab: Any) -> None:
     t = tok(mit_lab, "svc18")
     v = Validator(str(mit_lab.keytabs["svc18"]), cold_start=False)
@@ -236,6 +261,7 @@ def test_replay_same_authenticator_twice(mit_lab: Any) -> None:
     assert inspect_token(t)["authenticator_tag"] != inspect_token(again)["authenticator_tag"]
 
 
+@pytest.mark.produces("channel_bindings")
 def test_channel_bindings_mismatch(mit_lab: Any) -> None:
     t = tok(mit_lab, "svc18", channel_bindings=b"tls-server-end-point:" + b"A" * 32)
     other = b"tls-server-end-point:" + b"B" * 32
@@ -246,6 +272,7 @@ def test_channel_bindings_mismatch(mit_lab: Any) -> None:
     assert a["channel_bindings"] == gss.channel_bindings_hash(b"tls-server-end-point:" + b"A" * 32).hex()
 
 
+@pytest.mark.produces("replay_cache_unavailable")
 def test_replay_cache_unavailable_cold_start(mit_lab: Any) -> None:
     """A validator (re)started after the client made its authenticator: its empty cache cannot know whether it
     saw it before (RFC 4120 §3.2.3), so it fails closed for clock_skew seconds."""
@@ -270,14 +297,9 @@ def test_cli_inspect_reads_a_binary_capture(mit_lab: Any, tmp_path: Path) -> Non
     assert rep["verdict"]["details"]["keytab_kvnos"] == [3]
 
 
-def test_every_code_was_produced() -> None:
-    """Runs last in this module: every code of the design came out of a real case above."""
-    if not SEEN:
-        pytest.skip("the real-KDC cases did not run")
-    missing = set(CODES) - SEEN
-    if "unsupported_mechanism" in missing:
-        try:
-            import spnego  # noqa: F401
-        except ImportError:
-            missing.discard("unsupported_mechanism")
-    assert not missing, f"codes never produced: {sorted(missing)}"
+def test_every_code_has_a_real_case() -> None:
+    """Every code of the design is some case's ``produces`` mark above, and each case proves its codes came out
+    of a real validation when it runs (``_produces``): no case depends on which others ran before it."""
+    marked = {code for fn in list(globals().values()) if callable(fn) and fn.__name__.startswith("test_")
+              for mark in getattr(fn, "pytestmark", []) if mark.name == "produces" for code in mark.args}
+    assert marked == set(CODES), f"codes without a case: {sorted(set(CODES) - marked)}"

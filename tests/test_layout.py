@@ -4,6 +4,7 @@ there is no import circle, and a sidecar client loads neither the native core no
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,25 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+NATIVE = SRC.parent / "native"
+
+
+def _native_imports(mods: dict[str, Path]) -> set[str]:
+    """What the compiled core imports at run time (its .pyx/.pxi; the .pyi's imports serve types only)."""
+    found = set()
+    for p in [*NATIVE.glob("*.pyx"), *NATIVE.glob("*.pxi")]:
+        for m in re.finditer(r"^\s*from (fastkrb[\w.]*) (?:c?import) ([\w, ]+)|^\s*import (fastkrb[\w.]*)",
+                             p.read_text(), re.M):
+            module = m.group(1) or m.group(3)
+            names = [n.strip() for n in (m.group(2) or "").split(",") if n.strip()]
+            found |= {f"{module}.{n}" if f"{module}.{n}" in mods else module for n in names} or {module}
+    return found & set(mods)
+
+
 def _imports(path: Path, mods: dict[str, Path], name: str) -> set[str]:
     """fastkrb modules that ``path`` imports, at any depth of the file (lazy imports count too)."""
+    if name == "fastkrb._native":
+        return _native_imports(mods) - {name}
     found: set[str] = set()
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):

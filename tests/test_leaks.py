@@ -11,7 +11,7 @@ are touched once), the resident set must not grow by more than RSS_BOUND over th
 Authenticators of one batch expire before the next (`now` moves 400 s per batch, the skew is 300 s),
 so a correct replay cache holds one batch at a time; a cache that never forgot would grow here too.
 
-The sidecar test floods a real `fastkrb serve` (tests/sidecar_proc.py) from several connections at
+The sidecar test floods a real `fastkrb serve` (tests/support/sidecar.py) from several connections at
 once with binary frames of garbage, HTTP requests with garbage tokens, heads over the size limit and
 heads that never finish, while a legitimate client keeps validating fresh tokens over both front doors:
 every legitimate request must succeed, promptly, and the daemon's resident memory after the flood must
@@ -150,7 +150,7 @@ def proc_rss(pid: int) -> int:
 def test_sidecar_memory_bounded_and_serving_under_a_flood(tmp_path: Path) -> None:
     from fastkrb.client import Client
     from fastkrb.sidecar import protocol
-    from sidecar_proc import Sidecar, parse_response, recv_all
+    from support.sidecar import Sidecar, parse_response, recv_all
 
     rng = random.Random(13)
     kt = make_keytab(rng=rng)

@@ -9,20 +9,19 @@ import json
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from middleware_clients import (
+from fastkrb.web.aiohttp import USER, negotiate_middleware
+from support.http_clients import (
     aiohttp_server,
+    challenged,
     curl,
     load_example,
-    negotiate_header,
+    mutually_authenticated,
     raw_get,
-    requests_get,
+    replayed,
     service_validator,
 )
-
-web = pytest.importorskip("aiohttp.web")
-
-from fastkrb.web.aiohttp import USER, negotiate_middleware  # noqa: E402
 
 
 @pytest.fixture
@@ -49,18 +48,13 @@ def test_curl_and_identity(mit_lab: Any, served: Any) -> None:
 
 def test_ap_rep_verified_by_client(mit_lab: Any, served: Any) -> None:
     port, _ = served
-    r = requests_get(mit_lab, port, "/", mutual=True)
-    assert r.status == 200 and r.headers["www-authenticate"].startswith("Negotiate ")
+    mutually_authenticated(mit_lab, port)
 
 
 def test_refusals_and_excluded_path(mit_lab: Any, served: Any) -> None:
     port, _ = served
-    none = raw_get(port, "/")
-    assert none.status == 401 and none.headers["www-authenticate"] == "Negotiate"
-    header = negotiate_header(mit_lab)
-    assert raw_get(port, "/", header).status == 200
-    again = raw_get(port, "/", header)
-    assert again.status == 401 and again.headers["x-auth-error"] == "replay"
+    challenged(port)
+    replayed(mit_lab, port)
     assert raw_get(port, "/health").body == "ok"
 
 

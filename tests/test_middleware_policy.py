@@ -30,8 +30,8 @@ from fastkrb.client import AsyncClient
 from fastkrb.testing import make_keytab, mint
 from fastkrb.web.asgi import KerberosUser, NegotiateBackend, NegotiateMiddleware, require
 from fastkrb.web.negotiate import PolicyRouter
-from middleware_clients import aiohttp_server, curl, raw_get, uvicorn_server, wsgiref_server
-from sidecar_proc import Sidecar
+from support.http_clients import aiohttp_server, curl, raw_get, uvicorn_server, wsgiref_server
+from support.sidecar import Sidecar
 
 AD_SERVICE = "HTTP/api.corp.example@CORP.EXAMPLE"
 DOM = "S-1-5-21-1004336348-1177238915-682003330"

@@ -1,21 +1,19 @@
 """MS-PAC decoding, signing and rejection, against published PACs (gokrb5, MS-PAC spec, Kerberos.NET AD).
 
-The signature checks are compared with an independent reference built here on ``cryptography``
-(RFC 3961/3962 DK, RFC 8009 KDF, RFC 4757 HMAC-MD5), so the test does not grade fastkrb's crypto with itself.
+The signature checks are compared with the independent reference of tests/support/refcrypto.py (built on
+``cryptography``: RFC 3961/3962 DK, RFC 8009 KDF, RFC 4757 HMAC-MD5), so the test does not grade fastkrb's
+crypto with itself; the reference is checked against published vectors at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import struct
-from math import gcd
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +34,8 @@ from fastkrb.krb.pac import (
     verify_kdc_signature,
     verify_server_signature,
 )
+from support import refcrypto
+from support.pac_checks import check_ad_pac, check_kerb_validation_info
 
 VECTORS = Path(__file__).parent / "vectors"
 PAC_JSON = json.loads((VECTORS / "pac.json").read_text())
@@ -44,169 +44,15 @@ GOKRB5 = PAC_JSON["pacs"][0]
 AD = AD_JSON["decoded"]  # aes128, aes256, rc4
 
 
-# ------------------------------------------------------------------ independent reference checksums
-
-def _nfold(data: bytes, nbytes: int) -> bytes:
-    """RFC 3961 §5.1 n-fold: repeat with 13-bit right rotations to the lcm, add with end-around carry."""
-    inbits = len(data) * 8
-    x = int.from_bytes(data, "big")
-    lcm = len(data) * nbytes // gcd(len(data), nbytes)
-    big = b""
-    for i in range(lcm // len(data)):
-        r = (13 * i) % inbits
-        big += (((x >> r) | (x << (inbits - r))) & ((1 << inbits) - 1)).to_bytes(len(data), "big")
-    mask = (1 << (8 * nbytes)) - 1
-    total = 0
-    for j in range(0, lcm, nbytes):
-        total += int.from_bytes(big[j:j + nbytes], "big")
-        while total >> (8 * nbytes):
-            total = (total & mask) + (total >> (8 * nbytes))
-    return total.to_bytes(nbytes, "big")
-
-
-def _aes_dk(key: bytes, constant: bytes) -> bytes:
-    """RFC 3961 §5.1 DK with AES as E (RFC 3962): random-to-key is the identity."""
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    block, out = _nfold(constant, 16), b""
-    while len(out) < len(key):
-        block = enc.update(block)
-        out += block
-    return out[:len(key)]
-
-
-def ref_checksum(cksumtype: int, key: bytes, usage: int, data: bytes) -> bytes:
-    kc_const = struct.pack(">I", usage) + b"\x99"
-    if cksumtype in (15, 16):  # hmac-sha1-96-aes128/256
-        return hmac.new(_aes_dk(key, kc_const), data, hashlib.sha1).digest()[:12]
-    if cksumtype in (19, 20):  # RFC 8009 §3: KDF-HMAC-SHA2 then truncated HMAC
-        h, bits = (hashlib.sha256, 128) if cksumtype == 19 else (hashlib.sha384, 192)
-        kc = hmac.new(key, b"\x00\x00\x00\x01" + kc_const + b"\x00" + struct.pack(">I", bits), h).digest()
-        return hmac.new(kc[:bits // 8], data, h).digest()[:bits // 8]
-    if cksumtype == -138:  # RFC 4757 §4 hmac-md5
-        ksign = hmac.new(key, b"signaturekey\x00", hashlib.md5).digest()
-        return hmac.new(ksign, hashlib.md5(struct.pack("<I", usage) + data).digest(), hashlib.md5).digest()
-    raise ValueError(cksumtype)
-
-
-def _have_native_crypto() -> bool:
-    try:
-        from fastkrb.krb import crypto
-    except ImportError:
-        return False
-    return hasattr(crypto, "checksum")
-
-
-HAVE_CRYPTO = _have_native_crypto()
-
-
-@pytest.fixture(autouse=True)
-def _pac_crypto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until fastkrb.krb.crypto is merged, pac signs and verifies through the reference above."""
-    if not HAVE_CRYPTO:
-        monkeypatch.setattr(pacmod, "_checksum", ref_checksum)
-
-
 KEY_LEN = {17: 16, 18: 32, 19: 16, 20: 32, 23: 16}
 
 
-@pytest.mark.skipif(not HAVE_CRYPTO, reason="fastkrb.krb.crypto not merged yet")
 @pytest.mark.parametrize("enctype", sorted(KEY_LEN))
 def test_native_checksum_matches_reference(enctype: int) -> None:
     key = bytes(range(KEY_LEN[enctype]))
     ctype = pacmod.CKSUMTYPE_FOR_ENCTYPE[enctype]
     for data in (b"", b"x", bytes(range(256)) * 3):
-        assert pacmod._checksum(ctype, key, 17, data) == ref_checksum(ctype, key, 17, data)
-
-
-# -------------------------------------------------------------------------------- value comparisons
-
-NEVER = "never (0x7fffffffffffffff)"
-
-
-def check_kerb_validation_info(li: LogonInfo, exp: dict[str, Any]) -> None:
-    """Compare with the snake_case expectations of pac.json (gokrb5's assertions)."""
-    for key, attr in (("logon_time_utc", "logon_time"), ("password_last_set_utc", "password_last_set"),
-                      ("password_can_change_utc", "password_can_change"), ("logoff_time", "logoff_time"),
-                      ("kickoff_time", "kickoff_time")):
-        ft = getattr(li, attr)
-        if exp[key] == NEVER:
-            assert ft == FILETIME_NEVER
-        else:
-            assert filetime_to_iso(ft) == exp[key]
-    for key in ("effective_name", "full_name", "logon_script", "profile_path", "home_directory",
-                "home_directory_drive", "logon_count", "bad_password_count", "user_id", "primary_group_id",
-                "user_flags", "logon_server", "logon_domain_name", "logon_domain_id", "user_account_control",
-                "sub_auth_status", "failed_ilogon_count", "resource_group_domain_sid"):
-        assert getattr(li, key) == exp[key], key
-    assert len(li.group_ids) == exp["group_count"]
-    assert [(g.relative_id, g.attributes) for g in li.group_ids] == [
-        (g["relative_id"], g["attributes"]) for g in exp["group_ids"]]
-    assert li.user_session_key.hex() == exp["user_session_key_hex"]
-    assert len(li.extra_sids) == exp["sid_count"]
-    listed = exp.get("extra_sids", exp.get("extra_sids_first_12"))
-    assert [(s.sid, s.attributes) for s in li.extra_sids[:len(listed)]] == [
-        (s["sid"], s["attributes"]) for s in listed]
-    assert [(g.relative_id, g.attributes) for g in li.resource_group_ids] == exp["resource_group_ids"]
-
-
-def check_ad_logon_info(li: LogonInfo, exp: dict[str, Any]) -> None:
-    """Compare with the raw NDR values of ad_tokens.json (decoded.*.pac.logon_info, CamelCase)."""
-    for key, attr in (("LogonTime", "logon_time"), ("LogoffTime", "logoff_time"), ("KickOffTime", "kickoff_time"),
-                      ("PasswordLastSet", "password_last_set"), ("PasswordCanChange", "password_can_change"),
-                      ("PasswordMustChange", "password_must_change"),
-                      ("LastSuccessfulILogon", "last_successful_ilogon"), ("LastFailedILogon", "last_failed_ilogon")):
-        assert getattr(li, attr) == int(exp[key]["filetime_hex"], 16), key
-        if "iso" in exp[key]:  # the json gives milliseconds
-            assert filetime_to_iso(getattr(li, attr))[:23] == exp[key]["iso"][:23]  # type: ignore[index]
-    for key, attr in (("EffectiveName", "effective_name"), ("FullName", "full_name"),
-                      ("LogonScript", "logon_script"), ("ProfilePath", "profile_path"),
-                      ("HomeDirectory", "home_directory"), ("HomeDirectoryDrive", "home_directory_drive"),
-                      ("LogonServer", "logon_server"), ("LogonDomainName", "logon_domain_name")):
-        assert getattr(li, attr) == exp[key]["value"], key
-    for key, attr in (("LogonCount", "logon_count"), ("BadPasswordCount", "bad_password_count"),
-                      ("UserId", "user_id"), ("PrimaryGroupId", "primary_group_id"), ("UserFlags", "user_flags"),
-                      ("UserAccountControl", "user_account_control"), ("SubAuthStatus", "sub_auth_status"),
-                      ("FailedILogonCount", "failed_ilogon_count"), ("LogonDomainId", "logon_domain_id"),
-                      ("ResourceGroupDomainSid", "resource_group_domain_sid")):
-        assert getattr(li, attr) == exp[key], key
-    assert li.user_session_key.hex() == exp["UserSessionKey_hex"]
-    assert len(li.group_ids) == exp["GroupCount"]
-    assert [(g.relative_id, g.attributes) for g in li.group_ids] == [
-        (g["RelativeId"], g["Attributes"]) for g in exp["GroupIds"]]
-    assert len(li.extra_sids) == exp["SidCount"]
-    assert [(s.sid, s.attributes) for s in li.extra_sids] == [(s["Sid"], s["Attributes"]) for s in exp["ExtraSids"]]
-    assert len(li.resource_group_ids) == exp["ResourceGroupCount"] == len(exp["ResourceGroupIds"])
-    assert li.user_sid == exp["derived_user_sid"]
-    assert li.primary_group_sid == exp["derived_primary_group_sid"]
-    assert li.group_sids == exp["derived_group_sids"]
-
-
-def check_ad_pac(p: Pac, exp: dict[str, Any]) -> None:
-    assert len(p.data) == exp["length"]
-    assert p.version == exp["version"]
-    assert len(p.buffers) == exp["cbuffers"]
-    assert [(b.type, b.size, b.offset) for b in p.buffers] == [
-        (b["ul_type"], b["cb_buffer_size"], b["offset"]) for b in exp["buffers"]]
-    assert [b.name for b in p.buffers] == [b["type_name"] for b in exp["buffers"]]
-    for sig, e in ((p.server_checksum, exp["server_checksum"]), (p.kdc_checksum, exp["kdc_checksum"])):
-        assert sig is not None
-        assert (sig.type, sig.signature.hex()) == (e["signature_type"], e["signature_hex"])
-    ci, eci = p.client_info, exp["client_info"]
-    assert ci is not None
-    assert ci.client_id == int(eci["ClientId"]["filetime_hex"], 16)
-    assert filetime_to_iso(ci.client_id) == eci["ClientId"]["iso"].replace(".000Z", "Z")
-    assert (ci.name, 2 * len(ci.name)) == (eci["Name"], eci["NameLength"])
-    u, eu = p.upn_dns_info, exp["upn_dns_info"]
-    assert u is not None
-    assert (u.upn, u.dns_domain, u.flags) == (eu["Upn"], eu["DnsDomainName"], eu["Flags"])
-    assert (u.sam_name, u.sid) == (None, None)
-    raw = p.raw(12)
-    assert raw is not None
-    assert struct.unpack_from("<HHHH", raw) == (eu["UpnLength"], eu["UpnOffset"], eu["DnsDomainNameLength"],
-                                               eu["DnsDomainNameOffset"])
-    assert p.logon_info is not None
-    check_ad_logon_info(p.logon_info, exp["logon_info"])
-    assert hashlib.sha256(p.zeroed_for_server_signature()).hexdigest() == exp["pac_with_signatures_zeroed_hex_sha256"]
+        assert pacmod._checksum(ctype, key, 17, data) == refcrypto.checksum(ctype, key, 17, data)
 
 
 # ------------------------------------------------------------------------------------ decoding tests
@@ -390,7 +236,8 @@ def test_server_signature_verifies(name: str, data: bytes, enctype: int, key: by
     p = Pac(data)
     assert p.server_checksum is not None
     # The reference, independently: the MAC over the PAC with both signature fields zeroed.
-    assert ref_checksum(p.server_checksum.type, key, 17, p.zeroed_for_server_signature()) == p.server_checksum.signature
+    zeroed = p.zeroed_for_server_signature()
+    assert refcrypto.checksum(p.server_checksum.type, key, 17, zeroed) == p.server_checksum.signature
     assert verify_server_signature(data, enctype, key) is True
     assert verify_server_signature(p, enctype, key) is True
 
@@ -443,9 +290,9 @@ def test_kerberos_net_modified_pac(name: str) -> None:
     sig = p.server_checksum
     assert sig is not None
     zeroed = bytearray(p.zeroed_for_server_signature())
-    assert ref_checksum(sig.type, key, 17, bytes(zeroed)) == sig.signature
+    assert refcrypto.checksum(sig.type, key, 17, bytes(zeroed)) == sig.signature
     zeroed[20:50] = hashlib.sha256(b"randomised").digest()[:30]
-    assert ref_checksum(sig.type, key, 17, bytes(zeroed)) != sig.signature
+    assert refcrypto.checksum(sig.type, key, 17, bytes(zeroed)) != sig.signature
     tampered = bytearray(p.data)
     tampered[20:50] = zeroed[20:50]
     try:
@@ -520,9 +367,9 @@ def test_build_round_trip(enctype: int, minimal: bool) -> None:
     assert p.server_checksum is not None and p.kdc_checksum is not None
     assert p.server_checksum.type == pacmod.CKSUMTYPE_FOR_ENCTYPE[enctype]
     assert p.kdc_checksum.type == 16
-    assert ref_checksum(p.server_checksum.type, skey, 17, p.zeroed_for_server_signature()) == \
+    assert refcrypto.checksum(p.server_checksum.type, skey, 17, p.zeroed_for_server_signature()) == \
         p.server_checksum.signature
-    assert ref_checksum(16, kkey, 17, p.server_checksum.signature) == p.kdc_checksum.signature
+    assert refcrypto.checksum(16, kkey, 17, p.server_checksum.signature) == p.kdc_checksum.signature
     assert verify_server_signature(data, enctype, skey)
     assert verify_kdc_signature(data, 18, kkey)
     assert not verify_kdc_signature(data, 18, skey[:16] * 2)
@@ -782,7 +629,7 @@ _CKSUM_VECTORS = [v for v in json.loads((VECTORS / "checksums.json").read_text()
 @pytest.mark.parametrize("v", _CKSUM_VECTORS, ids=[str(v["cksumtype"]) for v in _CKSUM_VECTORS])
 def test_reference_checksum_published_vectors(v: dict[str, Any]) -> None:
     """The reference against krb5 t_cksums.c (checksums.json, copied by the crypto work): 15, 16, 19, 20, -138."""
-    got = ref_checksum(v["cksumtype"], bytes.fromhex(v["key_hex"]), v["usage"], bytes.fromhex(v["plaintext_hex"]))
+    got = refcrypto.checksum(v["cksumtype"], bytes.fromhex(v["key_hex"]), v["usage"], bytes.fromhex(v["plaintext_hex"]))
     assert got.hex() == v["checksum_hex"]
 
 
@@ -798,4 +645,4 @@ def test_reference_covers_every_pac_checksum_type() -> None:
 ])
 def test_reference_nfold(text: bytes, nbits: int, out: str) -> None:
     """RFC 3961 A.1 n-fold values: guards the reference the signature tests lean on."""
-    assert _nfold(text, nbits // 8).hex() == out
+    assert refcrypto.nfold(text, nbits // 8).hex() == out

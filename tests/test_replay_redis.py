@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from fastkrb import KerberosError, Keytab, Validator
 from fastkrb.errors import ReplayCacheUnavailable
+from fastkrb.replay.redis import RedisReplayCache
 from fastkrb.testing import make_keytab, mint
-
-redis = pytest.importorskip("redis")
-from fastkrb.replay.redis import RedisReplayCache  # noqa: E402
-from redis_server import RedisServer, redis_server_binary  # noqa: E402
+from support.redis_server import RedisServer, redis_server_binary
 
 SPN = "HTTP/api.example.test@EXAMPLE.TEST"
 NOW = 1_800_000_000.0
@@ -212,7 +211,7 @@ def test_asyncio_api(url: str) -> None:
 
 
 def test_unreachable_at_start_fails_closed(tmp_path: Path) -> None:
-    from redis_server import free_port
+    from support.procs import free_port
 
     c = RedisReplayCache.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2)
     with pytest.raises(ReplayCacheUnavailable):
@@ -222,7 +221,7 @@ def test_unreachable_at_start_fails_closed(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from redis_server import RedisCluster
+    from support.redis_server import RedisCluster
 
     c = RedisCluster(tmp_path_factory.mktemp("cluster"))
     try:

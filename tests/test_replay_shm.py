@@ -134,18 +134,21 @@ def test_raw_inserts_race_exactly_once(tmp_path: Path) -> None:
 
 def test_sigkill_mid_run_then_restart_still_rejects(tmp_path: Path, kt: Keytab, tokens: list[bytes]) -> None:
     path = str(tmp_path / "rc")
-    out = CTX.Queue()
+    # The three start validating together (a spawned process can take a second to import): one that started
+    # late would find most tokens claimed by the others, accept too few, and finish before the kill.
+    barrier, out = CTX.Barrier(3), CTX.Queue()
     logs = [str(tmp_path / f"acc{i}.log") for i in range(3)]
     orders = [list(range(len(tokens))) for _ in range(3)]
     for i, o in enumerate(orders):
         random.Random(i).shuffle(o)
-    ps = [CTX.Process(target=_validate_worker, args=(path, kt.to_bytes(), tokens, o, None, out, lg, 0.002))
+    ps = [CTX.Process(target=_validate_worker, args=(path, kt.to_bytes(), tokens, o, barrier, out, lg, 0.002))
           for o, lg in zip(orders, logs, strict=True)]
     for p in ps:
         p.start()
     # kill the first once it has accepted some tokens
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (not os.path.exists(logs[0]) or os.path.getsize(logs[0]) < 40):
+        assert ps[0].is_alive(), f"worker 0 ended before the kill, having accepted: {Path(logs[0]).read_text()!r}"
         time.sleep(0.005)
     os.kill(ps[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
     ps[0].join(10)

@@ -19,7 +19,7 @@ import pytest
 
 from fastkrb import Validator
 from fastkrb.testing import Minted, make_keytab, mint
-from sidecar_proc import Sidecar, parse_responses, recv_all, service_keytab
+from support.sidecar import Sidecar, parse_responses, recv_all, service_keytab
 
 CLIENT = "alice@EXAMPLE.TEST"
 SERVICE = "HTTP/api.example.test@EXAMPLE.TEST"

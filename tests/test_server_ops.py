@@ -20,7 +20,7 @@ from fastkrb.client import Client
 from fastkrb.keytab import Keytab
 from fastkrb.sidecar import protocol
 from fastkrb.testing import Minted, make_keytab, mint
-from sidecar_proc import Sidecar, parse_response, recv_all
+from support.sidecar import Sidecar, parse_response, recv_all
 
 CLIENT = "carol@EXAMPLE.TEST"
 SERVICE = "HTTP/ops.example.test@EXAMPLE.TEST"

@@ -16,8 +16,8 @@ import pytest
 from fastkrb import Replay, ReplayCacheUnavailable
 from fastkrb.client import AsyncClient, Client, RemoteAuthResult
 from fastkrb.testing import make_keytab, mint
-from redis_server import RedisServer, redis_server_binary
-from sidecar_proc import Sidecar
+from support.redis_server import RedisServer, redis_server_binary
+from support.sidecar import Sidecar
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed")
 

@@ -27,7 +27,7 @@ from fastkrb.sidecar.config import ConfigError, load_config, main_check
 from fastkrb.sidecar.http import GROUPS_MAX_BYTES, groups_header
 from fastkrb.sidecar.policies import QUERY_CACHE, PolicyBook, PolicyError, parse_policy_query
 from fastkrb.testing import make_keytab, mint
-from sidecar_proc import Sidecar, service_keytab
+from support.sidecar import Sidecar, service_keytab
 
 SERVICE = "HTTP/api.corp.example@CORP.EXAMPLE"
 DOM = "S-1-5-21-1004336348-1177238915-682003330"

@@ -268,9 +268,6 @@ def test_verify_ap_rep_rejects(kt: Keytab) -> None:
 
 
 def test_default_pac_uses_fastkrb_pac(kt: Keytab) -> None:
-    pac_mod = pytest.importorskip("fastkrb.krb.pac")
-    if not hasattr(pac_mod, "build_pac"):
-        pytest.skip("fastkrb.krb.pac has no build_pac")
     m = mint(kt, pac=True, ticket_enctype=18)
     _, etp, _ = _open(m)
     assert m.pac is not None and etp.authorization_data is not None
@@ -308,7 +305,6 @@ needs_mit_gssapi = pytest.mark.skipif(shutil.which("klist") is None, reason="MIT
 
 def mit_accept(kt: Keytab, tmp_path: Path, reqs: list[tuple[bytes, Any]]) -> list[dict[str, Any]]:
     """Run MIT's gss_accept_sec_context (python-gssapi) on each token, in a subprocess with our env."""
-    pytest.importorskip("gssapi")
     kt.save(tmp_path / "svc.keytab")
     (tmp_path / "krb5.conf").write_text("[libdefaults]\n  default_realm = EXAMPLE.TEST\n")
     env = {**os.environ, "KRB5_KTNAME": f"FILE:{tmp_path / 'svc.keytab'}", "KRB5_CONFIG": str(tmp_path / "krb5.conf"),
@@ -401,10 +397,6 @@ _PAC_ATTR = textwrap.dedent("""
 @needs_mit_gssapi
 def test_mit_verifies_the_minted_pac(tmp_path: Path) -> None:
     """MIT finds the PAC where a KDC puts it (AD-IF-RELEVANT / AD-WIN2K-PAC) and checks its server signature."""
-    pac_mod = pytest.importorskip("fastkrb.krb.pac")
-    if not hasattr(pac_mod, "build_pac"):
-        pytest.skip("fastkrb.krb.pac has no build_pac")
-    pytest.importorskip("gssapi")
     kt = testing.make_keytab()
     good = mint(kt, pac=True)
     assert good.pac is not None

@@ -1,7 +1,7 @@
 """The Validator contract on minted tokens: every acceptance check and every error code.
 
-Minted tokens (fastkrb.testing) let each check be hit alone; the same checks are exercised against a
-real MIT KDC in test_interop_mit.py.
+Minted tokens (fastkrb.testing) let each check be hit alone; the same checks are exercised against
+real MIT and Heimdal KDCs in test_interop.py.
 """
 
 from __future__ import annotations

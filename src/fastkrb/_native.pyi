@@ -22,6 +22,8 @@ SHM_VERSION: int
 
 # -- result.pxi -----------------------------------------------------------------------------------
 
+def set_pac_decoder(decoder: Callable[[bytes], Pac]) -> None: ...
+
 @disjoint_base
 class AuthResult:
     """A validated AP-REQ: who the client is, for which service, and what to answer."""

@@ -19,6 +19,7 @@ from fastkrb.enctypes import DEFAULT as DEFAULT_ENCTYPES
 from fastkrb.enctypes import SUPPORTED as SUPPORTED_ENCTYPES
 from fastkrb.errors import KerberosError, replay_unavailable
 from fastkrb.keytab import Keytab
+from fastkrb.krb.pac import Pac
 from fastkrb.replay import AsyncReplayCache, NativeReplayBackend, ReplayCache, open_replay_cache
 
 log = logging.getLogger("fastkrb")
@@ -28,6 +29,7 @@ __all__ = ["Validator", "AuthResult", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
 
 
 AuthResult = _native.AuthResult
+_native.set_pac_decoder(Pac)   # AuthResult.pac decodes with the Python PAC reader (krb/, a floor below)
 DEFAULT_MAX_TOKEN = 64 * 1024
 
 

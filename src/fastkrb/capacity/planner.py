@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastkrb.capacity.host import host_facts
 from fastkrb.capacity.mit import MitAcceptor, mit_available
 from fastkrb.errors import KerberosError
 from fastkrb.validator import Validator
@@ -386,18 +387,7 @@ def _steady_cache(name: str, skew: float) -> Any:
 
 
 def _host() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import platform
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform()}
+    return {**host_facts(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def sizing(scenarios: Sequence[Scenario], p99_budget_ms: float | None = None,
@@ -425,10 +415,16 @@ def sizing(scenarios: Sequence[Scenario], p99_budget_ms: float | None = None,
     return out
 
 
+def _latency(ms: float) -> str:
+    """A measured latency as measured: three significant digits (whole units from 100 on), µs below 1 ms."""
+    value, unit = (ms * 1000, "µs") if ms < 1 else (ms, "ms")
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
+
+
 def sizing_line(sz: dict[str, Any]) -> str:
     if not sz:
         return "no fastkrb scenario ran"
-    line = (f"at p99 <= {sz['p99_ms']:.3f} ms this host validates {sz['per_core_rps']:,}/s per core "
+    line = (f"this host validates {sz['per_core_rps']:,}/s per core at p99 {_latency(sz['p99_ms'])} "
             f"({sz['scenario']})")
     if "cores" in sz:
         line += (f"; for {sz['target_rps']:,.0f}/s you need {sz['cores']} core(s) "
@@ -436,7 +432,7 @@ def sizing_line(sz: dict[str, Any]) -> str:
     if "sidecar" in sz:
         sc = sz["sidecar"]
         line += (f". Through the sidecar (one worker, {sc['scenario'].split(', ', 2)[-1]}): {sc['rps']:,}/s "
-                 f"at p99 {sc['p99_ms']:.2f} ms")
+                 f"at p99 {_latency(sc['p99_ms'])}")
     return line
 
 
@@ -527,7 +523,7 @@ def write_report(res: BenchResult, directory: Path) -> Path:
         save(fig, "vs_mit.png", f"fastkrb vs MIT krb5 ({mit[0].us_per_request / fk[0].us_per_request:.1f}x)")
 
     md = ["# fastkrb capacity report", "",
-          f"Host: {res.host.get('cpu')} ({res.host.get('cores')} cores), Python {res.host.get('python')}, "
+          f"Host: {res.host.get('cpu')} ({res.host.get('cpus')} cores), Python {res.host.get('python')}, "
           f"{res.host.get('date')}.",
           f"Tokens: {res.source.get('label')} ({res.source.get('tokens')} tokens, median "
           f"{res.source.get('token_bytes_median')} bytes).", "",

@@ -1,4 +1,4 @@
-"""`fastkrb` command line: validate, inspect, keytab list, doctor, dev, demo, groups sync, serve.
+"""`fastkrb` command line: validate, inspect, keytab list, doctor, dev, demo, bench, groups sync, serve.
 
 Exit codes: 0 accepted / ok, 1 rejected (the error's code, cause and fix are printed), 2 usage or I/O.
 """
@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from fastkrb import __version__
 from fastkrb.errors import KerberosError
 
 __all__ = ["main"]
@@ -169,18 +170,22 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fastkrb", description="Fast, exact Kerberos ticket validation.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument("--version", action="version", version=f"fastkrb {__version__}",
+                   help="print the version (fastkrb <version>) and exit")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     v = sub.add_parser("validate", help="validate a token against a keytab")
     v.add_argument("token", help="'Negotiate <b64>', base64, or - for stdin")
-    v.add_argument("--keytab", required=True)
+    v.add_argument("--keytab", required=True, help="the service keytab (MIT format)")
     v.add_argument("--now", type=float, default=None, help="unix time to validate at (recorded tokens)")
     v.add_argument("--principal", action="append", help="accepted server principal (repeatable)")
     v.add_argument("--channel-bindings", help="channel-binding application data, hex")
-    v.add_argument("--clock-skew", type=float, default=300.0)
-    v.add_argument("--enctypes", type=int, nargs="+", default=[20, 19, 18, 17])
+    v.add_argument("--clock-skew", type=float, default=300.0,
+                   help="seconds of clock difference tolerated (default %(default)s)")
+    v.add_argument("--enctypes", type=int, nargs="+", default=[20, 19, 18, 17],
+                   help="permitted enctype numbers (default 20 19 18 17; 23 = RC4 only when listed)")
     v.add_argument("--no-replay", action="store_true", help="no replay cache (one-shot checks)")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--json", action="store_true", help="print the result or the error as JSON")
     v.set_defaults(func=_cmd_validate)
 
     i = sub.add_parser("inspect", help="explain a token: mechs (NTLM named), SPN, kvno, enctypes; with --keytab the "
@@ -192,17 +197,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     i.add_argument("--enctypes", type=int, nargs="+", default=[20, 19, 18, 17, 23],
                    help="enctypes the verdict permits (default: all fastkrb implements)")
     i.add_argument("--allowed-realm", action="append", help="client realms the verdict allows (default: any)")
-    i.add_argument("--clock-skew", type=float, default=300.0)
+    i.add_argument("--clock-skew", type=float, default=300.0,
+                   help="seconds of clock difference the verdict tolerates (default %(default)s)")
     i.add_argument("--show-keys", action="store_true", help="print session keys (secret!)")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="print the report as JSON")
     i.set_defaults(func=_cmd_inspect)
 
     k = sub.add_parser("keytab", help="keytab tools")
-    ksub = k.add_subparsers(dest="kcmd", required=True)
+    ksub = k.add_subparsers(dest="kcmd", required=True, metavar="COMMAND")
     kl = ksub.add_parser("list", help="principals, kvnos and enctypes of a keytab")
-    kl.add_argument("file")
-    kl.add_argument("--show-keys", action="store_true")
-    kl.add_argument("--json", action="store_true")
+    kl.add_argument("file", help="the keytab file")
+    kl.add_argument("--show-keys", action="store_true", help="also print each key in hex (secret!)")
+    kl.add_argument("--json", action="store_true", help="print the entries as JSON")
     kl.set_defaults(func=_cmd_keytab_list)
 
     dr = sub.add_parser("doctor", help="check keytab, DNS, KDC reachability, clock and keys against the KDC")
@@ -219,20 +225,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     dr.add_argument("--password-env", help="environment variable holding the user's password")
     dr.add_argument("--password-file", help="file whose first line is the user's password")
     dr.add_argument("--client-keytab", help="keytab with the user's key")
-    dr.add_argument("--json", action="store_true")
+    dr.add_argument("--json", action="store_true", help="print the report as JSON")
     dr.set_defaults(func=_cmd_doctor)
 
     dv = sub.add_parser("dev", help="throwaway Kerberos for development: dev keytab, minted headers, a local realm")
-    dsub = dv.add_subparsers(dest="dcmd", required=True)
+    dsub = dv.add_subparsers(dest="dcmd", required=True, metavar="COMMAND")
     di = dsub.add_parser("init", help="write a DEV-ONLY keytab of random keys for an SPN")
     di.add_argument("--spn", required=True, help="e.g. HTTP/api.example.test (realm default DEV.TEST)")
-    di.add_argument("--realm", default="DEV.TEST")
-    di.add_argument("--keytab", default="fastkrb-dev.keytab")
+    di.add_argument("--realm", default="DEV.TEST", help="realm of the SPN when it names none (default %(default)s)")
+    di.add_argument("--keytab", default="fastkrb-dev.keytab", help="file to write (default %(default)s)")
     di.add_argument("--force", action="store_true", help="overwrite an existing file")
     di.set_defaults(func=_cmd_dev_init)
     dh = dsub.add_parser("header", help="print a valid minted 'Authorization: Negotiate ...' for the dev keytab")
-    dh.add_argument("--user", required=True)
-    dh.add_argument("--keytab", default="fastkrb-dev.keytab")
+    dh.add_argument("--user", required=True, help="the client principal, e.g. alice (without @REALM: the SPN's realm)")
+    dh.add_argument("--keytab", default="fastkrb-dev.keytab",
+                    help="the dev keytab from `fastkrb dev init` (default %(default)s)")
     dh.add_argument("--spn", help="the SPN (default: the dev keytab's)")
     dh.add_argument("--skew", type=float, default=0.0, help="move the client's clock by this many seconds")
     dh.add_argument("--expired", action="store_true", help="a ticket that ended an hour ago")
@@ -241,9 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dh.set_defaults(func=_cmd_dev_header)
     dre = dsub.add_parser("realm", help="run a throwaway MIT realm on loopback until Ctrl-C")
     dre.add_argument("--dir", help="work directory (kept); default: a temporary one, deleted at the end")
-    dre.add_argument("--realm", default="DEV.TEST")
-    dre.add_argument("--spn", default="HTTP/localhost")
-    dre.add_argument("--user", default="alice")
+    dre.add_argument("--realm", default="DEV.TEST", help="realm name (default %(default)s)")
+    dre.add_argument("--spn", default="HTTP/localhost", help="service principal to create (default %(default)s)")
+    dre.add_argument("--user", default="alice", help="user principal to create (default %(default)s)")
     dre.add_argument("--password", help="the user's password (default: random, printed)")
     dre.add_argument("--port", type=int, default=0, help="KDC port on 127.0.0.1 (default: a free one)")
     dre.add_argument("--keep", action="store_true", help="do not delete the temporary directory")
@@ -251,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dre.set_defaults(func=_cmd_dev_realm)
 
     d = sub.add_parser("demo", help="a throwaway realm keytab, minted tokens, verdicts and a throughput figure")
-    d.add_argument("--seconds", type=float, default=2.0)
+    d.add_argument("--seconds", type=float, default=2.0, help="length of the throughput run (default %(default)s)")
     d.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("bench", help="capacity planning: validations/s per core, latency, sizing, vs MIT")
@@ -259,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--tokens", help="file of recorded tokens, one per line (base64 or 'Negotiate <b64>')")
     b.add_argument("--kdc", action="store_true", help="get fresh tickets with your credentials (needs gssapi)")
     b.add_argument("--principal", help="service principal for --kdc")
-    b.add_argument("--kdc-tokens", type=int, default=20_000)
+    b.add_argument("--kdc-tokens", type=int, default=20_000,
+                   help="tickets to get from the KDC with --kdc (default %(default)s)")
     b.add_argument("--seconds", type=float, default=3.0, help="per scenario")
     b.add_argument("--replay", nargs="+", default=["memory", "shm"], help="replay backends (memory shm redis://...)")
     b.add_argument("--enctype", type=int, default=18, help="enctype of the embedded tokens")
@@ -268,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--workers", type=int, nargs="+", default=None,
                    help="sidecar worker counts (default: 1 and all cores)")
     b.add_argument("--target-rps", type=float, default=None, help="size the host for this load")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="print every figure as JSON instead of the table")
     b.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
     b.add_argument("--report", help="write report.md, report.json and PNG plots into this directory")
     b.set_defaults(func=_cmd_bench)

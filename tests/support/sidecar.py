@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+from support.procs import stop
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def service_keytab(directory: Path, service: str, seed: int) -> Path:
@@ -90,13 +92,7 @@ class Sidecar:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.proc is None or getattr(self, "_stopped", False):
             return 0 if self.proc is None else self.proc.returncode
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
+        code = stop(self.proc, sig, timeout)
         self.stderr.close()
         self._stopped = True
         return code

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kdc
 from fastkrb import Validator
+from support.mitgss import environment
 
 HOST = "svc18.fastkrb.test"
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def load_example(name: str) -> Any:
@@ -103,7 +103,7 @@ def target_name(lab: Any) -> Any:
 @contextlib.contextmanager
 def gss_env(lab: Any) -> Iterator[None]:
     env = {**lab.realm.env, "KRB5CCNAME": f"FILE:{lab.realm.ccache('default')}"}
-    with kdc.environment(env):
+    with environment(env):
         yield
 
 
@@ -145,6 +145,30 @@ def negotiate_header(lab: Any, *, mutual: bool = False) -> str:
 
     token, _ = lab.get_token("svc18", mech="spnego", mutual=mutual)
     return "Negotiate " + base64.b64encode(token).decode()
+
+
+def mutually_authenticated(lab: Any, port: int, path: str = "/", client: Any = None) -> Reply:
+    """A gssapi client (requests-gssapi unless ``client``) that insists on mutual authentication: it verifies the
+    server's AP-REP with MIT's initiator or fails. 200, with the answer in WWW-Authenticate."""
+    r = (client or requests_get)(lab, port, path, mutual=True)
+    assert r.status == 200 and r.headers["www-authenticate"].startswith("Negotiate "), r
+    return r
+
+
+def challenged(port: int, path: str = "/") -> Reply:
+    """A request without Authorization: 401 with the bare ``Negotiate`` challenge (every middleware's contract)."""
+    r = raw_get(port, path)
+    assert r.status == 401 and r.headers["www-authenticate"] == "Negotiate", r
+    return r
+
+
+def replayed(lab: Any, port: int, path: str = "/") -> Reply:
+    """The same real token twice: served once, then refused as a replay (401, X-Auth-Error: replay)."""
+    header = negotiate_header(lab)
+    assert raw_get(port, path, header).status == 200
+    again = raw_get(port, path, header)
+    assert again.status == 401 and again.headers["x-auth-error"] == "replay", again
+    return again
 
 
 # --- servers --------------------------------------------------------------------------------------------------
