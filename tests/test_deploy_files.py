@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+import identity_double
 from fastkrb.sidecar.config import load_config, parse_args
 from fastkrb.testing import make_keytab, mint
 from support.sidecar import SRC, Sidecar, parse_response, recv_all
@@ -32,20 +33,35 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SERVICE = "HTTP/api.example.com@EXAMPLE.COM"
 
 
+class _IdentitySidecar(Sidecar):
+    """The daemon with tests/identity_double.py until the native PAC identity lands."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        return identity_double.serve_command(cmd[cmd.index("serve") + 1:])
+
+
 @pytest.fixture(scope="module")
 def live_headers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The headers of a real 200 from the sidecar (lower-cased names)."""
+    """The headers of a real 200 from the sidecar for an AD-like ticket (a PAC), of a 401 and of a 403
+    (lower-cased names)."""
     d = tmp_path_factory.mktemp("deploy")
     kt = make_keytab((SERVICE,), rng=random.Random(2))
     (d / "k.keytab").write_bytes(kt.to_bytes())
-    sc = Sidecar(d, d / "k.keytab", args=("--replay-cache", "memory")).start()
+    sc = _IdentitySidecar(d, d / "k.keytab", args=("--replay-cache", "memory", "--remote-groups", "sid")).start()
     try:
-        tok = mint(kt, client="erin@EXAMPLE.COM", server=SERVICE, now=time.time() + 1).token_bytes
+        groups = [513, *range(2000, 2500)]                              # enough to be cut at 8 KiB
+        pac = {"logon_info": {"domain_sid": "S-1-5-21-7-8-9", "user_rid": 1104, "group_rids": groups}}
+        tok = mint(kt, client="erin@EXAMPLE.COM", server=SERVICE, pac=pac, now=time.time() + 1).token_bytes
         status, headers, _ = sc.http("GET", "/auth/api/x", {"Authorization": "Negotiate " +
                                                               base64.b64encode(tok).decode()})
         assert status == 200
         rej = sc.http("GET", "/auth", {"Authorization": "Negotiate AAAA"})[1]
-        return {**headers, **{f"401:{k}": v for k, v in rej.items()}}
+        tok = mint(kt, client="erin@EXAMPLE.COM", server=SERVICE, now=time.time() + 1).token_bytes
+        status, forbidden, _ = sc.http("GET", "/auth?allowed_users=nobody",
+                                       {"Authorization": "Negotiate " + base64.b64encode(tok).decode()})
+        assert status == 403
+        return {**headers, **{f"401:{k}": v for k, v in rej.items()}, **{f"403:{k}": v for k, v in forbidden.items()}}
     finally:
         assert sc.stop() == 0
 
@@ -101,12 +117,14 @@ def test_envoy_ext_authz(live_headers: dict[str, str]) -> None:
     assert "authorization" in _patterns(svc["authorization_request"]["allowed_headers"])
     resp = svc["authorization_response"]
     upstream = _patterns(resp["allowed_upstream_headers"])
-    assert upstream == {"x-remote-user", "x-remote-principal", "x-remote-realm"}
+    assert upstream == {"x-remote-user", "x-remote-principal", "x-remote-realm", "x-remote-sid", "x-remote-upn",
+                        "x-remote-groups", "x-remote-groups-truncated"}
     assert upstream <= set(live_headers)                       # the sidecar really sends them on 200
     assert _patterns(resp["allowed_client_headers_on_success"]) == {"www-authenticate"}
     assert "www-authenticate" in live_headers
     client = _patterns(resp["allowed_client_headers"])
     assert {f"401:{h}" for h in client} <= set(live_headers)  # ... and these on 401
+    assert live_headers["403:x-auth-error"] == "forbidden" and "403:www-authenticate" not in live_headers
     cluster = next(c for c in doc["static_resources"]["clusters"] if c["name"] == svc["server_uri"]["cluster"])
     (pipe,) = _find(cluster, "pipe")
     assert pipe["path"] == "/run/fastkrb/fastkrb.sock"
@@ -161,13 +179,34 @@ def test_systemd_units_agree_with_the_config(tmp_path: Path) -> None:
     assert oct(cfg.socket_mode) == oct(int(sock["Socket"]["SocketMode"], 8))
 
 
+def test_groups_sync_timer_runs_a_valid_command() -> None:
+    import argparse
+
+    from fastkrb.tools.groups import add_arguments
+
+    svc = _unit("fastkrb-groups-sync.service")
+    timer = _unit("fastkrb-groups-sync.timer")
+    assert svc["Service"]["Type"] == "oneshot" and svc["Service"]["ReadWritePaths"] == "/etc/fastkrb"
+    argv = shlex.split(svc["Service"]["ExecStart"])
+    assert argv[1:3] == ["groups", "sync"]
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    a = p.parse_args(argv[3:])
+    assert a.ldap_url.startswith("ldaps://") and a.out == "/etc/fastkrb/groups.json"   # where fastkrb.toml reads it
+    assert a.bind_dn == "CN=fastkrb-sync,OU=Service Accounts,DC=corp,DC=example" and a.password_file
+    cfg = load_config(parse_args(["--config", str(DEPLOY / "fastkrb.toml")]), env={})
+    assert cfg.group_names == a.out
+    assert timer["Timer"]["OnUnitActiveSec"] and timer["Install"]["WantedBy"] == "timers.target"
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    for name in ("fastkrb.service", "fastkrb.socket"):
+    names = ("fastkrb.service", "fastkrb.socket", "fastkrb-groups-sync.service", "fastkrb-groups-sync.timer")
+    for name in names:
         text = (DEPLOY / "systemd" / name).read_text().replace("/usr/bin/fastkrb", sys.executable + " -m fastkrb")
         (tmp_path / name).write_text(text)
-    out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "fastkrb.service"),
-                          str(tmp_path / "fastkrb.socket")], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(["systemd-analyze", "verify", "--man=no", *(str(tmp_path / n) for n in names)],
+                         capture_output=True, text=True, timeout=60)
     problems = [line for line in (out.stdout + out.stderr).splitlines()
                 if "fastkrb" in line and "Unknown user" not in line and "Failed to" not in line]
     assert not problems, out.stdout + out.stderr

@@ -3,11 +3,19 @@ deploy/nginx/fastkrb.conf (auth_request to the sidecar's Unix socket), fastkrb s
 
 nginx's workers run as www-data (as on Debian); the sidecar's socket belongs to that group and its
 SO_PEERCRED allow-list admits that group (and root, for the test's own probes).
+
+Policies: the shipped file's /reports/ location asks for the policy "readers" (a group); the test adds a
+copy of that pattern, /mine/, built in the URL (?allowed_users=alice@FASTKRB.TEST). MIT tickets carry no
+PAC groups: 403 at /reports/, 200 at /mine/. With the Samba AD DC (tests/support/samba_dc.py) the same file runs
+inside the DC's network namespace and curl --negotiate brings real AD tickets: a member of the group gets
+200 and its SID, UPN and groups, a non-member 403. Until the native PAC identity lands, the sidecar runs
+with tests/identity_double.py (identity from the PAC the native core decodes).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import grp
 import http.client
 import http.server
@@ -17,7 +25,9 @@ import pwd
 import re
 import shutil
 import signal
+import socketserver
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +38,8 @@ from typing import Any
 
 import pytest
 
+import identity_double
+from fastkrb.groups import write_map
 from support.mitgss import finish_initiator
 from support.procs import free_port, stop, wait_listening
 from support.sidecar import Sidecar
@@ -42,28 +54,45 @@ pytestmark = [
 ]
 
 
-def render(text: str, *, socket_path: str, app_port: int, port: int, www: Path, host: str,
+def render(text: str, *, socket_path: str, app_port: int | str, port: int, www: Path, host: str,
            guard: bool = True) -> str:
     """The shipped file with its ADAPT values replaced (each must be found: the file is what we test)."""
-    subs = {"unix:/run/fastkrb/fastkrb.sock": f"unix:{socket_path}", "127.0.0.1:8080": f"127.0.0.1:{app_port}",
+    app = app_port if isinstance(app_port, str) else f"127.0.0.1:{app_port}"   # a str: "unix:/path"
+    subs = {"unix:/run/fastkrb/fastkrb.sock": f"unix:{socket_path}", "127.0.0.1:8080": app,
             "listen 80;": f"listen 127.0.0.1:{port};", "/srv/www": str(www), "api.example.com": host}
     for old, new in subs.items():
         assert old in text, f"{old!r} no longer in {SHIPPED.name}: update this test"
         text = text.replace(old, new)
-    if not guard:  # the negative control: the same file without the internal-redirect guard
-        text, n = re.subn(r"if \(\$fastkrb_user\) \{.*?\}", "", text, flags=re.S)
+    if not guard:  # the negative control: the same file without the internal-redirect guard (of /_fastkrb)
+        text, n = re.subn(r"if \(\$fastkrb_user\) \{[^}]*?return 204;\s*\}", "", text, count=1)
         assert n == 1
     return text
+
+
+def add_policy_location(text: str, prefix: str, query: str) -> str:
+    """A copy of the shipped /reports/ pattern (location + its auth location with the policy guard) for
+    another prefix and a policy built in the URL."""
+    start = text.index("    location /reports/ {")
+    block = text[start:text.rindex("}")]
+    policy = query[len("policy="):] if query.startswith("policy=") else query
+    block = (block.replace("/reports/", prefix).replace("/_fastkrb_readers", "/_fastkrb" + prefix.strip("/"))
+             .replace('$fastkrb_policy = "readers"', f'$fastkrb_policy = "{policy}"')
+             .replace("/auth?policy=readers", "/auth?" + query))
+    end = text.rindex("}")
+    return text[:end] + block + text[end:]
 
 
 class _Backend(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        body = json.dumps({"user": self.headers.get("X-Remote-User"),
-                           "principal": self.headers.get("X-Remote-Principal"),
-                           "realm": self.headers.get("X-Remote-Realm"),
-                           "authorization": self.headers.get("Authorization")}).encode()
+        doc = {"user": self.headers.get("X-Remote-User"), "principal": self.headers.get("X-Remote-Principal"),
+               "realm": self.headers.get("X-Remote-Realm"), "authorization": self.headers.get("Authorization")}
+        for key, name in (("sid", "X-Remote-SID"), ("upn", "X-Remote-UPN"), ("groups", "X-Remote-Groups"),
+                          ("groups_cut", "X-Remote-Groups-Truncated"), ("policy", "X-Remote-Policy")):
+            if self.headers.get(name):   # only what the proxy passed (an MIT ticket has no PAC identity)
+                doc[key] = self.headers[name]
+        body = json.dumps(doc).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -72,6 +101,15 @@ class _Backend(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+    def address_string(self) -> str:
+        return str(self.client_address)   # a Unix socket peer has no (host, port)
+
+
+class _UnixBackend(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The backend on a Unix socket: reachable from nginx in another network namespace."""
+
+    daemon_threads = True
 
 
 @dataclass
@@ -128,16 +166,33 @@ def _parse_curl(out: str) -> tuple[list[int], dict[str, str], str]:
     return statuses, headers, body
 
 
-@pytest.fixture(scope="module")
-def site(mit_lab: Any) -> Iterator[Site]:
-    realm = mit_lab.realm
-    principal = realm.add_service(realm.service("sidecar"))
-    host = f"sidecar.{realm.domain}"
-    work = Path(tempfile.mkdtemp(prefix="fastkrb-e2e-"))
+class _IdentitySidecar(Sidecar):
+    """fastkrb serve with tests/identity_double.py installed (a no-op once the native PAC identity exists)."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        return identity_double.serve_command(cmd[cmd.index("serve") + 1:])
+
+
+READERS_SID = "S-1-5-21-1004336348-1177238915-682003330-1200"   # the MIT test's readers: a group no MIT ticket has
+
+
+@dataclass
+class Served:
+    sidecar: Sidecar
+    ports: dict[str, int]
+    nginx: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def serve(work: Path, keytab: Path, host: str, config: str, *, copies: tuple[tuple[str, bool], ...],
+          extra: Any = None, netns: Any = None) -> Iterator[Served]:
+    """The sidecar (config text as its --config) and nginx running the shipped file once per copy
+    (name, with the internal-redirect guard?); ``extra(text)`` edits each copy; ``netns(argv)`` runs nginx
+    elsewhere (inside a DC's network namespace)."""
     os.chmod(work, 0o755)   # nginx's workers (www-data) reach the socket and the files through it
-    keytab = realm.export(work / "http.keytab", principal)
     www = work / "www"
-    www.mkdir()
+    www.mkdir(exist_ok=True)
     (www / "index.html").write_text("<h1>protected index</h1>\n")
     (www / "index.html").chmod(0o644)
     try:
@@ -145,22 +200,33 @@ def site(mit_lab: Any) -> Iterator[Site]:
         nginx_group = grp.getgrnam("www-data").gr_name
     except KeyError:
         nginx_user = nginx_group = "root"
-    replay = ["--replay-cache", f"shm:{work / 'replay.shm'}"]   # shared by the two workers
-    sc = Sidecar(work, keytab, workers=2, args=(*replay, "--socket-group", nginx_group, "--allow-gids", nginx_group,
-                                                "--allow-uids", "0"))
-    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
+    (work / "fastkrb.toml").write_text(config)
+    sc = _IdentitySidecar(work, keytab, workers=2, args=("--replay-cache", f"shm:{work / 'replay.shm'}", "--config",
+                                                         str(work / "fastkrb.toml"), "--socket-group", nginx_group,
+                                                         "--allow-gids", nginx_group, "--allow-uids", "0"))
+    backend: socketserver.BaseServer
+    if netns is None:
+        backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
+        app: int | str = backend.server_address[1]   # type: ignore[index]
+    else:
+        backend = _UnixBackend(str(work / "app.sock"), _Backend)
+        os.chmod(work / "app.sock", 0o666)
+        app = f"unix:{work / 'app.sock'}"
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     tmp = work / "nginx-tmp"
-    tmp.mkdir()
+    tmp.mkdir(exist_ok=True)
     shutil.chown(tmp, nginx_user, nginx_group)
-    port, bare_port = free_port(), free_port()
+    ports = {name: free_port() for name, _ in copies}
     shipped = SHIPPED.read_text()
     includes = []
-    for name, p, guard in (("site", port, True), ("bare", bare_port, False)):
-        conf = render(shipped, socket_path=sc.socket, app_port=backend.server_address[1], port=p, www=www,
-                      host=host, guard=guard)
-        if not guard:   # a second copy needs its own upstream names
-            conf = conf.replace("fastkrb_sidecar", "fastkrb_sidecar_bare").replace("fastkrb_app", "fastkrb_app_bare")
+    for name, guard in copies:
+        conf = render(shipped, socket_path=sc.socket, app_port=app, port=ports[name], www=www, host=host,
+                      guard=guard)
+        if extra is not None:
+            conf = extra(conf)
+        if name != copies[0][0]:   # a second copy needs its own upstream names
+            conf = conf.replace("fastkrb_sidecar", f"fastkrb_sidecar_{name}").replace("fastkrb_app",
+                                                                                       f"fastkrb_app_{name}")
         path = work / f"{name}.conf"
         path.write_text(conf)
         includes.append(f"    include {path};")
@@ -174,17 +240,40 @@ def site(mit_lab: Any) -> Iterator[Site]:
     check = subprocess.run([NGINX, "-t", "-c", str(main), "-p", str(work)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     sc.start()
-    ngx = subprocess.Popen([NGINX, "-c", str(main), "-p", str(work)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)
+    argv = [NGINX, "-c", str(main), "-p", str(work)]
+    ngx = subprocess.Popen(netns(argv) if netns else argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_listening(port, ngx, work / "nginx-error.log", "nginx")
-        wait_listening(bare_port, ngx, work / "nginx-error.log", "nginx")
-        yield Site(mit_lab, principal, host, port, bare_port, sc, keytab, work)
+        yield Served(sc, ports, ngx)
     finally:
         stop(ngx, signal.SIGQUIT, 10)
         assert sc.stop() == 0
         backend.shutdown()
         backend.server_close()
+
+
+@pytest.fixture(scope="module")
+def site(mit_lab: Any) -> Iterator[Site]:
+    realm = mit_lab.realm
+    principal = realm.add_service(realm.service("sidecar"))
+    host = f"sidecar.{realm.domain}"
+    work = Path(tempfile.mkdtemp(prefix="fastkrb-e2e-"))
+    keytab = realm.export(work / "http.keytab", principal)
+    config = f'[policies.readers]\nallowed_groups = ["{READERS_SID}"]\n'
+    mine = f"allowed_users={realm.user}"
+
+    def extra(text: str) -> str:
+        text = add_policy_location(text, "/mine/", mine)
+        # a location whose try_files redirects internally into /mine/ after its own (policy-free) auth
+        redirect = "    location = /to-mine {\n        try_files /nonexistent /mine/x;\n    }\n"
+        return text[:text.rindex("}")] + redirect + "}\n"
+
+    try:
+        with serve(work, keytab, host, config, copies=(("site", True), ("bare", False)), extra=extra) as served:
+            wait_listening(served.ports["site"], served.nginx, work / "nginx-error.log", "nginx")
+            wait_listening(served.ports["bare"], served.nginx, work / "nginx-error.log", "nginx")
+            yield Site(mit_lab, principal, host, served.ports["site"], served.ports["bare"], served.sidecar, keytab,
+                       work)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -322,3 +411,124 @@ def test_replay_after_worker_death_needs_the_shared_cache(site: Site) -> None:
         time.sleep(0.05)
     status, headers, _ = site.get("/api/whoami", value)
     assert status == 401 and headers["x-auth-error"] == "replay"
+
+
+# -- policies --------------------------------------------------------------------------------------------------
+
+def test_group_location_refuses_an_mit_ticket_with_403(site: Site) -> None:
+    """MIT tickets carry no PAC groups: the location of the policy "readers" answers 403, not 401."""
+    out = site.curl("/reports/x")
+    assert out.returncode == 0, out.stderr
+    statuses, headers, _ = _parse_curl(out.stdout)
+    assert statuses[-1] == 403 and 200 not in statuses   # (curl may show the 401 challenge before it)
+    assert headers["x-auth-error"] == "forbidden"
+    assert headers.get("www-authenticate", "") != "Negotiate"   # no new challenge: it would not help
+    time.sleep(0.5)
+    (line,) = [e for e in site.sidecar.events() if e.get("outcome") == "forbidden"][-1:]
+    assert line["policy"] == "readers" and line["constraint"] == "groups" and line["group_count"] == 0
+    assert line["client"] == site.lab.realm.user and "no PAC logon information" in line["cause"]
+
+
+def test_allowed_users_location_lets_the_user_in(site: Site) -> None:
+    out = site.curl("/mine/x")
+    assert out.returncode == 0, out.stderr
+    statuses, _, body = _parse_curl(out.stdout)
+    assert statuses[-1] == 200
+    doc = json.loads(body)
+    assert doc["principal"] == site.lab.realm.user and doc["policy"] == f"allowed_users={site.lab.realm.user}"
+    assert "sid" not in doc and "groups" not in doc           # no PAC, no identity headers
+    # and the same shipped pattern refuses a user the URL does not name
+    token, _ = site.token()
+    status, headers, _ = site.get("/reports/x", "Negotiate " + base64.b64encode(token).decode())
+    assert status == 403 and headers["x-auth-error"] == "forbidden"
+
+
+def test_internal_redirect_into_a_policy_location_fails_closed(site: Site) -> None:
+    """Authenticated for a policy-free location, then redirected into /mine/: the token is spent and this
+    policy was not asked, so the guard answers 403 rather than a false replay or a skipped check."""
+    time.sleep(0.5)
+    before = len([e for e in site.sidecar.events() if e.get("event") == "decision"])
+    out = site.curl("/to-mine")
+    statuses, _, _ = _parse_curl(out.stdout)
+    assert statuses[-1] == 403, out.stdout
+    time.sleep(0.5)
+    new = [e for e in site.sidecar.events() if e.get("event") == "decision"][before:]
+    # one validation (for /to-mine, without a policy), no second one that would be a replay
+    assert [(e["outcome"], e.get("policy")) for e in new if e["outcome"] != "challenged"] == [("accepted", None)]
+
+
+# -- the same with Active Directory tickets: Samba's AD DC -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def samba(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The Samba AD DC (tests/support/samba_dc.py): the session's ``samba_dc`` fixture when conftest shares one,
+    else one for this module (it needs root and Debian's samba; .ci/system-deps installs it)."""
+    try:
+        shared = request.getfixturevalue("samba_dc")
+    except pytest.FixtureLookupError:
+        shared = None
+    if shared is not None:
+        yield shared
+        return
+    from support import samba_dc as sdc
+
+    with sdc.running_dc() as dc:
+        yield dc
+
+
+@pytest.fixture(scope="module")
+def samba_site(samba: Any) -> Iterator[Any]:
+    """nginx (inside the DC's network namespace, where its KDC is) + the sidecar with the DC's HTTP keytab,
+    the group map of the directory, and the policy readers = members of CORP\\fk-g1 (carol, not bob)."""
+    dc = samba
+    work = Path(tempfile.mkdtemp(prefix="fastkrb-e2e-samba-"))   # not under pytest's 0700 tmp: www-data walks it
+    spn = dc.services["svc-aes256"].spn                       # HTTP/aes256.corp.example
+    host = spn.split("/", 1)[1]
+    keytab = work / "http.keytab"
+    shutil.copyfile(dc.keytab("svc-aes256"), keytab)
+    groups = dc.search(dc.base_dn, "objectSid", "sAMAccountName", scope="sub", expr="(objectClass=group)")
+    write_map(work / "groups.json", {g["objectSid"][0]: f"{dc.domain}\\{g['sAMAccountName'][0]}" for g in groups})
+    config = (f'[serve]\ngroup_names = "{work / "groups.json"}"\nremote_groups = "name"\nenctypes = [18, 17, 23]\n'
+              '[policies.readers]\nallowed_groups = ["CORP\\\\fk-g1"]\n')
+    try:
+        with serve(work, keytab, host, config, copies=(("site", True),), netns=dc.netns_argv) as served:
+            port = served.ports["site"]
+            probe = (f"import socket,time\nfor _ in range(200):\n    try:\n        socket.create_connection(("
+                     f"'127.0.0.1', {port}), 0.2).close()\n        break\n    except OSError:\n"
+                     "        time.sleep(0.05)\n")
+            dc.run([sys.executable, "-c", probe], netns=True)
+            yield dc, host, port, served
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _samba_curl(dc: Any, host: str, port: int, user: str, path: str) -> tuple[list[int], dict[str, str], str]:
+    cc = dc.user_ccache(user)
+    out = dc.run(["curl", "-sS", "--negotiate", "-u", ":", "--resolve", f"{host}:{port}:127.0.0.1", "-D", "-",
+                  "-o", "-", f"http://{host}:{port}{path}"], env={"KRB5CCNAME": f"FILE:{cc}"}, netns=True)
+    return _parse_curl(out.stdout)
+
+
+@pytest.mark.samba
+def test_samba_group_member_gets_in_with_its_identity(samba_site: Any) -> None:
+    dc, host, port, _ = samba_site
+    statuses, _, body = _samba_curl(dc, host, port, "carol", "/reports/x")
+    assert statuses[-1] == 200, body
+    doc = json.loads(body)
+    carol = dc.truth("carol")
+    assert doc["principal"] == "carol@CORP.EXAMPLE" and doc["policy"] == "readers"
+    assert doc["sid"] == carol.sid and doc["upn"] == "carol@corp.example"
+    assert {"CORP\\fk-g1", "CORP\\fk-g2", "CORP\\Domain Users"} <= set(doc["groups"].split(","))
+
+
+@pytest.mark.samba
+def test_samba_non_member_gets_403(samba_site: Any) -> None:
+    dc, host, port, served = samba_site
+    statuses, headers, _ = _samba_curl(dc, host, port, "bob", "/reports/x")
+    assert statuses[-1] == 403 and headers["x-auth-error"] == "forbidden"
+    statuses, _, body = _samba_curl(dc, host, port, "bob", "/api/x")      # every authenticated user
+    assert statuses[-1] == 200 and json.loads(body)["sid"] == dc.truth("bob").sid
+    time.sleep(0.5)
+    line = [e for e in served.sidecar.events() if e.get("outcome") == "forbidden"][-1]
+    assert line["policy"] == "readers" and line["constraint"] == "groups" and line["group_count"] > 0
+    assert line["user_sid"] == dc.truth("bob").sid

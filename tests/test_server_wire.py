@@ -108,7 +108,7 @@ def test_decoders_refuse_inconsistent_lengths() -> None:
 
 def test_protocol_doc_names_every_kind() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
-    for name in ("VALIDATE", "PING", "ACCEPTED", "REJECTED", "PONG", "PROTOCOL_ERROR"):
+    for name in ("VALIDATE", "PING", "ACCEPTED", "REJECTED", "PONG", "PROTOCOL_ERROR", "VALIDATE_EX", "ACCEPTED_EX"):
         value = getattr(protocol, name)
         assert f"0x{value:02X}" in doc or f"0x{value:02x}" in doc, name
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
         ClockSkew,
         EnctypeNotInKeytab,
         EnctypeNotPermitted,
+        Forbidden,
         IntegrityError,
         KerberosError,
         KeyVersionMismatch,
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
         UnsupportedMechanism,
         WrongPrincipal,
     )
+    from fastkrb.groups import GroupNames
     from fastkrb.keytab import Keytab, KeytabEntry
+    from fastkrb.policy import Policy
     from fastkrb.validator import AuthResult, Validator
 
 __version__ = "0.1.0"
@@ -37,21 +40,23 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _WHERE = {
     **dict.fromkeys(
-        ("ChannelBindingsMismatch", "ClockSkew", "EnctypeNotInKeytab", "EnctypeNotPermitted", "IntegrityError",
-         "KerberosError", "KeyVersionMismatch", "MalformedToken", "NameMismatch", "RealmNotAllowed", "Replay",
-         "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid", "TicketNotYetValid", "UnsupportedMechanism",
-         "WrongPrincipal"),
+        ("ChannelBindingsMismatch", "ClockSkew", "EnctypeNotInKeytab", "EnctypeNotPermitted", "Forbidden",
+         "IntegrityError", "KerberosError", "KeyVersionMismatch", "MalformedToken", "NameMismatch", "RealmNotAllowed",
+         "Replay", "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid", "TicketNotYetValid",
+         "UnsupportedMechanism", "WrongPrincipal"),
         "fastkrb.errors"),
+    "GroupNames": "fastkrb.groups",
     "Keytab": "fastkrb.keytab",
     "KeytabEntry": "fastkrb.keytab",
+    "Policy": "fastkrb.policy",
     "AuthResult": "fastkrb.validator",
     "Validator": "fastkrb.validator",
 }
 
 __all__ = [
-    "AuthResult", "ChannelBindingsMismatch", "ClockSkew", "EnctypeNotInKeytab", "EnctypeNotPermitted",
-    "IntegrityError", "KerberosError", "KeyVersionMismatch", "Keytab", "KeytabEntry", "MalformedToken",
-    "NameMismatch", "RealmNotAllowed", "Replay", "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid",
+    "AuthResult", "ChannelBindingsMismatch", "ClockSkew", "EnctypeNotInKeytab", "EnctypeNotPermitted", "Forbidden",
+    "GroupNames", "IntegrityError", "KerberosError", "KeyVersionMismatch", "Keytab", "KeytabEntry", "MalformedToken",
+    "NameMismatch", "Policy", "RealmNotAllowed", "Replay", "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid",
     "TicketNotYetValid", "UnsupportedMechanism", "Validator", "WrongPrincipal",
 ]
 

@@ -10,6 +10,12 @@ the same :class:`~fastkrb.errors.KerberosError` subclass the sidecar's validator
 A request whose connection broke before its answer arrived is sent again once on a fresh connection,
 but only when that connection had been reused (the sidecar closes idle connections); the rare cost is
 a ``replay`` verdict for a token the dead connection had already delivered, never an acceptance.
+
+Protocol 2 (the default) lets a call name a policy the sidecar applies (``policy="readers"``, or
+``allowed_groups=[...]`` etc.: a client it does not allow raises :class:`~fastkrb.errors.Forbidden`) and
+returns the PAC identity in ``result.identity`` (a :class:`RemoteIdentity`: user SID, UPN, group
+SIDs and, with ``group_names=True``, the names of the sidecar's map). A sidecar older than protocol 2
+refuses such requests (SidecarUnavailable saying so): upgrade the sidecar first, or use ``protocol=1``.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from typing import Any
 from fastkrb.errors import KerberosError, error_for_code
 from fastkrb.sidecar import protocol
 
-__all__ = ["AsyncClient", "Client", "RemoteAuthResult", "SidecarUnavailable"]
+__all__ = ["AsyncClient", "Client", "RemoteAuthResult", "RemoteIdentity", "SidecarUnavailable", "policy_query"]
 
 DEFAULT_SOCKET = "/run/fastkrb/fastkrb.sock"
 _MAX_REPLY = 1 << 20
+_WANT_IDENTITY, _WANT_NAMES = protocol.WANT_IDENTITY, protocol.WANT_GROUP_NAMES
 
 
 class SidecarUnavailable(KerberosError):
@@ -49,6 +56,26 @@ class _Broken(SidecarUnavailable):
 # An accepted token as the sidecar reports it: the AuthResult's facts (never the session key), with
 # www_authenticate and to_dict() like the library's AuthResult. The wire codec decodes straight into it.
 RemoteAuthResult = protocol.Accepted
+#: The PAC identity of a RemoteAuthResult (protocol 2): user_sid, upn, group_sids, member_of(), ...
+RemoteIdentity = protocol.RemoteIdentity
+_POLICY_KEYS = ("allowed_users", "allowed_groups", "allowed_realms")
+
+
+def policy_query(policy: str | None = None, allowed_users: Iterable[str] | None = None,
+                 allowed_groups: Iterable[str] | None = None, allowed_realms: Iterable[str] | None = None) -> str:
+    """The policy text of a request, as /auth takes it: ``policy=NAME`` or ``allowed_users=a,b&...`` ("" for none)."""
+    from urllib.parse import quote
+
+    rules = {k: list(v) for k, v in zip(_POLICY_KEYS, (allowed_users, allowed_groups, allowed_realms), strict=True)
+             if v is not None}
+    for k, v in rules.items():
+        if isinstance(v, str) or any(not isinstance(x, str) or "," in x for x in v):
+            raise ValueError(f"{k} must be a list of strings without commas")
+    if policy is not None:
+        if any(rules.values()):
+            raise ValueError("give policy= or allowed_*=, not both")
+        return "policy=" + quote(policy, safe="")
+    return "&".join(k + "=" + ",".join(quote(x, safe="@/\\") for x in v) for k, v in rules.items() if v)
 
 
 def _token_bytes(token: str | bytes) -> bytes:
@@ -56,6 +83,8 @@ def _token_bytes(token: str | bytes) -> bytes:
 
 
 def _outcome(kind: int, payload: bytes) -> RemoteAuthResult | KerberosError | dict[str, Any]:
+    if kind == protocol.ACCEPTED_EX:
+        return protocol.decode_accepted_ex(payload)
     if kind == protocol.ACCEPTED:
         return protocol.decode_accepted(payload)
     if kind == protocol.REJECTED:
@@ -67,7 +96,12 @@ def _outcome(kind: int, payload: bytes) -> RemoteAuthResult | KerberosError | di
         status: dict[str, Any] = json.loads(payload or b"{}")
         return status
     if kind == protocol.PROTOCOL_ERROR:
-        return SidecarUnavailable(f"The sidecar refused the request: {payload.decode(errors='replace')}")
+        text = payload.decode(errors="replace")
+        if text == f"unknown frame kind 0x{protocol.VALIDATE_EX:02x}":
+            return SidecarUnavailable("The sidecar speaks protocol 1 only (no policies, no PAC identity): upgrade it, "
+                                      "or use Client(protocol=1) / AsyncClient(protocol=1).",
+                                      details={"protocol_error": text})
+        return SidecarUnavailable(f"The sidecar refused the request: {text}")
     return SidecarUnavailable(f"The sidecar answered with an unknown frame kind 0x{kind:02x}")
 
 
@@ -87,22 +121,38 @@ def _raise_or_return(out: Any) -> Any:
 
 
 class _Endpoint:
-    """Where the sidecar listens and how long to wait for it: what both clients are configured with."""
+    """Where the sidecar listens, how long to wait for it, and what to ask: what both clients are configured
+    with. ``protocol`` 2 (default) or 1; ``identity`` asks for the PAC identity, ``group_names`` for the names
+    of the sidecar's group map beside the SIDs (protocol 2)."""
 
     def __init__(self, socket_path: str | None = None, *, tcp: str | tuple[str, int] | None = None,
-                 timeout: float = 5.0, connect_timeout: float | None = None) -> None:
+                 timeout: float = 5.0, connect_timeout: float | None = None, protocol: int = 2,
+                 identity: bool = True, group_names: bool = False) -> None:
+        if protocol not in (1, 2):
+            raise ValueError("protocol must be 1 or 2")
         self.family, self.address = _address(socket_path, tcp)
         self.timeout = timeout
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+        self.protocol = protocol
+        self._flags = (_WANT_IDENTITY if identity else 0) | (_WANT_NAMES if group_names else 0)
         self._ids = itertools.count(1)   # request ids of the binary protocol
+
+    def _frame(self, rid: int, token: str | bytes, channel_bindings: bytes | None, policy: str) -> bytes:
+        if self.protocol == 1:
+            if policy:
+                raise ValueError("policies need protocol 2")
+            return protocol.encode_validate(rid, _token_bytes(token), channel_bindings)
+        return protocol.encode_validate_ex(rid, _token_bytes(token), channel_bindings, policy, self._flags)
 
 
 class Client(_Endpoint):
     """Blocking client; one connection, reused. Safe to share between threads (calls are serialised)."""
 
     def __init__(self, socket_path: str | None = None, *, tcp: str | tuple[str, int] | None = None,
-                 timeout: float = 5.0, connect_timeout: float | None = None) -> None:
-        super().__init__(socket_path, tcp=tcp, timeout=timeout, connect_timeout=connect_timeout)
+                 timeout: float = 5.0, connect_timeout: float | None = None, protocol: int = 2,
+                 identity: bool = True, group_names: bool = False) -> None:
+        super().__init__(socket_path, tcp=tcp, timeout=timeout, connect_timeout=connect_timeout, protocol=protocol,
+                         identity=identity, group_names=group_names)
         self._sock: socket.socket | None = None
         self._buf = bytearray()
         self._lock = threading.Lock()
@@ -202,22 +252,31 @@ class Client(_Endpoint):
     def _next_id(self) -> int:
         return next(self._ids) & protocol.MAX_ID
 
-    def validate(self, token: str | bytes, channel_bindings: bytes | None = None) -> RemoteAuthResult:
-        """Validate one token (header value, base64 or raw); raises the validator's KerberosError subclass."""
+    def validate(self, token: str | bytes, channel_bindings: bytes | None = None, *, policy: str | None = None,
+                 allowed_users: Iterable[str] | None = None, allowed_groups: Iterable[str] | None = None,
+                 allowed_realms: Iterable[str] | None = None) -> RemoteAuthResult:
+        """Validate one token (header value, base64 or raw); raises the validator's KerberosError subclass.
+
+        ``policy`` names a ``[policies.NAME]`` of the sidecar; ``allowed_*`` make one for this call (as the /auth
+        query does). A client the policy does not allow raises Forbidden (code ``forbidden``)."""
+        query = policy_query(policy, allowed_users, allowed_groups, allowed_realms)
         rid = self._next_id()
-        out = self._roundtrip([protocol.encode_validate(rid, _token_bytes(token), channel_bindings)], [rid])[rid]
+        out = self._roundtrip([self._frame(rid, token, channel_bindings, query)], [rid])[rid]
         result: RemoteAuthResult = _raise_or_return(out)
         return result
 
-    def validate_many(self, tokens: Iterable[str | bytes],
-                      channel_bindings: bytes | None = None) -> list[RemoteAuthResult | KerberosError]:
+    def validate_many(self, tokens: Iterable[str | bytes], channel_bindings: bytes | None = None, *,
+                      policy: str | None = None, allowed_users: Iterable[str] | None = None,
+                      allowed_groups: Iterable[str] | None = None,
+                      allowed_realms: Iterable[str] | None = None) -> list[RemoteAuthResult | KerberosError]:
         """Pipelined: every token in one write, answers in the tokens' order (errors returned, not raised)."""
+        query = policy_query(policy, allowed_users, allowed_groups, allowed_realms)
         ids: list[int] = []
         frames: list[bytes] = []
         for t in tokens:
             rid = self._next_id()
             ids.append(rid)
-            frames.append(protocol.encode_validate(rid, _token_bytes(t), channel_bindings))
+            frames.append(self._frame(rid, t, channel_bindings, query))
         if not frames:
             return []
         got = self._roundtrip(frames, ids)
@@ -285,8 +344,10 @@ class AsyncClient(_Endpoint):
     """asyncio client: one pipelined connection shared by every concurrent call on its loop."""
 
     def __init__(self, socket_path: str | None = None, *, tcp: str | tuple[str, int] | None = None,
-                 timeout: float = 5.0, connect_timeout: float | None = None) -> None:
-        super().__init__(socket_path, tcp=tcp, timeout=timeout, connect_timeout=connect_timeout)
+                 timeout: float = 5.0, connect_timeout: float | None = None, protocol: int = 2,
+                 identity: bool = True, group_names: bool = False) -> None:
+        super().__init__(socket_path, tcp=tcp, timeout=timeout, connect_timeout=connect_timeout, protocol=protocol,
+                         identity=identity, group_names=group_names)
         self._conn: _Conn | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -349,18 +410,33 @@ class AsyncClient(_Endpoint):
     def _next_id(self) -> int:
         return next(self._ids) & protocol.MAX_ID
 
-    async def validate(self, token: str | bytes, channel_bindings: bytes | None = None) -> RemoteAuthResult:
+    async def validate(self, token: str | bytes, channel_bindings: bytes | None = None, *,
+                       policy: str | None = None, allowed_users: Iterable[str] | None = None,
+                       allowed_groups: Iterable[str] | None = None,
+                       allowed_realms: Iterable[str] | None = None) -> RemoteAuthResult:
+        """As Client.validate, awaited."""
+        query = policy_query(policy, allowed_users, allowed_groups, allowed_realms)
         rid = self._next_id()
-        (out,) = await self._call([(rid, protocol.encode_validate(rid, _token_bytes(token), channel_bindings))])
+        (out,) = await self._call([(rid, self._frame(rid, token, channel_bindings, query))])
         result: RemoteAuthResult = _raise_or_return(out)
         return result
 
-    async def validate_many(self, tokens: Iterable[str | bytes],
-                            channel_bindings: bytes | None = None) -> list[RemoteAuthResult | KerberosError]:
+    async def avalidate(self, token: str | bytes, now: float | None = None,
+                        channel_bindings: bytes | None = None) -> RemoteAuthResult:
+        """The Validator.avalidate signature, for the web middleware (``now`` must be None: the sidecar's clock)."""
+        if now is not None:
+            raise ValueError("the sidecar validates at its own time: now must be None")
+        return await self.validate(token, channel_bindings)
+
+    async def validate_many(self, tokens: Iterable[str | bytes], channel_bindings: bytes | None = None, *,
+                            policy: str | None = None, allowed_users: Iterable[str] | None = None,
+                            allowed_groups: Iterable[str] | None = None,
+                            allowed_realms: Iterable[str] | None = None) -> list[RemoteAuthResult | KerberosError]:
+        query = policy_query(policy, allowed_users, allowed_groups, allowed_realms)
         frames = []
         for t in tokens:
             rid = self._next_id()
-            frames.append((rid, protocol.encode_validate(rid, _token_bytes(t), channel_bindings)))
+            frames.append((rid, self._frame(rid, t, channel_bindings, query)))
         return await self._call(frames) if frames else []
 
     async def ping(self) -> dict[str, Any]:

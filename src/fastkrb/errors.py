@@ -30,6 +30,8 @@ __all__ = [
     "ChannelBindingsMismatch",
     "ReplayCacheUnavailable",
     "InternalError",
+    "Forbidden",
+    "GROUP_CHANGE_FIX",
     "ERRORS_BY_CODE",
     "error_for_code",
     "replay_unavailable",
@@ -168,6 +170,26 @@ class ReplayCacheUnavailable(KerberosError):
                    "backend (shared-memory file, Redis) and the server's logs.")
 
 
+#: Why a user just added to a group is still refused: said by every ``forbidden`` that a group rule decided.
+GROUP_CHANGE_FIX = ("Group membership reaches a service only with a new logon: the groups travel in the PAC of the "
+                    "user's TGT, so a change in the directory shows in tickets only after the client gets a new TGT "
+                    "(klist purge, or log off and on; kinit) or its TGT is renewed (typically within 10 hours).")
+
+
+class Forbidden(KerberosError):
+    """The ticket is valid, the client authenticated, and a policy does not allow it (HTTP 403, never 401).
+
+    ``details``: ``client``, ``realm``, ``constraint`` (``"realms"``, ``"users"`` or ``"groups"``: the rule
+    that refused), ``group_count`` (group SIDs the ticket carried; 0 without a PAC), ``has_identity``, and
+    ``policy`` when the policy has a name.
+    """
+
+    code = "forbidden"
+    krb_error = None   # not a Kerberos failure: the authentication succeeded
+    default_fix = ("Allow the user in the policy (allowed_users, allowed_groups, allowed_realms), or use an "
+                   "account the policy allows.")
+
+
 class InternalError(KerberosError):
     code = "internal"
     krb_error = None
@@ -180,6 +202,7 @@ ERRORS_BY_CODE: dict[str, type[KerberosError]] = {
         MalformedToken, UnsupportedMechanism, EnctypeNotPermitted, WrongPrincipal, KeyVersionMismatch,
         EnctypeNotInKeytab, IntegrityError, ClockSkew, TicketExpired, TicketNotYetValid, NameMismatch,
         TicketInvalid, RealmNotAllowed, Replay, ChannelBindingsMismatch, ReplayCacheUnavailable, InternalError,
+        Forbidden,
     )
 }
 

@@ -27,6 +27,7 @@ from fastkrb.sidecar.engine import Engine
 from fastkrb.sidecar.http import HttpHandler
 from fastkrb.sidecar.log import JsonLog
 from fastkrb.sidecar.metrics import Stats, render
+from fastkrb.sidecar.policies import PolicyBook
 
 __all__ = ["WorkerApp", "make_validator", "run_worker"]
 
@@ -74,6 +75,7 @@ class WorkerApp:
         self.last_watch = 0.0
         self.replay_ok = True          # a network replay cache is probed; the others are ready once open
         self.replay_error: str | None = None
+        self.policies: PolicyBook | None = None
 
     # -- keytab ----------------------------------------------------------------------------------
 
@@ -122,6 +124,22 @@ class WorkerApp:
                        entries=len(kt.entries))
         return True
 
+    def _watch_group_names(self) -> None:
+        """The group map is reread when its file changes; a refused file leaves the map in service."""
+        book = self.policies
+        if book is None or book.names is None:
+            return
+        names = book.names
+        before = names.error
+        if book.reload_names():
+            self.stats.count("group_names_reload", "ok")
+            self.log.event("group_names_reload", result="ok", path=names.path, groups=len(names),
+                           generation=names.generation)
+        elif names.error is not None and names.error != before:
+            self.stats.count("group_names_reload", "error")
+            self.log.event("group_names_reload", level="error", result="refused", path=names.path, error=names.error,
+                           kept_groups=len(names))
+
     def _watch(self) -> None:
         sig = _file_sig(self.cfg.keytab)
         if sig is None or sig == self.keytab_sig:
@@ -164,9 +182,17 @@ class WorkerApp:
         except Exception as exc:  # a backend that cannot report is not ready
             rc["error"] = str(exc)
             ready = False
-        return {"ready": ready, "worker": self.slot, "pid": os.getpid(), "keytab": self.cfg.keytab,
-                "keytab_loaded": self.loaded_at, "kvnos": self.stats.kvnos, "replay_cache": rc,
-                "draining": bool(self.ctx and self.ctx.draining)}
+        out = {"ready": ready, "worker": self.slot, "pid": os.getpid(), "keytab": self.cfg.keytab,
+               "keytab_loaded": self.loaded_at, "kvnos": self.stats.kvnos, "replay_cache": rc,
+               "draining": bool(self.ctx and self.ctx.draining)}
+        book = self.policies
+        if book is not None:
+            out["policies"] = sorted(book.named)
+            if book.names is not None:
+                out["group_names"] = {"path": book.names.path, "groups": len(book.names),
+                                      "generation": book.names.generation, "loaded": book.names.loaded_at,
+                                      "error": book.names.error}
+        return out
 
     def _gauges(self) -> None:
         g = self.stats.gauges
@@ -199,6 +225,7 @@ class WorkerApp:
             if ri and not self.ctx.draining and self.ctx.now - self.last_watch >= ri * 0.999:
                 self.last_watch = self.ctx.now
                 self._watch()
+                self._watch_group_names()
             self._gauges()
             self.stats.write()
             self.log.flush()
@@ -213,10 +240,11 @@ class WorkerApp:
         kt = self._load_keytab()
         self.validator = make_validator(cfg, kt)
         self._note_keytab(kt, _file_sig(cfg.keytab))
+        self.policies = PolicyBook.from_config(cfg)   # the tick rereads the group map (reload_interval 0 here)
         engine = Engine(self.validator, self.stats, self.log,
-                        is_async=isinstance(self.validator.replay_cache, AsyncReplayCache))
+                        is_async=isinstance(self.validator.replay_cache, AsyncReplayCache), policies=self.policies)
         self.ctx = ctx = WorkerContext(cfg, engine, self.stats, self.log, loop, self.health, self.metrics,
-                                           wire=WireHandler, http=HttpHandler)
+                                       wire=WireHandler, http=HttpHandler, policies=self.policies)
         self.stopping = asyncio.Event()
 
         def factory() -> Connection:

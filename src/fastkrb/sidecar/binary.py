@@ -1,6 +1,9 @@
 """The binary front door for services (``fastkrb.client``): pipelined frames, answered by request id.
 
-Every complete frame in a chunk is validated in turn and the answers go out in one write. With a network
+Every complete frame in a chunk is validated in turn and the answers go out in one write. VALIDATE (version
+1) is answered ACCEPTED / REJECTED as always; VALIDATE_EX (version 2) may name a policy (the /auth query
+text) and is answered ACCEPTED_EX, with the PAC identity when asked for, or REJECTED (``forbidden`` when
+the policy refuses the client). With a network
 replay cache (Redis) a frame's answer may come later than the next one's: the request id pairs them.
 Bytes that are not this protocol get one PROTOCOL_ERROR frame, then the connection is closed.
 """
@@ -8,11 +11,15 @@ Bytes that are not this protocol get one PROTOCOL_ERROR frame, then the connecti
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastkrb.errors import KerberosError
+from fastkrb.errors import InternalError, KerberosError
 from fastkrb.sidecar import protocol
 from fastkrb.sidecar.conn import Connection
+from fastkrb.sidecar.policies import PolicyError
+
+if TYPE_CHECKING:
+    from fastkrb.policy import Policy
 
 __all__ = ["WireHandler"]
 
@@ -65,6 +72,28 @@ class WireHandler:
                     out.append(protocol.encode_accepted(rid, res))
                     if conn.bad:
                         conn.verdict(False)
+            elif kind == protocol.VALIDATE_EX:
+                try:
+                    req = protocol.decode_validate_ex(data[a:b])
+                except protocol.FrameError as exc:
+                    err = str(exc)
+                    break
+                try:
+                    policy = ctx.policies.resolve(req.policy) if req.policy and ctx.policies else None
+                    if req.policy and ctx.policies is None:
+                        raise PolicyError("this sidecar has no policies")
+                except PolicyError as exc:
+                    engine.policy_fault(peer, "wire", f"policy: {exc}")
+                    bad = InternalError(f"The request names a policy this sidecar cannot apply: {exc}.",
+                                        "Fix the policy in the caller, or define it ([policies.NAME]) in the sidecar's "
+                                        "configuration.", {"policy": req.policy.decode("utf-8", "replace")})
+                    out.append(protocol.encode_rejected(rid, bad.code, bad.cause, bad.fix, bad.details))
+                    continue
+                if engine.is_async:
+                    self._later(rid, req.token, req.channel_bindings, policy, req.flags)
+                    continue
+                self._answer(rid, engine.decide(req.token, req.channel_bindings, peer, "wire", policy), policy,
+                             req.flags)
             elif kind == protocol.PING:
                 out.append(protocol.encode_pong(rid, ctx.health()))
             else:
@@ -78,20 +107,37 @@ class WireHandler:
             return
         conn.partial_since = (conn.partial_since or ctx.now) if self.buf else 0.0
 
-    def _later(self, rid: int, token: bytes, cb: bytes | None) -> None:
+    def _answer(self, rid: int, res: Any, policy: Policy | None, flags: int) -> None:
+        """The answer to a VALIDATE_EX: REJECTED, or ACCEPTED_EX with the policy's name and the identity."""
+        conn = self.conn
+        if isinstance(res, KerberosError):
+            conn.wbuf.append(protocol.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
+            conn.verdict(res.code == "malformed")
+            return
+        book = self.ctx.policies
+        names = book.names if book is not None and flags & protocol.WANT_GROUP_NAMES else None
+        conn.wbuf.append(protocol.encode_accepted_ex(rid, res, policy.name if policy is not None else None,
+                                                     bool(flags & protocol.WANT_IDENTITY), names))
+        if conn.bad:
+            conn.verdict(False)
+
+    def _later(self, rid: int, token: bytes, cb: bytes | None, policy: Policy | None = None,
+               flags: int | None = None) -> None:
         conn = self.conn
         conn.inflight += 1
-        fut = asyncio.ensure_future(self.ctx.engine.adecide(token, cb, conn.peer, "wire"))
-        fut.add_done_callback(lambda f: self._done(rid, f))
+        fut = asyncio.ensure_future(self.ctx.engine.adecide(token, cb, conn.peer, "wire", policy))
+        fut.add_done_callback(lambda f: self._done(rid, f, policy, flags))
 
-    def _done(self, rid: int, fut: asyncio.Future[Any]) -> None:
+    def _done(self, rid: int, fut: asyncio.Future[Any], policy: Policy | None = None, flags: int | None = None) -> None:
         conn = self.conn
         conn.inflight -= 1
         if conn.closing and conn.transport is None:
             return
         exc = fut.exception()
         res = self.ctx.engine._internal(exc, 0.0, conn.peer, "wire") if exc is not None else fut.result()
-        if isinstance(res, KerberosError):
+        if flags is not None:   # VALIDATE_EX
+            self._answer(rid, res, policy, flags)
+        elif isinstance(res, KerberosError):
             conn.wbuf.append(protocol.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
         else:
             conn.wbuf.append(protocol.encode_accepted(rid, res))

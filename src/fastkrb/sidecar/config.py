@@ -13,12 +13,13 @@ import grp
 import ipaddress
 import os
 import pwd
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConfigError", "ServerConfig", "add_arguments", "check", "load_config", "redact_url"]
+__all__ = ["ConfigError", "ServerConfig", "add_arguments", "check", "load_config", "policy_problems", "redact_url"]
 
 DEFAULT_SOCKET = "/run/fastkrb/fastkrb.sock"
 
@@ -56,6 +57,9 @@ class ServerConfig:
     log_decisions: bool = True
     log_file: str | None = None              # None: standard error
     metrics_dir: str | None = None           # None: a private temporary directory
+    group_names: str | None = None           # the SID -> name map file (fastkrb groups sync), reloaded on change
+    remote_groups: str = "off"               # X-Remote-Groups: "sid", "name" or "off"
+    policies: dict[str, dict[str, list[str]]] = field(default_factory=dict)   # [policies.NAME] tables
     check: bool = False
 
     def replay_spec(self) -> str:
@@ -130,6 +134,13 @@ def _gids(v: Any) -> list[int]:
     return [int(x) if str(x).isdigit() else grp.getgrnam(str(x)).gr_gid for x in _strs(v)]
 
 
+def _remote_groups(v: Any) -> str:
+    s = str(v).strip().lower()
+    if s not in ("sid", "name", "off"):
+        raise ValueError("want sid, name or off")
+    return s
+
+
 def _opt_str(v: Any) -> str | None:
     s = str(v)
     return None if s.lower() in ("", "none") else s
@@ -162,6 +173,9 @@ _OPTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "log_decisions": (_bool, "one JSON line per decision (default true)"),
     "log_file": (_opt_str, "append JSON log lines to this file (default: standard error)"),
     "metrics_dir": (_opt_str, "directory for the workers' metric snapshots (default: a private temp dir)"),
+    "group_names": (_opt_str, "SID -> group name map file (fastkrb groups sync writes it; reloaded on change): "
+                              "group names in policies, and X-Remote-Groups names"),
+    "remote_groups": (_remote_groups, "X-Remote-Groups on success: sid, name or off (default off)"),
 }
 _LISTS = {"principals", "allowed_realms", "allow_uids", "allow_gids", "enctypes"}
 _BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions"}
@@ -196,7 +210,39 @@ def _read_toml(path: str) -> dict[str, Any]:
     table = data.get("serve", data)
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path!r}: [serve] must be a table")
-    return {str(k).replace("-", "_"): v for k, v in table.items()}
+    out = {str(k).replace("-", "_"): v for k, v in table.items()}
+    if table is not data and "policies" in data:   # [policies.NAME] beside [serve]
+        if "policies" in out:
+            raise ConfigError(f"config file {path!r}: policies both in [serve] and beside it")
+        out["policies"] = data["policies"]
+    return out
+
+
+_POLICY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_POLICY_KEYS = ("allowed_users", "allowed_groups", "allowed_realms")
+
+
+def _policies(raw: Any, source: str) -> dict[str, dict[str, list[str]]]:
+    """The [policies.NAME] tables: each a table of allowed_users / allowed_groups / allowed_realms arrays."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: policies must be tables ([policies.NAME])")
+    out: dict[str, dict[str, list[str]]] = {}
+    for name, table in raw.items():
+        if not _POLICY_NAME.fullmatch(str(name)):
+            raise ConfigError(f"{source}: policy name {name!r}: letters, digits, '_', '.', '-' (at most 64)")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [policies.{name}] must be a table")
+        unknown = sorted(set(table) - set(_POLICY_KEYS))
+        if unknown:
+            raise ConfigError(f"{source}: [policies.{name}]: unknown key(s) {', '.join(unknown)} "
+                              f"({', '.join(_POLICY_KEYS)})")
+        rules: dict[str, list[str]] = {}
+        for key, values in table.items():
+            if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+                raise ConfigError(f"{source}: [policies.{name}] {key} must be an array of non-empty strings")
+            rules[key] = [v.strip() for v in values]
+        out[str(name)] = rules
+    return out
 
 
 def load_config(args: argparse.Namespace | Mapping[str, Any] | None = None,
@@ -211,6 +257,8 @@ def load_config(args: argparse.Namespace | Mapping[str, Any] | None = None,
         ("environment", {k[8:].lower(): v for k, v in env.items()
                          if k.startswith("FASTKRB_") and k[8:].lower() in _OPTIONS}),
     ]
+    file_source, file_layer = layers[1]
+    policies = _policies(file_layer.pop("policies"), file_source) if "policies" in file_layer else {}
     for source, layer in layers[1:2]:
         unknown = sorted(set(layer) - set(_OPTIONS))
         if unknown:
@@ -228,7 +276,7 @@ def load_config(args: argparse.Namespace | Mapping[str, Any] | None = None,
                     flag = "--" + name.replace("_", "-") if source == "flag" else name
                     raise ConfigError(f"{source}: bad value for {flag}: {raw!r} ({exc})") from None
                 break
-    cfg = ServerConfig(**values, check=bool(flags.get("check")))
+    cfg = ServerConfig(**values, policies=policies, check=bool(flags.get("check")))
     _validate(cfg)
     return cfg
 
@@ -248,6 +296,8 @@ def _validate(cfg: ServerConfig) -> None:
     for name in ("idle_timeout", "request_timeout", "drain_timeout", "reload_interval", "clock_skew"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must be >= 0")
+    if cfg.remote_groups == "name" and not cfg.group_names:
+        raise ConfigError("remote_groups = name needs group_names (the SID -> name map file)")
     if cfg.tcp:
         try:
             host, port = cfg.tcp_address()  # type: ignore[misc]
@@ -298,6 +348,7 @@ def check(cfg: ServerConfig) -> list[str]:
                 grp.getgrnam(cfg.socket_group)
             except KeyError:
                 problems.append(f"socket_group: no group named {cfg.socket_group!r}")
+    problems += policy_problems(cfg)
     from fastkrb.replay import parse_replay_spec
 
     rs = parse_replay_spec(cfg.replay_spec())
@@ -327,6 +378,19 @@ def keytab_problems(kt: Any, cfg: ServerConfig) -> list[str]:
         missing = [p for p in cfg.principals if p not in names and p not in bare]
         if missing:
             return [f"keytab {cfg.keytab}: no usable key for principal(s) {', '.join(missing)}"]
+    return []
+
+
+def policy_problems(cfg: ServerConfig) -> list[str]:
+    """Why the group map or a named policy cannot be loaded (used at start and by --check)."""
+    if not cfg.group_names and not cfg.policies:
+        return []
+    from fastkrb.sidecar.policies import PolicyBook
+
+    try:
+        PolicyBook.from_config(cfg)
+    except ValueError as exc:   # GroupNameError, PolicyError
+        return [f"policies: {exc}"]
     return []
 
 

@@ -24,6 +24,7 @@ from fastkrb.sidecar.config import ServerConfig
 from fastkrb.sidecar.engine import Engine
 from fastkrb.sidecar.log import JsonLog
 from fastkrb.sidecar.metrics import Stats
+from fastkrb.sidecar.policies import PolicyBook
 
 __all__ = ["BUDGET", "Connection", "Handler", "HandlerFactory", "WorkerContext"]
 
@@ -50,8 +51,10 @@ class WorkerContext:
 
     def __init__(self, cfg: ServerConfig, engine: Engine, stats: Stats, log: JsonLog,
                  loop: asyncio.AbstractEventLoop, health: Callable[[], dict[str, Any]],
-                 metrics: Callable[[], bytes], wire: HandlerFactory, http: HandlerFactory) -> None:
+                 metrics: Callable[[], bytes], wire: HandlerFactory, http: HandlerFactory,
+                 policies: PolicyBook | None = None) -> None:
         self.cfg = cfg
+        self.policies = policies   # named and query-built policies, and the group map (None: no policy support)
         self.wire = wire
         self.http = http
         self.engine = engine

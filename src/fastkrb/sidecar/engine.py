@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastkrb.errors import InternalError, KerberosError
+from fastkrb.errors import Forbidden, InternalError, KerberosError
 from fastkrb.sidecar.log import JsonLog
 from fastkrb.sidecar.metrics import Stats
+
+if TYPE_CHECKING:
+    from fastkrb.policy import Policy
+    from fastkrb.sidecar.policies import PolicyBook
 
 __all__ = ["Engine"]
 
@@ -24,8 +28,9 @@ class Engine:
     """Holds the current Validator (swapped on reload) and reports every decision."""
 
     def __init__(self, validator: Any, stats: Stats, log: JsonLog, *, is_async: bool = False,
-                 max_inflight: int = 16) -> None:
+                 max_inflight: int = 16, policies: PolicyBook | None = None) -> None:
         self.validator = validator
+        self.policies = policies
         self.stats = stats
         self.log = log
         self.is_async = is_async
@@ -34,39 +39,75 @@ class Engine:
         # (they are answered later, not refused).
         self._slots: asyncio.Semaphore | None = asyncio.Semaphore(max_inflight) if is_async else None
 
-    def decide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str) -> Any:
-        """An AuthResult, or the KerberosError that rejects the token (returned, not raised)."""
+    def decide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str,
+               policy: Policy | None = None) -> Any:
+        """An AuthResult, or the KerberosError that rejects the token (returned, not raised). With a policy, a
+        valid token of a client the policy does not allow is a Forbidden (``forbidden``, HTTP 403)."""
         t0 = _perf()
+        res: Any = None
         try:
             res = self.validator.validate(token, None, channel_bindings)
+            if policy is not None:
+                policy.check(res)
+        except Forbidden as exc:
+            return self._forbidden(exc, res, policy, _perf() - t0, peer, frontend)
         except KerberosError as exc:
             return self._rejected(exc, _perf() - t0, peer, frontend)
         except Exception as exc:  # our own fault: answered as 500, never as a verdict on the token
             return self._internal(exc, _perf() - t0, peer, frontend)
-        return self._accepted(res, _perf() - t0, peer, frontend)
+        return self._accepted(res, _perf() - t0, peer, frontend, policy)
 
-    async def adecide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str) -> Any:
+    async def adecide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str,
+                      policy: Policy | None = None) -> Any:
         assert self._slots is not None
         async with self._slots:
-            return await self._adecide(token, channel_bindings, peer, frontend)
+            return await self._adecide(token, channel_bindings, peer, frontend, policy)
 
-    async def _adecide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str) -> Any:
+    async def _adecide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str,
+                       policy: Policy | None) -> Any:
         t0 = _perf()
+        res: Any = None
         try:
             res = await self.validator.avalidate(token, None, channel_bindings)
+            if policy is not None:
+                policy.check(res)
+        except Forbidden as exc:
+            return self._forbidden(exc, res, policy, _perf() - t0, peer, frontend)
         except KerberosError as exc:
             return self._rejected(exc, _perf() - t0, peer, frontend)
         except Exception as exc:
             return self._internal(exc, _perf() - t0, peer, frontend)
-        return self._accepted(res, _perf() - t0, peer, frontend)
+        return self._accepted(res, _perf() - t0, peer, frontend, policy)
 
-    def _accepted(self, res: Any, latency: float, peer: str, frontend: str) -> Any:
+    def _accepted(self, res: Any, latency: float, peer: str, frontend: str, policy: Policy | None = None) -> Any:
         st = self.stats
         st.decision("accepted", "ok", latency)
         st.skew.observe(abs(res.skew))
+        label = None
+        if policy is not None:
+            label = self._label(policy)
+            st.policy(label, "allowed")
         if self.log.decisions:
-            self.log.accepted(res, latency, peer, frontend)
+            self.log.accepted(res, latency, peer, frontend, label)
         return res
+
+    def _forbidden(self, exc: Forbidden, res: Any, policy: Policy | None, latency: float, peer: str,
+                   frontend: str) -> Forbidden:
+        """Authenticated, and not allowed: counted as outcome ``forbidden`` and per policy, logged with the rule."""
+        st = self.stats
+        st.decision("forbidden", "forbidden", latency)
+        if res is not None:
+            st.skew.observe(abs(res.skew))
+        label = self._label(policy) if policy is not None else "?"
+        st.policy(label, "forbidden")
+        if self.log.decisions:
+            d = exc.details
+            self.log.forbidden(d, exc.cause, label, getattr(res, "server", None), latency, peer, frontend)
+        return exc
+
+    def _label(self, policy: Policy) -> str:
+        book = self.policies
+        return book.label(policy) if book is not None else (policy.name or "?")
 
     def _rejected(self, exc: KerberosError, latency: float, peer: str, frontend: str) -> KerberosError:
         code = exc.code
@@ -86,6 +127,11 @@ class Engine:
         self.stats.decision("error", "internal", latency)
         self.log.rejected("internal", err.cause, {}, latency, peer, frontend, outcome="error")
         return err
+
+    def policy_fault(self, peer: str, frontend: str, cause: str) -> None:
+        """A request naming a policy that does not exist or cannot be built: the operator's fault, answered 500."""
+        self.stats.decision("error", "internal", None)
+        self.log.rejected("internal", cause, {}, 0.0, peer, frontend, outcome="error")
 
     def no_token(self, peer: str, cause: str) -> None:
         """An HTTP request without a Negotiate token: the first leg of the handshake, counted and logged."""

@@ -1,13 +1,22 @@
 """The HTTP/1.1 front door for proxies: nginx ``auth_request``, Envoy ``ext_authz``, Traefik ``forwardAuth``.
 
 ``/auth`` (any method, any path below it, as Envoy's ``path_prefix`` makes) validates the request's
-``Authorization: Negotiate`` header:
+``Authorization: Negotiate`` header, and applies a policy when the request names one: ``/auth?policy=NAME``,
+``/auth?allowed_groups=...&allowed_users=...&allowed_realms=...`` (see sidecar/policies.py), or
+``/auth/policy/NAME[/...]``. The query of any other ``/auth/...`` path is the client's (Envoy appends it),
+and is never read.
 
-* 200 with ``X-Remote-User`` (short name), ``X-Remote-Principal``, ``X-Remote-Realm`` and, when the client
-  asked for mutual authentication, ``WWW-Authenticate: Negotiate <AP-REP>`` (RFC 4559 §5).
+* 200 with ``X-Remote-User`` (short name), ``X-Remote-Principal``, ``X-Remote-Realm``; from a PAC also
+  ``X-Remote-SID`` and ``X-Remote-UPN`` and, with ``remote_groups``, ``X-Remote-Groups`` (at most
+  ``GROUPS_MAX_BYTES``; past that the list is cut at a comma and ``X-Remote-Groups-Truncated: <total>`` says
+  how many there were); ``X-Remote-Policy`` when a policy allowed the client; and, when the client asked
+  for mutual authentication, ``WWW-Authenticate: Negotiate <AP-REP>`` (RFC 4559 §5).
 * 401 with ``WWW-Authenticate: Negotiate`` (always: nginx forwards a 401 without a challenge as is),
   ``X-Auth-Error: <code>`` and ``{"code", "cause"}``: no token (``no_token``) or a rejected one.
-* 503 with ``Retry-After`` when the replay cache cannot answer, 500 for the sidecar's own faults.
+* 403 with ``X-Auth-Error: forbidden`` and ``{"code", "cause", "policy", "constraint"}``: a valid ticket of a
+  client the policy does not allow (no challenge: authenticating again would not help).
+* 503 with ``Retry-After`` when the replay cache cannot answer, 500 for the sidecar's own faults and for a
+  request naming a policy that does not exist.
 
 ``/healthz`` (200 ready / 503 not) and ``/metrics`` (Prometheus text). Parsing is httptools (llhttp).
 The token is never echoed: no response and no log line contains it.
@@ -18,21 +27,49 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from fastkrb.errors import KerberosError
 from fastkrb.krb.negotiate import negotiate_token
 from fastkrb.sidecar.conn import Connection
+from fastkrb.sidecar.policies import PolicyError
 
-__all__ = ["HttpHandler", "header_value"]
+if TYPE_CHECKING:
+    from fastkrb.policy import Policy
 
-_STATUS = {200: b"200 OK", 400: b"400 Bad Request", 401: b"401 Unauthorized", 404: b"404 Not Found",
+__all__ = ["GROUPS_MAX_BYTES", "HttpHandler", "groups_header", "header_value"]
+
+#: The largest X-Remote-Groups value: with the other answer headers it fits nginx's proxy_buffer_size of 16k
+#: in deploy/nginx/fastkrb.conf (and Envoy's and Traefik's defaults). About 180 SIDs or 400 short names.
+GROUPS_MAX_BYTES = 8192
+
+_STATUS = {200: b"200 OK", 400: b"400 Bad Request", 401: b"401 Unauthorized", 403: b"403 Forbidden",
+           404: b"404 Not Found",
            408: b"408 Request Timeout", 413: b"413 Content Too Large", 431: b"431 Request Header Fields Too Large",
            500: b"500 Internal Server Error", 503: b"503 Service Unavailable"}
 _KEEP = b"Cache-Control: no-store\r\n"
 _CLOSE = b"Connection: close\r\n"
+
+
+def _path_policy(path: bytes) -> bytes:
+    """``/auth/policy/NAME[/...]`` -> ``policy=NAME`` (for Envoy, whose path_prefix can carry the name); any other
+    path below /auth names no policy."""
+    if path.startswith(b"/auth/policy/"):
+        name = path[13:].split(b"/", 1)[0]
+        if name:
+            return b"policy=" + name
+    return b""
+
+
+def _policy_fault(exc: Exception, query: bytes, close: bool) -> bytes:
+    """500: the request names a policy the sidecar cannot apply. The operator's fault, not the token's: fail
+    closed, and say which."""
+    body = json.dumps({"code": "internal", "cause": f"The /auth request names a policy this sidecar cannot apply: "
+                                                    f"{exc}.", "query": query.decode("utf-8", "replace")[:500]},
+                      ensure_ascii=False).encode()
+    return _response(500, [b"X-Auth-Error: internal\r\n", b"Content-Type: application/json\r\n"], body, close)
 
 
 class _Refuse(Exception):
@@ -62,19 +99,60 @@ def _identity(res: Any) -> bytes:
     return block
 
 
+_GROUPS: dict[tuple[Any, ...], bytes] = {}   # (mode, names generation, SIDs) -> the X-Remote-Groups lines
+
+
+def groups_header(sids: tuple[str, ...], names: Any, limit: int = GROUPS_MAX_BYTES) -> bytes:
+    """``X-Remote-Groups: a,b,c`` (SIDs, or map names when ``names`` is given; a SID the map lacks stands for
+    itself), cut at the last whole item within ``limit`` bytes; then ``X-Remote-Groups-Truncated: <total>``."""
+    items = names.display(sids) if names is not None else sids
+    value = header_value(",".join(items))
+    extra = b""
+    if len(value) > limit:
+        cut = value.rfind(b",", 0, limit + 1)
+        value = value[:max(cut, 0)]
+        extra = b"X-Remote-Groups-Truncated: %d\r\n" % len(items)
+    return b"X-Remote-Groups: " + value + b"\r\n" + extra
+
+
+def _pac_identity(res: Any, mode: str, names: Any) -> bytes:
+    """X-Remote-SID, X-Remote-UPN and X-Remote-Groups of a ticket with a PAC identity (b"" without one)."""
+    ident = getattr(res, "identity", None)
+    if ident is None:
+        return b""
+    out = b"X-Remote-SID: " + header_value(ident.user_sid) + b"\r\n"
+    if ident.upn:
+        out += b"X-Remote-UPN: " + header_value(ident.upn) + b"\r\n"
+    if mode != "off":
+        sids = tuple(ident.group_sids)
+        key = (mode, names.generation if names is not None else -1, sids)
+        block = _GROUPS.get(key)
+        if block is None:
+            if len(_GROUPS) >= 1024:
+                _GROUPS.clear()
+            block = _GROUPS[key] = groups_header(sids, names if mode == "name" else None)
+        out += block
+    return out
+
+
 def _response(status: int, headers: list[bytes], body: bytes, close: bool) -> bytes:
     return b"".join((b"HTTP/1.1 ", _STATUS[status], b"\r\n", *headers, _KEEP, _CLOSE if close else b"",
                      b"Content-Length: %d\r\n\r\n" % len(body), body))
 
 
-_ERROR_STATUS = {"internal": 500, "replay_cache_unavailable": 503}
+_ERROR_STATUS = {"internal": 500, "replay_cache_unavailable": 503, "forbidden": 403}
 
 
 def _rejection(exc: KerberosError, close: bool) -> bytes:
     status = _ERROR_STATUS.get(exc.code, 401)
-    body = json.dumps({"code": exc.code, "cause": exc.cause}, ensure_ascii=False).encode()
-    headers = [b"WWW-Authenticate: Negotiate\r\n", b"X-Auth-Error: " + exc.code.encode() + b"\r\n",
-               b"Content-Type: application/json\r\n"]
+    doc: dict[str, Any] = {"code": exc.code, "cause": exc.cause}
+    headers = [b"X-Auth-Error: " + exc.code.encode() + b"\r\n", b"Content-Type: application/json\r\n"]
+    if status == 403:   # authenticated, not allowed: no challenge (a new token would not change the answer)
+        doc["policy"] = exc.details.get("policy")
+        doc["constraint"] = exc.details.get("constraint")
+    else:
+        headers.insert(0, b"WWW-Authenticate: Negotiate\r\n")
+    body = json.dumps(doc, ensure_ascii=False).encode()
     if status == 503:
         headers.append(b"Retry-After: 1\r\n")
     return _response(status, headers, body, close)
@@ -186,8 +264,10 @@ class HttpHandler:
         url = self.url
         q = url.find(b"?")
         path = url if q < 0 else url[:q]
-        if path == b"/auth" or path.startswith(b"/auth/"):
-            self._auth(close)
+        if path == b"/auth":
+            self._auth(close, url[q + 1:] if q >= 0 else b"")
+        elif path.startswith(b"/auth/"):
+            self._auth(close, _path_policy(path))
         elif path == b"/healthz":
             h = self.ctx.health()
             body = json.dumps(h).encode()
@@ -207,10 +287,21 @@ class HttpHandler:
 
     # -- /auth --------------------------------------------------------------------------------------
 
-    def _auth(self, close: bool) -> None:
+    def _auth(self, close: bool, query: bytes) -> None:
         auth = self.auth
         conn = self.conn
         peer = conn.peer if self.xff is None else f"{conn.peer} for={self.xff.decode('latin-1')[:200]}"
+        policy: Policy | None = None
+        if query:
+            book = self.ctx.policies
+            try:
+                if book is None:
+                    raise PolicyError("this sidecar has no policies")
+                policy = book.resolve(query)
+            except PolicyError as exc:
+                self.ctx.engine.policy_fault(peer, "http", f"policy: {exc}")
+                self._emit(_policy_fault(exc, query, close), close)
+                return
         token = negotiate_token(auth)
         if token is None:
             why = ("no Authorization header" if auth is None
@@ -222,21 +313,27 @@ class HttpHandler:
             return
         engine = self.ctx.engine
         if not engine.is_async:
-            self._emit(self._answer(engine.decide(token, None, peer, "http"), close), close)
+            self._emit(self._answer(engine.decide(token, None, peer, "http", policy), close, policy), close)
             return
-        slot: list[Any] = [None, close]
+        slot: list[Any] = [None, close, policy]
         self.pending.append(slot)
         conn.inflight += 1
-        fut = asyncio.ensure_future(engine.adecide(token, None, peer, "http"))
+        fut = asyncio.ensure_future(engine.adecide(token, None, peer, "http", policy))
         fut.add_done_callback(lambda f: self._done(slot, f))
 
-    def _answer(self, out: Any, close: bool) -> bytes:
+    def _answer(self, out: Any, close: bool, policy: Policy | None = None) -> bytes:
         if isinstance(out, KerberosError):
             self.conn.verdict(out.code == "malformed")
             return _rejection(out, close)
         if self.conn.bad:
             self.conn.verdict(False)
         headers = [_identity(out)]
+        book = self.ctx.policies
+        pac = _pac_identity(out, self.ctx.cfg.remote_groups, book.names if book is not None else None)
+        if pac:
+            headers.append(pac)
+        if policy is not None and policy.name:
+            headers.append(b"X-Remote-Policy: " + header_value(policy.name) + b"\r\n")
         if out.response_token is not None:
             headers.append(b"WWW-Authenticate: " + out.www_authenticate.encode() + b"\r\n")
         return _response(200, headers, b"", close)
@@ -246,7 +343,7 @@ class HttpHandler:
         conn.inflight -= 1
         exc = fut.exception()
         out = self.ctx.engine._internal(exc, 0.0, conn.peer, "http") if exc is not None else fut.result()
-        slot[0] = self._answer(out, slot[1])
+        slot[0] = self._answer(out, slot[1], slot[2])
         self._release()
         conn.flush()
 
@@ -254,7 +351,7 @@ class HttpHandler:
 
     def _emit(self, response: bytes, close: bool) -> None:
         if self.pending:
-            self.pending.append([response, close])
+            self.pending.append([response, close, None])
             return
         self.conn.wbuf.append(response)
         if close:
@@ -265,7 +362,7 @@ class HttpHandler:
         conn = self.conn
         pending = self.pending
         while pending and pending[0][0] is not None:
-            response, close = pending.popleft()
+            response, close, _ = pending.popleft()
             conn.wbuf.append(response)
             if close:
                 pending.clear()

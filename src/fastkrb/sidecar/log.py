@@ -46,15 +46,18 @@ class JsonLog:
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
 
-    def accepted(self, res: Any, latency: float, peer: str, frontend: str) -> None:
-        key = (res.client, res.server, res.enctype, res.kvno, frontend)
+    def accepted(self, res: Any, latency: float, peer: str, frontend: str, policy: str | None = None) -> None:
+        key = (res.client, res.server, res.enctype, res.kvno, frontend, policy)
         mid = self._static.get(key)
         if mid is None:
             if len(self._static) > 4096:
                 self._static.clear()
-            mid = _dumps({"event": "decision", "outcome": "accepted", "code": "ok", "client": res.client,
-                          "server": res.server, "enctype": res.enctype, "kvno": res.kvno,
-                          "frontend": frontend, "worker": self.worker})[1:-1]
+            line: dict[str, Any] = {"event": "decision", "outcome": "accepted", "code": "ok", "client": res.client,
+                                    "server": res.server, "enctype": res.enctype, "kvno": res.kvno,
+                                    "frontend": frontend, "worker": self.worker}
+            if policy is not None:
+                line["policy"] = policy
+            mid = _dumps(line)[1:-1]
             self._static[key] = mid
         now = time.time()
         pj = self._peers.get(peer)
@@ -76,6 +79,21 @@ class JsonLog:
                                 "peer": peer, "cause": cause}
         if code == "replay":
             line["first_seen_ago"] = details.get("first_seen_ago")
+        self._buf.append(_dumps(line) + "\n")
+        if len(self._buf) >= self.max_batch:
+            self.flush()
+
+    def forbidden(self, details: dict[str, Any], cause: str, policy: str, server: str | None, latency: float,
+                  peer: str, frontend: str) -> None:
+        """A valid ticket whose client the policy refused: who, which policy, which rule, how many groups."""
+        line: dict[str, Any] = {"time": self._time(time.time()), "event": "decision", "outcome": "forbidden",
+                                "code": "forbidden", "client": details.get("client"), "server": server,
+                                "policy": policy, "constraint": details.get("constraint"),
+                                "group_count": details.get("group_count"), "frontend": frontend,
+                                "worker": self.worker, "latency_us": round(latency * 1e6, 1), "peer": peer,
+                                "cause": cause}
+        if details.get("user_sid"):
+            line["user_sid"] = details["user_sid"]
         self._buf.append(_dumps(line) + "\n")
         if len(self._buf) >= self.max_batch:
             self.flush()

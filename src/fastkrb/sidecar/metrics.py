@@ -57,6 +57,7 @@ class Stats:
         self.latency = _Hist(LATENCY_BUCKETS)
         self.skew = _Hist(SKEW_BUCKETS)
         self.events: dict[str, int] = {}         # "name|label" -> count (connections, reloads, limits)
+        self.policies: dict[str, int] = {}       # "policy|outcome" -> count (allowed, forbidden)
         self.gauges: dict[str, float] = {}       # set by the app before each snapshot
         self.kvnos: dict[str, int] = {}          # principal -> newest kvno in the loaded keytab
         if directory:
@@ -73,6 +74,7 @@ class Stats:
             return
         self.decisions = {str(k): int(v) for k, v in d.get("decisions", {}).items()}
         self.events = {str(k): int(v) for k, v in d.get("events", {}).items()}
+        self.policies = {str(k): int(v) for k, v in d.get("policies", {}).items()}
         self.latency.load(d.get("latency", {}))
         self.skew.load(d.get("skew", {}))
 
@@ -82,14 +84,18 @@ class Stats:
         if latency is not None:
             self.latency.observe(latency)
 
+    def policy(self, label: str, outcome: str) -> None:
+        k = label + "|" + outcome
+        self.policies[k] = self.policies.get(k, 0) + 1
+
     def count(self, name: str, label: str = "") -> None:
         k = name + "|" + label
         self.events[k] = self.events.get(k, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
         return {"slot": self.slot, "pid": os.getpid(), "time": time.time(), "decisions": self.decisions,
-                "events": self.events, "latency": self.latency.dump(), "skew": self.skew.dump(),
-                "gauges": self.gauges, "kvnos": self.kvnos}
+                "events": self.events, "policies": self.policies, "latency": self.latency.dump(),
+                "skew": self.skew.dump(), "gauges": self.gauges, "kvnos": self.kvnos}
 
     def write(self) -> None:
         """Publish this worker's snapshot for the others (atomic: write a temp file, rename it)."""
@@ -149,6 +155,16 @@ class _Collector(Collector):
             outcome, code = k.split("|", 1)
             dec.add_metric([outcome, code], v)
         yield dec
+        pol = CounterMetricFamily("fastkrb_policy_decisions", "Policy decisions on valid tickets, by policy and "
+                                  "outcome (allowed, forbidden)", labels=["policy", "outcome"])
+        ptotals: dict[str, int] = {}
+        for s in snaps:
+            for k, v in s.get("policies", {}).items():
+                ptotals[k] = ptotals.get(k, 0) + int(v)
+        for k, v in sorted(ptotals.items()):
+            name, _, outcome = k.rpartition("|")
+            pol.add_metric([name, outcome], v)
+        yield pol
         yield _hist("fastkrb_validation_seconds", "Time to validate one token (server side)", snaps, "latency",
                     LATENCY_BUCKETS)
         yield _hist("fastkrb_clock_skew_seconds", "Absolute client clock offset seen in authenticators", snaps,
@@ -161,6 +177,7 @@ class _Collector(Collector):
             "connections": ("fastkrb_connections_accepted", "Connections accepted", "frontend"),
             "refused": ("fastkrb_connections_refused", "Connections refused (limits, peer credentials)", "reason"),
             "reload": ("fastkrb_keytab_reloads", "Keytab reload attempts by result", "result"),
+            "group_names_reload": ("fastkrb_group_names_reloads", "Group map reloads by result", "result"),
             "replay_failure": ("fastkrb_replay_cache_failures", "Replay cache could not answer", "kind"),
             "protocol_error": ("fastkrb_protocol_errors", "Requests that were not HTTP or protocol frames", "frontend"),
         }

@@ -20,7 +20,7 @@ import tempfile
 import time
 from typing import Any
 
-from fastkrb.sidecar.config import ServerConfig, keytab_problems, redact_url
+from fastkrb.sidecar.config import ServerConfig, keytab_problems, policy_problems, redact_url
 from fastkrb.sidecar.log import JsonLog
 
 __all__ = ["Supervisor", "bind_sockets", "serve"]
@@ -250,14 +250,16 @@ class Supervisor:
 
 
 def preflight(cfg: ServerConfig) -> list[str]:
-    """What must hold before forking: a readable keytab with usable keys (workers would only crash-loop)."""
+    """What must hold before forking: a readable keytab with usable keys, a group map and policies that load
+    (workers would only crash-loop)."""
     from fastkrb.errors import KerberosError
     from fastkrb.keytab import Keytab
 
     try:
-        return keytab_problems(Keytab.load(cfg.keytab), cfg)
+        problems = keytab_problems(Keytab.load(cfg.keytab), cfg)
     except KerberosError as exc:
-        return [exc.cause]
+        problems = [exc.cause]
+    return problems + policy_problems(cfg)
 
 
 def serve(cfg: ServerConfig) -> int:

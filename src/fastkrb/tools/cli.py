@@ -1,4 +1,4 @@
-"""`fastkrb` command line: validate, inspect, keytab list, doctor, dev, demo, bench, serve.
+"""`fastkrb` command line: validate, inspect, keytab list, doctor, dev, demo, bench, groups sync, serve.
 
 Exit codes: 0 accepted / ok, 1 rejected (the error's code, cause and fix are printed), 2 usage or I/O.
 """
@@ -156,6 +156,12 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     return bench_main(a)
 
 
+def _cmd_groups_sync(a: argparse.Namespace) -> int:
+    from fastkrb.tools.groups import main as groups_main
+
+    return groups_main(a)
+
+
 def _cmd_serve(a: argparse.Namespace) -> int:
     from fastkrb.sidecar import main as serve_main
 
@@ -274,6 +280,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
     b.add_argument("--report", help="write report.md, report.json and PNG plots into this directory")
     b.set_defaults(func=_cmd_bench)
+
+    g = sub.add_parser("groups", help="group names for policies and X-Remote-Groups (SID -> name map)")
+    gsub = g.add_subparsers(dest="gcmd", required=True)
+    gs = gsub.add_parser("sync", help="write the SID -> name map of a directory's groups, read over LDAP")
+    from fastkrb.tools.groups import add_arguments as _groups_arguments
+
+    _groups_arguments(gs)
+    gs.set_defaults(func=_cmd_groups_sync)
 
     srv = sub.add_parser("serve", help="the sidecar auth daemon (HTTP for proxies, binary for fastkrb.client)")
     from fastkrb.sidecar.config import add_arguments as _serve_arguments

@@ -8,37 +8,50 @@ AP-REP of mutual authentication goes into the response's ``WWW-Authenticate``. W
 401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a bad one). The validator's
 ``avalidate`` is awaited (a network replay cache or the sidecar never blocks the loop). A sub-application
 behind the same middleware reuses the request's result instead of validating the token a second time.
+
+``policy=`` (a :class:`fastkrb.Policy`, or ``{path prefix: Policy}``): a client it does not allow gets 403 with
+``X-Auth-Error: forbidden`` and ``{"error": "forbidden", "policy", "constraint"}``; a sub-application's own
+middleware checks its policy on the reused result. The PAC identity is ``request[IDENTITY]`` (key
+``"fastkrb_identity"``; None for a ticket without PAC logon information) and ``request[RESULT].identity``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from fastkrb.errors import KerberosError
+from fastkrb.errors import Forbidden, KerberosError
 from fastkrb.krb.negotiate import negotiate_token
 from fastkrb.web.negotiate import (
     SCOPE_KEY,
     KerberosUser,
     PathMatcher,
+    PolicyLike,
+    PolicyRouter,
     challenge_body,
+    forbidden_body,
     log_rejection,
 )
 
-__all__ = ["negotiate_middleware", "KerberosUser", "RESULT", "USER"]
+__all__ = ["negotiate_middleware", "KerberosUser", "IDENTITY", "RESULT", "USER"]
 
 _RequestKey = getattr(web, "RequestKey", None)
 #: request[RESULT]: the AuthResult of the request; request[USER]: its KerberosUser.
 RESULT: Any = _RequestKey(SCOPE_KEY, object) if _RequestKey is not None else SCOPE_KEY
 USER: Any = _RequestKey("user", KerberosUser) if _RequestKey is not None else "user"
+#: request[IDENTITY]: the PAC identity of the request's ticket (None without PAC logon information).
+IDENTITY: Any = _RequestKey("fastkrb_identity", object) if _RequestKey is not None else "fastkrb_identity"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ChannelBindings = bytes | Callable[[web.Request], bytes | None] | None
 
 
 def _refusal(exc: KerberosError | None, expose: bool) -> web.Response:
+    if isinstance(exc, Forbidden):   # authenticated, not allowed: 403, no challenge
+        return web.Response(status=403, body=forbidden_body(exc, expose), headers={"X-Auth-Error": "forbidden"},
+                            content_type="application/json")
     headers = {"WWW-Authenticate": "Negotiate"}
     if exc is not None:
         headers["X-Auth-Error"] = exc.code
@@ -48,21 +61,25 @@ def _refusal(exc: KerberosError | None, expose: bool) -> web.Response:
 
 def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
                          required: bool | Callable[[web.Request], bool] = True,
-                         channel_bindings: ChannelBindings = None, expose_errors: bool = False) -> Any:
+                         channel_bindings: ChannelBindings = None, expose_errors: bool = False,
+                         policy: PolicyLike | Mapping[str, PolicyLike] | None = None) -> Any:
     """The middleware for ``web.Application(middlewares=[...])``; see the module doc for what it sets."""
     avalidate = getattr(validator, "avalidate", None)
     sync_validate = validator.validate if avalidate is None else None
     excluded = PathMatcher(exclude_paths)
+    router = PolicyRouter(policy)
 
     @web.middleware
     async def negotiate(request: web.Request, handler: Handler) -> web.StreamResponse:
         res = request.get(RESULT)
+        pol = router(request.path) if router else None
         if res is None:
             if excluded and excluded(request.path):
                 return await handler(request)
             token = negotiate_token(request.headers.get("Authorization"))
             if token is None:
-                if required is True or (required is not False and required(request)):  # type: ignore[operator]
+                if pol is not None or required is True or (
+                        required is not False and required(request)):  # type: ignore[operator]
                     return _refusal(None, expose_errors)
                 return await handler(request)
             cb = channel_bindings
@@ -79,6 +96,13 @@ def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
                 return _refusal(exc, expose_errors)
             request[RESULT] = res
             request[USER] = KerberosUser(res)
+            request[IDENTITY] = getattr(res, "identity", None)
+        if pol is not None:
+            try:
+                pol.check(res)
+            except Forbidden as exc:
+                log_rejection(exc, "aiohttp")
+                return _refusal(exc, expose_errors)
         answer = res.www_authenticate
         if answer is None:
             return await handler(request)

@@ -10,25 +10,38 @@ cache would reject).
 
     app = NegotiateMiddleware(app, Validator("/etc/api.keytab"), exclude_paths=["/health"])
     # FastAPI: app.add_middleware(NegotiateMiddleware, validator=v)
+
+Authorization: ``policy=`` takes a :class:`fastkrb.Policy` for the whole app or ``{path prefix: Policy}``; a
+client it does not allow gets 403 (``X-Auth-Error: forbidden``, ``{"error": "forbidden", "policy",
+"constraint"}``). In FastAPI a route can instead depend on :func:`require`::
+
+    @app.get("/reports")
+    async def reports(user: Annotated[KerberosUser, Depends(require(readers))]): ...
+
+The PAC identity: ``scope["fastkrb"].identity`` (the AuthResult's) and ``request.user.pac_identity``,
+``.sid``, ``.group_sids`` (``request.user.identity`` stays Starlette's: the principal string).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from fastkrb.errors import KerberosError
+from fastkrb.errors import Forbidden, KerberosError
 from fastkrb.krb.negotiate import negotiate_token
 from fastkrb.web.negotiate import (
     SCOPE_KEY,
     KerberosCredentials,
     KerberosUser,
     PathMatcher,
+    PolicyLike,
+    PolicyRouter,
     challenge_body,
+    forbidden_body,
     log_rejection,
 )
 
-__all__ = ["NegotiateMiddleware", "NegotiateBackend", "KerberosUser", "KerberosCredentials"]
+__all__ = ["NegotiateMiddleware", "NegotiateBackend", "KerberosUser", "KerberosCredentials", "require"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -83,12 +96,14 @@ class NegotiateMiddleware:
     ``required`` False (or a predicate on the scope) lets requests without a header through unauthenticated
     (a bad token is still refused). ``exclude_paths``: exact paths, or prefixes ending in ``/`` or ``*``.
     ``channel_bindings``: bytes, or a function of the scope, e.g. TLS ``tls-server-end-point``.
-    ``expose_errors`` puts the cause and fix into the 401 body (the code is always in ``X-Auth-Error``).
+    ``expose_errors`` puts the cause and fix into the 401 and 403 bodies (the code is always in ``X-Auth-Error``).
+    ``policy``: a Policy for every path, or ``{path prefix: Policy}`` (see PolicyRouter); checked again when a
+    request re-enters at another path (a mounted sub-app, an internal redirect), on the cached result.
     """
 
     def __init__(self, app: ASGIApp, validator: Any, *, exclude_paths: Iterable[str] = (),
                  required: bool | Callable[[Scope], bool] = True, channel_bindings: ChannelBindings = None,
-                 expose_errors: bool = False) -> None:
+                 expose_errors: bool = False, policy: PolicyLike | Mapping[str, PolicyLike] | None = None) -> None:
         self.app = app
         self.validator = validator
         self._validate = _validate_fn(validator)
@@ -96,11 +111,18 @@ class NegotiateMiddleware:
         self._required = required
         self._cb = channel_bindings
         self._expose = expose_errors
+        self._policy = PolicyRouter(policy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if (kind != "http" and kind != "websocket") or SCOPE_KEY in scope:
-            # lifespan, or re-entry of a request this middleware already authenticated
+        if kind != "http" and kind != "websocket":   # lifespan
+            await self.app(scope, receive, send)
+            return
+        policy = self._policy(scope["path"]) if self._policy else None
+        cached = scope.get(SCOPE_KEY)
+        if cached is not None:   # re-entry of a request already authenticated: its result, this path's policy
+            if policy is not None and not await self._allowed(policy, cached, scope, send):
+                return
             await self.app(scope, receive, send)
             return
         if self._excluded and self._excluded(scope["path"]):
@@ -109,7 +131,7 @@ class NegotiateMiddleware:
         token = negotiate_token(_authorization(scope))
         if token is None:
             req = self._required
-            if req is True or (req is not False and req(scope)):  # type: ignore[operator]
+            if policy is not None or req is True or (req is not False and req(scope)):  # type: ignore[operator]
                 await self._refuse(scope, send, None)
                 return
             await self.app(scope, receive, send)
@@ -118,6 +140,8 @@ class NegotiateMiddleware:
             res = await _validate_once(self._validate, self._cb, scope, token, "asgi")
         except KerberosError as exc:
             await self._refuse(scope, send, exc)
+            return
+        if policy is not None and not await self._allowed(policy, res, scope, send):
             return
         scope["user"] = KerberosUser(res)
         scope["auth"] = KerberosCredentials()
@@ -137,9 +161,24 @@ class NegotiateMiddleware:
 
         await self.app(scope, receive, send_with_ap_rep)
 
+    async def _allowed(self, policy: PolicyLike, res: Any, scope: Scope, send: Send) -> bool:
+        try:
+            policy.check(res)
+        except Forbidden as exc:
+            log_rejection(exc, "asgi")
+            await self._refuse(scope, send, exc)
+            return False
+        return True
+
     async def _refuse(self, scope: Scope, send: Send, exc: KerberosError | None) -> None:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
+            return
+        if isinstance(exc, Forbidden):   # authenticated, not allowed: 403, no challenge
+            body = forbidden_body(exc, self._expose)
+            headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-auth-error", b"forbidden")]
+            await send({"type": "http.response.start", "status": 403, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
             return
         body = challenge_body(exc, self._expose)
         headers = [_CHALLENGE, _JSON, (b"content-length", str(len(body)).encode())]
@@ -160,11 +199,12 @@ class NegotiateBackend:
     """
 
     def __init__(self, validator: Any, *, channel_bindings: ChannelBindings = None,
-                 expose_errors: bool = False) -> None:
+                 expose_errors: bool = False, policy: PolicyLike | Mapping[str, PolicyLike] | None = None) -> None:
         self.validator = validator
         self._validate = _validate_fn(validator)
         self._cb = channel_bindings
         self._expose = expose_errors
+        self._policy = PolicyRouter(policy)
 
     async def authenticate(self, conn: Any) -> tuple[Any, Any] | None:
         from starlette.authentication import AuthCredentials, AuthenticationError
@@ -179,6 +219,13 @@ class NegotiateBackend:
                 res = await _validate_once(self._validate, self._cb, scope, token, "starlette")
             except KerberosError as exc:
                 raise AuthenticationError(exc.code) from exc
+        policy = self._policy(scope["path"]) if self._policy else None
+        if policy is not None:
+            try:
+                policy.check(res)
+            except Forbidden as exc:
+                log_rejection(exc, "starlette")
+                raise AuthenticationError(exc.code) from exc
         return AuthCredentials(["authenticated", "kerberos"]), KerberosUser(res)
 
     def on_error(self, conn: Any, exc: Exception) -> Any:
@@ -186,8 +233,48 @@ class NegotiateBackend:
         from starlette.responses import Response
 
         cause = exc.__cause__ if isinstance(exc.__cause__, KerberosError) else None
+        if isinstance(cause, Forbidden):
+            return Response(forbidden_body(cause, self._expose), status_code=403,
+                            headers={"X-Auth-Error": "forbidden"}, media_type="application/json")
         headers = {"WWW-Authenticate": "Negotiate"}
         if cause is not None:
             headers["X-Auth-Error"] = cause.code
         return Response(challenge_body(cause, self._expose), status_code=401, headers=headers,
                         media_type="application/json")
+
+
+def require(policy: PolicyLike) -> Callable[..., Awaitable[KerberosUser]]:
+    """A FastAPI dependency: the request's :class:`KerberosUser` if ``policy`` allows it, else 403.
+
+    Needs NegotiateMiddleware (or NegotiateBackend) in front, which authenticates; without a result on the
+    request the answer is 401 Negotiate. The 403 is FastAPI's HTTPException: ``{"detail": {"error": "forbidden",
+    "policy", "constraint"}}`` with ``X-Auth-Error: forbidden``::
+
+        readers = Policy(allowed_groups=["CORP\\api-readers"], group_names=names, name="readers")
+
+        @app.get("/reports")
+        async def reports(user: Annotated[KerberosUser, Depends(require(readers))]) -> ...
+    """
+    import inspect
+
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    async def dependency(request: Request) -> KerberosUser:
+        res = request.scope.get(SCOPE_KEY)
+        if res is None:
+            raise HTTPException(401, detail={"error": "unauthorized"}, headers={"WWW-Authenticate": "Negotiate"})
+        try:
+            policy.check(res)
+        except Forbidden as exc:
+            log_rejection(exc, "fastapi")
+            raise HTTPException(403, detail={"error": exc.code, "policy": exc.details.get("policy"),
+                                             "constraint": exc.details.get("constraint")},
+                                headers={"X-Auth-Error": exc.code}) from exc
+        return KerberosUser(res)
+
+    # FastAPI reads the parameter's class from the signature; the annotations of this module are strings
+    dependency.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)],
+        return_annotation=KerberosUser)
+    return dependency

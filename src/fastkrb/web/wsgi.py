@@ -10,20 +10,28 @@ AuthResult) and, when the client asked for mutual authentication, the AP-REP in 
 Without a valid token: 401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a bad
 one). The result is cached in the environ: an app that re-enters the middleware for the same request
 (an internal redirect or sub-request that passes the environ on) does not validate the token twice.
+
+``policy=`` (a :class:`fastkrb.Policy`, or ``{path prefix: Policy}``): a client it does not allow gets 403
+with ``X-Auth-Error: forbidden`` and ``{"error": "forbidden", "policy", "constraint"}``. The PAC identity is
+``environ["fastkrb.identity"]`` (user_sid, upn, group_sids, member_of(...); None for a ticket without PAC
+logon information) and ``environ["fastkrb"].identity``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from fastkrb.errors import KerberosError
+from fastkrb.errors import Forbidden, KerberosError
 from fastkrb.krb.negotiate import negotiate_token
 from fastkrb.web.negotiate import (
     SCOPE_KEY,
     KerberosUser,
     PathMatcher,
+    PolicyLike,
+    PolicyRouter,
     challenge_body,
+    forbidden_body,
     log_rejection,
     remote_user,
 )
@@ -41,12 +49,14 @@ class NegotiateMiddleware:
 
     ``required`` False (or a predicate on the environ) lets requests without a header through anonymously;
     ``exclude_paths``: exact paths, or prefixes ending in ``/`` or ``*``; ``expose_errors`` adds the cause and
-    fix to the 401 body.
+    fix to the 401 and 403 bodies; ``policy`` a Policy for every path or ``{path prefix: Policy}`` (checked on
+    re-entry too, for the path re-entered).
     """
 
     def __init__(self, app: WSGIApp, validator: Any, *, exclude_paths: Iterable[str] = (),
                  required: bool | Callable[[Environ], bool] = True, channel_bindings: ChannelBindings = None,
-                 remote_user: str = "principal", expose_errors: bool = False) -> None:
+                 remote_user: str = "principal", expose_errors: bool = False,
+                 policy: PolicyLike | Mapping[str, PolicyLike] | None = None) -> None:
         if remote_user not in ("principal", "short"):
             raise ValueError("remote_user must be 'principal' or 'short'")
         self.app = app
@@ -57,16 +67,19 @@ class NegotiateMiddleware:
         self._cb = channel_bindings
         self._style = remote_user
         self._expose = expose_errors
+        self._policy = PolicyRouter(policy)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         res = environ.get(SCOPE_KEY)
+        path = environ.get("PATH_INFO", "")
+        policy = self._policy(path) if self._policy else None
         if res is None:
-            if self._excluded and self._excluded(environ.get("PATH_INFO", "")):
+            if self._excluded and self._excluded(path):
                 return self.app(environ, start_response)
             token = negotiate_token(environ.get("HTTP_AUTHORIZATION"))
             if token is None:
                 req = self._required
-                if req is True or (req is not False and req(environ)):  # type: ignore[operator]
+                if policy is not None or req is True or (req is not False and req(environ)):  # type: ignore[operator]
                     return self._refuse(start_response, None)
                 return self.app(environ, start_response)
             cb = self._cb
@@ -78,7 +91,14 @@ class NegotiateMiddleware:
                 log_rejection(exc, "wsgi")
                 return self._refuse(start_response, exc)
             environ[SCOPE_KEY] = res
+        if policy is not None:
+            try:
+                policy.check(res)
+            except Forbidden as exc:
+                log_rejection(exc, "wsgi")
+                return self._refuse(start_response, exc)
         environ["REMOTE_USER"] = remote_user(res, self._style)
+        environ["fastkrb.identity"] = getattr(res, "identity", None)
         environ["AUTH_TYPE"] = "Negotiate"
         environ["GSS_NAME"] = res.client
         environ["fastkrb.user"] = KerberosUser(res)
@@ -94,6 +114,11 @@ class NegotiateMiddleware:
         return self.app(environ, start_with_ap_rep)
 
     def _refuse(self, start_response: StartResponse, exc: KerberosError | None) -> Iterable[bytes]:
+        if isinstance(exc, Forbidden):   # authenticated, not allowed: 403, no challenge
+            body = forbidden_body(exc, self._expose)
+            start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                             ("X-Auth-Error", "forbidden")])
+            return [body]
         body = challenge_body(exc, self._expose)
         headers = [("WWW-Authenticate", "Negotiate"), ("Content-Type", "application/json"),
                    ("Content-Length", str(len(body)))]
