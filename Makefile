@@ -30,7 +30,7 @@ demo: $(STAMP)
 
 test: system-deps $(STAMP)
 	$(PIP) install -q gssapi k5test pyyaml matplotlib starlette uvicorn fastapi flask django aiohttp \
-	    httpx requests requests-gssapi httpx-gssapi pyspnego
+	    httpx requests requests-gssapi httpx-gssapi pyspnego ldap3
 	$(MAKE) build
 	$(MAKE) lint
 	$(VPY) -m pytest -q tests
