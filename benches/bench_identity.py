@@ -9,7 +9,7 @@ bench). Run:
     PYTHONPATH=src .venv/bin/python -m pytest benches/bench_identity.py -q -p no:cacheprovider \\
         --benchmark-enable --benchmark-only --benchmark-disable-gc --benchmark-columns=min,median,mean,rounds
 
-Groups: "identity 5 groups", "identity 1000 groups".
+Groups: "identity 5 groups", "identity 1000 groups"; each also times Validator(policy=Policy(10 groups)).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from conftest import REALM, TokenSet, fastkrb_validator
+from conftest import REALM, TokenSet, fastkrb_validator, warm_replay_cache
+from fastkrb import Policy, Validator
 from fastkrb._native import SidSet
 from fastkrb.testing import make_keytab, mint
 
@@ -69,6 +70,18 @@ def _bench(benchmark: Any, per_token: Any, ts: TokenSet, with_identity: bool) ->
     benchmark.extra_info["pac_bytes"] = ts.pac_bytes
 
 
+def _bench_policy(benchmark: Any, per_token: Any, ts: TokenSet, groups: int) -> None:
+    """Validator(policy=...) with a 10-group Policy that admits the caller through its last-listed group (one
+    the ticket grants, so every other SID of the policy is probed first): the path a request really takes."""
+    granted = f"{DOMAIN_SID}-{1100 + groups - 2}"
+    policy = Policy(allowed_groups=[*(f"{DOMAIN_SID}-{rid}" for rid in range(9000, 9009)), granted])
+    v = Validator(str(ts.keytab), replay_cache=warm_replay_cache(), cold_start=False, policy=policy)
+    per_token(benchmark, v.validate, ts, impl="fastkrb", replay="memory (warm, 1e5 live)")
+    benchmark.extra_info["identity"] = True
+    benchmark.extra_info["policy_groups"] = 10
+    benchmark.extra_info["pac_bytes"] = ts.pac_bytes
+
+
 @pytest.mark.benchmark(group="identity 5 groups")
 def test_validate_5_groups(benchmark: Any, per_token: Any, sets: dict[int, TokenSet]) -> None:
     _bench(benchmark, per_token, sets[5], False)
@@ -77,6 +90,11 @@ def test_validate_5_groups(benchmark: Any, per_token: Any, sets: dict[int, Token
 @pytest.mark.benchmark(group="identity 5 groups")
 def test_validate_identity_member_of_5_groups(benchmark: Any, per_token: Any, sets: dict[int, TokenSet]) -> None:
     _bench(benchmark, per_token, sets[5], True)
+
+
+@pytest.mark.benchmark(group="identity 5 groups")
+def test_validate_policy_10_groups_5_groups(benchmark: Any, per_token: Any, sets: dict[int, TokenSet]) -> None:
+    _bench_policy(benchmark, per_token, sets[5], 5)
 
 
 @pytest.mark.benchmark(group="identity 1000 groups")
@@ -88,3 +106,9 @@ def test_validate_1000_groups(benchmark: Any, per_token: Any, sets: dict[int, To
 def test_validate_identity_member_of_1000_groups(benchmark: Any, per_token: Any,
                                                  sets: dict[int, TokenSet]) -> None:
     _bench(benchmark, per_token, sets[1000], True)
+
+
+@pytest.mark.benchmark(group="identity 1000 groups")
+def test_validate_policy_10_groups_1000_groups(benchmark: Any, per_token: Any,
+                                               sets: dict[int, TokenSet]) -> None:
+    _bench_policy(benchmark, per_token, sets[1000], 1000)
