@@ -451,27 +451,11 @@ def test_internal_redirect_into_a_policy_location_fails_closed(site: Site) -> No
 # -- the same with Active Directory tickets: Samba's AD DC -------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def samba(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The Samba AD DC (tests/support/samba_dc.py): the session's ``samba_dc`` fixture when conftest shares one,
-    else one for this module (it needs root and Debian's samba; .ci/system-deps installs it)."""
-    try:
-        shared = request.getfixturevalue("samba_dc")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        yield shared
-        return
-    from support import samba_dc as sdc
-
-    with sdc.running_dc() as dc:
-        yield dc
-
-
-@pytest.fixture(scope="module")
-def samba_site(samba: Any) -> Iterator[Any]:
+def samba_site(samba_dc: Any) -> Iterator[Any]:
     """nginx (inside the DC's network namespace, where its KDC is) + the sidecar with the DC's HTTP keytab,
-    the group map of the directory, and the policy readers = members of CORP\\fk-g1 (carol, not bob)."""
-    dc = samba
+    the group map of the directory, and the policy readers = members of CORP\\fk-g1 (carol, not bob). The DC is
+    the session's ``samba_dc`` (tests/conftest.py)."""
+    dc = samba_dc
     work = Path(tempfile.mkdtemp(prefix="fastkrb-e2e-samba-"))   # not under pytest's 0700 tmp: www-data walks it
     spn = dc.services["svc-aes256"].spn                       # HTTP/aes256.corp.example
     host = spn.split("/", 1)[1]
