@@ -5,10 +5,17 @@ is the lab of each KDC kind in turn, for the tests that must hold whatever KDC i
 use a lab are marked ``kdc``, those that use Heimdal's also ``heimdal`` (so ``-m "not kdc"`` runs the
 rest). They skip only when the KDC programs are absent, and say how to get them (tests/install_kdc_deps.sh,
 which ``make test`` runs).
+
+``samba_dc`` is Samba's AD DC (tests/support/samba_dc.py), one per session for every module that uses it
+(~15 s to build); tests using it are marked ``samba``, and fail (not skip) without root and Debian's samba.
+Tests that change the directory use accounts of their own (the password of ``svc-rot`` changes), so the
+modules sharing the DC pass in any order.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from support import samba_dc as sdc
 from support.crossrealm import build_cross_lab
 from support.kinds import INSTALL_HINT, KINDS, KdcKind, mit_unavailable
 from support.realm import Lab, faketime_lib
@@ -35,6 +43,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for kind in KINDS.values():
             if kind.marker and f"{kind.name}_lab" in names:
                 item.add_marker(kind.marker)
+        if "samba_dc" in names:
+            item.add_marker(pytest.mark.samba)
 
 
 def _build(why: str | None, builder: Callable[[Path], Lab], path: Path) -> Lab:
@@ -79,6 +89,18 @@ def cross_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     lab = _build(mit_unavailable(), build_cross_lab, tmp_path_factory.mktemp("cross-realm"))
     yield lab
     lab.stop()
+
+
+@pytest.fixture(scope="session")
+def samba_dc() -> Iterator[sdc.SambaDC]:
+    """Samba's AD DC for CORP.EXAMPLE: provisioned, populated, running in its own network namespace, keytabs
+    exported; stopped (namespace gone, directory removed) at session end. FASTKRB_KEEP_SAMBA=1 keeps its
+    directory for a post-mortem. Its LDAP takes ldap3's GSSAPI bind (the DC account has ldap/dc1.corp.example,
+    smb.conf says ``ldap server require strong auth = allow_sasl_over_tls``)."""
+    with sdc.running_dc(keep=os.environ.get("FASTKRB_KEEP_SAMBA") == "1") as dc:
+        print(f"\nSamba DC up in {dc.timings['total']:.1f}s: "
+              + ", ".join(f"{k} {v:.1f}s" for k, v in dc.timings.items() if k != "total"), file=sys.stderr)
+        yield dc
 
 
 @pytest.fixture(scope="session")

@@ -24,21 +24,12 @@ from typing import Any
 import pytest
 import yaml
 
-import identity_double
 from fastkrb.sidecar.config import load_config, parse_args
 from fastkrb.testing import make_keytab, mint
 from support.sidecar import SRC, Sidecar, parse_response, recv_all
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SERVICE = "HTTP/api.example.com@EXAMPLE.COM"
-
-
-class _IdentitySidecar(Sidecar):
-    """The daemon with tests/identity_double.py until the native PAC identity lands."""
-
-    def command(self) -> list[str]:
-        cmd = super().command()
-        return identity_double.serve_command(cmd[cmd.index("serve") + 1:])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +39,7 @@ def live_headers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("deploy")
     kt = make_keytab((SERVICE,), rng=random.Random(2))
     (d / "k.keytab").write_bytes(kt.to_bytes())
-    sc = _IdentitySidecar(d, d / "k.keytab", args=("--replay-cache", "memory", "--remote-groups", "sid")).start()
+    sc = Sidecar(d, d / "k.keytab", args=("--replay-cache", "memory", "--remote-groups", "sid")).start()
     try:
         groups = [513, *range(2000, 2500)]                              # enough to be cut at 8 KiB
         pac = {"logon_info": {"domain_sid": "S-1-5-21-7-8-9", "user_rid": 1104, "group_rids": groups}}

@@ -8,8 +8,8 @@ Policies: the shipped file's /reports/ location asks for the policy "readers" (a
 copy of that pattern, /mine/, built in the URL (?allowed_users=alice@FASTKRB.TEST). MIT tickets carry no
 PAC groups: 403 at /reports/, 200 at /mine/. With the Samba AD DC (tests/support/samba_dc.py) the same file runs
 inside the DC's network namespace and curl --negotiate brings real AD tickets: a member of the group gets
-200 and its SID, UPN and groups, a non-member 403. Until the native PAC identity lands, the sidecar runs
-with tests/identity_double.py (identity from the PAC the native core decodes).
+200 and its SID, UPN and groups, a non-member 403 (the sidecar, a plain ``python -m fastkrb serve``, decodes
+the PAC's identity natively).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from typing import Any
 
 import pytest
 
-import identity_double
 from fastkrb.groups import write_map
 from support.mitgss import finish_initiator
 from support.procs import free_port, stop, wait_listening
@@ -166,14 +165,6 @@ def _parse_curl(out: str) -> tuple[list[int], dict[str, str], str]:
     return statuses, headers, body
 
 
-class _IdentitySidecar(Sidecar):
-    """fastkrb serve with tests/identity_double.py installed (a no-op once the native PAC identity exists)."""
-
-    def command(self) -> list[str]:
-        cmd = super().command()
-        return identity_double.serve_command(cmd[cmd.index("serve") + 1:])
-
-
 READERS_SID = "S-1-5-21-1004336348-1177238915-682003330-1200"   # the MIT test's readers: a group no MIT ticket has
 
 
@@ -201,9 +192,9 @@ def serve(work: Path, keytab: Path, host: str, config: str, *, copies: tuple[tup
     except KeyError:
         nginx_user = nginx_group = "root"
     (work / "fastkrb.toml").write_text(config)
-    sc = _IdentitySidecar(work, keytab, workers=2, args=("--replay-cache", f"shm:{work / 'replay.shm'}", "--config",
-                                                         str(work / "fastkrb.toml"), "--socket-group", nginx_group,
-                                                         "--allow-gids", nginx_group, "--allow-uids", "0"))
+    sc = Sidecar(work, keytab, workers=2, args=("--replay-cache", f"shm:{work / 'replay.shm'}", "--config",
+                                                str(work / "fastkrb.toml"), "--socket-group", nginx_group,
+                                                "--allow-gids", nginx_group, "--allow-uids", "0"))
     backend: socketserver.BaseServer
     if netns is None:
         backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
@@ -460,27 +451,11 @@ def test_internal_redirect_into_a_policy_location_fails_closed(site: Site) -> No
 # -- the same with Active Directory tickets: Samba's AD DC -------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def samba(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The Samba AD DC (tests/support/samba_dc.py): the session's ``samba_dc`` fixture when conftest shares one,
-    else one for this module (it needs root and Debian's samba; .ci/system-deps installs it)."""
-    try:
-        shared = request.getfixturevalue("samba_dc")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        yield shared
-        return
-    from support import samba_dc as sdc
-
-    with sdc.running_dc() as dc:
-        yield dc
-
-
-@pytest.fixture(scope="module")
-def samba_site(samba: Any) -> Iterator[Any]:
+def samba_site(samba_dc: Any) -> Iterator[Any]:
     """nginx (inside the DC's network namespace, where its KDC is) + the sidecar with the DC's HTTP keytab,
-    the group map of the directory, and the policy readers = members of CORP\\fk-g1 (carol, not bob)."""
-    dc = samba
+    the group map of the directory, and the policy readers = members of CORP\\fk-g1 (carol, not bob). The DC is
+    the session's ``samba_dc`` (tests/conftest.py)."""
+    dc = samba_dc
     work = Path(tempfile.mkdtemp(prefix="fastkrb-e2e-samba-"))   # not under pytest's 0700 tmp: www-data walks it
     spn = dc.services["svc-aes256"].spn                       # HTTP/aes256.corp.example
     host = spn.split("/", 1)[1]

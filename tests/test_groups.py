@@ -1,5 +1,6 @@
 """The SID -> group name map: its file (written atomically, read strictly), lookups, reloading, and
-``fastkrb groups sync`` (against ldap3's offline mock here, and against the Samba AD DC of tests/support/samba_dc.py).
+``fastkrb groups sync`` (against ldap3's offline mock here, and against the session's Samba AD DC, the
+``samba_dc`` fixture of tests/conftest.py: those tests are marked ``samba``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from fastkrb.groups import GroupNameError, GroupNames, is_sid, parse_map, read_map, write_map
 from fastkrb.krb.pac import sid_from_str
 from fastkrb.tools.groups import SyncError, SyncOptions, sync
+from support import samba_dc as sdc
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 DOM = "S-1-5-21-1004336348-1177238915-682003330"
@@ -220,67 +222,46 @@ def test_cli_refuses_a_password_in_clear_and_half_configurations(tmp_path: Path)
 
 # -- sync against a real directory: the Samba AD DC ------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def dc(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The Samba AD DC (tests/support/samba_dc.py): the session's ``samba_dc`` fixture when conftest shares one,
-    else one for this module (it needs root and Debian's samba; .ci/system-deps installs it)."""
-    try:
-        shared = request.getfixturevalue("samba_dc")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        yield shared
-        return
-    from support import samba_dc as sdc
-
-    with sdc.running_dc() as dc:
-        yield dc
+def _dc_run(dc: sdc.SambaDC, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run argv where the DC's LDAP answers: inside its network namespace, with its client profile."""
+    full = {**os.environ, **dc.env, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(dc.netns_argv(argv), capture_output=True, text=True, env=full, timeout=300)
 
 
-def _dc_run(dc: Any, argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run argv where the DC's LDAP answers: inside its network namespace when it has one."""
-    full = {**os.environ, **getattr(dc, "env", {}), "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            **(env or {})}
-    cmd = dc.netns_argv(argv) if hasattr(dc, "netns_argv") else argv
-    return subprocess.run(cmd, capture_output=True, text=True, env=full, timeout=300)
-
-
-def _tls_args(dc: Any) -> list[str]:
+def _tls_args(dc: sdc.SambaDC) -> list[str]:
     """ldaps:// to the DC with Samba's own CA (it makes one on first start) and its host name in the certificate."""
-    ca = Path(dc.workdir) / "private" / "tls" / "ca.pem"
-    host = f"{getattr(dc, 'host_name', 'dc1')}.{dc.realm.lower()}"
-    url = dc.ldap_url.replace("ldap://", "ldaps://")
-    return ["--ldap-url", url, "--ca-file", str(ca), "--tls-name", host]
+    ca = dc.workdir / "private" / "tls" / "ca.pem"
+    return ["--ldap-url", dc.ldap_url.replace("ldap://", "ldaps://"), "--ca-file", str(ca),
+            "--tls-name", dc.host_fqdn]
 
 
-@pytest.mark.samba
-def test_sync_from_samba_simple_bind(dc: Any, tmp_path: Path) -> None:
+def test_sync_from_samba_simple_bind(samba_dc: sdc.SambaDC, tmp_path: Path) -> None:
     pw = tmp_path / "pw"
-    pw.write_text(getattr(dc, "admin_password", "Fk-Adm1n-Passw0rd!") + "\n")
-    bind_dn = getattr(dc, "admin_bind_dn", f"CN=Administrator,CN=Users,{dc.base_dn}")
+    pw.write_text(samba_dc.admin_password + "\n")
     out = tmp_path / "groups.json"
-    r = _dc_run(dc, [sys.executable, "-m", "fastkrb", "groups", "sync", *_tls_args(dc), "--base-dn", dc.base_dn,
-                     "--bind-dn", bind_dn, "--password-file", str(pw), "--out", str(out)])
+    r = _dc_run(samba_dc, [sys.executable, "-m", "fastkrb", "groups", "sync", *_tls_args(samba_dc), "--base-dn",
+                           samba_dc.base_dn, "--bind-dn", samba_dc.admin_bind_dn, "--password-file", str(pw),
+                           "--out", str(out)])
     assert r.returncode == 0, r.stderr
-    _check_samba_map(dc, out)
+    _check_samba_map(samba_dc, out)
 
 
-@pytest.mark.samba
-def test_sync_from_samba_gssapi_bind(dc: Any, tmp_path: Path) -> None:
+def test_sync_from_samba_gssapi_bind(samba_dc: sdc.SambaDC, tmp_path: Path) -> None:
+    """A GSSAPI bind with the Administrator's keytab: a ticket for ldap/dc1.corp.example (an SPN the fixture
+    gives the DC's account), over TLS without a SASL security layer (ldap3 has none; the fixture's smb.conf
+    allows that with ``ldap server require strong auth = allow_sasl_over_tls``)."""
+    assert f"ldap/{samba_dc.host_fqdn}".lower() in {s.lower() for s in samba_dc.dc_account_spns()}
     keytab = tmp_path / "admin.keytab"
-    dc.export_keytab(keytab, "Administrator")
+    samba_dc.export_keytab(keytab, "Administrator")
     out = tmp_path / "groups.json"
-    host = f"{getattr(dc, 'host_name', 'dc1')}.{dc.realm.lower()}"
-    r = _dc_run(dc, [sys.executable, "-m", "fastkrb", "groups", "sync", *_tls_args(dc), "--base-dn", dc.base_dn,
-                     "--keytab", str(keytab), "--sasl-host", host, "--out", str(out)])
-    if r.returncode != 0 and ("Sign or Seal" in r.stderr or "Server not found" in r.stderr):
-        pytest.skip("this DC cannot take ldap3's GSSAPI bind: it needs an ldap/ SPN on the DC account and, before "
-                    "Samba 4.20, 'ldap server require strong auth = allow_sasl_over_tls': " + r.stderr.strip())
+    r = _dc_run(samba_dc, [sys.executable, "-m", "fastkrb", "groups", "sync", *_tls_args(samba_dc), "--base-dn",
+                           samba_dc.base_dn, "--keytab", str(keytab), "--sasl-host", samba_dc.host_fqdn,
+                           "--out", str(out)])
     assert r.returncode == 0, r.stderr
-    _check_samba_map(dc, out)
+    _check_samba_map(samba_dc, out)
 
 
-def _check_samba_map(dc: Any, out: Path) -> None:
+def _check_samba_map(dc: sdc.SambaDC, out: Path) -> None:
     names = GroupNames.load(out)
     doc = json.loads(out.read_text())
     assert doc["domain"] == "CORP"                                   # the NetBIOS name, from the crossRef

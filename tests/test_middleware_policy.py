@@ -3,7 +3,8 @@ real MIT tickets from curl --negotiate (no PAC groups: allowed_users decides, a 
 AD-like tickets with a PAC (group rules, the identity on the request); 403 + X-Auth-Error: forbidden + the JSON
 reason, never 401; a request re-entering at a guarded path is checked there on its cached result.
 
-The AD-like tickets' identity comes from the native core, or until it lands from tests/identity_double.py.
+The AD-like tickets' identity is the native ``fastkrb._native.Identity`` (or, over the sidecar, the
+``RemoteIdentity`` a plain ``python -m fastkrb serve`` sends).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-import identity_double
 from fastkrb import Keytab, Policy, Validator
 from fastkrb.client import AsyncClient
 from fastkrb.testing import make_keytab, mint
@@ -36,13 +35,6 @@ from support.sidecar import Sidecar
 AD_SERVICE = "HTTP/api.corp.example@CORP.EXAMPLE"
 DOM = "S-1-5-21-1004336348-1177238915-682003330"
 READERS, WRITERS = f"{DOM}-1200", f"{DOM}-1201"
-
-
-@pytest.fixture(autouse=True)
-def identity() -> Iterator[None]:
-    undo = identity_double.install()
-    yield
-    undo()
 
 
 @pytest.fixture(scope="module")
@@ -235,17 +227,11 @@ def test_aiohttp_policies(mit_lab: Any, validator: Validator, ad_keytab: Keytab)
 
 # -- the sidecar as the validator ------------------------------------------------------------------------------
 
-class _DoubleSidecar(Sidecar):
-    def command(self) -> list[str]:
-        cmd = super().command()
-        return identity_double.serve_command(cmd[cmd.index("serve") + 1:])
-
-
 def test_asgi_policy_over_the_sidecar_client(tmp_path: Path, ad_keytab: Keytab) -> None:
     """AsyncClient as the middleware's validator: the policy runs here, on the identity the sidecar sent."""
     kt = tmp_path / "ad.keytab"
     kt.write_bytes(ad_keytab.to_bytes())
-    with _DoubleSidecar(tmp_path, kt, args=("--replay-cache", "memory")) as sc:
+    with Sidecar(tmp_path, kt, args=("--replay-cache", "memory")) as sc:
         app = NegotiateMiddleware(Starlette(routes=[Route("/reports", echo)]), AsyncClient(sc.socket),
                                   policy=Policy(allowed_groups=[READERS], name="readers"))
         with uvicorn_server(app) as port:

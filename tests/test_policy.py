@@ -1,9 +1,8 @@
 """fastkrb.Policy: users, groups and realms; AND across kinds, any within one; the ``forbidden`` error.
 
 Two sources of results: plain records (the policy reads only ``client``, ``client_realm``, ``server`` and
-``identity``), and real Validator results of minted tokens whose PAC has a LOGON_INFO. Until the native
-identity lands the latter get their ``identity`` from tests/identity_double.py; afterwards the same tests
-run on ``fastkrb._native.Identity`` and ``SidSet`` (the fixture then installs nothing).
+``identity``) whose ``identity`` is a real ``fastkrb._native.Identity`` decoded from a signed PAC that carries
+exactly the SIDs a test names, and real Validator results of minted tokens whose PAC has a LOGON_INFO.
 """
 
 from __future__ import annotations
@@ -11,17 +10,17 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-import identity_double
 from fastkrb import Forbidden, GroupNames, KerberosError, Policy, Validator
+from fastkrb._native import Identity, SidSet
 from fastkrb.errors import error_for_code
 from fastkrb.groups import write_map
+from fastkrb.krb.pac import build_pac
 from fastkrb.testing import make_keytab, mint
 
 DOM = "S-1-5-21-1004336348-1177238915-682003330"
@@ -33,17 +32,22 @@ MAP = {READERS: "CORP\\api-readers", WRITERS: "CORP\\api-writers", ADMINS: "CORP
        f"{OTHER}-1200": "PARTNER\\api-readers"}
 
 
-@pytest.fixture(autouse=True)
-def identity() -> Iterator[bool]:
-    """The native identity, or the double for as long as this module's tests run."""
-    undo = identity_double.install()
-    yield not identity_double.NATIVE_IDENTITY
-    undo()
-
-
-def ident(groups: tuple[str, ...] = (), user: str = ALICE_SID, primary: str = f"{DOM}-513") -> Any:
-    return identity_double.Identity(user, primary, (primary, *groups), "alice", "CORP", "CORP.EXAMPLE",
-                                    "alice@corp.example", False)
+def ident(groups: tuple[str, ...] = (), user: str = ALICE_SID, primary: str = f"{DOM}-513") -> Identity:
+    """The native Identity of a signed PAC granting exactly ``primary`` and ``groups`` to ``user``: SIDs in the
+    user's domain as GroupIds, the others as ExtraSids (the user and its primary group share LogonDomainId)."""
+    dom, _, user_rid = user.rpartition("-")
+    pdom, _, primary_rid = primary.rpartition("-")
+    assert pdom == dom, "a LOGON_INFO's user and primary group are in one domain"
+    rids = [int(primary_rid)] + [int(g.rpartition("-")[2]) for g in groups if g.rpartition("-")[0] == dom]
+    extra = [g for g in groups if g.rpartition("-")[0] != dom]
+    logon = {"domain_sid": dom, "user_rid": int(user_rid), "primary_group_rid": int(primary_rid), "group_rids": rids,
+             "extra_sids": extra, "user_name": "alice", "logon_domain_name": "CORP"}
+    pac = build_pac(client_name="alice", auth_time=1_700_000_000, server_key=(18, bytes(32)), logon_info=logon,
+                    upn="alice@corp.example", dns_domain="CORP.EXAMPLE")
+    out = Identity.from_pac(pac)
+    assert out is not None and out.user_sid == user and out.primary_group_sid == primary
+    assert sorted(out.group_sids) == sorted({primary, *groups})
+    return out
 
 
 def result(client: str = "alice@CORP.EXAMPLE", identity: Any = None, server: str = SERVICE) -> Any:
@@ -230,10 +234,11 @@ def test_the_sid_set_is_compiled_once_per_map_generation(monkeypatch: pytest.Mon
 def test_sid_set_refuses_malformed_sids() -> None:
     from fastkrb import _native
 
-    s = _native.SidSet([READERS, WRITERS, READERS])   # type: ignore[attr-defined]
+    s = _native.SidSet([READERS, WRITERS, READERS])
+    assert type(s) is SidSet
     assert len(s) == 2 and READERS in s and ADMINS not in s
     with pytest.raises(ValueError):
-        _native.SidSet(["S-1-5-21-x"])   # type: ignore[attr-defined]
+        _native.SidSet(["S-1-5-21-x"])
 
 
 # -- real results: minted AD-style tickets through the Validator --------------------------------------------------
@@ -253,8 +258,9 @@ def ad_token(keytab: Any, client: str = "alice@CORP.EXAMPLE", groups: tuple[int,
 def test_real_results_carry_the_pac_identity(keytab: Any) -> None:
     res = Validator(keytab, cold_start=False).validate(ad_token(keytab, groups=(513, 1200, 1201)))
     ident = res.identity
+    assert type(ident) is Identity
     assert ident.user_sid == ALICE_SID and ident.primary_group_sid == f"{DOM}-513"
-    assert {READERS, WRITERS} <= set(ident.group_sids) and ident.group_count >= 3
+    assert ident.group_sids == (f"{DOM}-513", READERS, WRITERS) and ident.group_count == 3
     assert ident.logon_name == "alice" and ident.logon_domain == "CORP"
     assert json.loads(json.dumps(ident.to_dict()))["user_sid"] == ALICE_SID
 
@@ -264,7 +270,7 @@ def test_policy_on_real_results(keytab: Any) -> None:
     p = Policy(allowed_groups=["CORP\\api-readers"], group_names=GroupNames(MAP), allowed_realms=["CORP.EXAMPLE"])
     p.check(v.validate(ad_token(keytab, groups=(513, 1200))))
     e = refused(p, v.validate(ad_token(keytab, groups=(513, 1201))))
-    assert e.details["group_count"] >= 2 and e.details["user_sid"] == ALICE_SID
+    assert e.details["group_count"] == 2 and e.details["user_sid"] == ALICE_SID
     # a ticket without LOGON_INFO (what MIT and Heimdal issue) has no identity
     plain = v.validate(mint(keytab, client="alice@CORP.EXAMPLE", server=SERVICE, now=time.time()).header)
     assert plain.identity is None

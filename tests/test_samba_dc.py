@@ -1,4 +1,5 @@
-"""fastkrb against a real Active Directory domain controller: Samba's AD DC (tests/samba_dc.py), CORP.EXAMPLE.
+"""fastkrb against a real Active Directory domain controller: Samba's AD DC (tests/support/samba_dc.py, the
+session's ``samba_dc`` fixture of tests/conftest.py), CORP.EXAMPLE.
 
 Every ticket here is issued by Samba's KDC from the AD database (users in nested groups, a user in 1,000
 groups, UPNs in another suffix or none, service accounts limited to one enctype, a computer account) and every
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +27,6 @@ pytestmark = pytest.mark.samba
 ENCTYPES = (18, 17, 23)  # what Samba 4.17's KDC issues (no aes-sha2); RC4 for the RC4-only account
 BUILTIN = "S-1-5-32-"  # BUILTIN\\ groups: in tokenGroups, never in a KDC's PAC (the resource server adds them)
 ASSERTED_IDENTITY = {"S-1-18-1", "S-1-18-2"}  # MS-PAC/MS-SFU: authentication authority / service asserted
-
-
-@pytest.fixture(scope="session")
-def samba_dc() -> Iterator[sdc.SambaDC]:
-    """The provisioned, populated, running DC; stopped (namespace gone, directory removed) at session end.
-    FASTKRB_KEEP_SAMBA=1 keeps its directory for a post-mortem."""
-    with sdc.running_dc(keep=os.environ.get("FASTKRB_KEEP_SAMBA") == "1") as dc:
-        print(f"\nSamba DC up in {dc.timings['total']:.1f}s: "
-              + ", ".join(f"{k} {v:.1f}s" for k, v in dc.timings.items() if k != "total"), file=sys.stderr)
-        yield dc
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,8 @@
 same through the binary protocol (fastkrb.client).
 
 Tokens are minted from the daemon's keytab; the AD-like ones carry a PAC with a LOGON_INFO (user RID 1104 in a
-domain SID, group RIDs). Until the native PAC identity lands, the daemon runs with tests/identity_double.py
-installed (it derives ``identity`` from the PAC the native core already decodes); afterwards the same tests
-run on the native ``Identity`` and ``SidSet``.
+domain SID, group RIDs), which the daemon (plain ``python -m fastkrb serve``) decodes into the native
+``Identity`` and checks with the native ``SidSet``.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from typing import Any
 
 import pytest
 
-import identity_double
-from fastkrb import Forbidden, GroupNames, KerberosError
+from fastkrb import Forbidden, GroupNames, KerberosError, Validator
 from fastkrb.client import Client, RemoteIdentity, policy_query
 from fastkrb.groups import write_map
 from fastkrb.sidecar import protocol
@@ -33,22 +31,6 @@ SERVICE = "HTTP/api.corp.example@CORP.EXAMPLE"
 DOM = "S-1-5-21-1004336348-1177238915-682003330"
 READERS, WRITERS = f"{DOM}-1200", f"{DOM}-1201"
 MAP = {READERS: "CORP\\api-readers", WRITERS: "CORP\\api-writers", f"{DOM}-513": "CORP\\Domain Users"}
-
-
-@pytest.fixture(autouse=True)
-def identity() -> Iterator[None]:
-    """In this process too (policies built here need a SidSet), for as long as this module's tests run."""
-    undo = identity_double.install()
-    yield
-    undo()
-
-
-class PolicySidecar(Sidecar):
-    """fastkrb serve, with the identity double installed in the daemon until the native identity exists."""
-
-    def command(self) -> list[str]:
-        cmd = super().command()
-        return identity_double.serve_command(cmd[cmd.index("serve") + 1:])
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +59,7 @@ allowed_realms = ["CORP.EXAMPLE"]
 allowed_users = ["alice", "bob"]
 """)
     args = ("--replay-cache", "memory", "--config", str(workdir / "fastkrb.toml"))
-    with PolicySidecar(workdir, keytab, args=args) as sc:
+    with Sidecar(workdir, keytab, args=args) as sc:
         yield sc
 
 
@@ -267,21 +249,30 @@ def test_client_protocol_1_and_identity_off(sidecar: Sidecar, keytab: Path) -> N
 # -- pieces ---------------------------------------------------------------------------------------------------
 
 def test_wire_codec_round_trips_the_identity() -> None:
-    ident = identity_double.Identity(f"{DOM}-1104", f"{DOM}-513", (f"{DOM}-513", READERS), "erin", "CORP", None,
-                                     "erin@corp.example", True)
     kt = make_keytab((SERVICE,))
-    from fastkrb import Validator
-
-    base = Validator(kt, replay_cache="none").validate(mint(kt, client="erin@CORP.EXAMPLE", server=SERVICE).header)
-    res = identity_double.ResultWithIdentity(base)
-    res.identity = ident
-    frame = protocol.encode_accepted_ex(7, res, "readers", True, GroupNames(MAP))
+    v = Validator(kt, replay_cache="none")
+    names = GroupNames(MAP)
+    # every field set, the UPN constructed (no userPrincipalName: UPN_DNS_INFO flag U)
+    pac = {"logon_info": {"domain_sid": DOM, "user_rid": 1104, "group_rids": (513, 1200), "user_name": "erin",
+                          "logon_domain_name": "CORP"}, "upn": "erin@corp.example", "upn_implicit": True}
+    res = v.validate(mint(kt, client="erin@CORP.EXAMPLE", server=SERVICE, pac=pac).header)
+    assert res.identity is not None and res.identity.upn_implicit
+    frame = protocol.encode_accepted_ex(7, res, "readers", True, names)
     ((kind, rid, payload),) = protocol.iter_frames(frame, 1 << 20)
     assert (kind, rid) == (protocol.ACCEPTED_EX, 7)
     got = protocol.decode_accepted_ex(payload)
     assert got.policy == "readers" and got.client == "erin@CORP.EXAMPLE"
     assert got.identity == RemoteIdentity(f"{DOM}-1104", f"{DOM}-513", (f"{DOM}-513", READERS), 2, "erin", "CORP",
-                                          None, "erin@corp.example", True, ("CORP\\Domain Users", "CORP\\api-readers"))
+                                          "CORP.EXAMPLE", "erin@corp.example", True,
+                                          ("CORP\\Domain Users", "CORP\\api-readers"))
+    # no UPN_DNS_INFO: no DNS domain, no UPN; an ExtraSid the map does not name travels as ""
+    pac = {"logon_info": {"domain_sid": DOM, "user_rid": 1104, "group_rids": (513,), "user_name": "erin",
+                          "logon_domain_name": "CORP", "extra_sids": ("S-1-5-21-99-98-97-1200",)}, "upn": None}
+    bare = v.validate(mint(kt, client="erin@CORP.EXAMPLE", server=SERVICE, pac=pac).header)
+    ((_, _, bare_payload),) = protocol.iter_frames(protocol.encode_accepted_ex(8, bare, None, True, names), 1 << 20)
+    assert protocol.decode_accepted_ex(bare_payload).identity == RemoteIdentity(
+        f"{DOM}-1104", f"{DOM}-513", (f"{DOM}-513", "S-1-5-21-99-98-97-1200"), 2, "erin", "CORP", None, None, False,
+        ("CORP\\Domain Users", ""))
     for cut in (1, 5, 20, len(payload) - 1):
         with pytest.raises(protocol.FrameError):
             protocol.decode_accepted_ex(payload[:cut])

@@ -76,8 +76,8 @@ def _listing(items: Iterable[str]) -> str:
     return head + (f" and {len(items) - _LIST_AT_MOST} more" if len(items) > _LIST_AT_MOST else "")
 
 
-def _sid_set(sids: Iterable[str]) -> Any:
-    return _native.SidSet(sids)  # type: ignore[attr-defined]  # declared in _native.pyi with the native Identity
+def _sid_set(sids: Iterable[str]) -> _native.SidSet:
+    return _native.SidSet(sids)
 
 
 class Policy:

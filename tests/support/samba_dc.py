@@ -324,6 +324,30 @@ class SambaDC:
     # -- paths and environment ------------------------------------------------------------------------------
 
     @property
+    def host_name(self) -> str:
+        """The DC's host name (``--host-name`` of the provision)."""
+        return DC_HOST
+
+    @property
+    def host_fqdn(self) -> str:
+        """dc1.corp.example: the name in its TLS certificate and in its ldap/ SPN."""
+        return f"{DC_HOST}.{self.dns_domain}"
+
+    @property
+    def dc_account(self) -> str:
+        """The DC's computer account (sAMAccountName)."""
+        return f"{DC_HOST.upper()}$"
+
+    @property
+    def admin_password(self) -> str:
+        return ADMIN_PASSWORD
+
+    @property
+    def admin_bind_dn(self) -> str:
+        """The domain Administrator's DN, for a simple bind."""
+        return f"CN={ADMIN},CN=Users,{self.base_dn}"
+
+    @property
     def smb_conf(self) -> Path:
         return self.workdir / "etc" / "smb.conf"
 
@@ -406,6 +430,9 @@ class SambaDC:
             "winbindd socket directory": w / "run" / "winbindd",
             "ntp signd socket directory": w / "run" / "ntp_signd", "log file": w / "log" / "samba.log",
             "dns update command": "/bin/true", "spn update command": "/bin/true",
+            # ldap3's GSSAPI bind (fastkrb groups sync --keytab) has no SASL signing layer: Samba before 4.20
+            # refuses it even over TLS unless told that TLS is protection enough
+            "ldap server require strong auth": "allow_sasl_over_tls",
         }
         argv = ["samba-tool", "domain", "provision", "-s", str(self.smb_conf), f"--targetdir={w}",
                 f"--realm={self.realm}", f"--domain={self.domain}", "--server-role=dc", "--dns-backend=NONE",
@@ -419,12 +446,33 @@ class SambaDC:
         self.timings["provision"] = time.monotonic() - t0
 
     def populate(self) -> None:
-        """Apply the population LDIF to sam.ldb with one ldbmodify (the DC is not running yet)."""
+        """Apply the population LDIF to sam.ldb with one ldbmodify (the DC is not running yet), and give the DC's
+        account its ldap/ SPN."""
         t0 = time.monotonic()
         ldif = self.workdir / "population.ldif"
         ldif.write_text(population_ldif(tuple(self.users.values()), GROUPS, tuple(self.services.values())))
         self.run(["ldbmodify", "-H", str(self.sam_ldb), str(ldif)], timeout=600)
+        self.ensure_ldap_spn()
         self.timings["populate"] = time.monotonic() - t0
+
+    def dc_account_spns(self) -> list[str]:
+        """servicePrincipalName of the DC's own computer account (DC1$)."""
+        recs = self.search(self.base_dn, "servicePrincipalName", scope="sub",
+                           expr=f"(sAMAccountName={self.dc_account})")
+        if len(recs) != 1:
+            raise SambaError(f"{self.dc_account}: {len(recs)} entries")
+        return recs[0].get("servicePrincipalName", [])
+
+    def ensure_ldap_spn(self) -> None:
+        """ldap/<DC host FQDN> on the DC's account unless it has it: what a GSSAPI bind to its LDAP asks a ticket
+        for (a real DC's samba_spnupdate adds it; here "spn update command" is /bin/true)."""
+        want = f"ldap/{self.host_fqdn}"
+        if want.lower() in {s.lower() for s in self.dc_account_spns()}:
+            return
+        dn = self.search(self.base_dn, "dn", scope="sub", expr=f"(sAMAccountName={self.dc_account})")[0]["dn"][0]
+        ldif = self.workdir / "dc-spn.ldif"
+        ldif.write_text(f"dn: {dn}\nchangetype: modify\nadd: servicePrincipalName\nservicePrincipalName: {want}\n-\n")
+        self.run(["ldbmodify", "-H", str(self.sam_ldb), str(ldif)])
 
     def start(self, timeout: float = 60) -> None:
         """``samba -i -M single`` in a new network namespace; returns when the KDC and LDAP accept connections."""

@@ -877,7 +877,8 @@ def _cksumtype_for(enctype: int) -> int:
 def build_pac(*, client_name: str, auth_time: float | datetime, server_key: tuple[int, bytes],
               kdc_key: tuple[int, bytes] | None = None, logon_info: Mapping[str, Any] | None = None,
               upn: str | None = None, dns_domain: str | None = None, minimal: bool = False,
-              requestor_sid: str | None = None, attributes_flags: int | None = None) -> bytes:
+              requestor_sid: str | None = None, attributes_flags: int | None = None,
+              upn_implicit: bool = False) -> bytes:
     """A signed PAC, for test KDCs and benches.
 
     ``client_name`` is the client principal without its realm (what CLIENT_INFO carries), ``auth_time`` the
@@ -888,6 +889,7 @@ def build_pac(*, client_name: str, auth_time: float | datetime, server_key: tupl
     36. With a LOGON_INFO and a UPN, UPN_DNS_INFO carries the S-flag SAM name and SID as current AD does.
     The server signature is keyed with ``server_key`` over the PAC with both signature fields zero, the KDC
     signature with ``kdc_key`` (default: the server key) over the server signature (MS-PAC 2.8).
+    ``upn_implicit`` sets UPN_DNS_INFO's U flag, as AD does for an account without a userPrincipalName.
     """
     if minimal and logon_info is not None:
         raise ValueError("a minimal PAC has no LOGON_INFO")
@@ -904,10 +906,13 @@ def build_pac(*, client_name: str, auth_time: float | datetime, server_key: tupl
     bufs.append((CLIENT_INFO, struct.pack("<QH", auth_ft, len(name)) + name))
     if upn is not None:
         dns = dns_domain if dns_domain is not None else upn.rpartition("@")[2].upper()
+        u = UPN_FLAG_U if upn_implicit else 0
         if info is not None:
-            bufs.append((UPN_DNS_INFO, _upn_dns_info(upn, dns, UPN_FLAG_S, info.effective_name, info.user_sid)))
+            bufs.append((UPN_DNS_INFO, _upn_dns_info(upn, dns, UPN_FLAG_S | u, info.effective_name, info.user_sid)))
         else:
-            bufs.append((UPN_DNS_INFO, _upn_dns_info(upn, dns, 0, None, None)))
+            bufs.append((UPN_DNS_INFO, _upn_dns_info(upn, dns, u, None, None)))
+    elif upn_implicit:
+        raise ValueError("upn_implicit needs a upn")
     if attributes_flags is not None:
         bufs.append((ATTRIBUTES_INFO, struct.pack("<II", 2, attributes_flags)))
     if requestor_sid is not None:
