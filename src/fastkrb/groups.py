@@ -34,6 +34,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from fastkrb.watch import file_signature
+
 __all__ = ["FORMAT", "GroupNames", "GroupNameError", "check_group_name", "check_sid", "is_sid", "parse_map",
            "read_map", "write_map"]
 
@@ -173,13 +175,6 @@ def write_map(path: str | os.PathLike[str], groups: Mapping[str, str], *, source
         os.close(dfd)
 
 
-def _file_sig(path: str) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
 
 class GroupNames:
     """SID -> name, and names back to SIDs; from a mapping, or from a file it reloads when it changes.
@@ -205,7 +200,7 @@ class GroupNames:
             self._tables = _Tables(groups)
             self.loaded_at = time.time()
         elif self.path is not None:
-            sig = _file_sig(self.path)
+            sig = file_signature(self.path)
             self._tables = _Tables(read_map(self.path))
             self._sig = sig
             self.loaded_at = time.time()
@@ -280,7 +275,7 @@ class GroupNames:
         """Reload when the file's identity (inode, size, times) changed since the map in service was read."""
         if self.path is None:
             return False
-        sig = _file_sig(self.path)
+        sig = file_signature(self.path)
         if sig is None or sig == self._sig:
             return False
         if sig == self._failed_sig and self._failed_tries >= _RETRIES:
@@ -295,7 +290,7 @@ class GroupNames:
         if not self._lock.acquire(blocking=False):
             return False   # another thread is reloading right now
         try:
-            sig = _file_sig(self.path)
+            sig = file_signature(self.path)
             try:
                 tables = _Tables(read_map(self.path))
             except GroupNameError as exc:

@@ -28,6 +28,7 @@ from fastkrb.sidecar.http import HttpHandler
 from fastkrb.sidecar.log import JsonLog
 from fastkrb.sidecar.metrics import Stats, render
 from fastkrb.sidecar.policies import PolicyBook
+from fastkrb.watch import file_signature
 
 __all__ = ["WorkerApp", "make_validator", "run_worker"]
 
@@ -46,13 +47,6 @@ def make_validator(cfg: ServerConfig, kt: Keytab) -> Any:
                      enctypes=tuple(cfg.enctypes), cold_start=cfg.cold_start, allowed_realms=cfg.allowed_realms,
                      max_token_size=cfg.max_request_size, replay_capacity=cfg.replay_capacity)
 
-
-def _file_sig(path: str) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class WorkerApp:
@@ -106,7 +100,7 @@ class WorkerApp:
 
     def reload(self, reason: str) -> bool:
         """Load the keytab file again; on any problem keep the keys in service and say why."""
-        sig = _file_sig(self.cfg.keytab)
+        sig = file_signature(self.cfg.keytab)
         try:
             kt = self._load_keytab()
             self.validator.reload(kt)
@@ -141,7 +135,7 @@ class WorkerApp:
                            kept_groups=len(names))
 
     def _watch(self) -> None:
-        sig = _file_sig(self.cfg.keytab)
+        sig = file_signature(self.cfg.keytab)
         if sig is None or sig == self.keytab_sig:
             return
         if sig == self.failed_sig and self.failed_tries >= _RETRIES:
@@ -239,7 +233,7 @@ class WorkerApp:
         cfg = self.cfg
         kt = self._load_keytab()
         self.validator = make_validator(cfg, kt)
-        self._note_keytab(kt, _file_sig(cfg.keytab))
+        self._note_keytab(kt, file_signature(cfg.keytab))
         self.policies = PolicyBook.from_config(cfg)   # the tick rereads the group map (reload_interval 0 here)
         engine = Engine(self.validator, self.stats, self.log,
                         is_async=isinstance(self.validator.replay_cache, AsyncReplayCache), policies=self.policies)
