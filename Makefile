@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(VPY) -m fastkrb demo
 
 test: system-deps $(STAMP)
+	bash fuzz/deps.sh $(VPY)   # clang + atheris: the saved fuzz crash inputs run in the suite too
 	$(PIP) install -q gssapi k5test pyyaml matplotlib starlette uvicorn fastapi flask django aiohttp \
 	    httpx requests requests-gssapi httpx-gssapi pyspnego ldap3
 	$(MAKE) build
