@@ -1,0 +1,211 @@
+"""`fastkrb keytab rotate` / `keytab prune` (tools/rotate.py, krb/kpasswd.py) against MIT's kadmind.
+
+The MIT realm of support/mit.py runs krb5kdc only; this module's realm also runs kadmind, which serves the
+kpasswd protocol (RFC 3244) on its own loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fastkrb import Validator
+from fastkrb.errors import KerberosError
+from fastkrb.keytab import Keytab
+from fastkrb.krb import kpasswd
+from fastkrb.tools import rotate
+from fastkrb.tools.cli import main as cli_main
+from fastkrb.tools.kdcclient import KdcAddress
+from support import procs
+from support.mit import MitRealm
+from support.realm import which
+
+ENCTYPES = (18, 17)
+
+pytestmark = pytest.mark.skipif(not which("kadmind") or not which("krb5kdc"), reason="MIT kadmind not installed")
+
+
+class KpasswdRealm:
+    def __init__(self, realm: MitRealm, kpasswd_port: int, kadmind: subprocess.Popen[bytes]) -> None:
+        self.realm, self.kpasswd_port, self.kadmind = realm, kpasswd_port, kadmind
+
+    @property
+    def kdc(self) -> KdcAddress:
+        return KdcAddress("127.0.0.1", self.realm.port)
+
+    @property
+    def kp(self) -> KdcAddress:
+        return KdcAddress("127.0.0.1", self.kpasswd_port)
+
+    def kdc_kvno(self, principal: str) -> int:
+        out = self.realm.kadmin(f"getprinc {principal}")
+        m = re.search(r"Key: vno (\d+)", out)
+        assert m, out
+        return int(m.group(1))
+
+    def new_service(self, tmp: Path, host: str) -> tuple[str, Path]:
+        spn = self.realm.add_service(self.realm.service(host), ENCTYPES)
+        kt = tmp / f"{host}.keytab"
+        self.realm.export(kt, spn)
+        return spn, kt
+
+
+@pytest.fixture(scope="module")
+def kp_realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KpasswdRealm]:
+    realm = MitRealm(name="ROTATE.TEST", workdir=tmp_path_factory.mktemp("rotate-mit"), domain="rotate.test")
+    realm.start()
+    kp_port, adm_port = procs.free_port(), procs.free_port()
+    conf = realm.kdc_conf.read_text()
+    conf = re.sub(r"(\n(\s*)max_life = 10h\n)",
+                  rf"\1\2kpasswd_listen = 127.0.0.1:{kp_port}\n\2kadmind_listen = 127.0.0.1:{adm_port}\n"
+                  rf"\2kpasswd_port = {kp_port}\n\2kadmind_port = {adm_port}\n", conf, count=1)
+    assert "kpasswd_listen" in conf
+    realm.kdc_conf.write_text(conf)
+    log = realm.workdir / "kadmind.out"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([which("kadmind") or "kadmind", "-nofork", "-r", realm.name,
+                                 "-P", str(realm.workdir / "kadmind.pid")],
+                                stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **realm.env},
+                                start_new_session=True)
+    try:
+        procs.wait_listening(kp_port, proc, realm.workdir / "kadmin.log", "kadmind")
+        yield KpasswdRealm(realm, kp_port, proc)
+    finally:
+        procs.stop(proc)
+        realm.stop()
+
+
+def _validator(kt: Path) -> Validator:
+    return Validator(str(kt), enctypes=(20, 19, 18, 17), replay_cache="memory", replay_capacity=1024, cold_start=False)
+
+
+def test_rotate_keeps_old_and_adds_new_kvno(kp_realm: KpasswdRealm, tmp_path: Path) -> None:
+    r = kp_realm.realm
+    spn, kt = kp_realm.new_service(tmp_path, "web1")
+    os.chmod(kt, 0o640)
+    before = Keytab.load(kt)
+    old_kvno = max(e.kvno for e in before)
+    # a ticket issued under the old key, before the rotation
+    cc_old = r.kinit(tmp_path / "cc-old")
+    r.fetch_ticket(cc_old, spn)
+
+    res = rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp)
+
+    assert res.old_kvno == old_kvno and res.new_kvno == old_kvno + 1
+    assert kp_realm.kdc_kvno(spn) == res.new_kvno
+    after = Keytab.load(kt)
+    assert {e.kvno for e in after} == {old_kvno, res.new_kvno}
+    # kadmind derives the new password's keys for every supported enctype, not only the old kvno's
+    assert set(ENCTYPES) <= {e.enctype for e in after if e.kvno == res.new_kvno} == set(res.enctypes)
+    assert os.stat(kt).st_mode & 0o777 == 0o640
+    assert [e for e in after if e.kvno == old_kvno] == list(before)
+
+    v = _validator(kt)
+    tok_old, _ = r.get_token(spn, ccache=cc_old)  # the ticket from before the rotation
+    assert v.validate(tok_old).kvno == old_kvno
+    cc_new = r.kinit(tmp_path / "cc-new")
+    r.fetch_ticket(cc_new, spn)
+    assert f"kvno = {res.new_kvno}" in r.run(["kvno", "-c", f"FILE:{cc_new}", spn]).stdout
+    tok_new, _ = r.get_token(spn, ccache=cc_new)
+    assert v.validate(tok_new).kvno == res.new_kvno
+    # and the old keytab alone does not accept the new ticket
+    old_only = tmp_path / "old.keytab"
+    before.save(old_only)
+    with pytest.raises(KerberosError):
+        _validator(old_only).validate(tok_new)
+
+
+def test_rotate_over_udp_twice(kp_realm: KpasswdRealm, tmp_path: Path) -> None:
+    spn, kt = kp_realm.new_service(tmp_path, "web2")
+    a = rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp, proto="udp")
+    b = rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp, proto="udp")
+    assert b.new_kvno == a.new_kvno + 1
+    assert {e.kvno for e in Keytab.load(kt)} == {a.old_kvno, a.new_kvno, b.new_kvno}
+
+
+def test_wrong_current_key_is_typed_and_keytab_untouched(kp_realm: KpasswdRealm, tmp_path: Path) -> None:
+    spn, _ = kp_realm.new_service(tmp_path, "web3")
+    kvno = kp_realm.kdc_kvno(spn)
+    bad = Keytab()
+    for et in ENCTYPES:
+        bad.add(spn, os.urandom(32 if et == 18 else 16), enctype=et, kvno=kvno)
+    kt = tmp_path / "bad.keytab"
+    bad.save(kt)
+    raw = kt.read_bytes()
+    with pytest.raises(rotate.CurrentKeyRejected) as ei:
+        rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp)
+    assert ei.value.details["changed"] is False
+    assert "Nothing changed" in ei.value.cause
+    assert kt.read_bytes() == raw
+    assert kp_realm.kdc_kvno(spn) == kvno
+    assert not list(tmp_path.glob(".keytab-rotate-*"))
+
+
+def test_kpasswd_refusal_is_typed(kp_realm: KpasswdRealm, tmp_path: Path) -> None:
+    """A password the server's policy refuses (MIT: a minimum length) -> KpasswdError, nothing changed."""
+    r = kp_realm.realm
+    r.kadmin("addpol -minlength 64 long")
+    spn, kt = kp_realm.new_service(tmp_path, "web4")
+    r.kadmin(f"modprinc -policy long {spn}")
+    raw = kt.read_bytes()
+    kvno = kp_realm.kdc_kvno(spn)
+    with pytest.raises(kpasswd.KpasswdError) as ei:
+        rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp)
+    assert ei.value.details["result_code"] == 4  # KRB5_KPASSWD_SOFTERROR
+    assert "still holds kvno" in ei.value.cause
+    assert kt.read_bytes() == raw and kp_realm.kdc_kvno(spn) == kvno
+
+
+def test_no_kpasswd_service(kp_realm: KpasswdRealm, tmp_path: Path) -> None:
+    spn, kt = kp_realm.new_service(tmp_path, "web5")
+    raw = kt.read_bytes()
+    with pytest.raises(kpasswd.KpasswdError) as ei:
+        rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=KdcAddress("127.0.0.1", procs.free_port()))
+    assert ei.value.details["kind"] == "refused"
+    assert kt.read_bytes() == raw
+
+
+def test_prune_after_rotation(kp_realm: KpasswdRealm, tmp_path: Path) -> None:
+    spn, kt = kp_realm.new_service(tmp_path, "web6")
+    res = rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp)
+    early = rotate.prune(kt, 36000)
+    assert early.removed == [] and early.kept[0][:2] == (spn, res.old_kvno)
+    later = rotate.prune(kt, 36000, now=time.time() + 36001)
+    assert later.removed == [(spn, res.old_kvno)]
+    assert {e.kvno for e in Keytab.load(kt)} == {res.new_kvno}
+
+
+def test_cli_rotate_and_prune(kp_realm: KpasswdRealm, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spn, kt = kp_realm.new_service(tmp_path, "web7")
+    rc = cli_main(["keytab", "rotate", str(kt), "--principal", spn, "--kdc", str(kp_realm.kdc),
+                   "--kpasswd-server", str(kp_realm.kp)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "rotated" in out
+    assert cli_main(["keytab", "prune", str(kt), "--keep-newest", "--older-than", "10h"]) == 0
+    assert "kept" in capsys.readouterr().out
+    assert len({e.kvno for e in Keytab.load(kt)}) == 2
+
+
+def test_duration() -> None:
+    assert rotate.parse_duration("10h") == 36000
+    assert rotate.parse_duration("1h30m") == 5400
+    assert rotate.parse_duration("90") == 90
+    with pytest.raises(ValueError):
+        rotate.parse_duration("10x")
+
+
+def test_ad_salt() -> None:
+    assert rotate.ad_salt("web$@EXAMPLE.COM", computer=True) == "EXAMPLE.COMhostweb.example.com"
+    assert rotate.ad_salt("svc-web@EXAMPLE.COM", computer=False) == "EXAMPLE.COMsvc-web"
+
+
+def test_random_password_classes() -> None:
+    pw = rotate.random_password()
+    assert len(pw) == 32 and any(c.isupper() for c in pw) and any(c.isdigit() for c in pw)
