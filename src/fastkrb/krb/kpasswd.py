@@ -337,8 +337,11 @@ def local_address_for(host: str, port: int) -> str:
 
 def change_password(host: str, port: int, ticket: Ticket, session_enctype: int, session_key: bytes,
                     client: PrincipalName, crealm: str, new_password: str, *, proto: Proto = "tcp",
-                    version: int = VERSION_SET, timeout: float = 5.0, clock_offset: float = 0.0) -> KpasswdReply:
-    """Change ``client``'s own password with a kadmin/changepw ticket; raises KpasswdError unless it succeeded."""
+                    version: int = VERSION_CHANGE, timeout: float = 5.0, clock_offset: float = 0.0) -> KpasswdReply:
+    """Change ``client``'s own password with a kadmin/changepw ticket; raises KpasswdError unless it succeeded.
+
+    Version 1 (the default) is a change of one's own password everywhere (MIT, Heimdal, Samba, AD). 0xff80 with
+    the target named is a change for MIT but a *set* (an administrative reset, needing that right) for AD."""
     local = local_address_for(host, port)
     req = build_request(ticket, session_enctype, session_key, client, crealm, new_password, local_address=local,
                         version=version, clock_offset=clock_offset)

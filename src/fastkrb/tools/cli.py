@@ -186,12 +186,13 @@ def _cmd_keytab_rotate(a: argparse.Namespace) -> int:
     res = rotate(a.file, principal, kdc, kpasswd_addr=kp, proto=a.proto, salt=a.salt, timeout=a.timeout)
     info = {"principal": res.principal, "old_kvno": res.old_kvno, "new_kvno": res.new_kvno,
             "enctypes": list(res.enctypes), "salt": res.salt, "kdc": res.kdc, "kpasswd": res.kpasswd,
-            "seconds": round(res.seconds, 3), "steps": res.steps}
+            "seconds": round(res.seconds, 3), "steps": res.steps, "also": res.also}
     if a.json:
         print(json.dumps(info, indent=2))
     else:
+        also = f" (also for {', '.join(res.also)})" if res.also else ""
         print(f"rotated {res.principal}: kvno {res.old_kvno} -> {res.new_kvno} in {res.seconds:.2f} s; the keytab "
-              f"holds both. Prune kvno {res.old_kvno} once the KDC's maximum ticket lifetime has passed "
+              f"holds both{also}. Prune kvno {res.old_kvno} once the KDC's maximum ticket lifetime has passed "
               f"(`fastkrb keytab prune {a.file} --keep-newest --older-than 10h`, with your realm's max_life).")
     return 0
 

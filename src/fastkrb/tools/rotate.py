@@ -14,8 +14,10 @@ Rotation, in order; each step that fails stops it and says what the KDC now hold
    replies. If no salt
    works, the KDC has the new password but the keytab does not: ``RotationIncomplete``, and the keys of every
    salt tried are written to ``<keytab>.pending-<time>`` (mode 0600) so nothing is lost;
-4. the new kvno is appended beside the old ones and the keytab replaced atomically (temporary file in the same
-   directory, fsync, rename, the same owner and mode), so a running validator accepts both kvnos throughout.
+4. the new kvno is appended beside the old ones (also for every other name in the keytab whose newest keys
+   are the rotated ones: an AD keytab lists the account and each SPN with the same keys) and the keytab
+   replaced atomically (temporary file in the same directory, fsync, rename, the same owner and mode), so a
+   running validator accepts both kvnos throughout.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class RotateResult:
     kpasswd: str
     seconds: float
     steps: list[str] = field(default_factory=list)
+    also: list[str] = field(default_factory=list)  # other names in the keytab that had the same keys (AD SPNs)
 
 
 _SPECIALS = "!#%+,-.:=?@^_~"
@@ -98,6 +101,13 @@ def _newest(kt: Keytab, principal: str) -> tuple[int, dict[int, bytes]]:
                                  {"principal": principal, "changed": False})
     kvno = max(e.kvno for e in entries)
     return kvno, {e.enctype: e.key for e in entries if e.kvno == kvno and e.enctype in crypto.ENCTYPES}
+
+
+def _shares_key(kt: Keytab, principal: str, keys: dict[int, bytes]) -> bool:
+    """Whether ``principal``'s newest kvno holds one of ``keys`` (same enctype, same bytes)."""
+    entries = kt.find(principal)
+    newest = max(e.kvno for e in entries)
+    return any(e.kvno == newest and keys.get(e.enctype) == e.key for e in entries)
 
 
 def _fail_text(out: kdcclient.AsOutcome) -> str:
@@ -141,7 +151,8 @@ def write_keytab(path: str | os.PathLike[str], kt: Keytab) -> None:
 
 def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress, *,
            kpasswd_addr: KdcAddress | None = None, proto: kdcclient.Proto = "tcp", salt: str | None = None,
-           timeout: float = 5.0, password: str | None = None) -> RotateResult:
+           timeout: float = 5.0, password: str | None = None,
+           kpasswd_version: int = kpasswd.VERSION_CHANGE) -> RotateResult:
     """Rotate ``principal``'s key (see the module doc). ``password`` fixes the new password (tests only)."""
     t0 = time.monotonic()
     kt = Keytab.load(keytab)
@@ -156,7 +167,7 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
 
     # 1. a kadmin/changepw ticket with the current key
     out = kdcclient.as_exchange(kdc_addr, principal, etypes, keys, server=f"kadmin/changepw@{realm}",
-                                proto=proto, timeout=timeout, lifetime=300, kdc_options=())
+                                proto=proto, timeout=timeout, lifetime=300, kdc_options=(), pac=True)
     if out.credentials is None:
         raise CurrentKeyRejected(
             f"the KDC did not accept the current key (kvno {old_kvno}) of {principal}: {_fail_text(out)}. "
@@ -171,7 +182,8 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
     cname = asn1.PrincipalName(asn1.NT_SRV_INST if len(comps) > 1 else asn1.NT_PRINCIPAL, comps)
     try:
         reply = kpasswd.change_password(kp.host, kp.port, creds.ticket, creds.session_enctype, creds.session_key,
-                                        cname, realm, new_pw, proto=proto, timeout=timeout)
+                                        cname, realm, new_pw, proto=proto, timeout=timeout,
+                                        version=kpasswd_version)
     except KpasswdError as exc:
         exc.cause += (f" The KDC still holds kvno {old_kvno}; the keytab is unchanged."
                       if exc.details.get("changed") is False else "")
@@ -238,8 +250,12 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
     now = int(time.time())
     try:
         current = Keytab.load(keytab)
-        for et in res.enctypes:
-            current.add(principal, tried[res.salt][et], enctype=et, kvno=res.new_kvno, timestamp=now)
+        # An AD keytab names the account and each SPN with the same keys: they all move with the account.
+        same = [principal] + [p for p in current.principals() if p != principal and _shares_key(current, p, keys)]
+        for p in same:
+            for et in res.enctypes:
+                current.add(p, tried[res.salt][et], enctype=et, kvno=res.new_kvno, timestamp=now)
+        res.also = same[1:]
         write_keytab(keytab, current)
     except (OSError, KerberosError) as exc:
         raise RotationIncomplete(
