@@ -6,12 +6,15 @@ kpasswd protocol (RFC 3244) on its own loopback port.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,8 +125,10 @@ def test_rotate_keeps_old_and_adds_new_kvno(kp_realm: KpasswdRealm, tmp_path: Pa
 
 
 def test_rotate_over_udp_twice(kp_realm: KpasswdRealm, tmp_path: Path) -> None:
+    """UDP, and both protocol versions: 0xff80 (ChangePasswdData naming ourselves) then 1 (the bare password)."""
     spn, kt = kp_realm.new_service(tmp_path, "web2")
-    a = rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp, proto="udp")
+    a = rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp, proto="udp",
+                      kpasswd_version=kpasswd.VERSION_SET)
     b = rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp, proto="udp")
     assert b.new_kvno == a.new_kvno + 1
     assert {e.kvno for e in Keytab.load(kt)} == {a.old_kvno, a.new_kvno, b.new_kvno}
@@ -209,3 +214,69 @@ def test_ad_salt() -> None:
 def test_random_password_classes() -> None:
     pw = rotate.random_password()
     assert len(pw) == 32 and any(c.isupper() for c in pw) and any(c.isdigit() for c in pw)
+
+
+# --- Samba's AD DC: kpasswd on 464 inside its network namespace -------------------------------------------------
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def test_rotate_against_samba_ad(samba_dc: Any, tmp_path: Path) -> None:
+    """A user service account with an SPN: the keytab (account name + SPN, the same keys) rotated by the CLI run
+    in the DC's namespace; AD's salt (REALM + sAMAccountName) comes from ETYPE-INFO2."""
+    from support import samba_dc as sdc
+
+    dc = samba_dc
+    acct, spn = "fk-rotsvc", f"HTTP/fk-rotate.{sdc.DNS_DOMAIN}"
+    db = ["-s", str(dc.smb_conf), "-H", str(dc.sam_ldb)]
+    dc.run(["samba-tool", "user", "create", acct, "Fk-Rot-Init-1-Passw0rd!", *db])
+    dn = f"CN={acct},CN=Users,{sdc.BASE_DN}"
+    dc.run(["ldbmodify", "-H", str(dc.sam_ldb)],
+           input=f"dn: {dn}\nchangetype: modify\nadd: servicePrincipalName\nservicePrincipalName: {spn}\n")
+    # a self-service change obeys the minimum password age (1 day by default): a PSO lifts it for this account
+    dc.run(["samba-tool", "domain", "passwordsettings", "pso", "create", "fk-rot-pso", "1", "--min-pwd-age=0",
+            *db])
+    dc.run(["samba-tool", "domain", "passwordsettings", "pso", "apply", "fk-rot-pso", acct, *db])
+    principal = f"{acct}@{sdc.REALM}"
+    kt = dc.export_keytab(tmp_path / "rot.keytab", principal, spn)
+    old_kvno = max(e.kvno for e in Keytab.load(kt))
+    etypes = tuple(sorted({e.enctype for e in Keytab.load(kt)}))
+
+    cc_old = dc.kinit("bob", ccache=dc.ccache("rot-old"))
+    dc.service_ticket(cc_old, spn)
+    tok_old = dc.token(cc_old, spn)
+
+    out = dc.run([sys.executable, "-m", "fastkrb", "keytab", "rotate", str(kt), "--principal", principal,
+                  "--kdc", "127.0.0.1", "--json"], netns=True, env={"PYTHONPATH": str(SRC)})
+    res = json.loads(out.stdout)
+    assert res["old_kvno"] == old_kvno and res["new_kvno"] == old_kvno + 1
+    assert res["salt"] == f"{sdc.REALM}{acct}"
+    assert res["also"] == [f"{spn}@{sdc.REALM}"]
+    assert dc.kvno(acct) == res["new_kvno"]
+    after = Keytab.load(kt)
+    assert {e.kvno for e in after.find(f"{spn}@{sdc.REALM}")} == {old_kvno, res["new_kvno"]}
+
+    v = Validator(str(kt), enctypes=(18, 17, 23), replay_cache="memory", replay_capacity=1024, cold_start=False)
+    assert v.validate(tok_old).kvno == old_kvno
+    cc_new = dc.kinit("bob", ccache=dc.ccache("rot-new"))
+    dc.service_ticket(cc_new, spn)
+    assert v.validate(dc.token(cc_new, spn)).kvno == res["new_kvno"]
+    assert etypes  # the export had keys
+
+
+def test_running_validator_across_rotation(kp_realm: KpasswdRealm, tmp_path: Path) -> None:
+    """A validator loaded before the rotation keeps accepting the old kvno, and after reloading the rewritten
+    file accepts both."""
+    r = kp_realm.realm
+    spn, kt = kp_realm.new_service(tmp_path, "web8")
+    v = _validator(kt)
+    cc_old = r.kinit(tmp_path / "cc8-old")
+    r.fetch_ticket(cc_old, spn)
+    res = rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp)
+    assert v.validate(r.get_token(spn, ccache=cc_old)[0]).kvno == res.old_kvno
+    v.reload(str(kt))
+    cc_new = r.kinit(tmp_path / "cc8-new")
+    r.fetch_ticket(cc_new, spn)
+    assert v.validate(r.get_token(spn, ccache=cc_old)[0]).kvno == res.old_kvno
+    assert v.validate(r.get_token(spn, ccache=cc_new)[0]).kvno == res.new_kvno
+    print(f"rotation took {res.seconds * 1000:.0f} ms: {res.steps}")
