@@ -37,8 +37,8 @@ from fastkrb.krb.kpasswd import KpasswdError
 from fastkrb.tools import kdcclient
 from fastkrb.tools.kdcclient import KdcAddress
 
-__all__ = ["CurrentKeyRejected", "RotationIncomplete", "RotateResult", "rotate", "prune", "PruneResult",
-           "random_password", "ad_salt", "parse_duration", "write_keytab"]
+__all__ = ["CurrentKeyRejected", "RotationRefused", "RotationIncomplete", "RotateResult", "rotate", "prune",
+           "PruneResult", "random_password", "ad_salt", "parse_duration", "write_keytab"]
 
 
 class CurrentKeyRejected(KerberosError):
@@ -47,6 +47,14 @@ class CurrentKeyRejected(KerberosError):
     code = "current_key_rejected"
     default_fix = ("The keytab's newest kvno is not the KDC's key (someone rotated it elsewhere, or the keytab is "
                    "for another account): export a fresh keytab (kadmin ktadd, msktutil, adcli) before rotating.")
+
+
+class RotationRefused(KerberosError):
+    """The KDC refused the AS exchange for another reason than the key (unknown or disabled principal, expired
+    password, unreachable): nothing was changed."""
+
+    code = "rotation_refused"
+    default_fix = "Read the KDC's error: the account must exist, be enabled, and the KDC be reachable."
 
 
 class RotationIncomplete(KerberosError):
@@ -110,6 +118,20 @@ def _shares_key(kt: Keytab, principal: str, keys: dict[int, bytes]) -> bool:
     return any(e.kvno == newest and keys.get(e.enctype) == e.key for e in entries)
 
 
+_KEY_ERRORS = (24, 31)  # KDC_ERR_PREAUTH_FAILED, KRB_AP_ERR_BAD_INTEGRITY
+
+
+def _as(kdc_addr: KdcAddress, principal: str, etypes: Sequence[int], keys: dict[int, bytes], proto: kdcclient.Proto,
+        timeout: float, **kw: object) -> kdcclient.AsOutcome:
+    """as_exchange, retried over TCP when the KDC says the reply is too big for UDP (a ticket with a PAC)."""
+    out = kdcclient.as_exchange(kdc_addr, principal, etypes, keys, proto=proto, timeout=timeout, lifetime=300,
+                                **kw)  # type: ignore[arg-type]
+    if proto == "udp" and out.error is not None and out.error.error_code == 52:  # KRB_ERR_RESPONSE_TOO_BIG
+        out = kdcclient.as_exchange(kdc_addr, principal, etypes, keys, proto="tcp", timeout=timeout, lifetime=300,
+                                    **kw)  # type: ignore[arg-type]
+    return out
+
+
 def _fail_text(out: kdcclient.AsOutcome) -> str:
     if out.error is not None:
         name = kdc.KRB_ERROR_NAMES.get(out.error.error_code, f"error {out.error.error_code}")
@@ -166,9 +188,18 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
     res = RotateResult(principal, old_kvno, 0, etypes, "", str(kdc_addr), str(kp), 0.0)
 
     # 1. a kadmin/changepw ticket with the current key
-    out = kdcclient.as_exchange(kdc_addr, principal, etypes, keys, server=f"kadmin/changepw@{realm}",
-                                proto=proto, timeout=timeout, lifetime=300, kdc_options=(), pac=True)
+    try:
+        out = _as(kdc_addr, principal, etypes, keys, proto, timeout, server=f"kadmin/changepw@{realm}",
+                  kdc_options=(), pac=True)
+    except kdcclient.KdcUnreachable as exc:
+        raise RotationRefused(f"{exc.cause} Nothing changed.", details={**exc.details, "changed": False}) from exc
     if out.credentials is None:
+        if out.error is not None and out.error.error_code not in _KEY_ERRORS:
+            raise RotationRefused(
+                f"the KDC refused a kadmin/changepw ticket for {principal}: {_fail_text(out)}. Nothing changed: the "
+                f"KDC and the keytab hold the same keys as before (kvno {old_kvno}).",
+                details={"principal": principal, "kvno": old_kvno, "changed": False,
+                         "krb_error": out.error.error_code})
         raise CurrentKeyRejected(
             f"the KDC did not accept the current key (kvno {old_kvno}) of {principal}: {_fail_text(out)}. "
             "Nothing changed: the KDC and the keytab hold the same keys as before.",
@@ -206,6 +237,7 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
     # enctype, and the old kvno's others, one AS exchange apiece; KDC_ERR_ETYPE_NOSUPP means it has no such key.
     candidates = tuple(dict.fromkeys((*etypes, 18, 17, 20, 19)))
     tried: dict[str, dict[int, bytes]] = {}
+    unreachable = ""
     for s in salts:
         new_keys = {et: crypto.string_to_key(et, new_pw, s, info[et].s2kparams if et in info else None)
                     for et in candidates}
@@ -214,8 +246,12 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
         kvnos: set[int] = set()
         failed = False
         for et in candidates:
-            check = kdcclient.as_exchange(kdc_addr, principal, (et,), {et: new_keys[et]}, proto=proto,
-                                          timeout=timeout, lifetime=300)
+            try:
+                check = _as(kdc_addr, principal, (et,), {et: new_keys[et]}, proto, timeout)
+            except kdcclient.KdcUnreachable as exc:
+                unreachable = exc.cause
+                failed = True
+                break
             if check.credentials is not None:
                 verified[et] = new_keys[et]
                 if check.credentials.kvno is not None:
@@ -238,12 +274,17 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
         for i, ks in enumerate(tried.values()):
             for et, k in ks.items():  # kvnos old+1, old+2, ...: one per salt tried
                 pk.add(principal, k, enctype=et, kvno=old_kvno + 1 + i)
-        write_keytab(pending, pk)
+        where = pending
+        try:
+            write_keytab(pending, pk)
+        except OSError as exc:
+            where = f"nowhere: writing {pending} failed ({exc})"
         raise RotationIncomplete(
             f"the KDC accepted the new password for {principal}, but no AS exchange with the derived keys "
-            f"succeeded (salts tried: {', '.join(repr(s) for s in salts)}). The KDC now holds the new keys "
+            f"succeeded (salts tried: {', '.join(repr(s) for s in salts)}{'; ' + unreachable if unreachable else ''}). "
+            f"The KDC now holds the new keys "
             f"(kvno {old_kvno + 1} or later), not kvno {old_kvno}; the keytab is unchanged. The candidate keys are "
-            f"in {pending} (kvno {old_kvno + 1} for the first salt tried, +1 for each next one: set the right "
+            f"in {where} (kvno {old_kvno + 1} for the first salt tried, +1 for each next one: set the right "
             "one's kvno with ktutil).", details={"principal": principal, "changed": True, "pending": pending})
 
     # 4. append and replace atomically (re-read: another writer may have added entries meanwhile)
