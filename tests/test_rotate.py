@@ -280,3 +280,112 @@ def test_running_validator_across_rotation(kp_realm: KpasswdRealm, tmp_path: Pat
     assert v.validate(r.get_token(spn, ccache=cc_old)[0]).kvno == res.old_kvno
     assert v.validate(r.get_token(spn, ccache=cc_new)[0]).kvno == res.new_kvno
     print(f"rotation took {res.seconds * 1000:.0f} ms: {res.steps}")
+
+
+def test_rotate_ad_computer_account_and_wrong_key(samba_dc: Any, tmp_path: Path) -> None:
+    """A computer account (salt REALMhost<name>.<domain>, from ETYPE-INFO2), rotated in-process from the DC's
+    namespace; then a keytab with a wrong key is refused with a typed error and left byte-identical."""
+    from support import samba_dc as sdc
+
+    dc = samba_dc
+    name = "fk-rotpc"
+    db = ["-s", str(dc.smb_conf), "-H", str(dc.sam_ldb)]
+    dc.run(["samba-tool", "computer", "create", name, *db])
+    dc.run(["samba-tool", "user", "setpassword", f"{name}$", "--newpassword=Fk-Pc-Init-1-Passw0rd!", *db])
+    dc.run(["samba-tool", "domain", "passwordsettings", "pso", "create", "fk-rotpc-pso", "2", "--min-pwd-age=0",
+            *db])
+    dc.run(["samba-tool", "domain", "passwordsettings", "pso", "apply", "fk-rotpc-pso", f"{name}$", *db])
+    principal = f"{name}$@{sdc.REALM}"
+    kt = dc.export_keytab(tmp_path / "pc.keytab", principal)
+    old_kvno = max(e.kvno for e in Keytab.load(kt))
+    out = dc.run([sys.executable, "-m", "fastkrb", "keytab", "rotate", str(kt), "--kdc", "127.0.0.1", "--json",
+                  "--proto", "udp"], netns=True, env={"PYTHONPATH": str(SRC)})
+    res = json.loads(out.stdout)
+    assert res["salt"] == rotate.ad_salt(principal, computer=True) == f"{sdc.REALM}host{name}.{sdc.DNS_DOMAIN}"
+    assert res["new_kvno"] == old_kvno + 1 == dc.kvno(f"{name}$")
+
+    bad = Keytab()
+    for et in (18, 17):
+        bad.add(principal, os.urandom(32 if et == 18 else 16), enctype=et, kvno=res["new_kvno"])
+    bad_kt = tmp_path / "bad.keytab"
+    bad.save(bad_kt)
+    raw = bad_kt.read_bytes()
+    fail = dc.run([sys.executable, "-m", "fastkrb", "keytab", "rotate", str(bad_kt), "--kdc", "127.0.0.1"],
+                  netns=True, env={"PYTHONPATH": str(SRC)}, check=False)
+    assert fail.returncode == 2
+    assert "current_key_rejected" in fail.stderr and "KDC_ERR_PREAUTH_FAILED" in fail.stderr, fail.stderr
+    assert bad_kt.read_bytes() == raw
+    assert dc.kvno(f"{name}$") == res["new_kvno"]
+
+
+# --- the messages, without a server -----------------------------------------------------------------------------
+
+
+def _fake_request() -> kpasswd.KpasswdRequest:
+    from fastkrb.krb import crypto
+
+    return kpasswd.KpasswdRequest(b"", kpasswd.VERSION_CHANGE, 18, crypto.random_key(18), crypto.random_key(18),
+                                  1_800_000_000, 5)
+
+
+def _server_reply(req: kpasswd.KpasswdRequest, code: int, text: bytes, *, ctime: int | None = None) -> bytes:
+    """A reply as a password server builds it: AP-REP (session key) + KRB-PRIV (our subkey)."""
+    from fastkrb.krb import crypto
+    from fastkrb.krb.asn1 import ApRep, EncApRepPart, EncryptedData
+
+    enc = EncApRepPart(req.ctime if ctime is None else ctime, req.cusec).to_der()
+    ap = ApRep(EncryptedData(18, crypto.encrypt(18, req.session_key, 12, enc))).to_der()
+    priv = kpasswd._krb_priv(18, req.subkey, code.to_bytes(2, "big") + text, None, None, time.time())
+    return (6 + len(ap) + len(priv)).to_bytes(2, "big") + b"\x00\x01" + len(ap).to_bytes(2, "big") + ap + priv
+
+
+def test_reply_result_codes() -> None:
+    req = _fake_request()
+    ok = kpasswd.parse_reply(_server_reply(req, 0, b"Password changed"), req)
+    assert ok.ok and ok.result_name == "KRB5_KPASSWD_SUCCESS"
+    soft = kpasswd.parse_reply(_server_reply(req, 4, b"Password is too short"), req)
+    assert not soft.ok and soft.result_name == "KRB5_KPASSWD_SOFTERROR" and soft.text == "Password is too short"
+    policy = b"\x00\x00" + (7).to_bytes(4, "big") + (24).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes(16)
+    assert kpasswd.parse_reply(_server_reply(req, 4, policy), req).text == \
+        "password policy: minimum length 7, history 24, complexity on"
+
+
+def test_reply_must_answer_our_request() -> None:
+    from fastkrb.errors import MalformedToken
+
+    req = _fake_request()
+    with pytest.raises(MalformedToken):
+        kpasswd.parse_reply(_server_reply(req, 0, b"", ctime=req.ctime + 1), req)
+    with pytest.raises(MalformedToken):
+        kpasswd.parse_reply(_server_reply(req, 0, b"")[:-3], req)
+    with pytest.raises(MalformedToken):
+        kpasswd.parse_reply(b"\x00\x04", req)
+
+
+def test_change_passwd_data_der() -> None:
+    from fastkrb.krb.asn1 import PrincipalName
+
+    der = kpasswd.encode_change_passwd_data(b"pw", PrincipalName(1, ("svc",)), "R")
+    assert der.startswith(b"\x30") and b"pw" in der and b"svc" in der
+
+
+def test_incomplete_rotation_keeps_keytab_and_says_what_kdc_holds(kp_realm: KpasswdRealm, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The KDC takes the new password but no derived key works (a salt we cannot guess, simulated): typed error,
+    the keytab unchanged, the candidate keys kept in a .pending file."""
+    from fastkrb.krb import crypto
+
+    spn, kt = kp_realm.new_service(tmp_path, "web9")
+    raw = kt.read_bytes()
+    kvno = kp_realm.kdc_kvno(spn)
+    real = crypto.string_to_key
+    monkeypatch.setattr(crypto, "string_to_key", lambda et, pw, salt, params=None, **kw: real(et, pw, "NOT-THE-SALT",
+                                                                                               params, **kw))
+    with pytest.raises(rotate.RotationIncomplete) as ei:
+        rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp)
+    assert ei.value.details["changed"] is True
+    assert f"not kvno {kvno}" in ei.value.cause
+    assert kt.read_bytes() == raw
+    assert kp_realm.kdc_kvno(spn) == kvno + 1
+    pending = Path(ei.value.details["pending"])
+    assert pending.stat().st_mode & 0o777 == 0o600 and len(Keytab.load(pending)) > 0
