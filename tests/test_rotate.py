@@ -391,3 +391,14 @@ def test_incomplete_rotation_keeps_keytab_and_says_what_kdc_holds(kp_realm: Kpas
     assert kp_realm.kdc_kvno(spn) == kvno + 1
     pending = Path(ei.value.details["pending"])
     assert pending.stat().st_mode & 0o777 == 0o600 and len(Keytab.load(pending)) > 0
+
+
+def test_unwritable_keytab_is_refused_before_the_kdc(kp_realm: KpasswdRealm, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests run as root, so an unwritable directory is simulated: refused before any exchange."""
+    spn, kt = kp_realm.new_service(tmp_path, "web10")
+    kvno = kp_realm.kdc_kvno(spn)
+    monkeypatch.setattr(rotate.os, "access", lambda *_a, **_k: False)
+    with pytest.raises(rotate.RotationRefused, match="not writable"):
+        rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp)
+    assert kp_realm.kdc_kvno(spn) == kvno

@@ -171,6 +171,22 @@ def write_keytab(path: str | os.PathLike[str], kt: Keytab) -> None:
         os.close(dfd)
 
 
+def _preflight(keytab: str | os.PathLike[str], principal: str) -> None:
+    """Refuse before the KDC is touched if the keytab could not be rewritten with its owner and mode."""
+    path = os.fspath(keytab)
+    directory = os.path.dirname(os.path.abspath(path))
+    st = os.stat(path)
+    why = ""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        why = f"the directory {directory} is not writable (the new file is created beside the keytab)"
+    elif os.geteuid() != 0 and (st.st_uid != os.geteuid() or
+                                (st.st_gid != os.getegid() and st.st_gid not in os.getgroups())):
+        why = f"the keytab belongs to uid {st.st_uid} gid {st.st_gid}, which this user cannot give a new file"
+    if why:
+        raise RotationRefused(f"cannot rotate {principal} in {path}: {why}. Nothing changed.",
+                              "Run as the keytab's owner (or root).", {"changed": False})
+
+
 def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress, *,
            kpasswd_addr: KdcAddress | None = None, proto: kdcclient.Proto = "tcp", salt: str | None = None,
            timeout: float = 5.0, password: str | None = None,
@@ -178,6 +194,7 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
     """Rotate ``principal``'s key (see the module doc). ``password`` fixes the new password (tests only)."""
     t0 = time.monotonic()
     kt = Keytab.load(keytab)
+    _preflight(keytab, principal)
     old_kvno, keys = _newest(kt, principal)
     if not keys:
         raise CurrentKeyRejected(f"the keytab's kvno {old_kvno} of {principal} has no key of an enctype fastkrb "
