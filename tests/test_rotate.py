@@ -402,3 +402,30 @@ def test_unwritable_keytab_is_refused_before_the_kdc(kp_realm: KpasswdRealm, tmp
     with pytest.raises(rotate.RotationRefused, match="not writable"):
         rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp)
     assert kp_realm.kdc_kvno(spn) == kvno
+
+
+def test_lost_reply_is_settled_by_the_kdc(kp_realm: KpasswdRealm, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """No reply from the password server (a lost UDP datagram): the new keys decide whether the change happened.
+    Processed but lost -> the rotation completes; never sent -> kpasswd_failed saying the KDC holds the old kvno."""
+    real_send = kpasswd.send
+
+    def processed_then_lost(*a: Any, **k: Any) -> Any:
+        real_send(*a, **k)
+        raise kpasswd.KpasswdError("no reply.", details={"kind": "timeout", "changed": False})
+
+    spn, kt = kp_realm.new_service(tmp_path, "web11")
+    monkeypatch.setattr(kpasswd, "send", processed_then_lost)
+    res = rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp, proto="udp")
+    assert res.new_kvno == res.old_kvno + 1 == kp_realm.kdc_kvno(spn)
+    assert any("no usable reply" in step for step in res.steps)
+
+    def never_sent(*a: Any, **k: Any) -> Any:
+        raise kpasswd.KpasswdError("no reply.", details={"kind": "timeout", "changed": False})
+
+    spn, kt = kp_realm.new_service(tmp_path, "web12")
+    raw = kt.read_bytes()
+    monkeypatch.setattr(kpasswd, "send", never_sent)
+    with pytest.raises(kpasswd.KpasswdError, match="still holds kvno 1 \\(checked"):
+        rotate.rotate(kt, spn, kp_realm.kdc, kpasswd_addr=kp_realm.kp)
+    assert kt.read_bytes() == raw and not list(tmp_path.glob("web12.keytab.pending-*"))

@@ -119,6 +119,7 @@ def _shares_key(kt: Keytab, principal: str, keys: dict[int, bytes]) -> bool:
 
 
 _KEY_ERRORS = (24, 31)  # KDC_ERR_PREAUTH_FAILED, KRB_AP_ERR_BAD_INTEGRITY
+_AMBIGUOUS = ("timeout", "reset", "garbage")  # the request may have been processed
 
 
 def _as(kdc_addr: KdcAddress, principal: str, etypes: Sequence[int], keys: dict[int, bytes], proto: kdcclient.Proto,
@@ -228,20 +229,21 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
     # 2. the new password
     new_pw = password or random_password()
     cname = asn1.PrincipalName(asn1.NT_SRV_INST if len(comps) > 1 else asn1.NT_PRINCIPAL, comps)
+    unknown = ""  # set when the request may have reached the server but no usable reply came back
     try:
         reply = kpasswd.change_password(kp.host, kp.port, creds.ticket, creds.session_enctype, creds.session_key,
                                         cname, realm, new_pw, proto=proto, timeout=timeout,
                                         version=kpasswd_version)
+        res.steps.append(f"password changed ({reply.result_name})")
     except KpasswdError as exc:
-        exc.cause += (f" The KDC still holds kvno {old_kvno}; the keytab is unchanged."
-                      if exc.details.get("changed") is False else "")
-        raise
-    except KerberosError as exc:  # an unreadable reply: we cannot tell whether the change happened
-        raise RotationIncomplete(
-            f"the password server's reply could not be read ({exc.cause}); the KDC may hold the old key (kvno "
-            f"{old_kvno}) or a new one. The keytab is unchanged. Check with `fastkrb doctor`.",
-            details={"principal": principal, "changed": None}) from exc
-    res.steps.append(f"password changed ({reply.result_name})")
+        if exc.details.get("kind") not in _AMBIGUOUS:
+            raise KpasswdError(f"{exc.cause} The KDC still holds kvno {old_kvno}; the keytab is unchanged.",
+                               exc.fix, {**exc.details, "principal": principal, "kvno": old_kvno}) from exc
+        unknown = exc.cause
+    except KerberosError as exc:  # an unreadable reply
+        unknown = f"the password server's reply could not be read ({exc.cause})"
+    if unknown:  # the new keys decide: if they get a ticket, the change happened
+        res.steps.append(f"no usable reply ({unknown}): asking the KDC which key it holds")
 
     # 3. derive with the principal's salt, and prove the new keys at the KDC
     salts: list[str] = []
@@ -286,6 +288,15 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
             res.steps.append(f"new keys verified (kvno {res.new_kvno}, enctypes {list(verified)}, salt {s!r})")
             break
     else:
+        if unknown:
+            try:
+                still = _as(kdc_addr, principal, etypes, keys, proto, timeout).credentials is not None
+            except kdcclient.KdcUnreachable:
+                still = False
+            if still:
+                raise KpasswdError(
+                    f"{unknown}. The KDC still holds kvno {old_kvno} (checked: the old key still gets a ticket); "
+                    "the keytab is unchanged.", details={"principal": principal, "kvno": old_kvno, "changed": False})
         pending = f"{os.fspath(keytab)}.pending-{int(time.time())}"
         pk = Keytab()
         for i, ks in enumerate(tried.values()):
@@ -297,12 +308,14 @@ def rotate(keytab: str | os.PathLike[str], principal: str, kdc_addr: KdcAddress,
         except OSError as exc:
             where = f"nowhere: writing {pending} failed ({exc})"
         raise RotationIncomplete(
-            f"the KDC accepted the new password for {principal}, but no AS exchange with the derived keys "
+            f"{unknown + '; ' if unknown else ''}the KDC accepted the new password for {principal}, but no AS "
+            "exchange with the derived keys "
             f"succeeded (salts tried: {', '.join(repr(s) for s in salts)}{'; ' + unreachable if unreachable else ''}). "
             f"The KDC now holds the new keys "
             f"(kvno {old_kvno + 1} or later), not kvno {old_kvno}; the keytab is unchanged. The candidate keys are "
             f"in {where} (kvno {old_kvno + 1} for the first salt tried, +1 for each next one: set the right "
-            "one's kvno with ktutil).", details={"principal": principal, "changed": True, "pending": pending})
+            "one's kvno with ktutil).", details={"principal": principal, "changed": None if unknown else True,
+                                                         "pending": pending})
 
     # 4. append and replace atomically (re-read: another writer may have added entries meanwhile)
     now = int(time.time())
