@@ -1,4 +1,4 @@
-"""`fastkrb` command line: validate, inspect, keytab list, doctor, dev, demo, bench, groups sync, serve.
+"""`fastkrb` command line: validate, inspect, keytab list/rotate/prune, doctor, dev, demo, bench, groups sync, serve.
 
 Exit codes: 0 accepted / ok, 1 rejected (the error's code, cause and fix are printed), 2 usage or I/O.
 """
@@ -168,6 +168,87 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     return serve_main(a)
 
 
+def _cmd_keytab_rotate(a: argparse.Namespace) -> int:
+    from fastkrb.keytab import Keytab
+    from fastkrb.tools.kdcclient import parse_kdc
+    from fastkrb.tools.rotate import rotate
+
+    principal = a.principal
+    if not principal:
+        names = Keytab.load(a.file).principals()
+        if len(names) != 1:
+            print(f"error: the keytab holds {len(names)} principals ({', '.join(names)}); name one with --principal",
+                  file=sys.stderr)
+            return 2
+        principal = names[0]
+    kdc = parse_kdc(a.kdc)
+    kp = parse_kdc(a.kpasswd_server, 464) if a.kpasswd_server else None
+    res = rotate(a.file, principal, kdc, kpasswd_addr=kp, proto=a.proto, salt=a.salt, timeout=a.timeout)
+    info = {"principal": res.principal, "old_kvno": res.old_kvno, "new_kvno": res.new_kvno,
+            "enctypes": list(res.enctypes), "salt": res.salt, "kdc": res.kdc, "kpasswd": res.kpasswd,
+            "seconds": round(res.seconds, 3), "steps": res.steps, "also": res.also}
+    if a.json:
+        print(json.dumps(info, indent=2))
+    else:
+        also = f" (also for {', '.join(res.also)})" if res.also else ""
+        print(f"rotated {res.principal}: kvno {res.old_kvno} -> {res.new_kvno} in {res.seconds:.2f} s; the keytab "
+              f"holds both{also}. Prune kvno {res.old_kvno} once the KDC's maximum ticket lifetime has passed "
+              f"(`fastkrb keytab prune {a.file} --keep-newest --older-than 10h`, with your realm's max_life).")
+    return 0
+
+
+def _cmd_keytab_prune(a: argparse.Namespace) -> int:
+    from fastkrb.tools.rotate import parse_duration, prune
+
+    if not a.keep_newest:
+        print("error: --keep-newest is required (the only pruning rule)", file=sys.stderr)
+        return 2
+    try:
+        older = parse_duration(a.older_than)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    res = prune(a.file, older, principals=a.principal or (), dry_run=a.dry_run)
+    if a.json:
+        print(json.dumps({"removed": res.removed, "kept": res.kept}, indent=2))
+    else:
+        verb = "would remove" if a.dry_run else "removed"
+        for p, kv in res.removed:
+            print(f"{verb} kvno {kv} of {p}")
+        for p, kv, why in res.kept:
+            print(f"kept kvno {kv} of {p}: {why}")
+        if not res.removed and not res.kept:
+            print("nothing to prune: one kvno per principal")
+    return 0
+
+
+def _add_keytab_rotation(ksub: Any) -> None:
+    kr = ksub.add_parser("rotate", help="change the service's key at the KDC with its current key (kpasswd, RFC "
+                         "3244) and add the new kvno beside the old ones")
+    kr.add_argument("file", help="the keytab file (rewritten atomically, same owner and mode)")
+    kr.add_argument("--principal", help="the principal to rotate (default: the keytab's only principal)")
+    kr.add_argument("--kdc", required=True, help="the KDC, host[:port] (port default 88)")
+    kr.add_argument("--kpasswd-server", help="the password server, host[:port] (default: the KDC's host, port 464)")
+    kr.add_argument("--proto", choices=("tcp", "udp"), default="tcp", help="transport (default %(default)s)")
+    kr.add_argument("--salt", help="the salt of the new keys, if the KDC does not send ETYPE-INFO2 and it is not "
+                    "REALM+components (AD: REALMhost<name>.<domain> for a computer account)")
+    kr.add_argument("--timeout", type=float, default=5.0, help="seconds per network exchange (default %(default)s)")
+    kr.add_argument("--json", action="store_true", help="print the result as JSON")
+    kr.set_defaults(func=_cmd_keytab_rotate)
+    kp = ksub.add_parser("prune", help="remove kvnos older than the newest once the KDC's maximum ticket lifetime "
+                         "has passed since the rotation")
+    kp.add_argument("file", help="the keytab file (rewritten atomically, same owner and mode)")
+    kp.add_argument("--keep-newest", action="store_true",
+                    help="keep each principal's newest kvno, remove the older ones (required: the only rule)")
+    kp.add_argument("--older-than", required=True, metavar="DURATION",
+                    help="the KDC's maximum ticket lifetime (e.g. 10h, 1d): older kvnos go once the newest is "
+                    "this old (by its keytab timestamp)")
+    kp.add_argument("--principal", action="append", help="only this principal (repeatable; default: all)")
+    kp.add_argument("--dry-run", action="store_true", help="say what would be removed, change nothing")
+    kp.add_argument("--json", action="store_true", help="print the result as JSON")
+    kp.set_defaults(func=_cmd_keytab_prune)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fastkrb", description="Fast, exact Kerberos ticket validation.")
     p.add_argument("--version", action="version", version=f"fastkrb {__version__}",
@@ -210,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kl.add_argument("--show-keys", action="store_true", help="also print each key in hex (secret!)")
     kl.add_argument("--json", action="store_true", help="print the entries as JSON")
     kl.set_defaults(func=_cmd_keytab_list)
+    _add_keytab_rotation(ksub)
 
     dr = sub.add_parser("doctor", help="check keytab, DNS, KDC reachability, clock and keys against the KDC")
     dr.add_argument("--keytab", help="the service keytab to check")

@@ -263,7 +263,7 @@ def _etype_info_from(padata: Sequence[PaData]) -> tuple[EtypeInfo2Entry, ...]:
 def as_exchange(addr: KdcAddress, client: str, etypes: Sequence[int], keys: dict[int, bytes] | None = None, *,
                 server: str | None = None, proto: Proto = "tcp", timeout: float = 3.0, clock_offset: float = 0.0,
                 preauth: bool | None = None, lifetime: int = 3600, kdc_options: Sequence[str] = ("canonicalize",),
-                start: int | None = None) -> AsOutcome:
+                start: int | None = None, pac: bool = False) -> AsOutcome:
     """AS-REQ for ``client`` (like ``kinit -k``): first without pre-authentication; if the KDC asks for it,
     again with PA-ENC-TIMESTAMP made with ``keys[etype]`` for the etype the KDC's ETYPE-INFO2 names.
 
@@ -271,7 +271,8 @@ def as_exchange(addr: KdcAddress, client: str, etypes: Sequence[int], keys: dict
     the exchange stops at the KDC's first answer (a probe). ``clock_offset`` (KDC minus local, seconds)
     is added to the timestamps we send, so a skewed local clock does not hide the key check. ``preauth``
     True sends the timestamp straight away (needs the salt-free keys of a keytab). ``start`` asks for a
-    postdated ticket (with ``kdc_options`` allow-postdate and postdated).
+    postdated ticket (with ``kdc_options`` allow-postdate and postdated). ``pac`` asks for a PAC in the ticket
+    (PA-PAC-REQUEST; Samba's and AD's kpasswd need one in the kadmin/changepw ticket).
     """
     cname, crealm = _principal_name(client)
     sname, _ = _principal_name(server or f"krbtgt/{crealm}@{crealm}")
@@ -287,7 +288,7 @@ def as_exchange(addr: KdcAddress, client: str, etypes: Sequence[int], keys: dict
             et = next((e for e in etypes if e in keys), None)
             if et is not None:
                 padata = [_pa_enc_timestamp(et, keys[et], clock_offset)]
-        req = KdcReq(body, (*padata, kdc.pa_pac_request(False)), msg_type=10).to_der()
+        req = KdcReq(body, (*padata, kdc.pa_pac_request(pac)), msg_type=10).to_der()
         ex = send(addr, req, proto, timeout)
         out.exchanges.append(ex)
         msg = ex.message
