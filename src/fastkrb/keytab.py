@@ -20,10 +20,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastkrb.enctypes import IMPLEMENTED
+from fastkrb.enctypes import label as enctype_label
 from fastkrb.errors import KerberosError
 
 __all__ = [
     "KeytabError",
+    "NoUsableKeys",
+    "KEY_LENGTHS",
+    "DEV_MARKER",
+    "unusable_reason",
+    "is_dev_only",
     "KeytabEntry",
     "Keytab",
     "parse_principal",
@@ -42,6 +49,46 @@ class KeytabError(KerberosError):
     krb_error = None
     default_fix = ("Export the keytab again (kadmin ktadd / ktpass / ktutil) and check that it was copied as "
                    "binary, completely; `klist -k -t -e FILE` shows whether MIT can read it.")
+
+
+class NoUsableKeys(KeytabError):
+    """The keytab parses, but not one of its entries holds a key fastkrb can use (each one's reason is in
+    ``details["unusable"]``)."""
+
+    code = "keytab_unusable"
+    default_fix = ("Export the service key again with an AES enctype (MIT: kadmin ktadd -e aes256-cts:normal; "
+                   "Heimdal: kadmin ext_keytab after the principal has current AES keys; AD: ktpass /crypto "
+                   "AES256-SHA1). `fastkrb keytab list` marks every entry fastkrb cannot use and says why.")
+
+
+#: Key length in bytes of each enctype fastkrb implements (RFC 3962, RFC 4757, RFC 8009).
+KEY_LENGTHS: dict[int, int] = {17: 16, 18: 32, 19: 16, 20: 32, 23: 16}
+
+#: The principal `fastkrb dev init` writes into every throwaway keytab (tools/dev.py): a keytab holding it
+#: has random keys no KDC knows, and must never replace a production keytab.
+DEV_MARKER = "fastkrb-dev-only/DO-NOT-USE-IN-PRODUCTION"
+
+
+def unusable_reason(entry: KeytabEntry) -> str | None:
+    """Why fastkrb cannot use this entry's key (None: it can). Worded for logs, `keytab list` and diagnoses."""
+    et = entry.enctype
+    if et in (1, 2, 3):
+        return f"{enctype_label(et)} is single DES, broken and not implemented by fastkrb"
+    if et not in IMPLEMENTED:
+        return f"{enctype_label(et)} is not an enctype fastkrb implements (it has {', '.join(IMPLEMENTED.values())})"
+    n, want = len(entry.key), KEY_LENGTHS[et]
+    if n == 0:
+        return "the key is empty (0 bytes)"
+    if n != want:
+        sealed = (" — a key still encrypted under the KDC's master key (Heimdal's ext_keytab writes old keys "
+                  "kept by `cpw --keepold` that way)" if n > want else "")
+        return f"the key is {n} bytes, {enctype_label(et)} keys are {want}{sealed}"
+    return None
+
+
+def is_dev_only(kt: Keytab) -> bool:
+    """True for a `fastkrb dev init` keytab (it holds the dev-only marker principal)."""
+    return any(e.components and "/".join(e.components) == DEV_MARKER for e in kt.entries)
 
 
 # --- principal names -------------------------------------------------------------------------------------------
@@ -370,6 +417,19 @@ class Keytab:
             if e.components == comps and e.realm == realm
             and (kvno is None or e.kvno == kvno) and (enctype is None or e.enctype == enctype)
         ]
+
+    def usable(self) -> list[KeytabEntry]:
+        """Entries whose key fastkrb can use, file order."""
+        return [e for e in self._entries if unusable_reason(e) is None]
+
+    def unusable(self) -> list[tuple[KeytabEntry, str]]:
+        """Entries fastkrb skips, each with the reason, file order."""
+        out = []
+        for e in self._entries:
+            why = unusable_reason(e)
+            if why is not None:
+                out.append((e, why))
+        return out
 
     def __len__(self) -> int:
         return len(self._entries)
