@@ -26,7 +26,7 @@ from fastkrb.replay import AsyncReplayCache, NativeReplayBackend, ReplayCache, o
 log = logging.getLogger("fastkrb")
 _FULL_LOG_INTERVAL = 10.0   # seconds between "replay cache full" warnings of one Validator
 
-__all__ = ["Validator", "AuthResult", "AcceptPolicy", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
+__all__ = ["Validator", "check_configuration", "AuthResult", "AcceptPolicy", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
 
 
 AuthResult = _native.AuthResult
@@ -111,39 +111,7 @@ class Validator:
     def _check(self, kt: Keytab, unusable: list[tuple[Any, str]]) -> None:
         """Refuse a keytab/configuration pair that could not accept the tickets asked for (at construction and
         on reload: a reload that fails this keeps the keys in service)."""
-        usable = kt.usable()
-        if not usable:
-            listed = [f"{e.principal} kvno {e.kvno} {enctype_label(e.enctype)}: {why}" for e, why in unusable]
-            raise NoUsableKeys(
-                "The keytab has no entry fastkrb can use"
-                + (f" ({'; '.join(listed)})." if listed else " (it is empty)."),
-                details={"unusable": listed, "entries": len(kt)})
-        held = sorted({e.principal for e in usable})
-        if self.principals is not None:
-            accept1 = self._acceptor
-            missing = [p for p in self.principals if not any(accept1((p,))(e.principal) for e in usable)]
-            if missing:
-                raise ConfigurationError(
-                    f"principals= names {', '.join(missing)}, which the keytab has no usable key for (it has "
-                    f"{', '.join(held)}).",
-                    "Fix the name in principals= (name@REALM, or name alone for any realm), or export that "
-                    "principal's key into the keytab.",
-                    {"missing_principals": missing, "keytab_principals": held})
-        accept = self._acceptor(self.principals)
-        mine = [e for e in usable if accept(e.principal)]
-        have = sorted({e.enctype for e in mine})
-        if not any(e.enctype in self.enctypes for e in mine):
-            raise ConfigurationError(
-                f"enctypes={list(self.enctypes)} permits no enctype the keytab has a usable key of (it has "
-                f"{', '.join(enctype_label(e) for e in have)}): every ticket would be refused.",
-                "Permit the enctype of the keytab's keys in enctypes=, or export keys of a permitted enctype.",
-                {"enctypes": list(self.enctypes), "keytab_enctypes": have})
-        if 23 in self.enctypes and 23 not in have:
-            raise ConfigurationError(
-                "enctypes= lists RC4 (arcfour-hmac, 23), but the keytab has no usable RC4 key: permitting RC4 "
-                "could only weaken, never help.",
-                "Remove 23 from enctypes=, or export the account's RC4 key if RC4 tickets must be accepted.",
-                {"enctypes": list(self.enctypes), "keytab_enctypes": have})
+        check_configuration(kt, self.principals, self.enctypes, unusable)
 
     def _load(self, keytab: KeytabLike) -> None:
         kt = keytab if isinstance(keytab, Keytab) else Keytab.load(keytab)
@@ -301,3 +269,43 @@ class Validator:
         stats = getattr(self._replay, "stats", None)
         return stats() if stats else None
 
+
+def check_configuration(kt: Keytab, principals: Sequence[str] | None, enctypes: Sequence[int],
+                        unusable: list[tuple[Any, str]] | None = None) -> None:
+    """Raise NoUsableKeys or ConfigurationError when a Validator of this keytab and configuration could not
+    accept the tickets it is asked to (the sidecar's --check and start-up use it too)."""
+    if unusable is None:
+        unusable = kt.unusable()
+    usable = kt.usable()
+    if not usable:
+        listed = [f"{e.principal} kvno {e.kvno} {enctype_label(e.enctype)}: {why}" for e, why in unusable]
+        raise NoUsableKeys(
+            "The keytab has no entry fastkrb can use"
+            + (f" ({'; '.join(listed)})." if listed else " (it is empty)."),
+            details={"unusable": listed, "entries": len(kt)})
+    held = sorted({e.principal for e in usable})
+    if principals is not None:
+        accept1 = Validator._acceptor
+        missing = [p for p in principals if not any(accept1((p,))(e.principal) for e in usable)]
+        if missing:
+            raise ConfigurationError(
+                f"principals= names {', '.join(missing)}, which the keytab has no usable key for (it has "
+                f"{', '.join(held)}).",
+                "Fix the name in principals= (name@REALM, or name alone for any realm), or export that "
+                "principal's key into the keytab.",
+                {"missing_principals": missing, "keytab_principals": held})
+    accept = Validator._acceptor(principals)
+    mine = [e for e in usable if accept(e.principal)]
+    have = sorted({e.enctype for e in mine})
+    if not any(e.enctype in enctypes for e in mine):
+        raise ConfigurationError(
+            f"enctypes={list(enctypes)} permits no enctype the keytab has a usable key of (it has "
+            f"{', '.join(enctype_label(e) for e in have)}): every ticket would be refused.",
+            "Permit the enctype of the keytab's keys in enctypes=, or export keys of a permitted enctype.",
+            {"enctypes": list(enctypes), "keytab_enctypes": have})
+    if 23 in enctypes and 23 not in have:
+        raise ConfigurationError(
+            "enctypes= lists RC4 (arcfour-hmac, 23), but the keytab has no usable RC4 key: permitting RC4 "
+            "could only weaken, never help.",
+            "Remove 23 from enctypes=, or export the account's RC4 key if RC4 tickets must be accepted.",
+            {"enctypes": list(enctypes), "keytab_enctypes": have})
