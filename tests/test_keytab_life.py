@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,3 +149,129 @@ def test_dev_marker() -> None:
 
     assert MARKER == DEV_MARKER
     assert not is_dev_only(_aes())
+
+
+# --- a real Heimdal realm: ext_keytab after cpw --keepold -----------------------------------------------------
+
+
+@pytest.mark.kdc
+@pytest.mark.heimdal
+def test_heimdal_keepold_keytab(heimdal_lab: Any) -> None:
+    """A real `kadmin -l cpw --keepold --random-key` then `ext_keytab`: tickets of the current kvno validate,
+    as with MIT's acceptor. Issue 13 reports ext_keytab writing the kept old keys still sealed under the master
+    key (92 bytes for aes256); this Heimdal 7.8 with `kadmin -l` writes them plain. Either way the test holds:
+    sealed entries are skipped and an old ticket is refused naming one; plain ones validate old tickets."""
+    r = heimdal_lab.realm
+    svc = r.add_service(r.service("keepold"), (18, 17))
+    old_cc = r.kinit(r.ccache("keepold-old"))
+    r.fetch_ticket(old_cc, svc)                                   # a ticket for kvno 1, before the change
+    r.kadmin(f"cpw --keepold --random-key {svc}")
+    path = r.export(r.keytab("keepold"), svc)
+    kt = Keytab.load(path)
+    assert {e.kvno for e in kt.entries} == {1, 2} and {e.kvno for e in kt.usable()} >= {2}
+    sealed = {(e.kvno, e.enctype): why for e, why in kt.unusable()}
+    assert all(k == 1 and "master key" in why for (k, _), why in sealed.items())
+
+    v = Validator(str(path), replay_cache="memory", cold_start=False)
+    assert len(v.skipped) == len(sealed)
+    new_cc = r.kinit(r.ccache("keepold-new"))
+    token, _ = r.get_token(svc, ccache=new_cc)
+    assert v.validate(token).kvno == 2
+    assert r.mit_accept(token, path).ok                           # MIT's acceptor agrees
+
+    old_token, _ = r.get_token(svc, ccache=old_cc)
+    mit_ok = r.mit_accept(old_token, path).ok
+    if sealed:
+        with pytest.raises(KeyUnusable) as ei:
+            v.validate(old_token)
+        assert ei.value.details["unusable_entry"]["kvno"] == 1 and "master key" in ei.value.cause
+        assert not mit_ok
+    else:
+        assert v.validate(old_token).kvno == 1 and mit_ok
+
+
+def test_sealed_keepold_keytab_as_reported() -> None:
+    """The keytab issue 13 reports (Heimdal ext_keytab after cpw --keepold): kvno 2 plain, kvno 1 aes256 and
+    aes128 sealed (92 and 76 bytes). Loads, kvno 2 validates, a kvno-1 ticket is refused naming the entry."""
+    kt = Keytab()
+    kt.add(SPN, os.urandom(32), enctype=18, kvno=2)
+    kt.add(SPN, os.urandom(16), enctype=17, kvno=2)
+    kt.add(SPN, os.urandom(92), enctype=18, kvno=1)
+    kt.add(SPN, os.urandom(76), enctype=17, kvno=1)
+    v = Validator(Keytab.from_bytes(kt.to_bytes()), replay_cache="none")
+    good = kt.find(SPN, kvno=2, enctype=18)[0]
+    assert v.validate(mint(kt, server=SPN, ticket_enctype=18, kvno=2, key=good.key).token_bytes).kvno == 2
+    from fastkrb.testing import _random_key
+    with pytest.raises(KeyUnusable) as ei:
+        v.validate(mint(kt, server=SPN, ticket_enctype=17, kvno=1, key=_random_key(None, 17)).token_bytes)
+    assert "kvno 1" in ei.value.cause and "76 bytes" in ei.value.cause
+
+
+# --- item 5 and the reporting of item 1: keytab list, doctor ------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTKRB_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    return subprocess.run([sys.executable, "-m", "fastkrb", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_keytab_list_marks_unusable_entries_and_old_keys(tmp_path: Path) -> None:
+    now = int(time.time())
+    kt = Keytab()
+    kt.add(SPN, os.urandom(32), enctype=18, kvno=3, timestamp=now - 120 * 86400)   # current, 120 days old
+    kt.add(SPN, os.urandom(32), enctype=18, kvno=2, timestamp=now - 400 * 86400)   # older kvno: not judged
+    kt.add(SPN, os.urandom(92), enctype=18, kvno=1, timestamp=now - 500 * 86400)
+    kt.add(SPN, os.urandom(8), enctype=3, kvno=3, timestamp=now - 120 * 86400)
+    path = tmp_path / "k.keytab"
+    kt.save(path)
+    out = _cli("keytab", "list", str(path))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 4
+    assert "120d" in lines[0] and "WARNING" in lines[0] and "--max-key-age 90" in lines[0]
+    assert "400d" in lines[1] and "WARNING" not in lines[1] and "UNUSABLE" not in lines[1]
+    assert "UNUSABLE" in lines[2] and "92 bytes" in lines[2] and "master key" in lines[2]
+    assert "UNUSABLE" in lines[3] and "DES" in lines[3]
+    out = _cli("keytab", "list", "--max-key-age", "365", str(path))
+    assert "WARNING" not in out.stdout.splitlines()[0]
+    rows = json.loads(_cli("keytab", "list", "--json", str(path)).stdout)
+    assert [r["usable"] for r in rows] == [True, True, False, False]
+    assert rows[0]["stale"] and not rows[1]["stale"] and 119 < rows[0]["age_days"] < 121
+    assert rows[2]["enctype"] == "aes256-cts-hmac-sha1-96(18)" and rows[2]["enctype_number"] == 18
+    assert "master key" in rows[2]["reason"]
+
+
+@pytest.mark.kdc
+def test_doctor_key_age_unusable_entries_and_ticket_kvno(mit_lab: Any, tmp_path: Path) -> None:
+    from test_doctor import doctor, only
+
+    svc = mit_lab.services["rotated"]   # the KDC is at kvno 3
+    src = Keytab.load(mit_lab.keytabs["rotated_k23"])
+    old = int(time.time()) - 200 * 86400
+    kt = Keytab([dataclasses.replace(e, timestamp=old) for e in src.entries])
+    kt.add(svc, os.urandom(92), enctype=18, kvno=1, timestamp=old)
+    path = tmp_path / "aged.keytab"
+    kt.save(path)
+    rep = doctor(mit_lab, path, svc)
+    unusable = only(rep, "keytab.unusable")
+    assert unusable.status == "warning" and "kvno 1" in unusable.summary and "92 bytes" in unusable.summary
+    age = only(rep, "keytab.age")
+    assert age.status == "warning" and "200 days" in age.summary and age.evidence["kvno"] == 3
+    kvno = only(rep, "kdc.kvno")
+    assert kvno.status == "ok" and kvno.evidence["ticket_kvno"] == 3
+    assert rep.ok, [f.to_dict() for f in rep.findings if f.status == "error"]
+    assert only(doctor(mit_lab, path, svc, max_key_age_days=365), "keytab.age").status == "ok"
+
+
+@pytest.mark.kdc
+def test_doctor_keytab_behind_the_kdc_kvno(mit_lab: Any) -> None:
+    """kvno 2 only while the KDC is at 3: the user's ticket shows it (the service's own keys do not match)."""
+    from test_doctor import doctor, only
+
+    svc = mit_lab.services["rotated"]
+    rep = doctor(mit_lab, mit_lab.keytabs["rotated_k2"], svc, user="alice", password=mit_lab.realm.password)
+    kvno = only(rep, "kdc.kvno")
+    assert kvno.status == "error" and kvno.evidence["ticket_kvno"] == 3 and kvno.evidence["keytab_kvnos"] == [2]
+    assert "out of date" in kvno.summary

@@ -31,6 +31,8 @@ __all__ = [
     "DEV_MARKER",
     "unusable_reason",
     "is_dev_only",
+    "DEFAULT_MAX_KEY_AGE_DAYS",
+    "entry_report",
     "KeytabEntry",
     "Keytab",
     "parse_principal",
@@ -84,6 +86,32 @@ def unusable_reason(entry: KeytabEntry) -> str | None:
                   "kept by `cpw --keepold` that way)" if n > want else "")
         return f"the key is {n} bytes, {enctype_label(et)} keys are {want}{sealed}"
     return None
+
+
+#: The rotation period `fastkrb keytab list` and `doctor` warn past (days), unless --max-key-age says otherwise:
+#: 90 days, a common service-account password policy (and well inside AD's 30-day machine password default x 3).
+DEFAULT_MAX_KEY_AGE_DAYS = 90.0
+
+
+def entry_report(kt: Keytab, max_key_age_days: float = DEFAULT_MAX_KEY_AGE_DAYS,
+                 now: float | None = None) -> list[dict[str, Any]]:
+    """One row per entry, file order: principal, kvno, enctype, timestamp, ``age_days`` (None when the entry
+    carries no timestamp), ``usable`` and ``reason`` (why not), ``current`` (of the principal's newest kvno),
+    and ``stale``: a current, usable key older than ``max_key_age_days`` (older kvnos are kept on purpose
+    during a rotation and are not judged by age)."""
+    t = time.time() if now is None else now
+    newest: dict[str, int] = {}
+    for e in kt.entries:
+        newest[e.principal] = max(newest.get(e.principal, 0), e.kvno)
+    rows = []
+    for e in kt.entries:
+        why = unusable_reason(e)
+        age = None if e.timestamp == 0 else max(0.0, (t - e.timestamp) / 86400.0)
+        current = e.kvno == newest[e.principal]
+        rows.append({"principal": e.principal, "kvno": e.kvno, "enctype": e.enctype, "timestamp": e.timestamp,
+                     "age_days": age, "usable": why is None, "reason": why, "current": current,
+                     "stale": bool(why is None and current and age is not None and age > max_key_age_days)})
+    return rows
 
 
 def is_dev_only(kt: Keytab) -> bool:
