@@ -91,6 +91,13 @@ def test_no_usable_entry_is_a_typed_error() -> None:
         Validator(Keytab(), replay_cache="none")
 
 
+def test_principal_with_too_many_components_is_skipped() -> None:
+    kt = _aes()
+    kt.add("a/b/c/d/e/f/g/h/i@EXAMPLE.TEST", os.urandom(32), enctype=18, kvno=1)
+    v = Validator(kt, replay_cache="none")
+    assert [s[0] for s in v.skipped] == ["a/b/c/d/e/f/g/h/i@EXAMPLE.TEST"] and "9 name components" in v.skipped[0][3]
+
+
 def test_no_internal_error_number_reaches_the_user() -> None:
     kt = Keytab()
     kt.add(SPN, os.urandom(31), enctype=18, kvno=1)

@@ -74,6 +74,8 @@ DEV_MARKER = "fastkrb-dev-only/DO-NOT-USE-IN-PRODUCTION"
 def unusable_reason(entry: KeytabEntry) -> str | None:
     """Why fastkrb cannot use this entry's key (None: it can). Worded for logs, `keytab list` and diagnoses."""
     et = entry.enctype
+    if not 1 <= len(entry.components) <= 8:
+        return f"the principal has {len(entry.components)} name components (fastkrb handles 1 to 8)"
     if et in (1, 2, 3):
         return f"{enctype_label(et)} is single DES, broken and not implemented by fastkrb"
     if et not in IMPLEMENTED:
