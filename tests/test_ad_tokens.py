@@ -113,7 +113,9 @@ def test_header_and_base64_forms(tid: str) -> None:
 @pytest.mark.parametrize("tid", ["rc4-kerberos", "rc4-spnego"])
 def test_rc4_needs_to_be_permitted(tid: str) -> None:
     t = TOKENS[tid]
-    v = _validator(t, enctypes=(18, 17))
+    kt = _keytab(t)   # RC4 only: beside it an AES key, or a Validator permitting only AES is refused at construction
+    kt.add("HTTP/unrelated.example.test@" + t["service_principal"].rsplit("@", 1)[1], bytes(32), enctype=18, kvno=1)
+    v = _validator(t, kt, enctypes=(18, 17))
     assert _code(t, v, t["validation_time_unix"]) == "enctype_not_permitted"
 
 
@@ -164,6 +166,9 @@ def test_key_selection_after_rotation(tid: str) -> None:
         "key_version_mismatch"
     other = 18 if t["service_key_enctype"] != 18 else 17
     kt = _keytab(t, bytes(32 if other == 18 else 16), enctype=other)
+    # RC4 is permitted only beside an RC4 key (a Validator refuses the configuration otherwise): another
+    # principal's, so that the ticket's principal still lacks the ticket's enctype
+    kt.add("HTTP/unrelated.example.test@" + t["service_principal"].rsplit("@", 1)[1], bytes(16), enctype=23, kvno=1)
     assert _code(t, _validator(t, kt, enctypes=(18, 17, 23)), t["validation_time_unix"]) == "enctype_not_in_keytab"
 
 

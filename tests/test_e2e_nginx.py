@@ -463,7 +463,7 @@ def samba_site(samba_dc: Any) -> Iterator[Any]:
     shutil.copyfile(dc.keytab("svc-aes256"), keytab)
     groups = dc.search(dc.base_dn, "objectSid", "sAMAccountName", scope="sub", expr="(objectClass=group)")
     write_map(work / "groups.json", {g["objectSid"][0]: f"{dc.domain}\\{g['sAMAccountName'][0]}" for g in groups})
-    config = (f'[serve]\ngroup_names = "{work / "groups.json"}"\nremote_groups = "name"\nenctypes = [18, 17, 23]\n'
+    config = (f'[serve]\ngroup_names = "{work / "groups.json"}"\nremote_groups = "name"\nenctypes = [18, 17]\n'
               '[policies.readers]\nallowed_groups = ["CORP\\\\fk-g1"]\n')
     try:
         with serve(work, keytab, host, config, copies=(("site", True),), netns=dc.netns_argv) as served:

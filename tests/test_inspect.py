@@ -118,9 +118,15 @@ def test_unsupported_mechanism_ntlm_authenticate_names_the_user(tmp_path: Path,
 @pytest.mark.produces("enctype_not_permitted")
 def test_enctype_not_permitted(mit_lab: Any) -> None:
     t = tok(mit_lab, "svc18")
-    err = reject(t, mit_lab.keytabs["svc18"], enctypes=(20, 19))
+    # a Validator whose enctypes no key has is refused at construction (issue 13): give the keytab an
+    # unrelated aes256-sha384 key, so that the ticket's own enctype is what is not permitted
+    kt = Keytab.load(str(mit_lab.keytabs["svc18"]))
+    kt.add("HTTP/unrelated.example.test@" + kt.principals()[0].rsplit("@", 1)[1], os.urandom(32), enctype=20, kvno=1)
+    path = str(mit_lab.keytabs["svc18"]) + ".plus-unrelated"
+    kt.save(path)
+    err = reject(t, path, enctypes=(20, 19))
     assert err.code == "enctype_not_permitted"
-    rep = inspect_token(t, mit_lab.keytabs["svc18"], enctypes=(20, 19))
+    rep = inspect_token(t, kt, enctypes=(20, 19))
     assert rep["ticket_enctype"] == "aes256-cts-hmac-sha1-96(18)"
     assert rep["verdict"]["code"] == "enctype_not_permitted"
 

@@ -18,10 +18,12 @@ import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fastkrb import Keytab
 from support.apreq import parse_ap_req, tamper
 from support.interop import CB, OTHER_CB, SKEW, make_validator, outcome
 from support.mitgss import finish_initiator
@@ -228,9 +230,14 @@ def test_agreement_with_mit(realm: Any, request: pytest.FixtureRequest, case: st
 # --- policy knobs on real tickets
 
 
-def test_enctype_not_permitted(realm: Any) -> None:
+def test_enctype_not_permitted(realm: Any, tmp_path: Path) -> None:
     token, _ = realm.get_token("svc17")
-    code, _ = outcome(make_validator(realm.keytabs["svc17"], enctypes=(20, 19, 18)), token)
+    # beside svc17's aes128 key an unrelated aes256 one: a Validator whose enctypes no key has is refused at
+    # construction, and the ticket's own enctype is what must be refused here
+    kt = Keytab.load(realm.keytabs["svc17"])
+    kt.add(realm.realm.principal("HTTP/unrelated.example"), bytes(32), enctype=18, kvno=1)
+    kt.save(tmp_path / "svc17-plus.keytab")
+    code, _ = outcome(make_validator(tmp_path / "svc17-plus.keytab", enctypes=(20, 19, 18)), token)
     assert code == "enctype_not_permitted"
 
 

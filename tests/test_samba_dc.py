@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fastkrb import KerberosError, Validator
+from fastkrb import KerberosError, Keytab, Validator
 from support import samba_dc as sdc
 
 pytestmark = pytest.mark.samba
@@ -35,7 +35,10 @@ def bob_cc(samba_dc: sdc.SambaDC) -> Path:
 
 
 def _validator(keytab: Path, **kw: Any) -> Validator:
-    return Validator(str(keytab), enctypes=ENCTYPES, replay_cache="memory", replay_capacity=1024, cold_start=False,
+    # RC4 only where the keytab has an RC4 key: a Validator refuses to permit it otherwise
+    rc4 = any(e.enctype == 23 for e in Keytab.load(keytab).usable())
+    enctypes = tuple(e for e in ENCTYPES if e != 23 or rc4)
+    return Validator(str(keytab), enctypes=enctypes, replay_cache="memory", replay_capacity=1024, cold_start=False,
                      **kw)
 
 
@@ -247,7 +250,8 @@ def test_computer_account(samba_dc: sdc.SambaDC, bob_cc: Path, mech: str) -> Non
                                               ("svc-aes256", "HTTP/aes256.corp.example"),
                                               ("svc-rc4", "HTTP/rc4.corp.example"),
                                               ("web1$", "HTTP/web1.corp.example")])
-def test_account_name_keytab_mit_accepts(samba_dc: sdc.SambaDC, bob_cc: Path, account: str, spn: str) -> None:
+def test_account_name_keytab_mit_accepts(samba_dc: sdc.SambaDC, bob_cc: Path, account: str, spn: str,
+                                         tmp_path: Path) -> None:
     """A keytab exported by account name (svc-multi@CORP.EXAMPLE) holds the keys every SPN of the account is
     encrypted with. MIT's acceptor (no acceptor name) takes a ticket for any of them, and so does fastkrb (an
     SPN alias, issue 12): the server is the account whose key decrypted it, the SPN is what was asked for."""
@@ -262,8 +266,14 @@ def test_account_name_keytab_mit_accepts(samba_dc: sdc.SambaDC, bob_cc: Path, ac
     assert res.server == mit.target
     assert res.requested_server == f"{spn}@{sdc.REALM}"
     assert res.pac_verified and res.identity is not None
-    # principals= still decides: the account's keys are not used when only another name is accepted
-    assert _fastkrb_code_with(token, keytab, principals=[f"svc-other@{sdc.REALM}"]) == "wrong_principal"
+    # principals= still decides: the account's keys are not used when only another name is accepted (that name
+    # needs a key in the keytab, or the Validator is refused at construction)
+    other = Keytab.load(keytab)
+    other.add(f"svc-other@{sdc.REALM}", os.urandom(32), enctype=18, kvno=1)
+    other.add(f"svc-other@{sdc.REALM}", os.urandom(16), enctype=23, kvno=1)   # RC4 is permitted beside RC4 keys
+    other.save(tmp_path / "plus-other.keytab")
+    assert _fastkrb_code_with(token, tmp_path / "plus-other.keytab", principals=[f"svc-other@{sdc.REALM}"]) == \
+        "wrong_principal"
 
 
 def test_password_change_raises_kvno(samba_dc: sdc.SambaDC) -> None:

@@ -13,11 +13,13 @@ if TYPE_CHECKING:
     from fastkrb.errors import (
         ChannelBindingsMismatch,
         ClockSkew,
+        ConfigurationError,
         EnctypeNotInKeytab,
         EnctypeNotPermitted,
         Forbidden,
         IntegrityError,
         KerberosError,
+        KeyUnusable,
         KeyVersionMismatch,
         MalformedToken,
         NameMismatch,
@@ -43,7 +45,7 @@ _WHERE = {
         ("ChannelBindingsMismatch", "ClockSkew", "EnctypeNotInKeytab", "EnctypeNotPermitted", "Forbidden",
          "IntegrityError", "KerberosError", "KeyVersionMismatch", "MalformedToken", "NameMismatch", "RealmNotAllowed",
          "Replay", "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid", "TicketNotYetValid",
-         "UnsupportedMechanism", "WrongPrincipal"),
+         "UnsupportedMechanism", "WrongPrincipal", "ConfigurationError", "KeyUnusable"),
         "fastkrb.errors"),
     "GroupNames": "fastkrb.groups",
     "Keytab": "fastkrb.keytab",
@@ -57,7 +59,7 @@ __all__ = [
     "AuthResult", "ChannelBindingsMismatch", "ClockSkew", "EnctypeNotInKeytab", "EnctypeNotPermitted", "Forbidden",
     "GroupNames", "IntegrityError", "KerberosError", "KeyVersionMismatch", "Keytab", "KeytabEntry", "MalformedToken",
     "NameMismatch", "Policy", "RealmNotAllowed", "Replay", "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid",
-    "TicketNotYetValid", "UnsupportedMechanism", "Validator", "WrongPrincipal",
+    "TicketNotYetValid", "UnsupportedMechanism", "Validator", "WrongPrincipal", "ConfigurationError", "KeyUnusable",
 ]
 
 

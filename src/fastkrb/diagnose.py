@@ -38,8 +38,10 @@ class Case:
 
 
 def explain(verdict: str, f: dict[str, Any], keys: KeyIndex, permitted: Sequence[int],
-            allowed_realms: Sequence[str] | None, rc_started: float) -> E.KerberosError:
-    """The typed error for a verdict; ``f`` holds the facts the native core collected."""
+            allowed_realms: Sequence[str] | None, rc_started: float,
+            unusable: Mapping[tuple[str, int, int], str] | None = None) -> E.KerberosError:
+    """The typed error for a verdict; ``f`` holds the facts the native core collected. ``unusable`` maps
+    (principal, kvno, enctype) of each keytab entry the validator skipped to the reason."""
     server = f.get("server")
     d = {k: v for k, v in f.items()
          if k not in ("what", "offset") or verdict in ("malformed", "pac_malformed", "pac_client_mismatch",
@@ -49,11 +51,34 @@ def explain(verdict: str, f: dict[str, Any], keys: KeyIndex, permitted: Sequence
         # what the keytab holds for the ticket's principal: the first thing an operator compares
         d.setdefault("keytab_kvnos", sorted({k for k, _ in held}))
         d.setdefault("keytab_enctypes", sorted({e for _, e in held}))
+    if unusable and isinstance(server, str) and verdict in _KEY_VERDICTS:
+        hit = _unusable_entry(unusable, server, f.get("ticket_kvno"), f.get("ticket_enctype"))
+        if hit is not None:
+            (p, kvno, et), why = hit
+            d["unusable_entry"] = {"principal": p, "kvno": kvno, "enctype": et}
+            d["reason"] = why
+            return E.KeyUnusable(
+                f"The ticket for {server} needs the keytab entry {p} kvno {kvno} {enctype_name(et)}, which is "
+                f"in the keytab but cannot be used: {why}.", details=d)
     handler = _HANDLERS.get(verdict)
     if handler is None:
         return E.InternalError(f"Validation failed inside fastkrb ({verdict}).", details=d)
     return handler(Case(f, d, server if isinstance(server, str) else None, keys, permitted, allowed_realms,
                         rc_started))
+
+
+# verdicts of "no key decrypts this ticket", where a skipped keytab entry may be the one the ticket needs
+_KEY_VERDICTS = frozenset({"wrong_principal", "kvno", "enctype_not_in_keytab", "ticket_integrity_no_kvno"})
+
+
+def _unusable_entry(unusable: Mapping[tuple[str, int, int], str], server: str, kvno: Any,
+                    enctype: Any) -> tuple[tuple[str, int, int], str] | None:
+    if enctype is None:
+        return None
+    for (p, k, e), why in unusable.items():
+        if p == server and e == enctype and (kvno is None or k == kvno):
+            return (p, k, e), why
+    return None
 
 
 def _malformed(c: Case) -> E.KerberosError:

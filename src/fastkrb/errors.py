@@ -31,6 +31,8 @@ __all__ = [
     "ReplayCacheUnavailable",
     "InternalError",
     "Forbidden",
+    "KeyUnusable",
+    "ConfigurationError",
     "GROUP_CHANGE_FIX",
     "ERRORS_BY_CODE",
     "error_for_code",
@@ -190,6 +192,26 @@ class Forbidden(KerberosError):
                    "account the policy allows.")
 
 
+class KeyUnusable(KerberosError):
+    """The ticket needs a keytab entry that is there but cannot be used (wrong key length, DES, unknown
+    enctype, empty key); ``details["unusable_entry"]`` names it and ``details["reason"]`` says why."""
+
+    code = "key_unusable"
+    krb_error = 45  # KRB_AP_ERR_NOKEY
+    default_fix = ("Export the service key again (MIT: kadmin ktadd -norandkey; Heimdal: ext_keytab of the current "
+                   "keys; AD: ktpass) so that the keytab holds a plain, usable key for this kvno and enctype.")
+
+
+class ConfigurationError(KerberosError, ValueError):
+    """A Validator (or the sidecar) was configured so that it could not accept any ticket, or not the ones
+    asked for: a principal not in the keytab, enctypes no usable key has. Raised at construction, never
+    per request. A ValueError too, for callers that caught the ValueError of earlier releases."""
+
+    code = "configuration"
+    krb_error = None
+    default_fix = "Compare the configuration with `fastkrb keytab list KEYTAB` and make them agree."
+
+
 class InternalError(KerberosError):
     code = "internal"
     krb_error = None
@@ -202,7 +224,7 @@ ERRORS_BY_CODE: dict[str, type[KerberosError]] = {
         MalformedToken, UnsupportedMechanism, EnctypeNotPermitted, WrongPrincipal, KeyVersionMismatch,
         EnctypeNotInKeytab, IntegrityError, ClockSkew, TicketExpired, TicketNotYetValid, NameMismatch,
         TicketInvalid, RealmNotAllowed, Replay, ChannelBindingsMismatch, ReplayCacheUnavailable, InternalError,
-        Forbidden,
+        Forbidden, KeyUnusable, ConfigurationError,
     )
 }
 

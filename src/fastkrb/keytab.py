@@ -20,10 +20,19 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastkrb.enctypes import IMPLEMENTED
+from fastkrb.enctypes import label as enctype_label
 from fastkrb.errors import KerberosError
 
 __all__ = [
     "KeytabError",
+    "NoUsableKeys",
+    "KEY_LENGTHS",
+    "DEV_MARKER",
+    "unusable_reason",
+    "is_dev_only",
+    "DEFAULT_MAX_KEY_AGE_DAYS",
+    "entry_report",
     "KeytabEntry",
     "Keytab",
     "parse_principal",
@@ -42,6 +51,74 @@ class KeytabError(KerberosError):
     krb_error = None
     default_fix = ("Export the keytab again (kadmin ktadd / ktpass / ktutil) and check that it was copied as "
                    "binary, completely; `klist -k -t -e FILE` shows whether MIT can read it.")
+
+
+class NoUsableKeys(KeytabError):
+    """The keytab parses, but not one of its entries holds a key fastkrb can use (each one's reason is in
+    ``details["unusable"]``)."""
+
+    code = "keytab_unusable"
+    default_fix = ("Export the service key again with an AES enctype (MIT: kadmin ktadd -e aes256-cts:normal; "
+                   "Heimdal: kadmin ext_keytab after the principal has current AES keys; AD: ktpass /crypto "
+                   "AES256-SHA1). `fastkrb keytab list` marks every entry fastkrb cannot use and says why.")
+
+
+#: Key length in bytes of each enctype fastkrb implements (RFC 3962, RFC 4757, RFC 8009).
+KEY_LENGTHS: dict[int, int] = {17: 16, 18: 32, 19: 16, 20: 32, 23: 16}
+
+#: The principal `fastkrb dev init` writes into every throwaway keytab (tools/dev.py): a keytab holding it
+#: has random keys no KDC knows, and must never replace a production keytab.
+DEV_MARKER = "fastkrb-dev-only/DO-NOT-USE-IN-PRODUCTION"
+
+
+def unusable_reason(entry: KeytabEntry) -> str | None:
+    """Why fastkrb cannot use this entry's key (None: it can). Worded for logs, `keytab list` and diagnoses."""
+    et = entry.enctype
+    if not 1 <= len(entry.components) <= 8:
+        return f"the principal has {len(entry.components)} name components (fastkrb handles 1 to 8)"
+    if et in (1, 2, 3):
+        return f"{enctype_label(et)} is single DES, broken and not implemented by fastkrb"
+    if et not in IMPLEMENTED:
+        return f"{enctype_label(et)} is not an enctype fastkrb implements (it has {', '.join(IMPLEMENTED.values())})"
+    n, want = len(entry.key), KEY_LENGTHS[et]
+    if n == 0:
+        return "the key is empty (0 bytes)"
+    if n != want:
+        sealed = (" — a key still encrypted under the KDC's master key (Heimdal's ext_keytab writes old keys "
+                  "kept by `cpw --keepold` that way)" if n > want else "")
+        return f"the key is {n} bytes, {enctype_label(et)} keys are {want}{sealed}"
+    return None
+
+
+#: The rotation period `fastkrb keytab list` and `doctor` warn past (days), unless --max-key-age says otherwise:
+#: 90 days, a common service-account password policy (and well inside AD's 30-day machine password default x 3).
+DEFAULT_MAX_KEY_AGE_DAYS = 90.0
+
+
+def entry_report(kt: Keytab, max_key_age_days: float = DEFAULT_MAX_KEY_AGE_DAYS,
+                 now: float | None = None) -> list[dict[str, Any]]:
+    """One row per entry, file order: principal, kvno, enctype, timestamp, ``age_days`` (None when the entry
+    carries no timestamp), ``usable`` and ``reason`` (why not), ``current`` (of the principal's newest kvno),
+    and ``stale``: a current, usable key older than ``max_key_age_days`` (older kvnos are kept on purpose
+    during a rotation and are not judged by age)."""
+    t = time.time() if now is None else now
+    newest: dict[str, int] = {}
+    for e in kt.entries:
+        newest[e.principal] = max(newest.get(e.principal, 0), e.kvno)
+    rows = []
+    for e in kt.entries:
+        why = unusable_reason(e)
+        age = None if e.timestamp == 0 else max(0.0, (t - e.timestamp) / 86400.0)
+        current = e.kvno == newest[e.principal]
+        rows.append({"principal": e.principal, "kvno": e.kvno, "enctype": e.enctype, "timestamp": e.timestamp,
+                     "age_days": age, "usable": why is None, "reason": why, "current": current,
+                     "stale": bool(why is None and current and age is not None and age > max_key_age_days)})
+    return rows
+
+
+def is_dev_only(kt: Keytab) -> bool:
+    """True for a `fastkrb dev init` keytab (it holds the dev-only marker principal)."""
+    return any(e.components and "/".join(e.components) == DEV_MARKER for e in kt.entries)
 
 
 # --- principal names -------------------------------------------------------------------------------------------
@@ -370,6 +447,19 @@ class Keytab:
             if e.components == comps and e.realm == realm
             and (kvno is None or e.kvno == kvno) and (enctype is None or e.enctype == enctype)
         ]
+
+    def usable(self) -> list[KeytabEntry]:
+        """Entries whose key fastkrb can use, file order."""
+        return [e for e in self._entries if unusable_reason(e) is None]
+
+    def unusable(self) -> list[tuple[KeytabEntry, str]]:
+        """Entries fastkrb skips, each with the reason, file order."""
+        out = []
+        for e in self._entries:
+            why = unusable_reason(e)
+            if why is not None:
+                out.append((e, why))
+        return out
 
     def __len__(self) -> int:
         return len(self._entries)

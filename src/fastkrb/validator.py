@@ -17,15 +17,16 @@ from fastkrb import _native
 from fastkrb.diagnose import explain
 from fastkrb.enctypes import DEFAULT as DEFAULT_ENCTYPES
 from fastkrb.enctypes import SUPPORTED as SUPPORTED_ENCTYPES
-from fastkrb.errors import KerberosError, replay_unavailable
-from fastkrb.keytab import Keytab
+from fastkrb.enctypes import label as enctype_label
+from fastkrb.errors import ConfigurationError, KerberosError, replay_unavailable
+from fastkrb.keytab import Keytab, NoUsableKeys
 from fastkrb.krb.pac import Pac
 from fastkrb.replay import AsyncReplayCache, NativeReplayBackend, ReplayCache, open_replay_cache
 
 log = logging.getLogger("fastkrb")
 _FULL_LOG_INTERVAL = 10.0   # seconds between "replay cache full" warnings of one Validator
 
-__all__ = ["Validator", "AuthResult", "AcceptPolicy", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
+__all__ = ["Validator", "check_configuration", "AuthResult", "AcceptPolicy", "SUPPORTED_ENCTYPES", "DEFAULT_ENCTYPES"]
 
 
 AuthResult = _native.AuthResult
@@ -107,16 +108,27 @@ class Validator:
         """The replay cache in use (None for replay_cache="none"); it carries over reloads."""
         return self._replay
 
+    def _check(self, kt: Keytab, unusable: list[tuple[Any, str]]) -> None:
+        """Refuse a keytab/configuration pair that could not accept the tickets asked for (at construction and
+        on reload: a reload that fails this keeps the keys in service)."""
+        check_configuration(kt, self.principals, self.enctypes, unusable)
+
     def _load(self, keytab: KeytabLike) -> None:
         kt = keytab if isinstance(keytab, Keytab) else Keytab.load(keytab)
+        unusable = kt.unusable()
+        self._check(kt, unusable)
+        for e, why in unusable:
+            log.warning("fastkrb: keytab entry %s kvno %s %s skipped: %s", e.principal, e.kvno,
+                        enctype_label(e.enctype), why)
+        skipped = {id(e): why for e, why in unusable}
         accept = self._acceptor(self.principals)
         entries = []
         index: dict[str, list[tuple[int, int]]] = {}
         realms: list[str] = []
         for e in kt.entries:
             index.setdefault(e.principal, []).append((e.kvno, e.enctype))
-            if e.enctype not in SUPPORTED_ENCTYPES:
-                continue  # DES and friends: listed for diagnoses, never used
+            if id(e) in skipped:
+                continue  # DES, unknown enctypes, keys of the wrong length: listed for diagnoses, never used
             ok = accept(e.principal)
             if ok and e.realm not in realms:
                 realms.append(e.realm)
@@ -137,9 +149,7 @@ class Validator:
         native_rc = self._replay if isinstance(self._replay, NativeReplayBackend) else None
         hook = None if native_rc is not None or self._replay is None else self._replay_hook
         started = float(getattr(self._replay, "started", time.time())) if self._replay is not None else 0.0
-        self._index = index
-        self.allowed_realms = allowed_list
-        self.keytab = kt
+        unusable_map = {(e.principal, e.kvno, e.enctype): why for e, why in unusable}
 
         last_full = [0.0]
 
@@ -153,17 +163,24 @@ class Validator:
                 log.warning("fastkrb: replay cache full (%s live entries, capacity %s): failing closed with "
                             "replay_cache_unavailable until entries expire; raise the capacity",
                             st.get("entries", "?"), st.get("capacity", "?"))
-            raise explain(verdict, facts, index, self.enctypes, allowed_list, started)
+            raise explain(verdict, facts, index, self.enctypes, allowed_list, started, unusable_map)
 
-        self._on_error = on_error
 
         args = ([t for t, _ in entries], permitted, self.clock_skew, self.max_token_size,
                 [r.encode() for r in allowed_list or []], self.verify_pac, native_rc,
                 self.cold_start and self._replay is not None, started, on_error)
-        self._native = _native.NativeValidator(*args, hook)
+        native = _native.NativeValidator(*args, hook)
         # for avalidate(): every check but the replay insert, which the caller then awaits
-        self._areplay = self._replay if hook is not None and isinstance(self._replay, AsyncReplayCache) else None
-        self._deferred = _native.NativeValidator(*args, None) if self._areplay is not None else None
+        areplay = self._replay if hook is not None and isinstance(self._replay, AsyncReplayCache) else None
+        deferred = _native.NativeValidator(*args, None) if areplay is not None else None
+        # nothing above may fail after this point: the swap is all or nothing, so a refused reload keeps every
+        # attribute of the keys in service
+        self._index = index
+        self.allowed_realms = allowed_list
+        self.keytab = kt
+        self.skipped = [(e.principal, e.kvno, e.enctype, why) for e, why in unusable]
+        self._on_error = on_error
+        self._native, self._areplay, self._deferred = native, areplay, deferred
         # the hot path: one attribute lookup, then C (and, with a policy, one Python call after it)
         self.validate = self._native.validate if self._policy is None else self._checked(  # type: ignore[method-assign]
             self._native.validate, self._policy)
@@ -252,3 +269,43 @@ class Validator:
         stats = getattr(self._replay, "stats", None)
         return stats() if stats else None
 
+
+def check_configuration(kt: Keytab, principals: Sequence[str] | None, enctypes: Sequence[int],
+                        unusable: list[tuple[Any, str]] | None = None) -> None:
+    """Raise NoUsableKeys or ConfigurationError when a Validator of this keytab and configuration could not
+    accept the tickets it is asked to (the sidecar's --check and start-up use it too)."""
+    if unusable is None:
+        unusable = kt.unusable()
+    usable = kt.usable()
+    if not usable:
+        listed = [f"{e.principal} kvno {e.kvno} {enctype_label(e.enctype)}: {why}" for e, why in unusable]
+        raise NoUsableKeys(
+            "The keytab has no entry fastkrb can use"
+            + (f" ({'; '.join(listed)})." if listed else " (it is empty)."),
+            details={"unusable": listed, "entries": len(kt)})
+    held = sorted({e.principal for e in usable})
+    if principals is not None:
+        accept1 = Validator._acceptor
+        missing = [p for p in principals if not any(accept1((p,))(e.principal) for e in usable)]
+        if missing:
+            raise ConfigurationError(
+                f"principals= names {', '.join(missing)}, which the keytab has no usable key for (it has "
+                f"{', '.join(held)}).",
+                "Fix the name in principals= (name@REALM, or name alone for any realm), or export that "
+                "principal's key into the keytab.",
+                {"missing_principals": missing, "keytab_principals": held})
+    accept = Validator._acceptor(principals)
+    mine = [e for e in usable if accept(e.principal)]
+    have = sorted({e.enctype for e in mine})
+    if not any(e.enctype in enctypes for e in mine):
+        raise ConfigurationError(
+            f"enctypes={list(enctypes)} permits no enctype the keytab has a usable key of (it has "
+            f"{', '.join(enctype_label(e) for e in have)}): every ticket would be refused.",
+            "Permit the enctype of the keytab's keys in enctypes=, or export keys of a permitted enctype.",
+            {"enctypes": list(enctypes), "keytab_enctypes": have})
+    if 23 in enctypes and 23 not in have:
+        raise ConfigurationError(
+            "enctypes= lists RC4 (arcfour-hmac, 23), but the keytab has no usable RC4 key: permitting RC4 "
+            "could only weaken, never help.",
+            "Remove 23 from enctypes=, or export the account's RC4 key if RC4 tickets must be accepted.",
+            {"enctypes": list(enctypes), "keytab_enctypes": have})

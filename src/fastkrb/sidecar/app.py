@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ import time
 from typing import Any
 
 from fastkrb.errors import KerberosError, ReplayCacheUnavailable
-from fastkrb.keytab import Keytab
+from fastkrb.keytab import Keytab, KeytabError, NoUsableKeys, is_dev_only
 from fastkrb.replay import AsyncReplayCache
 from fastkrb.sidecar.binary import WireHandler
 from fastkrb.sidecar.config import ServerConfig, keytab_problems, redact_url
@@ -33,6 +34,28 @@ from fastkrb.watch import file_signature
 __all__ = ["WorkerApp", "make_validator", "run_worker"]
 
 _RETRIES = 3   # ticks on which a refused keytab file is tried again before waiting for its next change
+
+
+class _Refused(Exception):
+    """A replacement keytab refused; ``reason`` labels fastkrb_keytab_reload_refused_total."""
+
+    def __init__(self, reason: str, cause: str) -> None:
+        super().__init__(cause)
+        self.reason, self.cause = reason, cause
+
+
+def _digest(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).digest()
+    except OSError:
+        return None
+
+
+def _accepts(principals: list[str] | None) -> Any:
+    from fastkrb.validator import Validator
+
+    return Validator._acceptor(principals or None)
 
 
 def _tick_period(cfg: ServerConfig) -> float:
@@ -62,7 +85,10 @@ class WorkerApp:
         self.stopping: asyncio.Event | None = None
         self.keytab_sig: tuple[int, int, int, int] | None = None
         self.failed_sig: tuple[int, int, int, int] | None = None
+        self.failed_digest: bytes | None = None
         self.failed_tries = 0
+        self.dev_keytab = False                 # the keys in service are a `fastkrb dev init` keytab's
+        self.serving: set[str] = set()          # the principals in service (usable, accepted)
         self.loaded_at = 0.0
         self.keytab_mtime = 0.0
         self.validator: Any = None
@@ -74,48 +100,75 @@ class WorkerApp:
     # -- keytab ----------------------------------------------------------------------------------
 
     def _load_keytab(self) -> Keytab:
-        kt = Keytab.load(self.cfg.keytab)
+        """The keytab file, checked against the configuration and, on a reload, against the keys in service;
+        a refusal raises _Refused with its reason (the label of fastkrb_keytab_reload_refused_total)."""
+        try:
+            kt = Keytab.load(self.cfg.keytab)
+        except KerberosError as exc:
+            raise _Refused("unreadable", exc.cause) from None
+        if self.validator is not None:
+            # a rotation keeps the service's name: a file that shares no principal with the keys in service is
+            # a wrong file (another host's keytab), not a rotation
+            serving = self.serving
+            new = {e.principal for e in kt.usable()}
+            if serving and new and not serving & new:
+                raise _Refused("foreign", f"the new keytab has none of the principals in service "
+                               f"({', '.join(sorted(serving))}; it has {', '.join(sorted(new))}); set `principals` "
+                               "or restart to change them")
+            if is_dev_only(kt) and not self.dev_keytab:
+                raise _Refused("dev_only", "the new keytab is a `fastkrb dev init` keytab (throwaway keys no KDC "
+                               "knows) and would replace a production one")
+        if not kt.usable():
+            problems = keytab_problems(kt, self.cfg)
+            raise _Refused("no_usable_key", "; ".join(problems))
         problems = keytab_problems(kt, self.cfg)
         if problems:
-            raise ValueError("; ".join(problems))
-        if self.validator is not None and not self.cfg.principals:
-            # No principal is configured, so the keytab decides which SPNs we serve: a file that shares none
-            # with the one in service is a wrong file (another host's keytab), not a rotation.
-            serving = set(self.stats.kvnos)
-            if serving and not serving & {e.principal for e in kt.entries if e.enctype in self.cfg.enctypes}:
-                raise ValueError(f"the new keytab has none of the principals in service ({', '.join(sorted(serving))})"
-                                 "; set `principals` or restart to change them")
+            raise _Refused("dev_only" if is_dev_only(kt) else "configuration", "; ".join(problems))
         return kt
 
     def _note_keytab(self, kt: Keytab, sig: tuple[int, int, int, int] | None) -> None:
         self.keytab_sig = sig
         self.failed_sig = None
+        self.failed_digest = None
         self.failed_tries = 0
         self.loaded_at = time.time()
         self.keytab_mtime = sig[2] / 1e9 if sig else self.loaded_at
+        self.dev_keytab = is_dev_only(kt)
+        accepted = _accepts(self.cfg.principals)
+        self.serving = {e.principal for e in kt.usable() if accepted(e.principal)}
         kv: dict[str, int] = {}
         for e in kt.entries:
             kv[e.principal] = max(kv.get(e.principal, 0), e.kvno)
         self.stats.kvnos = kv
+        for e, why in kt.unusable():
+            self.log.event("keytab_entry_skipped", level="warning", path=self.cfg.keytab, principal=e.principal,
+                           kvno=e.kvno, enctype=e.enctype, reason=why)
 
     def reload(self, reason: str) -> bool:
-        """Load the keytab file again; on any problem keep the keys in service and say why."""
+        """Load the keytab file again; on any problem keep the keys in service and say why. A refusal never
+        sticks: the next change of the file (its signature or its bytes), and every SIGHUP, try again."""
         sig = file_signature(self.cfg.keytab)
+        digest = _digest(self.cfg.keytab)
         try:
             kt = self._load_keytab()
             self.validator.reload(kt)
-        except (KerberosError, ValueError, OSError) as exc:
-            self.failed_tries = self.failed_tries + 1 if sig == self.failed_sig else 1
-            self.failed_sig = sig
+        except (_Refused, KerberosError, ValueError, OSError) as exc:
+            same = sig == self.failed_sig and digest == self.failed_digest
+            self.failed_tries = self.failed_tries + 1 if same else 1
+            self.failed_sig, self.failed_digest = sig, digest
+            why = exc.reason if isinstance(exc, _Refused) else (
+                "no_usable_key" if isinstance(exc, NoUsableKeys) else
+                "unreadable" if isinstance(exc, (KeytabError, OSError)) else "configuration")
             self.stats.count("reload", "error")
-            cause = exc.cause if isinstance(exc, KerberosError) else str(exc)
-            self.log.event("keytab_reload", level="error", result="refused", reason=reason, path=self.cfg.keytab,
-                           error=cause, kept_kvnos=self.stats.kvnos)
+            self.stats.count("reload_refused", why)
+            cause = exc.cause if isinstance(exc, (KerberosError, _Refused)) else str(exc)
+            self.log.event("keytab_reload", level="warning", result="refused", reason=reason, refused=why,
+                           path=self.cfg.keytab, error=cause, kept_kvnos=self.stats.kvnos)
             return False
         self._note_keytab(kt, sig)
         self.stats.count("reload", "ok")
         self.log.event("keytab_reload", result="ok", reason=reason, path=self.cfg.keytab, kvnos=self.stats.kvnos,
-                       entries=len(kt.entries))
+                       entries=len(kt.entries), skipped=len(kt) - len(kt.usable()))
         return True
 
     def _watch_group_names(self) -> None:
@@ -138,8 +191,8 @@ class WorkerApp:
         sig = file_signature(self.cfg.keytab)
         if sig is None or sig == self.keytab_sig:
             return
-        if sig == self.failed_sig and self.failed_tries >= _RETRIES:
-            return
+        if sig == self.failed_sig and self.failed_tries >= _RETRIES and _digest(self.cfg.keytab) == self.failed_digest:
+            return   # the very file refused: wait for its next change (a rewrite within one timestamp tick counts)
         self.reload("file changed")
 
     # -- health and metrics ---------------------------------------------------------------------

@@ -59,6 +59,7 @@ class ServerConfig:
     metrics_dir: str | None = None           # None: a private temporary directory
     group_names: str | None = None           # the SID -> name map file (fastkrb groups sync), reloaded on change
     remote_groups: str = "off"               # X-Remote-Groups: "sid", "name" or "off"
+    dev: bool = False                        # a dev run: a `fastkrb dev init` keytab may be served
     policies: dict[str, dict[str, list[str]]] = field(default_factory=dict)   # [policies.NAME] tables
     check: bool = False
 
@@ -176,9 +177,10 @@ _OPTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "group_names": (_opt_str, "SID -> group name map file (fastkrb groups sync writes it; reloaded on change): "
                               "group names in policies, and X-Remote-Groups names"),
     "remote_groups": (_remote_groups, "X-Remote-Groups on success: sid, name or off (default off)"),
+    "dev": (_bool, "a dev run: permit a `fastkrb dev init` keytab (refused otherwise: its keys are throwaway)"),
 }
 _LISTS = {"principals", "allowed_realms", "allow_uids", "allow_gids", "enctypes"}
-_BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions"}
+_BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions", "dev"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -368,16 +370,20 @@ def check(cfg: ServerConfig) -> list[str]:
 
 
 def keytab_problems(kt: Any, cfg: ServerConfig) -> list[str]:
-    """Why a keytab cannot serve this configuration (used at start, on reload, and by --check)."""
-    usable = [e for e in kt.entries if e.enctype in cfg.enctypes]
-    if not usable:
-        return [f"keytab {cfg.keytab}: no key with a permitted enctype ({cfg.enctypes})"]
-    if cfg.principals:
-        names = {e.principal for e in usable}
-        bare = {p.rsplit("@", 1)[0] for p in names}
-        missing = [p for p in cfg.principals if p not in names and p not in bare]
-        if missing:
-            return [f"keytab {cfg.keytab}: no usable key for principal(s) {', '.join(missing)}"]
+    """Why a keytab cannot serve this configuration (used at start, on reload, and by --check): the
+    Validator's own start-up checks (a usable key, the principals, the enctypes), each with its fix, and a
+    dev-only keytab outside a dev run."""
+    from fastkrb.errors import KerberosError
+    from fastkrb.keytab import is_dev_only
+    from fastkrb.validator import check_configuration
+
+    if is_dev_only(kt) and not cfg.dev:
+        return [f"keytab {cfg.keytab}: a `fastkrb dev init` keytab (throwaway keys no KDC knows) refused outside "
+                "a dev run. Fix: give the service's real keytab, or --dev / dev = true if this is a dev run."]
+    try:
+        check_configuration(kt, cfg.principals or None, tuple(cfg.enctypes))
+    except KerberosError as exc:
+        return [f"keytab {cfg.keytab}: {exc.cause} Fix: {exc.fix}"]
     return []
 
 

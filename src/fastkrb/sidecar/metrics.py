@@ -177,6 +177,8 @@ class _Collector(Collector):
             "connections": ("fastkrb_connections_accepted", "Connections accepted", "frontend"),
             "refused": ("fastkrb_connections_refused", "Connections refused (limits, peer credentials)", "reason"),
             "reload": ("fastkrb_keytab_reloads", "Keytab reload attempts by result", "result"),
+            "reload_refused": ("fastkrb_keytab_reload_refused", "Replacement keytabs refused (keys in service kept), "
+                               "by reason", "reason"),
             "group_names_reload": ("fastkrb_group_names_reloads", "Group map reloads by result", "result"),
             "replay_failure": ("fastkrb_replay_cache_failures", "Replay cache could not answer", "kind"),
             "protocol_error": ("fastkrb_protocol_errors", "Requests that were not HTTP or protocol frames", "frontend"),

@@ -82,16 +82,27 @@ def _print_nested(d: dict[str, Any], indent: int = 0) -> None:
 
 def _cmd_keytab_list(a: argparse.Namespace) -> int:
     from fastkrb.diagnose import enctype_name
-    from fastkrb.keytab import Keytab
+    from fastkrb.keytab import Keytab, entry_report
 
     kt = Keytab.load(a.file)
-    rows = [{"principal": e.principal, "kvno": e.kvno, "enctype": enctype_name(e.enctype),
-             "timestamp": e.timestamp, **({"key": e.key.hex()} if a.show_keys else {})} for e in kt.entries]
+    rows = entry_report(kt, a.max_key_age)
+    for r, e in zip(rows, kt.entries, strict=True):
+        r["enctype_number"], r["enctype"] = r["enctype"], enctype_name(r["enctype"])
+        if a.show_keys:
+            r["key"] = e.key.hex()
     if a.json:
         print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['kvno']:>5}  {r['enctype']:<32}  {r['principal']}" + (f"  {r['key']}" if a.show_keys else ""))
+        return 0
+    for r in rows:
+        age = "-" if r["age_days"] is None else f"{r['age_days']:.0f}d"
+        if not r["usable"]:
+            note = f"  UNUSABLE: {r['reason']}"
+        elif r["stale"]:
+            note = f"  WARNING: key older than --max-key-age {a.max_key_age:g} days: rotate it"
+        else:
+            note = ""
+        print(f"{r['kvno']:>5}  {r['enctype']:<32}  {age:>6}  {r['principal']}" + (f"  {r['key']}" if a.show_keys
+                                                                                   else "") + note)
     return 0
 
 
@@ -110,7 +121,8 @@ def _cmd_doctor(a: argparse.Namespace) -> int:
             password = fh.readline().rstrip("\n")
     cfg = DoctorConfig(keytab=a.keytab, principals=a.principal or (), kdcs=a.kdc or (), realm=a.realm,
                        krb5_conf=a.krb5_conf, clock_skew=a.clock_skew, timeout=a.timeout, check_dns=not a.no_dns,
-                       user=a.user, password=password, client_keytab=a.client_keytab)
+                       user=a.user, password=password, client_keytab=a.client_keytab,
+                       max_key_age_days=a.max_key_age)
     rep = run_doctor(cfg)
     print(format_report(rep, a.json))
     return 0 if rep.ok else 1
@@ -290,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     kl.add_argument("file", help="the keytab file")
     kl.add_argument("--show-keys", action="store_true", help="also print each key in hex (secret!)")
     kl.add_argument("--json", action="store_true", help="print the entries as JSON")
+    kl.add_argument("--max-key-age", type=float, default=90.0, metavar="DAYS",
+                    help="warn when a principal's current key is older than this (days, default %(default)s)")
     kl.set_defaults(func=_cmd_keytab_list)
     _add_keytab_rotation(ksub)
 
@@ -307,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dr.add_argument("--password-env", help="environment variable holding the user's password")
     dr.add_argument("--password-file", help="file whose first line is the user's password")
     dr.add_argument("--client-keytab", help="keytab with the user's key")
+    dr.add_argument("--max-key-age", type=float, default=90.0, metavar="DAYS",
+                    help="warn when a principal's current key is older than this (days, default %(default)s)")
     dr.add_argument("--json", action="store_true", help="print the report as JSON")
     dr.set_defaults(func=_cmd_doctor)
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from fastkrb.diagnose import enctype_name
 from fastkrb.errors import KerberosError
-from fastkrb.keytab import Keytab, parse_principal
+from fastkrb.keytab import DEFAULT_MAX_KEY_AGE_DAYS, Keytab, entry_report, parse_principal, unusable_reason
 from fastkrb.krb.asn1 import KrbError
 from fastkrb.krb.kdc import KRB_ERROR_NAMES, EtypeInfo2Entry
 from fastkrb.tools import kdcclient as kc
@@ -92,6 +92,7 @@ class DoctorConfig:
     user: str | None = None                # optional full round trip as this user ...
     password: str | None = None            # ... with this password
     client_keytab: str | None = None       # ... or this keytab's key
+    max_key_age_days: float = DEFAULT_MAX_KEY_AGE_DAYS   # warn past this rotation period
 
 
 # --- krb5.conf -------------------------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ def _check_keytab_contents(kt: Keytab, rep: Report) -> None:
             keys.append({"kvno": e.kvno, "enctype": enctype_name(e.enctype), "policy": word})
             if word != "ok":
                 flags.setdefault(word, []).append(f"{enctype_name(e.enctype)} kvno {e.kvno}: {why}")
-        usable = [e for e in entries if e.enctype in _USABLE]
+        usable = [e for e in entries if e.enctype in _USABLE and unusable_reason(e) is None]
         ev: dict[str, Any] = {"principal": principal, "kvnos": kvnos, "keys": keys}
         if not usable:
             rep.add("keytab.enctypes", "error", f"{principal}: no AES key, only {', '.join(_flat(flags))}",
@@ -294,6 +295,64 @@ def _check_keytab_contents(kt: Keytab, rep: Report) -> None:
         else:
             rep.add("keytab.enctypes", "ok", f"{principal}: kvno {', '.join(map(str, kvnos))}; "
                     f"{', '.join(sorted({enctype_name(e.enctype) for e in entries}))}", **ev)
+
+
+def _check_keytab_entries(kt: Keytab, max_age_days: float, rep: Report) -> None:
+    """Entries fastkrb skips (each named, with the reason), and the age of each principal's current key."""
+    rows = entry_report(kt, max_age_days)
+    for r in rows:
+        if not r["usable"] and r["enctype"] in (*_USABLE, 23):
+            # DES and RC4-less policy words are keytab.enctypes' business; a broken AES entry is this one's
+            rep.add("keytab.unusable", "warning",
+                    f"{r['principal']} kvno {r['kvno']} {enctype_name(r['enctype'])} is skipped: {r['reason']}",
+                    "Export the keytab again so that this entry holds a plain key (Heimdal: ext_keytab after the "
+                    "old keys kept by cpw --keepold are no longer needed, or MIT ktadd -norandkey); a ticket that "
+                    "needs exactly this key is refused with key_unusable.",
+                    principal=r["principal"], kvno=r["kvno"], enctype=r["enctype"], reason=r["reason"])
+        elif not r["usable"] and r["enctype"] not in (1, 2, 3, 16, 23):
+            rep.add("keytab.unusable", "warning",
+                    f"{r['principal']} kvno {r['kvno']} {enctype_name(r['enctype'])} is skipped: {r['reason']}",
+                    "Harmless while the principal has usable keys of the enctypes the KDC issues tickets with.",
+                    principal=r["principal"], kvno=r["kvno"], enctype=r["enctype"], reason=r["reason"])
+    for principal in kt.principals():
+        if principal.split("@")[0] == DEV_MARKER_PRINCIPAL:
+            continue
+        cur = [r for r in rows if r["principal"] == principal and r["current"] and r["usable"]]
+        ages = [r["age_days"] for r in cur if r["age_days"] is not None]
+        if not cur or not ages:
+            continue
+        age = max(ages)
+        ev: dict[str, Any] = {"principal": principal, "kvno": cur[0]["kvno"], "age_days": round(age, 1),
+              "max_key_age_days": max_age_days}
+        if any(r["stale"] for r in cur):
+            rep.add("keytab.age", "warning", f"{principal}: the current key (kvno {cur[0]['kvno']}) is {age:.0f} "
+                    f"days old, past the rotation period of {max_age_days:g} days",
+                    "Rotate the service key (kadmin cpw -randkey / ktadd; AD: reset the account password and "
+                    "export again), keeping the old kvno in the keytab until tickets for it expire.", **ev)
+        else:
+            rep.add("keytab.age", "ok", f"{principal}: the current key (kvno {cur[0]['kvno']}) is {age:.0f} days "
+                    f"old (rotation period {max_age_days:g} days)", **ev)
+
+
+def _check_ticket_kvno(kt: Keytab, creds: kc.Credentials, principal: str, rep: Report) -> None:
+    """The newest kvno of the keytab should be the one the KDC issues tickets with."""
+    tk = creds.ticket.enc_part.kvno
+    have = sorted({e.kvno for e in kt.find(principal) if unusable_reason(e) is None})
+    if tk is None or not have:
+        return
+    ev: dict[str, Any] = {"principal": principal, "ticket_kvno": tk, "keytab_kvnos": have}
+    if tk == have[-1]:
+        rep.add("kdc.kvno", "ok", f"{principal}: the KDC issues tickets with kvno {tk}, the keytab's newest", **ev)
+    elif tk > have[-1]:
+        rep.add("kdc.kvno", "error", f"{principal}: the KDC issues tickets with kvno {tk}, newer than every usable "
+                f"key in the keytab (newest {have[-1]}): the keytab is out of date",
+                "Export the keytab again (kadmin ktadd -norandkey; AD: ktpass or msktutil --update) and deploy it.",
+                **ev)
+    else:
+        rep.add("kdc.kvno", "warning", f"{principal}: the KDC issues tickets with kvno {tk}, but the keytab's newest "
+                f"usable key is kvno {have[-1]}" + (" (kvno " + str(tk) + " is in the keytab too, so tickets pass)"
+                                                     if tk in have else " and kvno " + str(tk) + " is not in it"),
+                "A key staged ahead of the KDC, or a KDC that rolled back: make the KDC and the keytab agree.", **ev)
 
 
 def _resolve_principal(p: str, realm: str | None) -> str:
@@ -594,6 +653,12 @@ def _check_kdc_enctypes(addr: kc.KdcAddress, proto: kc.Proto, principal: str, ha
                 "/crypto ALL).", principal=principal, missing=[enctype_name(e) for e in missing])
 
 
+def _permit_all(kt: Keytab) -> tuple[int, ...]:
+    """Every enctype fastkrb implements, RC4 only when the keytab has an RC4 key (a Validator refuses RC4
+    without one)."""
+    return (20, 19, 18, 17) + ((23,) if any(e.enctype == 23 for e in kt.usable()) else ())
+
+
 def _validate_roundtrip(check: str, kt: Keytab, creds: kc.Credentials, principal: str, offset: float,
                         skew: float, rep: Report, via: str, who: str) -> None:
     from fastkrb.validator import Validator
@@ -604,7 +669,7 @@ def _validate_roundtrip(check: str, kt: Keytab, creds: kc.Credentials, principal
         "ticket_kvno": creds.ticket.enc_part.kvno, "kdc": via}
     try:
         v = Validator(kt, principals=[principal], clock_skew=skew, replay_cache="memory", cold_start=False,
-                      enctypes=(20, 19, 18, 17, 23), allowed_realms=["*"])
+                      enctypes=_permit_all(kt), allowed_realms=["*"])
         res = v.validate(tok)
     except KerberosError as exc:
         rep.add(check, "error", f"{who}: a real ticket for {principal} is rejected here: [{exc.code}] {exc.cause}",
@@ -656,6 +721,8 @@ def _user_roundtrip(cfg: DoctorConfig, kt: Keytab, principal: str, via: tuple[kc
         rep.add("roundtrip.user", "error", f"{user} cannot get a ticket for {principal}: {_err_name(code)}", fix,
                 user=user, principal=principal)
         return
+    if not any(f.evidence.get("principal") == principal for f in rep.by_check("kdc.kvno")):
+        _check_ticket_kvno(kt, creds, principal, rep)   # the service's own ticket was not to be had
     _validate_roundtrip("roundtrip.user", kt, creds, principal, offset, skew, rep, f"{addr}/{proto}", user)
 
 
@@ -678,6 +745,7 @@ def run_doctor(cfg: DoctorConfig) -> Report:
     kt = _check_keytab_file(cfg, rep)
     if kt is not None:
         _check_keytab_contents(kt, rep)
+        _check_keytab_entries(kt, cfg.max_key_age_days, rep)
 
     realm = cfg.realm
     principals: list[str] = []
@@ -748,6 +816,7 @@ def run_doctor(cfg: DoctorConfig) -> Report:
                         f"({_err_name(err.error_code) if err else 'no reply'}); ticket enctype not checked",
                         "", principal=p)
             else:
+                _check_ticket_kvno(kt, creds, p, rep)
                 _validate_roundtrip("roundtrip.self", kt, creds, p, offset or 0.0, skew, rep,
                                     f"{via[0]}/{via[1]}", "as the service itself")
     if (cfg.user and (cfg.password is not None or cfg.client_keytab)) and principals:

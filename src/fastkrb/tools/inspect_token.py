@@ -173,6 +173,8 @@ def inspect_token(token: str | bytes, keytab: str | os.PathLike[str] | Keytab | 
     report["ticket"] = _decrypt(d, req, kt, show_keys, channel_bindings, t_now, clock_skew)
     from fastkrb.validator import Validator
 
+    if 23 in enctypes and not any(e.enctype == 23 for e in kt.usable()):
+        enctypes = tuple(e for e in enctypes if e != 23)   # RC4 is permitted only beside an RC4 key
     v = Validator(kt, principals=principals, replay_cache=_NoReplay(), cold_start=False, enctypes=enctypes,
                   allowed_realms=["*"] if allowed_realms is None else allowed_realms, clock_skew=clock_skew)
     try:
