@@ -28,13 +28,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from fastkrb.watch import file_signature
+from fastkrb.files import file_signature, replace_file
 
 __all__ = ["FORMAT", "GroupNames", "GroupNameError", "check_group_name", "check_sid", "is_sid", "parse_map",
            "read_map", "write_map"]
@@ -147,32 +146,7 @@ def write_map(path: str | os.PathLike[str], groups: Mapping[str, str], *, source
     doc["count"] = len(checked)
     doc["groups"] = dict(sorted(checked.items(), key=lambda kv: (kv[1].casefold(), kv[0])))
     data = (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode()
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=".fastkrb-groups-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    replace_file(path, data, mode=mode, prefix=".fastkrb-groups-")
 
 
 

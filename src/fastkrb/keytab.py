@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 from fastkrb.enctypes import IMPLEMENTED
 from fastkrb.enctypes import label as enctype_label
 from fastkrb.errors import KerberosError
+from fastkrb.files import replace_file
 
 __all__ = [
     "KeytabError",
@@ -377,23 +377,8 @@ class Keytab:
         return b"\x05\x02" + b"".join(_pack_entry(e) for e in self._entries)
 
     def save(self, path: str | os.PathLike[str], mode: int = 0o600) -> None:
-        """Write atomically: a temp file in the same directory, fsync, then rename over ``path``."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".keytab-", dir=directory)
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.to_bytes())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        """Write atomically (fastkrb.files.replace_file): a reader sees the old keytab or the new one."""
+        replace_file(path, self.to_bytes(), mode=mode, prefix=".keytab-")
 
     # building
 

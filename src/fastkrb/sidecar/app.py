@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from fastkrb.errors import KerberosError, ReplayCacheUnavailable
+from fastkrb.files import file_signature
 from fastkrb.keytab import Keytab, KeytabError, NoUsableKeys, is_dev_only
 from fastkrb.replay import AsyncReplayCache
 from fastkrb.sidecar.binary import WireHandler
@@ -29,7 +30,6 @@ from fastkrb.sidecar.http import HttpHandler
 from fastkrb.sidecar.log import JsonLog
 from fastkrb.sidecar.metrics import Stats, render
 from fastkrb.sidecar.policies import PolicyBook
-from fastkrb.watch import file_signature
 
 __all__ = ["WorkerApp", "make_validator", "run_worker"]
 

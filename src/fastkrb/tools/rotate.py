@@ -25,12 +25,12 @@ from __future__ import annotations
 import os
 import secrets
 import string
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fastkrb.errors import KerberosError
+from fastkrb.files import replace_file
 from fastkrb.keytab import Keytab, KeytabEntry, parse_principal
 from fastkrb.krb import asn1, crypto, kdc, kpasswd
 from fastkrb.krb.kpasswd import KpasswdError
@@ -143,33 +143,7 @@ def _fail_text(out: kdcclient.AsOutcome) -> str:
 def write_keytab(path: str | os.PathLike[str], kt: Keytab) -> None:
     """Replace ``path`` atomically with ``kt``: a temporary file in the same directory, fsync, rename, with the
     file's owner, group and mode (0600 for a new file); the directory is fsynced after the rename."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        st: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    fd, tmp = tempfile.mkstemp(prefix=".keytab-rotate-", dir=directory)
-    try:
-        os.fchmod(fd, (st.st_mode & 0o7777) if st else 0o600)
-        if st is not None and (st.st_uid != os.geteuid() or st.st_gid != os.getegid()):
-            os.fchown(fd, st.st_uid, st.st_gid)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(kt.to_bytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    replace_file(path, kt.to_bytes(), keep_owner=True, prefix=".keytab-rotate-")
 
 
 def _preflight(keytab: str | os.PathLike[str], principal: str) -> None:
