@@ -38,9 +38,13 @@ from fastkrb.capacity.sidecar_load import Daemon, load, measured, result  # noqa
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="fastkrb-bench-") as tmp:   # keytab, sockets, logs, shm file
+        return _run(a, Path(tmp))
+
+
+def _run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     from fastkrb.testing import make_keytab
 
-    work = Path(tempfile.mkdtemp(prefix="fastkrb-bench-"))
     kt = work / "bench.keytab"
     kt.write_bytes(make_keytab(("HTTP/api.example.test@EXAMPLE.TEST",), rng=random.Random(1)).to_bytes())
     s = str(a.seconds)
