@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,21 @@ from support.procs import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
+_COPIES: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _copies_dir() -> Iterator[None]:
+    """Where private() puts its copies, removed with the module (each run left a dozen dirs in /tmp)."""
+    with tempfile.TemporaryDirectory(prefix="fk-doctor-") as d:
+        _COPIES.append(Path(d))
+        yield
+        _COPIES.pop()
+
+
 def private(keytab: str | Path) -> str:
     """A 0600 copy: the fixture writes some keytab variants with the umask's 0644, which doctor flags."""
-    d = Path(tempfile.mkdtemp(prefix="fk-doctor-"))
+    d = Path(tempfile.mkdtemp(dir=_COPIES[-1]))
     dst = d / Path(keytab).name
     shutil.copyfile(keytab, dst)
     os.chmod(dst, 0o600)
