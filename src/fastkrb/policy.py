@@ -49,7 +49,7 @@ _LIST_AT_MOST = 5   # entries of a rule a refusal's cause lists
 
 def identity_of(result: Any) -> Any:
     """The result's PAC identity (``fastkrb._native.Identity``), or None when the ticket had no LOGON_INFO."""
-    return getattr(result, "identity", None)
+    return result.identity
 
 
 def _strings(kind: str, values: Iterable[str]) -> tuple[str, ...]:
