@@ -49,7 +49,7 @@ _LIST_AT_MOST = 5   # entries of a rule a refusal's cause lists
 
 def identity_of(result: Any) -> Any:
     """The result's PAC identity (``fastkrb._native.Identity``), or None when the ticket had no LOGON_INFO."""
-    return getattr(result, "identity", None)
+    return result.identity
 
 
 def _strings(kind: str, values: Iterable[str]) -> tuple[str, ...]:
@@ -156,7 +156,7 @@ class Policy:
             raise self._refuse(result, "users")
         sids = self._sids
         if sids is not None:
-            ident = identity_of(result)
+            ident = result.identity
             if ident is None or not ident.member_of(sids):
                 raise self._refuse(result, "groups")
 
@@ -176,7 +176,7 @@ class Policy:
             if realm == result.server.rpartition("@")[2] and client[:len(client) - len(realm) - 1] in self._bare:
                 return True
         if self._user_sids:
-            ident = identity_of(result)
+            ident = result.identity
             if ident is not None and ident.user_sid in self._user_sids:
                 return True
         return False

@@ -117,7 +117,7 @@ def groups_header(sids: tuple[str, ...], names: Any, limit: int = GROUPS_MAX_BYT
 
 def _pac_identity(res: Any, mode: str, names: Any) -> bytes:
     """X-Remote-SID, X-Remote-UPN and X-Remote-Groups of a ticket with a PAC identity (b"" without one)."""
-    ident = getattr(res, "identity", None)
+    ident = res.identity
     if ident is None:
         return b""
     out = b"X-Remote-SID: " + header_value(ident.user_sid) + b"\r\n"

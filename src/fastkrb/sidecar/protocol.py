@@ -187,7 +187,7 @@ def encode_accepted_ex(request_id: int, res: Any, policy: str | None = None, ide
     identity``; the identity block is present when asked for and the ticket had one (ext flags bit 1)."""
     acc = _accepted_payload(res)
     pol = (policy or "").encode()[:0xFFFF]
-    ident = getattr(res, "identity", None) if identity else None
+    ident = res.identity if identity else None
     block = encode_identity(ident, names) if ident is not None else b""
     body = b"".join((_AEX.pack(len(acc)), acc, _AEX_TAIL.pack(_EXT_IDENTITY if ident is not None else 0, len(pol)),
                      pol, block))

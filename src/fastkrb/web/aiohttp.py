@@ -96,7 +96,7 @@ def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
                 return _refusal(exc, expose_errors)
             request[RESULT] = res
             request[USER] = KerberosUser(res)
-            request[IDENTITY] = getattr(res, "identity", None)
+            request[IDENTITY] = res.identity
         if pol is not None:
             try:
                 pol.check(res)

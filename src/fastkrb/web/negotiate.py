@@ -58,7 +58,7 @@ class KerberosUser:
     def pac_identity(self) -> Any:
         """The ticket's PAC identity (``result.identity``: user_sid, upn, group_sids, member_of(...)), or None
         (no PAC logon information: MIT and Heimdal tickets). ``identity`` stays Starlette's: the principal."""
-        return getattr(self.result, "identity", None)
+        return self.result.identity
 
     @property
     def sid(self) -> str | None:

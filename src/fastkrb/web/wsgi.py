@@ -98,7 +98,7 @@ class NegotiateMiddleware:
                 log_rejection(exc, "wsgi")
                 return self._refuse(start_response, exc)
         environ["REMOTE_USER"] = remote_user(res, self._style)
-        environ["fastkrb.identity"] = getattr(res, "identity", None)
+        environ["fastkrb.identity"] = res.identity
         environ["AUTH_TYPE"] = "Negotiate"
         environ["GSS_NAME"] = res.client
         environ["fastkrb.user"] = KerberosUser(res)
