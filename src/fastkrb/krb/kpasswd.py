@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pyasn1.type import namedtype, univ
 
 from fastkrb.errors import KerberosError, MalformedToken
-from fastkrb.krb import asn1, crypto
+from fastkrb.krb import asn1, crypto, transport
 from fastkrb.krb.asn1 import (
     ApRep,
     ApReq,
@@ -291,16 +291,9 @@ def send(host: str, port: int, request: bytes, proto: Proto = "tcp", timeout: fl
     try:
         sock.connect(sockaddr)
         local = str(sock.getsockname()[0])
-        if proto == "tcp":
-            sock.sendall(struct.pack(">I", len(request)) + request)
-            (n,) = struct.unpack(">I", _recv_exact(sock, 4))
-            if n & 0x80000000 or n > 1 << 20:
-                raise _net_error(where, "garbage", "the reply is not a length-prefixed record")
-            reply = _recv_exact(sock, n)
-        else:
-            sock.send(request)
-            reply = sock.recv(65535)
-        return reply, local
+        return transport.exchange(sock, request, proto), local
+    except transport.BadRecord:
+        raise _net_error(where, "garbage", "the reply is not a length-prefixed record") from None
     except TimeoutError:
         raise _net_error(where, "timeout", f"no reply within {timeout:g} s") from None
     except ConnectionRefusedError:
@@ -315,16 +308,6 @@ def send(host: str, port: int, request: bytes, proto: Proto = "tcp", timeout: fl
 
 def _net_error(where: str, kind: str, text: str) -> KpasswdError:
     return KpasswdError(f"{where}: {text}.", details={"kind": kind, "changed": False})
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
 
 
 def local_address_for(host: str, port: int) -> str:
