@@ -5,10 +5,11 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from typing import Any, cast
 
 import pytest
 
-from fastkrb.krb import transport
+from fastkrb.krb import kpasswd, transport
 
 
 def _serve_once(reply: bytes) -> tuple[socket.socket, threading.Thread, list[bytes]]:
@@ -46,3 +47,11 @@ def test_tcp_reply_cut_short_is_eof() -> None:
     with a, pytest.raises(EOFError):
         transport.exchange(a, b"request", "tcp")
     t.join()
+
+
+def test_kpasswd_unresolvable_host_is_a_kpasswd_error() -> None:
+    with pytest.raises(kpasswd.KpasswdError) as ei:
+        kpasswd.change_password("no-such-host.invalid", 464, cast(Any, None), 18, b"\0" * 32,
+                                cast(Any, None), "EXAMPLE.COM", "pw")
+    assert ei.value.details["kind"] == "resolve"
+    assert ei.value.details["changed"] is False

@@ -325,7 +325,10 @@ def change_password(host: str, port: int, ticket: Ticket, session_enctype: int, 
 
     Version 1 (the default) is a change of one's own password everywhere (MIT, Heimdal, Samba, AD). 0xff80 with
     the target named is a change for MIT but a *set* (an administrative reset, needing that right) for AD."""
-    local = local_address_for(host, port)
+    try:
+        local = local_address_for(host, port)
+    except OSError as exc:  # as send() says it: a KpasswdError, so the caller can tell nothing changed
+        raise _net_error(f"kpasswd {host}:{port}/{proto}", "resolve", f"cannot resolve the host ({exc})") from None
     req = build_request(ticket, session_enctype, session_key, client, crealm, new_password, local_address=local,
                         version=version, clock_offset=clock_offset)
     raw, _ = send(host, port, req.data, proto, timeout)
