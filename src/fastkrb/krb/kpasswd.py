@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pyasn1.type import namedtype, univ
 
 from fastkrb.errors import KerberosError, MalformedToken
-from fastkrb.krb import asn1, crypto
+from fastkrb.krb import asn1, crypto, transport
 from fastkrb.krb.asn1 import (
     ApRep,
     ApReq,
@@ -291,16 +291,9 @@ def send(host: str, port: int, request: bytes, proto: Proto = "tcp", timeout: fl
     try:
         sock.connect(sockaddr)
         local = str(sock.getsockname()[0])
-        if proto == "tcp":
-            sock.sendall(struct.pack(">I", len(request)) + request)
-            (n,) = struct.unpack(">I", _recv_exact(sock, 4))
-            if n & 0x80000000 or n > 1 << 20:
-                raise _net_error(where, "garbage", "the reply is not a length-prefixed record")
-            reply = _recv_exact(sock, n)
-        else:
-            sock.send(request)
-            reply = sock.recv(65535)
-        return reply, local
+        return transport.exchange(sock, request, proto), local
+    except transport.BadRecord:
+        raise _net_error(where, "garbage", "the reply is not a length-prefixed record") from None
     except TimeoutError:
         raise _net_error(where, "timeout", f"no reply within {timeout:g} s") from None
     except ConnectionRefusedError:
@@ -315,16 +308,6 @@ def send(host: str, port: int, request: bytes, proto: Proto = "tcp", timeout: fl
 
 def _net_error(where: str, kind: str, text: str) -> KpasswdError:
     return KpasswdError(f"{where}: {text}.", details={"kind": kind, "changed": False})
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
 
 
 def local_address_for(host: str, port: int) -> str:
@@ -342,7 +325,10 @@ def change_password(host: str, port: int, ticket: Ticket, session_enctype: int, 
 
     Version 1 (the default) is a change of one's own password everywhere (MIT, Heimdal, Samba, AD). 0xff80 with
     the target named is a change for MIT but a *set* (an administrative reset, needing that right) for AD."""
-    local = local_address_for(host, port)
+    try:
+        local = local_address_for(host, port)
+    except OSError as exc:  # as send() says it: a KpasswdError, so the caller can tell nothing changed
+        raise _net_error(f"kpasswd {host}:{port}/{proto}", "resolve", f"cannot resolve the host ({exc})") from None
     req = build_request(ticket, session_enctype, session_key, client, crealm, new_password, local_address=local,
                         version=version, clock_offset=clock_offset)
     raw, _ = send(host, port, req.data, proto, timeout)

@@ -14,7 +14,6 @@ import errno
 import os
 import secrets
 import socket
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Literal
 
 from fastkrb.errors import KerberosError, MalformedToken
 from fastkrb.keytab import parse_principal
-from fastkrb.krb import asn1, crypto, gss, kdc
+from fastkrb.krb import asn1, crypto, gss, kdc, transport
 from fastkrb.krb.asn1 import ApReq, Authenticator, Checksum, EncryptedData, KrbError, PrincipalName, Ticket
 from fastkrb.krb.gss import GssChecksum
 from fastkrb.krb.kdc import EncKdcRepPart, EtypeInfo2Entry, KdcRep, KdcReq, KdcReqBody, PaData, PaEncTsEnc
@@ -44,8 +43,6 @@ KU_AP_REQ_AUTH = 11
 
 #: The mandatory checksum of each enctype (RFC 3962 §7, RFC 8009 §8, RFC 4757).
 CKSUMTYPE_FOR_ENCTYPE = {17: 15, 18: 16, 19: 19, 20: 20, 23: -138}
-
-_MAX_REPLY = 1 << 20
 
 
 class KdcUnreachable(KerberosError):
@@ -147,20 +144,14 @@ def send(addr: KdcAddress, request: bytes, proto: Proto = "tcp", timeout: float 
                 raise _unreachable(addr, proto, "timeout",
                                    f"no answer to the TCP connection within {timeout:g} s (filtered: a firewall "
                                    "drops the packets, or the host is down)", time.monotonic() - start) from None
-            sent = time.time()
-            sock.sendall(struct.pack(">I", len(request)) + request)
-            head = _recv_exact(sock, 4)
-            (n,) = struct.unpack(">I", head)
-            if n & 0x80000000 or n > _MAX_REPLY:
-                raise _unreachable(addr, proto, "garbage", "the reply is not a Kerberos TCP record",
-                                   time.monotonic() - start)
-            reply = _recv_exact(sock, n)
         else:
             sock.connect(sockaddr)
-            sent = time.time()
-            sock.send(request)
-            reply = sock.recv(65535)
+        sent = time.time()
+        reply = transport.exchange(sock, request, proto)
         received = time.time()
+    except transport.BadRecord:
+        raise _unreachable(addr, proto, "garbage", "the reply is not a Kerberos TCP record",
+                           time.monotonic() - start) from None
     except TimeoutError:
         raise _unreachable(addr, proto, "timeout", f"no reply within {timeout:g} s (filtered, or no KDC "
                            f"listening on {proto.upper()})", time.monotonic() - start) from None
@@ -181,16 +172,6 @@ def send(addr: KdcAddress, request: bytes, proto: Proto = "tcp", timeout: float 
         raise _unreachable(addr, proto, "garbage", f"the reply is not Kerberos ({exc.cause})",
                            time.monotonic() - start) from None
     return Exchange(addr, proto, reply, sent, received, message)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
 
 
 def kdc_time(ex: Exchange) -> float | None:
