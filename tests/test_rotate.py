@@ -63,24 +63,26 @@ class KpasswdRealm:
 def kp_realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KpasswdRealm]:
     realm = MitRealm(name="ROTATE.TEST", workdir=tmp_path_factory.mktemp("rotate-mit"), domain="rotate.test")
     realm.start()
-    kp_port, adm_port = procs.free_port(), procs.free_port()
-    conf = realm.kdc_conf.read_text()
-    conf = re.sub(r"(\n(\s*)max_life = 10h\n)",
-                  rf"\1\2kpasswd_listen = 127.0.0.1:{kp_port}\n\2kadmind_listen = 127.0.0.1:{adm_port}\n"
-                  rf"\2kpasswd_port = {kp_port}\n\2kadmind_port = {adm_port}\n", conf, count=1)
-    assert "kpasswd_listen" in conf
-    realm.kdc_conf.write_text(conf)
-    log = realm.workdir / "kadmind.out"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([which("kadmind") or "kadmind", "-nofork", "-r", realm.name,
-                                 "-P", str(realm.workdir / "kadmind.pid")],
-                                stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **realm.env},
-                                start_new_session=True)
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        kp_port, adm_port = procs.free_port(), procs.free_port()
+        conf = realm.kdc_conf.read_text()
+        conf = re.sub(r"(\n(\s*)max_life = 10h\n)",
+                      rf"\1\2kpasswd_listen = 127.0.0.1:{kp_port}\n\2kadmind_listen = 127.0.0.1:{adm_port}\n"
+                      rf"\2kpasswd_port = {kp_port}\n\2kadmind_port = {adm_port}\n", conf, count=1)
+        assert "kpasswd_listen" in conf
+        realm.kdc_conf.write_text(conf)
+        log = realm.workdir / "kadmind.out"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen([which("kadmind") or "kadmind", "-nofork", "-r", realm.name,
+                                     "-P", str(realm.workdir / "kadmind.pid")],
+                                    stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **realm.env},
+                                    start_new_session=True)
         procs.wait_listening(kp_port, proc, realm.workdir / "kadmin.log", "kadmind")
         yield KpasswdRealm(realm, kp_port, proc)
     finally:
-        procs.stop(proc)
+        if proc is not None:
+            procs.stop(proc)
         realm.stop()
 
 

@@ -64,7 +64,11 @@ class HeimdalRealm(Realm):
                  f"--ports={self.port}", "--addresses=127.0.0.1"],
                 stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **self.heimdal_env},
                 start_new_session=True)
-        wait_listening(self.port, self.proc, log, "Heimdal kdc")
+        try:
+            wait_listening(self.port, self.proc, log, "Heimdal kdc")
+        except BaseException:
+            self.stop()    # a KDC that never listened is not left running
+            raise
         return self
 
     def kadmin(self, *commands: str) -> str:

@@ -67,7 +67,11 @@ class MitRealm(Realm):
             self.proc = subprocess.Popen(
                 [which("krb5kdc") or "krb5kdc", "-n", "-r", self.name, "-P", str(self.workdir / "kdc.pid")],
                 stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True)
-        wait_listening(self.port, self.proc, self.workdir / "kdc.log", "krb5kdc")
+        try:
+            wait_listening(self.port, self.proc, self.workdir / "kdc.log", "krb5kdc")
+        except BaseException:
+            self.stop()    # a KDC that never listened is not left running
+            raise
         return self
 
     def kadmin(self, *commands: str) -> str:
