@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +28,15 @@ from support.procs import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
-_COPIES: list[Path] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _copies_dir() -> Iterator[None]:
-    """Where private() puts its copies, removed with the module (each run left a dozen dirs in /tmp)."""
-    with tempfile.TemporaryDirectory(prefix="fk-doctor-") as d:
-        _COPIES.append(Path(d))
-        yield
-        _COPIES.pop()
+_COPIES: list[tempfile.TemporaryDirectory[str]] = []   # one per process, removed at exit by its finalizer
 
 
 def private(keytab: str | Path) -> str:
-    """A 0600 copy: the fixture writes some keytab variants with the umask's 0644, which doctor flags."""
-    d = Path(tempfile.mkdtemp(dir=_COPIES[-1]))
+    """A 0600 copy: the fixture writes some keytab variants with the umask's 0644, which doctor flags.
+    (Other modules use this helper too, so the copies' directory is the process's, not a fixture's.)"""
+    if not _COPIES:
+        _COPIES.append(tempfile.TemporaryDirectory(prefix="fk-doctor-"))
+    d = Path(tempfile.mkdtemp(dir=_COPIES[0].name))
     dst = d / Path(keytab).name
     shutil.copyfile(keytab, dst)
     os.chmod(dst, 0o600)
