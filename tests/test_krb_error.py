@@ -10,6 +10,7 @@ thread: the message asserted is the one the initiator itself produced.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -25,11 +26,13 @@ import gssapi
 import pytest
 from gssapi.raw.misc import GSSError
 
-from fastkrb import KerberosError
+from fastkrb import KerberosError, Validator
 from fastkrb import errors as E
-from fastkrb.krb.asn1 import OID_KRB5, TOK_ID_KRB_ERROR, KrbError
+from fastkrb.keytab import Keytab
+from fastkrb.krb.asn1 import OID_KRB5, OID_MS_KRB5, TOK_ID_KRB_ERROR, KrbError
 from fastkrb.krb.gss import NegTokenResp, decode_spnego, gss_unwrap
 from fastkrb.krb.krberror import ANSWERED_CODES, error_header, error_token, frame_error, request_facts
+from fastkrb.testing import mint
 from support import mitgss
 from support.interop import make_validator
 
@@ -275,8 +278,6 @@ def test_answered_codes_are_ap_errors() -> None:
 def test_header_and_token_forms(mit_lab: Any) -> None:
     """The request token may be given as the header, bare base64 or bytes; the answer is the same, and the
     header is ``Negotiate <b64>`` of the token. A bare AP-REQ (no GSS initiator) and junk get None."""
-    import base64
-
     r = refuse(mit_lab, "replay", "spnego")
     now = 1_800_000_000.25
     raw = error_token(r.exc, r.token, now=now)
@@ -292,3 +293,37 @@ def test_header_and_token_forms(mit_lab: Any) -> None:
     assert error_token(r.exc, ap_req) is None
     assert error_token(r.exc, b"\x60\x03junk") is None
     assert error_token(r.exc, "not base64 at all!") is None
+
+
+@pytest.mark.parametrize("framing", ["spnego", "krb5", "spnego-ms", "krb5-ms", "raw"])
+def test_server_name_and_mech_echoed_exactly(framing: str) -> None:
+    """The ticket's sname and realm come back component for component, whatever they hold ('/', '@' and
+    '\\' inside a component, '@' in the realm), in a token of the OID the client's krb5 token carries (Windows'
+    mistyped one included); a bare AP-REQ gets no answer. Tokens minted (no KDC), refused for a real replay."""
+    principal = "HTTP/we\\/b\\@x/three\\\\@EX\\@MPLE.TEST"
+    kt = Keytab()
+    kt.add(principal, os.urandom(32), enctype=18, kvno=2)
+    m = mint(kt, server=principal, client="alice@EX\\@MPLE.TEST", framing=framing)  # type: ignore[arg-type]
+    v = Validator(kt, replay_cache="memory", cold_start=False)
+    v.validate(m.token)
+    now = int(time.time()) + 0.5
+    with pytest.raises(E.Replay) as info:
+        v.validate(m.token, now=now)
+    answer = error_token(info.value, m.token)
+    if framing == "raw":
+        assert answer is None
+        return
+    assert answer is not None
+    spnego = framing.startswith("spnego")
+    if spnego:
+        resp = decode_spnego(answer)
+        assert isinstance(resp, NegTokenResp) and resp.response_token is not None
+        mech = gss_unwrap(resp.response_token).mech
+    else:
+        mech = gss_unwrap(answer).mech
+    # the OID of the client's krb5 token header, as MIT's mech_used (Windows' SPNEGO offers the MS OID first
+    # but frames its mechToken with the krb5 one)
+    assert mech == (OID_MS_KRB5 if framing == "krb5-ms" else OID_KRB5)
+    err = KrbError.from_der(gss_unwrap(resp.response_token if spnego else answer).inner)
+    assert (err.realm, err.sname.components) == ("EX@MPLE.TEST", ("HTTP", "we/b@x", "three\\"))
+    assert (err.error_code, err.stime, err.susec) == (34, int(now), 500_000)
