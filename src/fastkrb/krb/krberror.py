@@ -27,11 +27,12 @@ __all__ = ["ANSWERED_CODES", "RequestFacts", "request_facts", "krb_error", "fram
 
 #: The fastkrb error codes answered with a KRB-ERROR: those whose ``krb_error`` is an RFC 4120 §7.5.9
 #: KRB_AP_ERR_* the client's library can name. Left out, and why: ``malformed`` (the token is broken; MIT
-#: answers nothing when the AP-REQ does not decode and KRB_ERR_GENERIC for a broken checksum),
-#: ``enctype_not_permitted`` and ``realm_not_allowed`` (their numbers, 14 and 12, are KDC errors: "KDC has
-#: no support for encryption type" would send the user to the wrong place), ``channel_bindings`` (38,
-#: "Incorrect net address", would mislead; MIT sends KRB_ERR_GENERIC), and the refusals that are no
-#: Kerberos failure (``replay_cache_unavailable``, ``internal``, ``forbidden``, ``unsupported_mechanism``).
+#: answers nothing when the AP-REQ does not decode), ``enctype_not_permitted`` and ``realm_not_allowed``
+#: (their numbers, 14 and 12, are KDC errors: "KDC has no support for encryption type" would send the user
+#: to the wrong place), ``channel_bindings`` (38, "Incorrect net address", would mislead; MIT's acceptor
+#: maps a code outside the krb5 table, as its bindings failure is, to KRB_ERR_GENERIC), and the refusals
+#: that are no Kerberos failure (``replay_cache_unavailable``, ``internal``, ``forbidden``,
+#: ``unsupported_mechanism``).
 ANSWERED_CODES = frozenset({
     "integrity",               # 31 KRB_AP_ERR_BAD_INTEGRITY (MIT's code for a ticket that does not decrypt)
     "ticket_expired",          # 32 KRB_AP_ERR_TKT_EXPIRED
