@@ -284,9 +284,11 @@ class RejectionLog:
     single refusal is never held back. Thread-safe (WSGI servers run requests in threads).
     """
 
-    def __init__(self, logger: logging.Logger, per_second: int = 10) -> None:
+    def __init__(self, logger: logging.Logger, per_second: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
         self.per_second = per_second
+        self._clock = clock
         self._lock = threading.Lock()
         self._window = -1.0
         self._count = 0
@@ -302,7 +304,7 @@ class RejectionLog:
         left_out: dict[str, int] = {}
         span = 0.0
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             if now - self._window >= 1.0:
                 if self._left_out:
                     left_out, span = self._left_out, now - self._left_out_since
