@@ -131,10 +131,13 @@ def httpx_get(lab: Any, port: int, path: str = "/", *, mutual: bool = True) -> R
     return _gssapi_get(lab, port, path, mutual, httpx, httpx_gssapi)
 
 
-def raw_get(port: int, path: str = "/", authorization: str | None = None) -> Reply:
+def raw_get(port: int, path: str = "/", authorization: str | None = None, *, accept: str | None = None) -> Reply:
+    """A plain GET (httpx, so ``Accept: */*`` unless ``accept``), with the given Authorization if any."""
     import httpx
 
     headers = {"Authorization": authorization} if authorization else {}
+    if accept is not None:
+        headers["Accept"] = accept
     r = httpx.get(f"http://127.0.0.1:{port}{path}", headers=headers, timeout=30)
     return Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text)
 

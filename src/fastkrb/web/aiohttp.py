@@ -5,7 +5,9 @@
 On success ``request[RESULT]`` is the AuthResult and ``request[USER]`` a :class:`KerberosUser` (typed
 ``web.RequestKey``s, as aiohttp recommends; plain strings "fastkrb" and "user" on aiohttp without them); the
 AP-REP of mutual authentication goes into the response's ``WWW-Authenticate``. Without a valid token:
-401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a bad one). The validator's
+401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a bad one, the cause and fix in the
+body: JSON when Accept asks for ``application/json``, else text; ``expose_errors=False`` leaves them out). The
+refusal is logged on ``fastkrb.http`` (docs/integrations/logging.md). The validator's
 ``avalidate`` is awaited (a network replay cache or the sidecar never blocks the loop). A sub-application
 behind the same middleware reuses the request's result instead of validating the token a second time.
 
@@ -30,9 +32,9 @@ from fastkrb.web.negotiate import (
     PathMatcher,
     PolicyLike,
     PolicyRouter,
-    challenge_body,
-    forbidden_body,
+    log_challenge,
     log_rejection,
+    refusal,
 )
 
 __all__ = ["negotiate_middleware", "KerberosUser", "IDENTITY", "RESULT", "USER"]
@@ -48,20 +50,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ChannelBindings = bytes | Callable[[web.Request], bytes | None] | None
 
 
-def _refusal(exc: KerberosError | None, expose: bool) -> web.Response:
-    if isinstance(exc, Forbidden):   # authenticated, not allowed: 403, no challenge
-        return web.Response(status=403, body=forbidden_body(exc, expose), headers={"X-Auth-Error": "forbidden"},
-                            content_type="application/json")
-    headers = {"WWW-Authenticate": "Negotiate"}
-    if exc is not None:
-        headers["X-Auth-Error"] = exc.code
-    return web.Response(status=401, body=challenge_body(exc, expose), headers=headers,
-                        content_type="application/json")
+def _refusal(request: web.Request, exc: KerberosError | None, expose: bool) -> web.Response:
+    answer = refusal(exc, expose, request.headers.get("Accept"))
+    return web.Response(status=answer.status, body=answer.body, headers=dict(answer.headers))
+
+
+def _log_refused(exc: KerberosError, request: web.Request) -> None:
+    log_rejection(exc, "aiohttp", peer=request.remote, method=request.method, path=request.path)
 
 
 def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
                          required: bool | Callable[[web.Request], bool] = True,
-                         channel_bindings: ChannelBindings = None, expose_errors: bool = False,
+                         channel_bindings: ChannelBindings = None, expose_errors: bool = True,
                          policy: PolicyLike | Mapping[str, PolicyLike] | None = None) -> Any:
     """The middleware for ``web.Application(middlewares=[...])``; see the module doc for what it sets."""
     avalidate = getattr(validator, "avalidate", None)
@@ -80,7 +80,8 @@ def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
             if token is None:
                 if pol is not None or required is True or (
                         required is not False and required(request)):  # type: ignore[operator]
-                    return _refusal(None, expose_errors)
+                    log_challenge("aiohttp", peer=request.remote, method=request.method, path=request.path)
+                    return _refusal(request, None, expose_errors)
                 return await handler(request)
             cb = channel_bindings
             if cb is not None and not isinstance(cb, bytes):
@@ -92,8 +93,8 @@ def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
                     assert sync_validate is not None
                     res = sync_validate(token, None, cb)
             except KerberosError as exc:
-                log_rejection(exc, "aiohttp")
-                return _refusal(exc, expose_errors)
+                _log_refused(exc, request)
+                return _refusal(request, exc, expose_errors)
             request[RESULT] = res
             request[USER] = KerberosUser(res)
             request[IDENTITY] = res.identity
@@ -101,8 +102,8 @@ def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
             try:
                 pol.check(res)
             except Forbidden as exc:
-                log_rejection(exc, "aiohttp")
-                return _refusal(exc, expose_errors)
+                _log_refused(exc, request)
+                return _refusal(request, exc, expose_errors)
         answer = res.www_authenticate
         if answer is None:
             return await handler(request)

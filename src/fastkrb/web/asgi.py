@@ -36,9 +36,9 @@ from fastkrb.web.negotiate import (
     PathMatcher,
     PolicyLike,
     PolicyRouter,
-    challenge_body,
-    forbidden_body,
+    log_challenge,
     log_rejection,
+    refusal,
 )
 
 __all__ = ["NegotiateMiddleware", "NegotiateBackend", "KerberosUser", "KerberosCredentials", "require"]
@@ -49,10 +49,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ChannelBindings = bytes | Callable[[Scope], bytes | None] | None
-
-_CHALLENGE = (b"www-authenticate", b"Negotiate")
-_JSON = (b"content-type", b"application/json")
-
 
 def _validate_fn(validator: Any) -> Callable[..., Awaitable[Any]]:
     fn = getattr(validator, "avalidate", None)
@@ -66,11 +62,27 @@ def _validate_fn(validator: Any) -> Callable[..., Awaitable[Any]]:
     return call
 
 
-def _authorization(scope: Scope) -> str | None:
+def _header(scope: Scope, name: bytes) -> str | None:
     for k, v in scope.get("headers") or ():
-        if k == b"authorization":
+        if k == name:
             return v.decode("latin-1")  # type: ignore[no-any-return]
     return None
+
+
+def _authorization(scope: Scope) -> str | None:
+    return _header(scope, b"authorization")
+
+
+def _peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    if not client:
+        return None
+    host, port = client[0], client[1] if len(client) > 1 else None
+    return f"{host}:{port}" if port else str(host)
+
+
+def _log_refused(exc: KerberosError, scope: Scope, where: str) -> None:
+    log_rejection(exc, where, peer=_peer(scope), method=scope.get("method", "WEBSOCKET"), path=scope.get("path"))
 
 
 async def _validate_once(validate: Any, cb: ChannelBindings, scope: Scope, token: str, where: str) -> Any:
@@ -81,7 +93,7 @@ async def _validate_once(validate: Any, cb: ChannelBindings, scope: Scope, token
     try:
         res = await validate(token, None, cb)
     except KerberosError as exc:
-        log_rejection(exc, where)
+        _log_refused(exc, scope, where)
         raise
     scope[SCOPE_KEY] = res
     return res
@@ -96,14 +108,17 @@ class NegotiateMiddleware:
     ``required`` False (or a predicate on the scope) lets requests without a header through unauthenticated
     (a bad token is still refused). ``exclude_paths``: exact paths, or prefixes ending in ``/`` or ``*``.
     ``channel_bindings``: bytes, or a function of the scope, e.g. TLS ``tls-server-end-point``.
-    ``expose_errors`` puts the cause and fix into the 401 and 403 bodies (the code is always in ``X-Auth-Error``).
+    The 401 and 403 bodies carry the code, the cause and the fix (JSON when the request's Accept asks for
+    ``application/json``, else plain text); ``expose_errors=False`` leaves only the code (the cause names
+    principals and keytab entries: a public service may prefer its log to say it). The code is always in
+    ``X-Auth-Error``; every refused token is logged on ``fastkrb.http`` (docs/integrations/logging.md).
     ``policy``: a Policy for every path, or ``{path prefix: Policy}`` (see PolicyRouter); checked again when a
     request re-enters at another path (a mounted sub-app, an internal redirect), on the cached result.
     """
 
     def __init__(self, app: ASGIApp, validator: Any, *, exclude_paths: Iterable[str] = (),
                  required: bool | Callable[[Scope], bool] = True, channel_bindings: ChannelBindings = None,
-                 expose_errors: bool = False, policy: PolicyLike | Mapping[str, PolicyLike] | None = None) -> None:
+                 expose_errors: bool = True, policy: PolicyLike | Mapping[str, PolicyLike] | None = None) -> None:
         self.app = app
         self.validator = validator
         self._validate = _validate_fn(validator)
@@ -132,6 +147,8 @@ class NegotiateMiddleware:
         if token is None:
             req = self._required
             if policy is not None or req is True or (req is not False and req(scope)):  # type: ignore[operator]
+                log_challenge("asgi", peer=_peer(scope), method=scope.get("method", "WEBSOCKET"),
+                              path=scope["path"])
                 await self._refuse(scope, send, None)
                 return
             await self.app(scope, receive, send)
@@ -165,7 +182,7 @@ class NegotiateMiddleware:
         try:
             policy.check(res)
         except Forbidden as exc:
-            log_rejection(exc, "asgi")
+            _log_refused(exc, scope, "asgi")
             await self._refuse(scope, send, exc)
             return False
         return True
@@ -174,18 +191,11 @@ class NegotiateMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        if isinstance(exc, Forbidden):   # authenticated, not allowed: 403, no challenge
-            body = forbidden_body(exc, self._expose)
-            headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-auth-error", b"forbidden")]
-            await send({"type": "http.response.start", "status": 403, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        body = challenge_body(exc, self._expose)
-        headers = [_CHALLENGE, _JSON, (b"content-length", str(len(body)).encode())]
-        if exc is not None:
-            headers.append((b"x-auth-error", exc.code.encode()))
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        answer = refusal(exc, self._expose, _header(scope, b"accept"))
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+        headers.append((b"content-length", str(len(answer.body)).encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
 
 
 class NegotiateBackend:
@@ -199,7 +209,7 @@ class NegotiateBackend:
     """
 
     def __init__(self, validator: Any, *, channel_bindings: ChannelBindings = None,
-                 expose_errors: bool = False, policy: PolicyLike | Mapping[str, PolicyLike] | None = None) -> None:
+                 expose_errors: bool = True, policy: PolicyLike | Mapping[str, PolicyLike] | None = None) -> None:
         self.validator = validator
         self._validate = _validate_fn(validator)
         self._cb = channel_bindings
@@ -224,7 +234,7 @@ class NegotiateBackend:
             try:
                 policy.check(res)
             except Forbidden as exc:
-                log_rejection(exc, "starlette")
+                _log_refused(exc, scope, "starlette")
                 raise AuthenticationError(exc.code) from exc
         return AuthCredentials(["authenticated", "kerberos"]), KerberosUser(res)
 
@@ -233,14 +243,8 @@ class NegotiateBackend:
         from starlette.responses import Response
 
         cause = exc.__cause__ if isinstance(exc.__cause__, KerberosError) else None
-        if isinstance(cause, Forbidden):
-            return Response(forbidden_body(cause, self._expose), status_code=403,
-                            headers={"X-Auth-Error": "forbidden"}, media_type="application/json")
-        headers = {"WWW-Authenticate": "Negotiate"}
-        if cause is not None:
-            headers["X-Auth-Error"] = cause.code
-        return Response(challenge_body(cause, self._expose), status_code=401, headers=headers,
-                        media_type="application/json")
+        answer = refusal(cause, self._expose, conn.headers.get("accept"))
+        return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
 
 def require(policy: PolicyLike) -> Callable[..., Awaitable[KerberosUser]]:
@@ -267,7 +271,7 @@ def require(policy: PolicyLike) -> Callable[..., Awaitable[KerberosUser]]:
         try:
             policy.check(res)
         except Forbidden as exc:
-            log_rejection(exc, "fastapi")
+            _log_refused(exc, request.scope, "fastapi")
             raise HTTPException(403, detail={"error": exc.code, "policy": exc.details.get("policy"),
                                              "constraint": exc.details.get("constraint")},
                                 headers={"X-Auth-Error": exc.code}) from exc

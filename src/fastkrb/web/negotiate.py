@@ -1,21 +1,33 @@
-"""What the ASGI, WSGI and aiohttp middleware share: reading the header, the identity, the 401 and 403 answers,
-which policy guards a path.
+"""What the ASGI, WSGI and aiohttp middleware share: reading the header, the identity, the 401 and 403 answers
+(:func:`refusal` builds them once for all three), the rejection log, which policy guards a path.
 
 Kept free of any framework import, and cheap: the success path of a request touches only
-``fastkrb.krb.negotiate.negotiate_token`` and ``KerberosUser``.
+``fastkrb.krb.negotiate.negotiate_token`` and ``KerberosUser``; a refusal may cost what it likes.
+
+The rejection log (docs/integrations/logging.md) is the logger ``fastkrb.http``. A token presented and refused
+is one WARNING line (ERROR for ``internal`` and ``replay_cache_unavailable``, the server's own faults) with the
+code, the request, the client principal when known, the cause and the fix, never the token; at most
+``rejection_log.per_second`` lines a second, the rest counted and summed up in one line. A request without a
+token (every browser's first request: the normal challenge) is a DEBUG line. WARNING is what Python's
+last-resort handler prints to stderr when nothing configured the logger, so under uvicorn's, gunicorn's or
+Django's default logging a refusal reaches the terminal without any set-up.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastkrb.errors import Forbidden, KerberosError
 
-__all__ = ["KerberosUser", "KerberosCredentials", "PathMatcher", "PolicyRouter", "challenge_body", "SCOPE_KEY",
-           "forbidden_body", "remote_user", "log"]
+__all__ = ["KerberosUser", "KerberosCredentials", "PathMatcher", "PolicyRouter", "Refusal", "RejectionLog",
+           "SCOPE_KEY", "challenge_body", "forbidden_body", "log", "log_challenge", "log_rejection", "refusal",
+           "rejection_log", "remote_user", "wants_json"]
 
 log = logging.getLogger("fastkrb.http")
 
@@ -111,17 +123,6 @@ class PathMatcher:
         return bool(self.exact or self.prefixes)
 
 
-def challenge_body(exc: KerberosError | None, expose: bool) -> bytes:
-    """The JSON of a 401: the stable code always; the cause and fix only when the operator allows it."""
-    if exc is None:
-        return b'{"error":"unauthorized","detail":"Negotiate authentication required"}'
-    body: dict[str, Any] = {"error": exc.code}
-    if expose:
-        body["cause"] = exc.cause
-        body["fix"] = exc.fix
-    return json.dumps(body).encode()
-
-
 class PolicyLike(Protocol):
     name: str | None
 
@@ -164,19 +165,191 @@ class PolicyRouter:
         return None
 
 
-def forbidden_body(exc: Forbidden, expose: bool) -> bytes:
-    """The JSON of a 403: the code, the policy and the rule that refused; the cause and fix when allowed."""
-    body: dict[str, Any] = {"error": exc.code, "policy": exc.details.get("policy"),
-                            "constraint": exc.details.get("constraint")}
+# --- the answers: 401 and 403 --------------------------------------------------------------------------------
+
+_NO_TOKEN_JSON = b'{"error":"unauthorized","detail":"Negotiate authentication required"}'
+_NO_TOKEN_TEXT = b"Negotiate authentication required\n"
+_JSON_TYPE = "application/json"
+_TEXT_TYPE = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A 401 or 403 as every framework sends it: the headers include Content-Type (not Content-Length)."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def wants_json(accept: str | None) -> bool:
+    """Whether the request's Accept names ``application/json`` (or an ``application/*+json``) with q > 0.
+
+    Everything else gets plain text: ``*/*`` (curl, httpx, requests), a browser's ``text/html``, no Accept.
+    """
+    if not accept:
+        return False
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        media = media.strip().lower()
+        if media != _JSON_TYPE and not (media.startswith("application/") and media.endswith("+json")):
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            return True
+    return False
+
+
+def _text(first: str, exc: KerberosError, expose: bool) -> bytes:
+    lines = [first]
+    if expose:
+        lines.append(f"Cause: {exc.cause}")
+        if exc.fix:
+            lines.append(f"Fix: {exc.fix}")
+    else:
+        lines.append("The cause is in the server's log (logger fastkrb.http).")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def challenge_body(exc: KerberosError | None, expose: bool, as_json: bool = True) -> bytes:
+    """The body of a 401: the stable code, and with ``expose`` the cause and fix (prose that names principals
+    and kvnos, never a key or the token). ``exc`` None: no token was sent, the normal first challenge."""
+    if exc is None:
+        return _NO_TOKEN_JSON if as_json else _NO_TOKEN_TEXT
+    if not as_json:
+        return _text(f"Kerberos authentication failed: {exc.code}", exc, expose)
+    body: dict[str, Any] = {"error": exc.code}
     if expose:
         body["cause"] = exc.cause
         body["fix"] = exc.fix
     return json.dumps(body).encode()
 
 
-def log_rejection(exc: KerberosError, where: str) -> None:
-    # never the token; the code, cause and the non-secret facts
-    log.info("fastkrb %s: rejected [%s] %s", where, exc.code, exc.cause)
+def forbidden_body(exc: Forbidden, expose: bool, as_json: bool = True) -> bytes:
+    """The body of a 403: the code, the policy and the rule that refused; the cause and fix with ``expose``."""
+    policy, constraint = exc.details.get("policy"), exc.details.get("constraint")
+    if not as_json:
+        which = f"the policy {policy!r}" if policy else "the policy"
+        return _text(f"Forbidden: {which} does not allow this client (rule: {constraint})", exc, expose)
+    body: dict[str, Any] = {"error": exc.code, "policy": policy, "constraint": constraint}
+    if expose:
+        body["cause"] = exc.cause
+        body["fix"] = exc.fix
+    return json.dumps(body).encode()
+
+
+def refusal(exc: KerberosError | None, expose: bool, accept: str | None) -> Refusal:
+    """The answer to a request refused with ``exc`` (None: no token), in JSON if ``accept`` asks for it.
+
+    401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a refused token); 403 with
+    ``X-Auth-Error: forbidden`` and no challenge for a client a policy refuses (it authenticated; a new token
+    would not change the answer). ``nosniff``: the cause may quote names from the ticket, and the text must
+    stay text.
+    """
+    as_json = wants_json(accept)
+    ctype = ("Content-Type", _JSON_TYPE if as_json else _TEXT_TYPE)
+    nosniff = ("X-Content-Type-Options", "nosniff")
+    if isinstance(exc, Forbidden):
+        return Refusal(403, "Forbidden", (ctype, nosniff, ("X-Auth-Error", "forbidden")),
+                       forbidden_body(exc, expose, as_json))
+    headers: tuple[tuple[str, str], ...] = (("WWW-Authenticate", "Negotiate"), ctype, nosniff)
+    if exc is not None:
+        headers += (("X-Auth-Error", exc.code),)
+    return Refusal(401, "Unauthorized", headers, challenge_body(exc, expose, as_json))
+
+
+# --- the rejection log ---------------------------------------------------------------------------------------
+
+#: codes that are the server's fault, not the client's: logged at ERROR
+_SERVER_FAULTS = frozenset({"internal", "replay_cache_unavailable"})
+
+
+def _request(method: str | None, path: str | None, peer: str | None) -> str:
+    return " ".join(x for x in (method, path, f"from {peer}" if peer else None) if x) or "request"
+
+
+class RejectionLog:
+    """Refused tokens on ``logger``: one line each, at most ``per_second`` lines a second (0: no limit).
+
+    Past the limit a refusal is counted, not logged; the next line after the second is over says how many
+    were left out, by code. A flood of bad tokens thus costs about ``per_second`` lines a second, and a
+    single refusal is never held back. Thread-safe (WSGI servers run requests in threads).
+    """
+
+    def __init__(self, logger: logging.Logger, per_second: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.per_second = per_second
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window = -1.0
+        self._count = 0
+        self._left_out: dict[str, int] = {}
+        self._left_out_since = 0.0
+
+    def refused(self, exc: KerberosError, where: str, *, peer: str | None = None, method: str | None = None,
+                path: str | None = None) -> None:
+        """Log one refusal: never the token, only the error's code, cause, fix and the client's name."""
+        level = logging.ERROR if exc.code in _SERVER_FAULTS else logging.WARNING
+        if not self.logger.isEnabledFor(level):
+            return
+        left_out: dict[str, int] = {}
+        span = 0.0
+        with self._lock:
+            now = self._clock()
+            if now - self._window >= 1.0:
+                if self._left_out:
+                    left_out, span = self._left_out, now - self._left_out_since
+                    self._left_out = {}
+                self._window, self._count = now, 0
+            if self.per_second and self._count >= self.per_second:
+                if not self._left_out:
+                    self._left_out_since = now
+                self._left_out[exc.code] = self._left_out.get(exc.code, 0) + 1
+                return
+            self._count += 1
+        if left_out:
+            self.logger.warning(
+                "fastkrb: %d more refused requests in the last %.1f s were not logged (at most %d lines a "
+                "second): %s", sum(left_out.values()), span, self.per_second,
+                ", ".join(f"{code} {n}" for code, n in sorted(left_out.items(), key=lambda kv: -kv[1])),
+                extra={"fastkrb": {"event": "suppressed", "counts": left_out}})
+        status = 403 if isinstance(exc, Forbidden) else 401
+        client = exc.details.get("client")
+        client = client if isinstance(client, str) else None
+        facts = {"event": "refused", "status": status, "code": exc.code, "where": where, "method": method,
+                 "path": path, "peer": peer, "client": client, "cause": exc.cause, "fix": exc.fix}
+        self.logger.log(level, "fastkrb: refused %s (%s): %d %s%s: %s%s", _request(method, path, peer), where,
+                        status, exc.code, f", client {client}" if client else "", exc.cause,
+                        f" Fix: {exc.fix}" if exc.fix else "", extra={"fastkrb": facts})
+
+
+rejection_log = RejectionLog(log)
+"""The middleware's rejection log; ``rejection_log.per_second = 100`` (or 0 for no limit) changes the limit."""
+
+
+def log_rejection(exc: KerberosError, where: str, *, peer: str | None = None, method: str | None = None,
+                  path: str | None = None) -> None:
+    """A token presented and refused (or a client a policy refused): WARNING on ``fastkrb.http``, rate-limited."""
+    rejection_log.refused(exc, where, peer=peer, method=method, path=path)
+
+
+def log_challenge(where: str, *, peer: str | None = None, method: str | None = None, path: str | None = None) -> None:
+    """A request without a Negotiate token, answered with the challenge: the normal first request of a browser,
+    so DEBUG."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("fastkrb: challenged %s (%s): no Authorization: Negotiate token; 401 WWW-Authenticate: Negotiate",
+                  _request(method, path, peer), where,
+                  extra={"fastkrb": {"event": "challenged", "status": 401, "where": where, "method": method,
+                                     "path": path, "peer": peer}})
 
 
 Predicate = Callable[[Any], bool]

@@ -8,8 +8,10 @@ On success: ``REMOTE_USER`` (the full principal, or ``remote_user="short"`` for 
 is of the service's realm), ``AUTH_TYPE=Negotiate``, ``GSS_NAME`` (the principal), ``environ["fastkrb"]`` (the
 AuthResult) and, when the client asked for mutual authentication, the AP-REP in ``WWW-Authenticate``.
 Without a valid token: 401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a bad
-one). The result is cached in the environ: an app that re-enters the middleware for the same request
-(an internal redirect or sub-request that passes the environ on) does not validate the token twice.
+one, the cause and fix in the body: JSON when Accept asks for ``application/json``, else text; the refusal is
+logged on ``fastkrb.http``, docs/integrations/logging.md). The result is cached in the environ: an app that
+re-enters the middleware for the same request (an internal redirect or sub-request that passes the environ on)
+does not validate the token twice.
 
 ``policy=`` (a :class:`fastkrb.Policy`, or ``{path prefix: Policy}``): a client it does not allow gets 403
 with ``X-Auth-Error: forbidden`` and ``{"error": "forbidden", "policy", "constraint"}``. The PAC identity is
@@ -30,9 +32,9 @@ from fastkrb.web.negotiate import (
     PathMatcher,
     PolicyLike,
     PolicyRouter,
-    challenge_body,
-    forbidden_body,
+    log_challenge,
     log_rejection,
+    refusal,
     remote_user,
 )
 
@@ -48,14 +50,14 @@ class NegotiateMiddleware:
     """WSGI middleware around one Validator (anything with ``validate(token, now, channel_bindings)``).
 
     ``required`` False (or a predicate on the environ) lets requests without a header through anonymously;
-    ``exclude_paths``: exact paths, or prefixes ending in ``/`` or ``*``; ``expose_errors`` adds the cause and
-    fix to the 401 and 403 bodies; ``policy`` a Policy for every path or ``{path prefix: Policy}`` (checked on
-    re-entry too, for the path re-entered).
+    ``exclude_paths``: exact paths, or prefixes ending in ``/`` or ``*``; ``expose_errors=False`` leaves the
+    cause and fix out of the 401 and 403 bodies (the log still has them); ``policy`` a Policy for every path or
+    ``{path prefix: Policy}`` (checked on re-entry too, for the path re-entered).
     """
 
     def __init__(self, app: WSGIApp, validator: Any, *, exclude_paths: Iterable[str] = (),
                  required: bool | Callable[[Environ], bool] = True, channel_bindings: ChannelBindings = None,
-                 remote_user: str = "principal", expose_errors: bool = False,
+                 remote_user: str = "principal", expose_errors: bool = True,
                  policy: PolicyLike | Mapping[str, PolicyLike] | None = None) -> None:
         if remote_user not in ("principal", "short"):
             raise ValueError("remote_user must be 'principal' or 'short'")
@@ -80,7 +82,8 @@ class NegotiateMiddleware:
             if token is None:
                 req = self._required
                 if policy is not None or req is True or (req is not False and req(environ)):  # type: ignore[operator]
-                    return self._refuse(start_response, None)
+                    log_challenge("wsgi", peer=_peer(environ), method=environ.get("REQUEST_METHOD"), path=path)
+                    return self._refuse(environ, start_response, None)
                 return self.app(environ, start_response)
             cb = self._cb
             if cb is not None and not isinstance(cb, bytes):
@@ -88,15 +91,15 @@ class NegotiateMiddleware:
             try:
                 res = self._validate(token, None, cb)
             except KerberosError as exc:
-                log_rejection(exc, "wsgi")
-                return self._refuse(start_response, exc)
+                _log_refused(exc, environ, path)
+                return self._refuse(environ, start_response, exc)
             environ[SCOPE_KEY] = res
         if policy is not None:
             try:
                 policy.check(res)
             except Forbidden as exc:
-                log_rejection(exc, "wsgi")
-                return self._refuse(start_response, exc)
+                _log_refused(exc, environ, path)
+                return self._refuse(environ, start_response, exc)
         environ["REMOTE_USER"] = remote_user(res, self._style)
         environ["fastkrb.identity"] = res.identity
         environ["AUTH_TYPE"] = "Negotiate"
@@ -113,16 +116,17 @@ class NegotiateMiddleware:
 
         return self.app(environ, start_with_ap_rep)
 
-    def _refuse(self, start_response: StartResponse, exc: KerberosError | None) -> Iterable[bytes]:
-        if isinstance(exc, Forbidden):   # authenticated, not allowed: 403, no challenge
-            body = forbidden_body(exc, self._expose)
-            start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                                             ("X-Auth-Error", "forbidden")])
-            return [body]
-        body = challenge_body(exc, self._expose)
-        headers = [("WWW-Authenticate", "Negotiate"), ("Content-Type", "application/json"),
-                   ("Content-Length", str(len(body)))]
-        if exc is not None:
-            headers.append(("X-Auth-Error", exc.code))
-        start_response("401 Unauthorized", headers)
-        return [body]
+    def _refuse(self, environ: Environ, start_response: StartResponse, exc: KerberosError | None) -> Iterable[bytes]:
+        answer = refusal(exc, self._expose, environ.get("HTTP_ACCEPT"))
+        start_response(f"{answer.status} {answer.reason}",
+                       [*answer.headers, ("Content-Length", str(len(answer.body)))])
+        return [answer.body]
+
+
+def _peer(environ: Environ) -> str | None:
+    addr, port = environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")
+    return f"{addr}:{port}" if addr and port else addr
+
+
+def _log_refused(exc: KerberosError, environ: Environ, path: str) -> None:
+    log_rejection(exc, "wsgi", peer=_peer(environ), method=environ.get("REQUEST_METHOD"), path=path)
