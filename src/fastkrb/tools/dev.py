@@ -233,6 +233,29 @@ class DevRealm:
                 "kdc_pid": self.proc.pid if self.proc else None}
 
 
+def realm_instructions(r: DevRealm, deleted_at_end: bool, port: int = 8000) -> str:
+    """What to type to use a running DevRealm: commands that work as printed, the service included (the fastkrb
+    sidecar on loopback answering ``/auth``, or one's own app with the middleware and FASTKRB_KEYTAB)."""
+    host = r.spn.split("/", 1)[1].split("@")[0] if "/" in r.spn else "localhost"
+    # curl asks for HTTP/<host in the URL>: a host other than localhost is pointed at loopback, not looked up
+    resolve = "" if host == "localhost" else f"--resolve {host}:{port}:127.0.0.1 "
+    info = r.describe()
+    return (f"fastkrb dev realm {r.realm} is running (KDC 127.0.0.1:{r.port}, pid {info['kdc_pid']}).\n"
+            f"  user     {info['user']}  password {r.password}\n"
+            f"  service  {r.principal}  keytab {r.keytab}\n\n"
+            "In another shell, get a ticket:\n"
+            f"  source {r.workdir / 'env.sh'}          # sets KRB5_CONFIG, KRB5CCNAME, FASTKRB_KEYTAB\n"
+            f"  echo '{r.password}' | kinit {r.user}\n\n"
+            f"Run a service with this keytab on :{port}, e.g. the fastkrb sidecar (it answers /auth):\n"
+            f"  fastkrb serve --keytab {r.keytab} --socket none --tcp 127.0.0.1:{port} "
+            "--replay-cache memory --workers 1\n"
+            f"  curl --negotiate -u : {resolve}http://{host}:{port}/auth    # 200 and X-Remote-User: {r.user}\n"
+            "or your own API with fastkrb's middleware (it reads $FASTKRB_KEYTAB in the examples), e.g.:\n"
+            f"  uvicorn --factory examples.fastapi.app:main --port {port}    # from the fastkrb source tree\n"
+            f"  curl --negotiate -u : {resolve}http://{host}:{port}/me\n\n"
+            "Throwaway: Ctrl-C stops the KDC" + (" and deletes it all." if deleted_at_end else "."))
+
+
 def run_realm(*, workdir: str | None, realm: str, spn: str, user: str, password: str | None, port: int,
               as_json: bool, keep: bool) -> int:
     """Start a DevRealm, print how to use it, wait for SIGINT/SIGTERM, stop it (and remove a temp dir)."""
@@ -253,15 +276,7 @@ def run_realm(*, workdir: str | None, realm: str, spn: str, user: str, password:
         if as_json:
             print(json.dumps({"ready": True, **info}), flush=True)
         else:
-            host = spn.split("/", 1)[1].split("@")[0] if "/" in spn else "localhost"
-            print(f"fastkrb dev realm {realm} is running (KDC 127.0.0.1:{r.port}, pid {info['kdc_pid']}).\n"
-                  f"  user     {info['user']}  password {r.password}\n"
-                  f"  service  {r.principal}  keytab {r.keytab}\n\n"
-                  f"  source {d / 'env.sh'}          # KRB5_CONFIG, KRB5CCNAME, FASTKRB_KEYTAB\n"
-                  f"  echo '{r.password}' | kinit {user}\n"
-                  f"  curl --negotiate -u : http://{host}:8000/    # your API with fastkrb on :8000\n\n"
-                  "Throwaway: Ctrl-C stops the KDC" + ("" if keep or not made_temp else " and deletes it all")
-                  + ".", flush=True)
+            print(realm_instructions(r, made_temp and not keep), flush=True)
         while not stop["sig"]:
             if r.proc is None or r.proc.poll() is not None:
                 print("krb5kdc exited unexpectedly", file=sys.stderr)
