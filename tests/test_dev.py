@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from fastkrb import KerberosError, Keytab, Validator
-from fastkrb.tools.dev import MARKER, dev_header, dev_init
+from fastkrb.tools.dev import MARKER, DevRealm, _free_port, dev_header, dev_init, realm_instructions
 from fastkrb.tools.doctor import DoctorConfig, run_doctor
 from fastkrb.web.wsgi import NegotiateMiddleware
 from support.http_clients import wsgiref_server
@@ -144,3 +146,62 @@ def test_dev_realm_kinit_curl_and_clean_stop(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{what} exited: {proc.communicate()[1].decode(errors='replace')[-2000:]}"
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                # a person types the curl line seconds later; a script must too: an authenticator made in the
+                # second the service's replay cache started is refused by the cold-start rule (RFC 4120 §3.2.3)
+                time.sleep(1.1)
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not listen on 127.0.0.1:{port} within 30 s")
+
+
+def test_dev_realm_prints_commands_that_work(tmp_path: Path) -> None:
+    """Issue 14: the realm says what to run, and what it prints works as printed: kinit, the sidecar with its
+    curl line, and the FastAPI example with its curl line."""
+    if mit_missing():
+        pytest.skip(f"MIT KDC programs missing: {mit_missing()}")
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    r = DevRealm(tmp_path / "realm").start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        port = _free_port()
+        text = realm_instructions(r, False, port=port)
+        lines = [ln.split("#")[0].strip() for ln in text.splitlines()]
+        env = {**os.environ, **r.env, "PYTHONPATH": str(REPO / "src")}
+        kinit = subprocess.run(["bash", "-c", next(ln for ln in lines if "| kinit " in ln)], env=env,
+                               capture_output=True, text=True, timeout=30)
+        assert kinit.returncode == 0, kinit.stderr
+        serve = next(ln for ln in lines if ln.startswith("fastkrb serve "))
+        assert f"--keytab {r.keytab}" in serve
+        procs.append(subprocess.Popen([sys.executable, "-m", "fastkrb", *shlex.split(serve)[1:]], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        _wait_port(port, procs[-1], "fastkrb serve")
+        curl = next(ln for ln in lines if ln.startswith("curl ") and ln.endswith("/auth"))
+        out = subprocess.run([*shlex.split(curl), "-sS", "-i"], env=env, capture_output=True, text=True, timeout=30)
+        assert " 200 " in out.stdout.splitlines()[0] and "X-Remote-User: alice" in out.stdout, out.stdout + out.stderr
+        procs.pop().terminate()
+        uvicorn = next(ln for ln in lines if ln.startswith("uvicorn "))
+        procs.append(subprocess.Popen([sys.executable, "-m", *shlex.split(uvicorn)], env=env, cwd=REPO,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        _wait_port(port, procs[-1], "uvicorn")
+        curl = next(ln for ln in lines if ln.startswith("curl ") and ln.endswith("/me"))
+        out = subprocess.run([*shlex.split(curl), "-sS"], env=env, capture_output=True, text=True, timeout=30)
+        assert json.loads(out.stdout)["principal"] == "alice@DEV.TEST", out.stdout + out.stderr
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        r.stop()
