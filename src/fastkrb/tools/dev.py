@@ -85,8 +85,9 @@ def dev_header(user: str, path: str | os.PathLike[str] = DEFAULT_KEYTAB, *, spn:
     services = [p for p in kt.principals() if p.split("@")[0] != MARKER]
     server = services[0] if spn is None else _full_spn(spn, parse_principal(services[0])[1])
     if not kt.find(server):
-        raise DevError(f"{server} is not in {path}.", f"The dev keytab holds {', '.join(services)}.",
-                       {"path": str(path)})
+        raise DevError(f"{server} is not in {path}.",
+                       f"Pass --spn with a principal the dev keytab holds ({', '.join(services)}), or make a dev "
+                       f"keytab for it: fastkrb dev init --spn {spn} --keytab OTHER.keytab.", {"path": str(path)})
     now = time.time()
     kw: dict[str, Any] = {}
     if expired:
@@ -117,7 +118,7 @@ def _free_port() -> int:
             except OSError:
                 continue
             return port
-    raise DevError("no free port on 127.0.0.1 for the KDC")
+    raise DevError("No free port on 127.0.0.1 for the KDC was found in 50 tries.", "Name one with --port.")
 
 
 @dataclass
@@ -211,7 +212,9 @@ class DevRealm:
                     break
             if time.monotonic() > deadline:
                 self.stop()
-                raise DevError("krb5kdc did not start listening within 10 s")
+                raise DevError(f"krb5kdc did not start listening on 127.0.0.1:{self.port} within 10 s.",
+                               f"Read its log, {d / 'kdc.log'} and {d / 'krb5kdc.out'} (keep them with --dir), or "
+                               "choose another --port.")
             time.sleep(0.05)
         (d / "env.sh").write_text("".join(f"export {k}={v}\n" for k, v in self.env.items()))
         return self
@@ -279,7 +282,8 @@ def run_realm(*, workdir: str | None, realm: str, spn: str, user: str, password:
             print(realm_instructions(r, made_temp and not keep), flush=True)
         while not stop["sig"]:
             if r.proc is None or r.proc.poll() is not None:
-                print("krb5kdc exited unexpectedly", file=sys.stderr)
+                print("error: krb5kdc of the dev realm exited unexpectedly; run again with --dir DIR (kept) and "
+                      "read DIR/kdc.log and DIR/krb5kdc.out", file=sys.stderr)
                 return 1
             time.sleep(0.2)
         return 0
