@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -19,7 +18,15 @@ from typing import Any
 import pytest
 
 from fastkrb import KerberosError, Keytab, Validator
-from fastkrb.tools.dev import MARKER, DevRealm, _free_port, dev_header, dev_init, realm_instructions
+from fastkrb.tools.dev import (
+    MARKER,
+    DevRealm,
+    _free_port,
+    dev_header,
+    dev_init,
+    init_instructions,
+    realm_instructions,
+)
 from fastkrb.tools.doctor import DoctorConfig, run_doctor
 from fastkrb.web.wsgi import NegotiateMiddleware
 from support.http_clients import wsgiref_server
@@ -163,6 +170,57 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     raise AssertionError(f"{what} did not listen on 127.0.0.1:{port} within 30 s")
 
 
+def _shims(tmp_path: Path) -> dict[str, str]:
+    """PATH and PYTHONPATH under which `fastkrb` and `uvicorn`, as printed, are this checkout's, in this Python."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, module in (("fastkrb", "fastkrb"), ("uvicorn", "uvicorn")):
+        (bin_dir / name).write_text(f"#!/bin/sh\nexec {sys.executable} -m {module} \"$@\"\n")
+        (bin_dir / name).chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "PYTHONPATH": str(REPO / "src")}
+
+
+def _run_printed(text: str, env: dict[str, str], port: int) -> None:
+    """Run, as printed, each service line of ``text`` in turn and the curl line that follows it: the sidecar's
+    answers 200 with X-Remote-User alice, the FastAPI example's /me names alice."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    services = [i for i, ln in enumerate(lines) if ln.startswith("fastkrb serve ") or " uvicorn " in f" {ln}"]
+    assert len(services) == 2, text
+    for i in services:
+        curl = lines[i + 1].split("    #")[0]
+        assert curl.startswith("curl "), text
+        proc = subprocess.Popen(["bash", "-c", "exec env " + lines[i].split("  #")[0]], env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_port(port, proc, lines[i])
+            out = subprocess.run(["bash", "-c", curl + " -sS -i"], env=env, capture_output=True, text=True,
+                                 timeout=30)
+            assert " 200 " in out.stdout.splitlines()[0], (curl, out.stdout, out.stderr)
+            if curl.endswith("/auth"):
+                assert "X-Remote-User: alice" in out.stdout
+            else:
+                assert json.loads(out.stdout.split("\n\n")[-1])["principal"].startswith("alice@"), out.stdout
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_dev_init_prints_commands_that_work(tmp_path: Path) -> None:
+    """Issue 14: `fastkrb dev init` says what to run with the keytab, and it works as printed."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    kt = tmp_path / "dev.keytab"
+    dev_init("HTTP/api.example.test", kt)
+    port = _free_port()
+    text = init_instructions(kt, "HTTP/api.example.test@DEV.TEST", port=port)
+    assert f"fastkrb serve --dev --keytab {kt}" in text
+    _run_printed(text, {**os.environ, **_shims(tmp_path)}, port)
+
+
 def test_dev_realm_prints_commands_that_work(tmp_path: Path) -> None:
     """Issue 14: the realm says what to run, and what it prints works as printed: kinit, the sidecar with its
     curl line, and the FastAPI example with its curl line."""
@@ -171,37 +229,14 @@ def test_dev_realm_prints_commands_that_work(tmp_path: Path) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     r = DevRealm(tmp_path / "realm").start()
-    procs: list[subprocess.Popen[bytes]] = []
     try:
         port = _free_port()
         text = realm_instructions(r, False, port=port)
-        lines = [ln.split("#")[0].strip() for ln in text.splitlines()]
-        env = {**os.environ, **r.env, "PYTHONPATH": str(REPO / "src")}
-        kinit = subprocess.run(["bash", "-c", next(ln for ln in lines if "| kinit " in ln)], env=env,
+        env = {**os.environ, **r.env, **_shims(tmp_path)}
+        kinit = subprocess.run(["bash", "-c", next(ln for ln in text.splitlines() if "| kinit " in ln)], env=env,
                                capture_output=True, text=True, timeout=30)
         assert kinit.returncode == 0, kinit.stderr
-        serve = next(ln for ln in lines if ln.startswith("fastkrb serve "))
-        assert f"--keytab {r.keytab}" in serve
-        procs.append(subprocess.Popen([sys.executable, "-m", "fastkrb", *shlex.split(serve)[1:]], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        _wait_port(port, procs[-1], "fastkrb serve")
-        curl = next(ln for ln in lines if ln.startswith("curl ") and ln.endswith("/auth"))
-        out = subprocess.run([*shlex.split(curl), "-sS", "-i"], env=env, capture_output=True, text=True, timeout=30)
-        assert " 200 " in out.stdout.splitlines()[0] and "X-Remote-User: alice" in out.stdout, out.stdout + out.stderr
-        procs.pop().terminate()
-        uvicorn = next(ln for ln in lines if ln.startswith("uvicorn "))
-        procs.append(subprocess.Popen([sys.executable, "-m", *shlex.split(uvicorn)], env=env, cwd=REPO,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        _wait_port(port, procs[-1], "uvicorn")
-        curl = next(ln for ln in lines if ln.startswith("curl ") and ln.endswith("/me"))
-        out = subprocess.run([*shlex.split(curl), "-sS"], env=env, capture_output=True, text=True, timeout=30)
-        assert json.loads(out.stdout)["principal"] == "alice@DEV.TEST", out.stdout + out.stderr
+        assert f"fastkrb serve --keytab {r.keytab}" in text
+        _run_printed(text, env, port)
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
         r.stop()

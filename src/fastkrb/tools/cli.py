@@ -144,15 +144,11 @@ def _cmd_doctor(a: argparse.Namespace) -> int:
 
 
 def _cmd_dev_init(a: argparse.Namespace) -> int:
-    from fastkrb.tools.dev import dev_init
+    from fastkrb.tools.dev import dev_init, init_instructions
 
     kt = dev_init(a.spn, a.keytab, realm=a.realm, force=a.force)
     spn = next(p for p in kt.principals() if not p.startswith("fastkrb-dev-only/"))
-    print(f"wrote {a.keytab} (mode 0600): DEV-ONLY random keys for {spn}, kvno 1, "
-          "aes256/aes128 sha1 and sha2 enctypes.\n"
-          "No KDC knows these keys: use it only to develop and test.\n\n"
-          f"  FASTKRB_KEYTAB={a.keytab}   # give it to your Validator / middleware / fastkrb serve\n"
-          f"  curl -H \"$(fastkrb dev header --user alice --keytab {a.keytab})\" http://localhost:8000/")
+    print(init_instructions(a.keytab, spn))
     return 0
 
 

@@ -28,7 +28,8 @@ from typing import Any
 from fastkrb.errors import KerberosError
 from fastkrb.keytab import DEV_MARKER, Keytab, parse_principal
 
-__all__ = ["DEFAULT_KEYTAB", "DEV_REALM", "dev_init", "dev_header", "DevRealm", "is_dev_keytab", "MARKER"]
+__all__ = ["DEFAULT_KEYTAB", "DEV_REALM", "dev_init", "dev_header", "init_instructions", "realm_instructions",
+           "DevRealm", "is_dev_keytab", "MARKER"]
 
 DEFAULT_KEYTAB = "fastkrb-dev.keytab"
 DEV_REALM = "DEV.TEST"
@@ -66,6 +67,20 @@ def dev_init(spn: str, path: str | os.PathLike[str] = DEFAULT_KEYTAB, *, realm: 
         kt.add(e.principal, e.key, enctype=e.enctype, kvno=e.kvno)
     kt.save(p, mode=0o600)
     return kt
+
+
+def init_instructions(path: str | os.PathLike[str], spn: str, port: int = 8000) -> str:
+    """What `fastkrb dev init` prints: what it wrote, and commands that work as printed with that keytab (the
+    sidecar in a dev run on loopback, curl with a minted header; or one's own app with FASTKRB_KEYTAB)."""
+    return (f"wrote {path} (mode 0600): DEV-ONLY random keys for {spn}, kvno 1, aes256/aes128 sha1 and sha2 "
+            "enctypes.\nNo KDC knows these keys: use it only to develop and test.\n\n"
+            f"Run a service with it on :{port}, e.g. the fastkrb sidecar (--dev: it refuses a dev keytab otherwise):\n"
+            f"  fastkrb serve --dev --keytab {path} --socket none --tcp 127.0.0.1:{port} --replay-cache memory "
+            "--workers 1\n"
+            f"  curl -H \"$(fastkrb dev header --user alice --keytab {path})\" http://127.0.0.1:{port}/auth\n"
+            "or your own API with fastkrb's middleware given this keytab (FASTKRB_KEYTAB in the examples):\n"
+            f"  FASTKRB_KEYTAB={path} uvicorn --factory examples.fastapi.app:main --port {port}  # in the source tree\n"
+            f"  curl -H \"$(fastkrb dev header --user alice --keytab {path})\" http://127.0.0.1:{port}/me")
 
 
 def dev_header(user: str, path: str | os.PathLike[str] = DEFAULT_KEYTAB, *, spn: str | None = None,
