@@ -271,6 +271,9 @@ cdef dict _facts(fk_result *r, double now, const fk_validator *v):
     if r.what != NULL:
         f["what"] = r.what.decode("utf-8", "replace")
         f["offset"] = r.offset
+    if r.tok_announced:
+        f["token_bytes"] = r.tok_have
+        f["announced_bytes"] = r.tok_announced
     if r.frame.apreq.n:
         f["framing"] = _FRAMES[r.frame.kind]
     if r.req.sname.ncomp:

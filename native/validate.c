@@ -132,6 +132,28 @@ size_t fk_scratch_size(size_t toklen)
     return 4 * toklen + 1024;
 }
 
+/* A token cut in transit (a proxy's header size limit cuts the tail) is a valid prefix of a real one: its first
+ * byte is a token's tag and its outermost DER length announces more bytes than arrived. Recorded for the
+ * diagnosis only; the verdict stays malformed. */
+static void note_truncation(fk_result *r, const uint8_t *p, size_t n)
+{
+    if (n < 2 || !(p[0] == 0x60 || p[0] == 0x6e || p[0] == 0xa0 || p[0] == 0xa1))
+        return;
+    size_t pos = 2, len = p[1];
+    if (len >= 0x80) {
+        size_t k = len & 0x7f;
+        if (k == 0 || k > 4 || n - pos < k)
+            return;
+        len = 0;
+        for (size_t i = 0; i < k; i++)
+            len = (len << 8) | p[pos++];
+    }
+    if (len > n - pos) {
+        r->tok_have = n;
+        r->tok_announced = pos + len;
+    }
+}
+
 /* Decode "Negotiate <b64>", bare base64 or raw bytes into a byte view. */
 int fk_token_bytes(const uint8_t *tok, size_t n, uint8_t *out, fk_buf *res)
 {
@@ -498,6 +520,9 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
     fk_buf raw;
     if (fk_token_bytes(tok, toklen, decoded, &raw) != 0) {
         r->what = "token is neither binary nor base64";
+        /* base64 cut at a length of 4k+1 characters: one dangling character, the rest may be a prefix */
+        if (toklen > 1 && fk_token_bytes(tok, toklen - 1, decoded, &raw) == 0 && raw.p == decoded)
+            note_truncation(r, raw.p, raw.n);
         return done(r, FK_V_MALFORMED);
     }
     if (raw.n > v->max_token)
@@ -506,14 +531,18 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
     if (u != FK_UNFRAME_OK) {
         r->what = e.what;
         r->offset = e.offset;
+        if (u == FK_UNFRAME_MALFORMED)
+            note_truncation(r, raw.p, raw.n);
         return done(r, u == FK_UNFRAME_NTLM ? FK_V_NTLM : u == FK_UNFRAME_NO_KRB5 ? FK_V_NO_KRB5 : FK_V_MALFORMED);
     }
     size_t apreq_off = (size_t)(r->frame.apreq.p - raw.p);
 
     /* 2. AP-REQ */
     fk_apreq *q = &r->req;
-    if (fk_decode_apreq(r->frame.apreq, q, &e) != 0)
+    if (fk_decode_apreq(r->frame.apreq, q, &e) != 0) {
+        note_truncation(r, raw.p, raw.n);
         return malformed(r, &e, apreq_off);
+    }
     if (flag(q->ap_options, AP_OPT_USE_SESSION_KEY))
         return done(r, FK_V_USER_TO_USER);
     if (!permitted(v, q->tkt_etype))

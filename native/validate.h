@@ -98,6 +98,8 @@ typedef struct fk_result {
     int code;
     const char *what;                /* malformed: the rule that failed */
     size_t offset;
+    size_t tok_have, tok_announced;  /* malformed: a token cut short (a valid prefix): the bytes that arrived and
+                                      * the bytes its outermost DER header announces; 0 when not cut */
     fk_frame frame;
     fk_apreq req;
     fk_enc_ticket tkt;

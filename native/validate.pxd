@@ -48,6 +48,8 @@ cdef extern from "validate.h" nogil:
         int code
         const char *what
         size_t offset
+        size_t tok_have
+        size_t tok_announced
         fk_frame frame
         fk_apreq req
         fk_enc_ticket tkt

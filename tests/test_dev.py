@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -17,7 +18,15 @@ from typing import Any
 import pytest
 
 from fastkrb import KerberosError, Keytab, Validator
-from fastkrb.tools.dev import MARKER, dev_header, dev_init
+from fastkrb.tools.dev import (
+    MARKER,
+    DevRealm,
+    _free_port,
+    dev_header,
+    dev_init,
+    init_instructions,
+    realm_instructions,
+)
 from fastkrb.tools.doctor import DoctorConfig, run_doctor
 from fastkrb.web.wsgi import NegotiateMiddleware
 from support.http_clients import wsgiref_server
@@ -144,3 +153,90 @@ def test_dev_realm_kinit_curl_and_clean_stop(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{what} exited: {proc.communicate()[1].decode(errors='replace')[-2000:]}"
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                # a person types the curl line seconds later; a script must too: an authenticator made in the
+                # second the service's replay cache started is refused by the cold-start rule (RFC 4120 §3.2.3)
+                time.sleep(1.1)
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not listen on 127.0.0.1:{port} within 30 s")
+
+
+def _shims(tmp_path: Path) -> dict[str, str]:
+    """PATH and PYTHONPATH under which `fastkrb` and `uvicorn`, as printed, are this checkout's, in this Python."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, module in (("fastkrb", "fastkrb"), ("uvicorn", "uvicorn")):
+        (bin_dir / name).write_text(f"#!/bin/sh\nexec {sys.executable} -m {module} \"$@\"\n")
+        (bin_dir / name).chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "PYTHONPATH": str(REPO / "src")}
+
+
+def _run_printed(text: str, env: dict[str, str], port: int) -> None:
+    """Run, as printed, each service line of ``text`` in turn and the curl line that follows it: the sidecar's
+    answers 200 with X-Remote-User alice, the FastAPI example's /me names alice."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    services = [i for i, ln in enumerate(lines) if ln.startswith("fastkrb serve ") or " uvicorn " in f" {ln}"]
+    assert len(services) == 2, text
+    for i in services:
+        curl = lines[i + 1].split("    #")[0]
+        assert curl.startswith("curl "), text
+        proc = subprocess.Popen(["bash", "-c", "exec env " + lines[i].split("  #")[0]], env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_port(port, proc, lines[i])
+            out = subprocess.run(["bash", "-c", curl + " -sS -i"], env=env, capture_output=True, text=True,
+                                 timeout=30)
+            assert " 200 " in out.stdout.splitlines()[0], (curl, out.stdout, out.stderr)
+            if curl.endswith("/auth"):
+                assert "X-Remote-User: alice" in out.stdout
+            else:
+                assert json.loads(out.stdout.split("\n\n")[-1])["principal"].startswith("alice@"), out.stdout
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_dev_init_prints_commands_that_work(tmp_path: Path) -> None:
+    """Issue 14: `fastkrb dev init` says what to run with the keytab, and it works as printed."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    kt = tmp_path / "dev.keytab"
+    dev_init("HTTP/api.example.test", kt)
+    port = _free_port()
+    text = init_instructions(kt, "HTTP/api.example.test@DEV.TEST", port=port)
+    assert f"fastkrb serve --dev --keytab {kt}" in text
+    _run_printed(text, {**os.environ, **_shims(tmp_path)}, port)
+
+
+def test_dev_realm_prints_commands_that_work(tmp_path: Path) -> None:
+    """Issue 14: the realm says what to run, and what it prints works as printed: kinit, the sidecar with its
+    curl line, and the FastAPI example with its curl line."""
+    if mit_missing():
+        pytest.skip(f"MIT KDC programs missing: {mit_missing()}")
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    r = DevRealm(tmp_path / "realm").start()
+    try:
+        port = _free_port()
+        text = realm_instructions(r, False, port=port)
+        env = {**os.environ, **r.env, **_shims(tmp_path)}
+        kinit = subprocess.run(["bash", "-c", next(ln for ln in text.splitlines() if "| kinit " in ln)], env=env,
+                               capture_output=True, text=True, timeout=30)
+        assert kinit.returncode == 0, kinit.stderr
+        assert f"fastkrb serve --keytab {r.keytab}" in text
+        _run_printed(text, env, port)
+    finally:
+        r.stop()

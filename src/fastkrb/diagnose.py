@@ -16,7 +16,7 @@ from fastkrb.enctypes import label as enctype_name
 from fastkrb.errors import utc_iso as _iso
 from fastkrb.krb.pac import CKSUMTYPE_FOR_ENCTYPE
 
-__all__ = ["explain", "enctype_name"]
+__all__ = ["explain", "enctype_name", "close_match", "truncated"]
 
 # principal -> [(kvno, enctype)] of the keytab, for diagnoses.
 KeyIndex = Mapping[str, Sequence[tuple[int, int]]]
@@ -81,8 +81,35 @@ def _unusable_entry(unusable: Mapping[tuple[str, int, int], str], server: str, k
     return None
 
 
+def truncated(have: int, announced: int, details: Facts | None = None) -> E.MalformedToken:
+    """The error of a token cut in transit: a valid prefix of a real token (its first DER header announces
+    more bytes than arrived). Proxies cut long headers; Kerberos tokens of users in many groups are long."""
+    return E.MalformedToken(
+        f"The token is truncated: it ends after {have} of the {announced} bytes its header announces, so it was "
+        "cut in transit, most likely by a header size limit in a proxy in front of the service.",
+        "Raise the header size limit of every proxy on the way above the largest token: a Windows client's token "
+        "may reach 48,000 bytes (its default MaxTokenSize), 64,000 in base64. nginx: large_client_header_buffers "
+        "4 64k; Apache: LimitRequestFieldSize 65536; HAProxy: tune.bufsize 65536. If the client itself sent it "
+        "cut, its MaxTokenSize is too small for the user's groups.",
+        {**(details or {}), "token_bytes": have, "announced_bytes": announced})
+
+
+_NOT_A_TOKEN = "token is neither binary nor base64"
+
+
 def _malformed(c: Case) -> E.KerberosError:
+    have, announced = c.facts.get("token_bytes"), c.facts.get("announced_bytes")
+    if isinstance(have, int) and isinstance(announced, int):
+        # the parser's complaint (the first structure that ran past the end) would only restate the cut
+        return truncated(have, announced, {k: v for k, v in c.details.items() if k not in ("what", "offset")})
     what = c.facts.get("what") or "not a Kerberos message"
+    if what == _NOT_A_TOKEN:
+        return E.MalformedToken(
+            "The token is neither a binary Kerberos/SPNEGO token nor base64 text: it has characters outside the "
+            "base64 alphabet, or a length no base64 text has.",
+            "Pass the Authorization header's value (Negotiate <base64>), the base64 alone, or the binary token. "
+            "If that is what was passed, something between the client and here changed the header: check that "
+            "every proxy passes it unchanged.", c.details)
     at = f" (byte {c.facts['offset']})" if c.facts.get("offset") else ""
     return E.MalformedToken(f"The token is not a valid Kerberos/SPNEGO message: {what}{at}.", details=c.details)
 
@@ -129,10 +156,54 @@ def _session_enctype(c: Case) -> E.KerberosError:
         "supported enctypes), or permit the enctype.", c.details | {"permitted": list(c.permitted)})
 
 
+def _split(principal: str) -> tuple[list[str], str]:
+    name, at, realm = principal.rpartition("@")
+    return (name if at else realm).split("/"), realm if at else ""
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """a and b differ by at most one insertion, deletion, substitution or swap of neighbours (a typo)."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    i = 0
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    if len(a) == len(b):
+        return a[i + 1:] == b[i + 1:] or (a[i:i + 2] == b[i:i + 2][::-1] and a[i + 2:] == b[i + 2:])
+    return a[i:] == b[i + 1:] if len(a) < len(b) else a[i + 1:] == b[i:]
+
+
+def close_match(server: str, candidate: str) -> str | None:
+    """Why ``candidate`` (a keytab principal) is a near-miss of the ticket's ``server``, or None.
+
+    Only real near-misses: the same name in another letter case (Kerberos compares names exactly), the same
+    service and realm with the host one typo away or short versus fully qualified, or the same name in
+    another realm. Two hosts that merely share the service (HTTP/api.corp.example, HTTP/web.other.example)
+    are not close.
+    """
+    if candidate == server:
+        return None
+    if candidate.lower() == server.lower():
+        return "differs only in letter case (Kerberos names are case-sensitive)"
+    (scomp, srealm), (ccomp, crealm) = _split(server), _split(candidate)
+    if len(scomp) != len(ccomp) or scomp[0].lower() != ccomp[0].lower():
+        return None
+    if [x.lower() for x in scomp] == [x.lower() for x in ccomp]:
+        return f"the same name in realm {crealm}"
+    if srealm.lower() != crealm.lower() or len(scomp) != 2:
+        return None
+    sh, ch = scomp[1].lower(), ccomp[1].lower()
+    if _one_edit(sh, ch):
+        return "the host name differs by one character"
+    if ("." in sh) != ("." in ch) and sh.split(".")[0] == ch.split(".")[0]:
+        return "a short host name against the fully qualified one"
+    return None
+
+
 def _close_names(server: str, names: Sequence[str]) -> list[str]:
-    low = server.lower()
-    svc = server.split("/", 1)[0]
-    return [n for n in names if n.lower() == low or (n.split("/", 1)[0] == svc and n != server)]
+    return [f"{n} ({why})" for n in names if (why := close_match(server, n)) is not None]
 
 
 def _alias_note(c: Case) -> str:
@@ -148,8 +219,9 @@ def _alias_note(c: Case) -> str:
                 f"{', '.join(enctype_name(e) for e in have) or 'no keys'}), and the KDC encrypted the ticket with "
                 f"{enc}.")
     keys = ", ".join(f"{p} kvno {k}" for p, k in tried)
-    note = (f" Tried as an SPN of the keytab's accounts (as MIT's acceptor does), none of its {len(tried)} {enc} "
-            f"key(s) decrypts it ({keys}).")
+    which = (f"its only {enc} key does not decrypt it" if len(tried) == 1 else
+             f"none of its {len(tried)} {enc} keys decrypts it")
+    note = f" Tried as an SPN of the keytab's accounts (as MIT's acceptor does), {which} ({keys})."
     kvnos = sorted({k for _, k in tried})
     if tk is not None and tk not in kvnos:
         if tk > kvnos[-1]:
@@ -164,7 +236,8 @@ def _alias_note(c: Case) -> str:
 def _wrong_principal(c: Case) -> E.KerberosError:
     names = sorted(c.keys)
     close = _close_names(c.server or "", names)
-    hint = f" Close matches in the keytab: {', '.join(close)}." if close else ""
+    hint = (f" Close {'match' if len(close) == 1 else 'matches'} in the keytab: {'; '.join(close)}."
+            if close else "")
     d = c.details | {"keytab_principals": names}
     if "alias_keys_tried" in c.facts:
         d["alias_keys_tried"] = [f"{p} kvno {k}" for p, k in c.facts["alias_keys_tried"]]
@@ -187,33 +260,41 @@ def _kvnos(keys: KeyIndex, server: str | None) -> list[int]:
     return sorted({k for k, _ in keys.get(server or "", ())})
 
 
+def _kvno_words(kvnos: Sequence[int]) -> str:
+    return ("no kvno" if not kvnos else f"kvno {kvnos[0]}" if len(kvnos) == 1 else
+            "kvnos " + ", ".join(str(k) for k in kvnos))
+
+
 def _kvno(c: Case) -> E.KerberosError:
     tk = c.facts.get("ticket_kvno")
     have = _kvnos(c.keys, c.server)
     d = c.details | {"keytab_kvnos": have}
     enc = enctype_name(c.facts.get("ticket_enctype"))
     tried = c.facts.get("keys_tried", 0)
-    also = (f" The other {tried} key(s) of {enc} in the keytab do not decrypt it either."
-            if tried else "")
+    also = ("" if not tried else
+            f" The keytab's {enc} key of another kvno was tried too (as MIT does) and does not decrypt it."
+            if tried == 1 else
+            f" The keytab's {tried} {enc} keys of other kvnos were tried too (as MIT does); none decrypts it.")
     if have and tk is not None and tk < min(have):
         d["direction"] = "ticket_older"
         return E.KeyVersionMismatch(
-            f"The ticket for {c.server} was issued for key version {tk}, older than every key in the keytab "
-            f"(kvnos {have}): the client holds a ticket from before the key rotation.{also}",
+            f"The ticket for {c.server} was issued for key version {tk}, older than "
+            f"{'the key' if len(have) == 1 else 'every key'} in the keytab ({_kvno_words(have)}): the client holds a "
+            f"ticket from before the key rotation.{also}",
             "On the client: kdestroy && kinit (or klist purge on Windows) to get a ticket for the current key. "
             "If the old key should still be accepted during rotation, keep it in the keytab.", d)
     if have and tk is not None and tk > max(have):
         d["direction"] = "keytab_older"
         return E.KeyVersionMismatch(
-            f"The ticket for {c.server} was issued for key version {tk}, newer than every key in the keytab "
-            f"(kvnos {have}): the keytab is out of date — the service key was changed after it was "
-            f"exported.{also}",
+            f"The ticket for {c.server} was issued for key version {tk}, newer than "
+            f"{'the key' if len(have) == 1 else 'every key'} in the keytab ({_kvno_words(have)}): the keytab is out "
+            f"of date — the service key was changed after it was exported.{also}",
             "Export the keytab again (kadmin: ktadd -norandkey; AD: ktpass or msktutil --update) and deploy "
             "it; fastkrb reloads it without a restart in the sidecar.", d)
     d["direction"] = "missing"
     return E.KeyVersionMismatch(
-        f"The ticket for {c.server} was issued for key version {tk}, which is not in the keytab (kvnos "
-        f"{have}).{also}", "Export the keytab again so that it holds the KDC's current key.", d)
+        f"The ticket for {c.server} was issued for key version {tk}, which is not in the keytab (it has "
+        f"{_kvno_words(have)}).{also}", "Export the keytab again so that it holds the KDC's current key.", d)
 
 
 def _enctype_missing(c: Case) -> E.KerberosError:
@@ -237,9 +318,11 @@ def _ticket_integrity(c: Case) -> E.KerberosError:
 
 
 def _ticket_integrity_no_kvno(c: Case) -> E.KerberosError:
+    enc, n = enctype_name(c.facts.get("ticket_enctype")), c.facts.get("keys_tried", 0)
     return E.IntegrityError(
-        f"The ticket for {c.server} names no key version and none of the keytab's "
-        f"{enctype_name(c.facts.get('ticket_enctype'))} keys decrypts it.",
+        f"The ticket for {c.server} names no key version and " +
+        (f"the keytab's {enc} key does not decrypt it." if n == 1 else
+         f"none of the keytab's {n} {enc} keys decrypts it." if n else f"no {enc} key of the keytab decrypts it."),
         "Export the keytab from the KDC again; check the service account's password and salt.", c.details)
 
 

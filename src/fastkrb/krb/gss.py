@@ -29,7 +29,7 @@ from fastkrb.krb.asn1 import (
 
 __all__ = ["GssToken", "gss_wrap", "gss_unwrap", "der_length", "read_der_length",
            "NegTokenInit", "NegTokenResp", "spnego_init", "spnego_resp", "decode_spnego",
-           "ChannelBindings", "channel_bindings_hash", "GssChecksum", "unwrap_ap_req"]
+           "ChannelBindings", "channel_bindings_hash", "GssChecksum", "unwrap_ap_req", "truncation"]
 
 
 # --- RFC 2743 §3.1 InitialContextToken framing -------------------------------------------------------------------
@@ -59,6 +59,26 @@ def read_der_length(buf: bytes, pos: int) -> tuple[int, int]:
     if v < 0x80 or buf[pos + 1] == 0:
         raise MalformedToken("DER length is not minimal.", details={"offset": pos})
     return v, pos + 1 + n
+
+
+def truncation(raw: bytes) -> tuple[int, int] | None:
+    """(bytes that arrived, bytes announced) when ``raw`` is cut short, else None.
+
+    A token cut in transit (a proxy's header size limit drops the tail) is a valid prefix of a real one: its
+    first byte is a token's tag (GSS 0x60, AP-REQ 0x6e, SPNEGO 0xa0/0xa1) and its outermost DER length
+    announces more bytes than arrived. The native validator applies the same rule (validate.c).
+    """
+    if len(raw) < 2 or raw[0] not in (0x60, 0x6E, 0xA0, 0xA1):
+        return None
+    first = raw[1]
+    pos, length = 2, first
+    if first >= 0x80:
+        k = first & 0x7F
+        if k == 0 or k > 4 or len(raw) - pos < k:
+            return None
+        length = int.from_bytes(raw[pos:pos + k], "big")
+        pos += k
+    return (len(raw), pos + length) if length > len(raw) - pos else None
 
 
 def _oid_der(oid: str) -> bytes:

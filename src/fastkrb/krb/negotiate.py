@@ -13,7 +13,10 @@ from typing import AnyStr
 
 from fastkrb.errors import MalformedToken
 
-__all__ = ["negotiate_token", "token_bytes"]
+__all__ = ["negotiate_token", "token_bytes", "token_from_text", "token_from_bytes"]
+
+# the first byte of a binary token: GSS InitialContextToken, bare AP-REQ, SPNEGO NegTokenInit / NegTokenResp
+_BINARY_TAGS = (0x60, 0x6E, 0xA0, 0xA1)
 
 
 def negotiate_token(value: AnyStr | None, schemes: Iterable[str] = ("negotiate",)) -> AnyStr | None:
@@ -46,3 +49,27 @@ def token_bytes(value: str | bytes, schemes: Iterable[str] = ("negotiate",)) -> 
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise MalformedToken("The token is not base64.", details={"length": len(text)}) from exc
+
+
+def token_from_text(text: str) -> str | bytes:
+    """A token as a person pastes it, in the form the validator reads: a whole header line
+    (``Authorization: Negotiate <b64>``, as ``fastkrb dev header`` and browser tools print it), the header
+    value, bare base64, or hex (as Wireshark copies bytes). Header lines and values become ``Negotiate <b64>``,
+    hex becomes bytes, anything else is returned stripped (the validator then says what is wrong with it)."""
+    text = text.strip()
+    name, sep, rest = text.partition(":")
+    if sep and name.strip().lower() in ("authorization", "proxy-authorization"):
+        text = rest.strip()
+    compact = "".join(text.split())
+    if compact and len(compact) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in compact) \
+            and (int(compact[:2], 16) in _BINARY_TAGS or compact[:2].lower() == "4e"):   # 4e: "NTLMSSP"
+        return bytes.fromhex(compact)
+    return text
+
+
+def token_from_bytes(data: bytes) -> str | bytes:
+    """The token in a file's bytes: a binary token (cut out of a capture: GSS, SPNEGO, AP-REQ or NTLMSSP)
+    as is, else text read as :func:`token_from_text`."""
+    if (data and data[0] in _BINARY_TAGS) or data.startswith(b"NTLMSSP"):
+        return data
+    return token_from_text(data.decode("ascii", "replace"))

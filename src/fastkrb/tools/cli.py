@@ -17,12 +17,6 @@ from fastkrb.errors import KerberosError
 __all__ = ["main"]
 
 
-def _read_token(arg: str) -> str:
-    if arg == "-":
-        return sys.stdin.read().strip()
-    return arg.strip()
-
-
 def _print(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(obj, indent=2, sort_keys=True, default=str))
@@ -32,15 +26,32 @@ def _print(obj: dict[str, Any], as_json: bool) -> None:
         print(f"{k:<{width}}  {v}")
 
 
+def _time_arg(text: str) -> float:
+    """--now: ISO 8601 or Unix seconds; argparse prints the sentence of a bad value."""
+    from fastkrb.tools.present import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_validate(a: argparse.Namespace) -> int:
+    import time
+
+    from fastkrb.replay import parse_replay_spec
+    from fastkrb.tools.present import read_token_arg, show_value
     from fastkrb.validator import Validator
 
-    v = Validator(a.keytab, principals=a.principal or None, clock_skew=a.clock_skew,
-                  replay_cache="none" if a.no_replay else "memory",
+    token = read_token_arg(a.token, a.file)
+    spec = "none" if a.no_replay else a.replay
+    parse_replay_spec(spec)   # a bad spec is a one-sentence ValueError before anything is opened
+    v = Validator(a.keytab, principals=a.principal or None, clock_skew=a.clock_skew, replay_cache=spec,
                   enctypes=tuple(a.enctypes), cold_start=False)
     cb = bytes.fromhex(a.channel_bindings) if a.channel_bindings else None
+    now = time.time() if a.now is None else a.now
     try:
-        res = v.validate(_read_token(a.token), now=a.now, channel_bindings=cb)
+        res = v.validate(token, now=now, channel_bindings=cb)
     except KerberosError as exc:
         out = exc.to_dict()
         if a.json:
@@ -48,19 +59,23 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         else:
             print(f"REJECTED [{exc.code}]\ncause: {exc.cause}\nfix:   {exc.fix}")
             for k, val in out["details"].items():
-                print(f"  {k}: {val}")
+                print(f"  {k}: {show_value(k, val, now)}")
         return 1
+    finally:
+        if v.replay_cache is not None:
+            v.replay_cache.close()
     d = res.to_dict()
     if a.json:
         print(json.dumps({"ok": True, **d, "www_authenticate": res.www_authenticate}, indent=2, default=str))
     else:
         print(f"ACCEPTED {res.client} -> {res.server}")
-        _print(d, False)
+        _print({"now": show_value("now", now, now), **{k: show_value(k, val, now) for k, val in d.items()}}, False)
     return 0
 
 
 def _cmd_inspect(a: argparse.Namespace) -> int:
-    from fastkrb.tools.inspect_token import inspect_token, read_token_arg
+    from fastkrb.tools.inspect_token import inspect_token
+    from fastkrb.tools.present import read_token_arg
 
     cb = bytes.fromhex(a.channel_bindings) if a.channel_bindings else None
     report = inspect_token(read_token_arg(a.token), keytab=a.keytab, show_keys=a.show_keys, now=a.now,
@@ -129,15 +144,11 @@ def _cmd_doctor(a: argparse.Namespace) -> int:
 
 
 def _cmd_dev_init(a: argparse.Namespace) -> int:
-    from fastkrb.tools.dev import dev_init
+    from fastkrb.tools.dev import dev_init, init_instructions
 
     kt = dev_init(a.spn, a.keytab, realm=a.realm, force=a.force)
     spn = next(p for p in kt.principals() if not p.startswith("fastkrb-dev-only/"))
-    print(f"wrote {a.keytab} (mode 0600): DEV-ONLY random keys for {spn}, kvno 1, "
-          "aes256/aes128 sha1 and sha2 enctypes.\n"
-          "No KDC knows these keys: use it only to develop and test.\n\n"
-          f"  FASTKRB_KEYTAB={a.keytab}   # give it to your Validator / middleware / fastkrb serve\n"
-          f"  curl -H \"$(fastkrb dev header --user alice --keytab {a.keytab})\" http://localhost:8000/")
+    print(init_instructions(a.keytab, spn))
     return 0
 
 
@@ -267,25 +278,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="print the version (fastkrb <version>) and exit")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    v = sub.add_parser("validate", help="validate a token against a keytab")
-    v.add_argument("token", help="'Negotiate <b64>', base64, or - for stdin")
+    v = sub.add_parser("validate", help="validate a token against a keytab: the verdict, or the error's cause and fix",
+                       description="Validate one token as the library and the sidecar would. The token may be "
+                       "given in any form the other commands print: the header line `fastkrb dev header` prints "
+                       "(Authorization: Negotiate <b64>), the header value (Negotiate <b64>), bare base64 or hex, "
+                       "- for stdin, or @FILE / --file FILE (text, or the binary GSS/SPNEGO/AP-REQ token).")
+    v.add_argument("token", nargs="?", help="the header line, 'Negotiate <b64>', base64, hex, - for stdin, or @FILE "
+                   "(binary or text)")
+    v.add_argument("--file", metavar="FILE", help="read the token from FILE (- for stdin): the binary token or text")
     v.add_argument("--keytab", required=True, help="the service keytab (MIT format)")
-    v.add_argument("--now", type=float, default=None, help="unix time to validate at (recorded tokens)")
+    v.add_argument("--now", type=_time_arg, default=None, metavar="TIME",
+                   help="validate at this time instead of the clock (recorded tokens): ISO 8601 such as "
+                   "2026-12-06T14:00:00Z (no zone: UTC), or Unix seconds")
     v.add_argument("--principal", action="append", help="accepted server principal (repeatable)")
     v.add_argument("--channel-bindings", help="channel-binding application data, hex")
     v.add_argument("--clock-skew", type=float, default=300.0,
                    help="seconds of clock difference tolerated (default %(default)s)")
     v.add_argument("--enctypes", type=int, nargs="+", default=[20, 19, 18, 17],
                    help="permitted enctype numbers (default 20 19 18 17; 23 = RC4 only when listed)")
-    v.add_argument("--no-replay", action="store_true", help="no replay cache (one-shot checks)")
-    v.add_argument("--json", action="store_true", help="print the result or the error as JSON")
+    v.add_argument("--replay", default="memory", metavar="SPEC",
+                   help="the replay cache: 'memory' (default: private to this run, so a run never sees another "
+                   "run's tokens), 'shm:/path' (a file that runs share: a second run of the same token is "
+                   "refused as a replay; the sidecar's file works too), 'redis://host:port/db', or 'none'")
+    v.add_argument("--no-replay", action="store_true", help="no replay cache (the same as --replay none)")
+    v.add_argument("--json", action="store_true", help="print the result or the error as JSON (raw values: Unix "
+                   "times, flag integers, enctype numbers)")
     v.set_defaults(func=_cmd_validate)
 
     i = sub.add_parser("inspect", help="explain a token: mechs (NTLM named), SPN, kvno, enctypes; with --keytab the "
                        "decrypted ticket, authenticator, PAC and the verdict at --now")
     i.add_argument("token", help="'Negotiate <b64>', base64, hex, - for stdin, or @FILE (binary or text)")
     i.add_argument("--keytab", help="decrypt ticket and authenticator with this keytab")
-    i.add_argument("--now", type=float, default=None, help="unix time of the verdict (default: now)")
+    i.add_argument("--now", type=_time_arg, default=None, metavar="TIME",
+                   help="time of the verdict: ISO 8601 such as 2026-12-06T14:00:00Z (no zone: UTC), or Unix "
+                   "seconds (default: now)")
     i.add_argument("--channel-bindings", help="the acceptor's channel-binding application data, hex")
     i.add_argument("--enctypes", type=int, nargs="+", default=[20, 19, 18, 17, 23],
                    help="enctypes the verdict permits (default: all fastkrb implements)")

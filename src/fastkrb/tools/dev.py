@@ -28,7 +28,8 @@ from typing import Any
 from fastkrb.errors import KerberosError
 from fastkrb.keytab import DEV_MARKER, Keytab, parse_principal
 
-__all__ = ["DEFAULT_KEYTAB", "DEV_REALM", "dev_init", "dev_header", "DevRealm", "is_dev_keytab", "MARKER"]
+__all__ = ["DEFAULT_KEYTAB", "DEV_REALM", "dev_init", "dev_header", "init_instructions", "realm_instructions",
+           "DevRealm", "is_dev_keytab", "MARKER"]
 
 DEFAULT_KEYTAB = "fastkrb-dev.keytab"
 DEV_REALM = "DEV.TEST"
@@ -68,6 +69,20 @@ def dev_init(spn: str, path: str | os.PathLike[str] = DEFAULT_KEYTAB, *, realm: 
     return kt
 
 
+def init_instructions(path: str | os.PathLike[str], spn: str, port: int = 8000) -> str:
+    """What `fastkrb dev init` prints: what it wrote, and commands that work as printed with that keytab (the
+    sidecar in a dev run on loopback, curl with a minted header; or one's own app with FASTKRB_KEYTAB)."""
+    return (f"wrote {path} (mode 0600): DEV-ONLY random keys for {spn}, kvno 1, aes256/aes128 sha1 and sha2 "
+            "enctypes.\nNo KDC knows these keys: use it only to develop and test.\n\n"
+            f"Run a service with it on :{port}, e.g. the fastkrb sidecar (--dev: it refuses a dev keytab otherwise):\n"
+            f"  fastkrb serve --dev --keytab {path} --socket none --tcp 127.0.0.1:{port} --replay-cache memory "
+            "--workers 1\n"
+            f"  curl -H \"$(fastkrb dev header --user alice --keytab {path})\" http://127.0.0.1:{port}/auth\n"
+            "or your own API with fastkrb's middleware given this keytab (FASTKRB_KEYTAB in the examples):\n"
+            f"  FASTKRB_KEYTAB={path} uvicorn --factory examples.fastapi.app:main --port {port}  # in the source tree\n"
+            f"  curl -H \"$(fastkrb dev header --user alice --keytab {path})\" http://127.0.0.1:{port}/me")
+
+
 def dev_header(user: str, path: str | os.PathLike[str] = DEFAULT_KEYTAB, *, spn: str | None = None,
                skew: float = 0.0, expired: bool = False, mutual: bool = True) -> str:
     """``Negotiate <b64>`` for ``user`` to the dev keytab's SPN (minted, valid now unless asked otherwise).
@@ -85,8 +100,9 @@ def dev_header(user: str, path: str | os.PathLike[str] = DEFAULT_KEYTAB, *, spn:
     services = [p for p in kt.principals() if p.split("@")[0] != MARKER]
     server = services[0] if spn is None else _full_spn(spn, parse_principal(services[0])[1])
     if not kt.find(server):
-        raise DevError(f"{server} is not in {path}.", f"The dev keytab holds {', '.join(services)}.",
-                       {"path": str(path)})
+        raise DevError(f"{server} is not in {path}.",
+                       f"Pass --spn with a principal the dev keytab holds ({', '.join(services)}), or make a dev "
+                       f"keytab for it: fastkrb dev init --spn {spn} --keytab OTHER.keytab.", {"path": str(path)})
     now = time.time()
     kw: dict[str, Any] = {}
     if expired:
@@ -117,7 +133,7 @@ def _free_port() -> int:
             except OSError:
                 continue
             return port
-    raise DevError("no free port on 127.0.0.1 for the KDC")
+    raise DevError("No free port on 127.0.0.1 for the KDC was found in 50 tries.", "Name one with --port.")
 
 
 @dataclass
@@ -211,7 +227,9 @@ class DevRealm:
                     break
             if time.monotonic() > deadline:
                 self.stop()
-                raise DevError("krb5kdc did not start listening within 10 s")
+                raise DevError(f"krb5kdc did not start listening on 127.0.0.1:{self.port} within 10 s.",
+                               f"Read its log, {d / 'kdc.log'} and {d / 'krb5kdc.out'} (keep them with --dir), or "
+                               "choose another --port.")
             time.sleep(0.05)
         (d / "env.sh").write_text("".join(f"export {k}={v}\n" for k, v in self.env.items()))
         return self
@@ -231,6 +249,29 @@ class DevRealm:
                 "password": self.password, "service": self.principal, "keytab": str(self.keytab),
                 "krb5_conf": str(self.krb5_conf), "env": self.env, "workdir": str(self.workdir),
                 "kdc_pid": self.proc.pid if self.proc else None}
+
+
+def realm_instructions(r: DevRealm, deleted_at_end: bool, port: int = 8000) -> str:
+    """What to type to use a running DevRealm: commands that work as printed, the service included (the fastkrb
+    sidecar on loopback answering ``/auth``, or one's own app with the middleware and FASTKRB_KEYTAB)."""
+    host = r.spn.split("/", 1)[1].split("@")[0] if "/" in r.spn else "localhost"
+    # curl asks for HTTP/<host in the URL>: a host other than localhost is pointed at loopback, not looked up
+    resolve = "" if host == "localhost" else f"--resolve {host}:{port}:127.0.0.1 "
+    info = r.describe()
+    return (f"fastkrb dev realm {r.realm} is running (KDC 127.0.0.1:{r.port}, pid {info['kdc_pid']}).\n"
+            f"  user     {info['user']}  password {r.password}\n"
+            f"  service  {r.principal}  keytab {r.keytab}\n\n"
+            "In another shell, get a ticket:\n"
+            f"  source {r.workdir / 'env.sh'}          # sets KRB5_CONFIG, KRB5CCNAME, FASTKRB_KEYTAB\n"
+            f"  echo '{r.password}' | kinit {r.user}\n\n"
+            f"Run a service with this keytab on :{port}, e.g. the fastkrb sidecar (it answers /auth):\n"
+            f"  fastkrb serve --keytab {r.keytab} --socket none --tcp 127.0.0.1:{port} "
+            "--replay-cache memory --workers 1\n"
+            f"  curl --negotiate -u : {resolve}http://{host}:{port}/auth    # 200 and X-Remote-User: {r.user}\n"
+            "or your own API with fastkrb's middleware (it reads $FASTKRB_KEYTAB in the examples), e.g.:\n"
+            f"  uvicorn --factory examples.fastapi.app:main --port {port}    # from the fastkrb source tree\n"
+            f"  curl --negotiate -u : {resolve}http://{host}:{port}/me\n\n"
+            "Throwaway: Ctrl-C stops the KDC" + (" and deletes it all." if deleted_at_end else "."))
 
 
 def run_realm(*, workdir: str | None, realm: str, spn: str, user: str, password: str | None, port: int,
@@ -253,18 +294,11 @@ def run_realm(*, workdir: str | None, realm: str, spn: str, user: str, password:
         if as_json:
             print(json.dumps({"ready": True, **info}), flush=True)
         else:
-            host = spn.split("/", 1)[1].split("@")[0] if "/" in spn else "localhost"
-            print(f"fastkrb dev realm {realm} is running (KDC 127.0.0.1:{r.port}, pid {info['kdc_pid']}).\n"
-                  f"  user     {info['user']}  password {r.password}\n"
-                  f"  service  {r.principal}  keytab {r.keytab}\n\n"
-                  f"  source {d / 'env.sh'}          # KRB5_CONFIG, KRB5CCNAME, FASTKRB_KEYTAB\n"
-                  f"  echo '{r.password}' | kinit {user}\n"
-                  f"  curl --negotiate -u : http://{host}:8000/    # your API with fastkrb on :8000\n\n"
-                  "Throwaway: Ctrl-C stops the KDC" + ("" if keep or not made_temp else " and deletes it all")
-                  + ".", flush=True)
+            print(realm_instructions(r, made_temp and not keep), flush=True)
         while not stop["sig"]:
             if r.proc is None or r.proc.poll() is not None:
-                print("krb5kdc exited unexpectedly", file=sys.stderr)
+                print("error: krb5kdc of the dev realm exited unexpectedly; run again with --dir DIR (kept) and "
+                      "read DIR/kdc.log and DIR/krb5kdc.out", file=sys.stderr)
                 return 1
             time.sleep(0.2)
         return 0

@@ -611,7 +611,8 @@ def _check_keys(kt: Keytab, principal: str, via: tuple[kc.KdcAddress, kc.Proto],
     if bad:
         rep.add("kdc.key", "error",
                 f"{principal}: the keytab's key{'s' if len(bad) > 1 else ''} ({', '.join(bad)}) of kvno {newest} "
-                "are not the KDC's current keys: the keytab is stale (the key changed after it was exported), "
+                + ("are not the KDC's current keys" if len(bad) > 1 else "is not the KDC's current key")
+                + ": the keytab is stale (the key changed after it was exported), "
                 "or it was made from a wrong password or salt; tickets will fail with key_version_mismatch or "
                 "integrity",
                 "Export the keytab again from the KDC (kadmin ktadd -norandkey, or ktpass on AD; note ktadd without "

@@ -20,17 +20,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastkrb import _native
+from fastkrb.diagnose import truncated
 from fastkrb.enctypes import label as enctype_name
-from fastkrb.errors import KerberosError, MalformedToken, utc_iso
+from fastkrb.errors import KerberosError, MalformedToken
 from fastkrb.keytab import Keytab
 from fastkrb.krb import asn1, crypto, gss
 from fastkrb.krb.asn1 import Authenticator, EncTicketPart, flags_to_names
 from fastkrb.krb.gss import GssChecksum
 from fastkrb.krb.negotiate import token_bytes
+from fastkrb.tools.present import gss_flag_names, read_token_arg, when
 
 __all__ = ["inspect_token", "read_token_arg", "ntlm_message"]
 
-_GSS_FLAGS = {1: "deleg", 2: "mutual", 4: "replay", 8: "sequence", 16: "conf", 32: "integ", 0x1000: "dce-style"}
 _MECHS = {asn1.OID_KRB5: "krb5", asn1.OID_MS_KRB5: "krb5 (Microsoft's OID)", asn1.OID_NTLMSSP: "NTLM",
           "1.3.6.1.4.1.311.2.2.30": "NegoEx", asn1.OID_KRB5_USER_TO_USER: "krb5 user-to-user"}
 _MAC_LEN = {17: 12, 18: 12, 19: 16, 20: 24, 23: 16}
@@ -40,34 +41,9 @@ _NTLM_NOTE = ("NTLM: the client did not get a Kerberos ticket for this server (u
               "alias with no SPN, no route to its KDC, or no trust) and fell back to NTLM")
 
 
-def _iso(t: float | None) -> str | None:
-    return None if t is None else utc_iso(t)
-
-
-def read_token_arg(arg: str) -> str | bytes:
-    """A token as given on the command line: ``-`` (stdin), ``@file`` (binary, or text: header/base64/hex),
-    a header value, base64, or hex."""
-    import sys
-
-    if arg == "-":
-        return sys.stdin.read().strip()
-    if arg.startswith("@"):
-        with open(arg[1:], "rb") as fh:
-            data = fh.read()
-        if data[:1] in (b"\x60", b"\x6e", b"\xa0", b"\xa1") or data.startswith(b"NTLMSSP"):
-            return data  # a binary token (e.g. cut out of a pcap)
-        return _from_text(data.decode("ascii", "replace").strip())
-    return _from_text(arg.strip())
-
-
-def _from_text(text: str) -> str | bytes:
-    if text.lower().startswith("authorization:"):
-        text = text.split(":", 1)[1].strip()
-    compact = "".join(text.split())
-    if compact and all(c in "0123456789abcdefABCDEF" for c in compact) and len(compact) % 2 == 0 \
-            and compact[:2].lower() in ("60", "6e", "a0", "a1", "4e"):
-        return bytes.fromhex(compact)
-    return text
+def _iso(t: float | None, now: float | None = None) -> str | None:
+    """A time as every command words it: ISO 8601 UTC, and relative to the verdict's time when there is one."""
+    return None if t is None else when(t, now)
 
 
 def ntlm_message(data: bytes) -> dict[str, Any] | None:
@@ -138,6 +114,13 @@ def inspect_token(token: str | bytes, keytab: str | os.PathLike[str] | Keytab | 
     except ValueError as exc:
         what, offset, partial = exc.args if len(exc.args) == 3 else (str(exc), 0, {})
         report["ok"] = False
+        cut = gss.truncation(partial.get("bytes") or _prefix(token, raw))
+        if cut is not None:
+            err = truncated(*cut)
+            report["error"] = err.cause
+            report["fix"] = err.fix
+            report["truncated"] = {"token_bytes": cut[0], "announced_bytes": cut[1]}
+            return report
         report["error"] = f"{what} (byte {offset})"
         if partial.get("mechanism") == "ntlm":
             report["mechanism"] = _NTLM_NOTE
@@ -200,6 +183,18 @@ def inspect_token(token: str | bytes, keytab: str | os.PathLike[str] | Keytab | 
     return report
 
 
+def _prefix(token: str | bytes, raw: bytes | None) -> bytes:
+    """The bytes a token's text holds, also when base64 cut at 4k+1 characters leaves one dangling character."""
+    if raw is not None:
+        return raw
+    if isinstance(token, str) and len(token.strip()) > 1:
+        try:
+            return token_bytes(token.strip()[:-1])
+        except MalformedToken:
+            pass
+    return b""
+
+
 class _NoReplay:
     """A replay cache that has seen nothing: inspect judges one token, never a sequence."""
 
@@ -240,8 +235,8 @@ def _decrypt(d: dict[str, Any], req: asn1.ApReq, kt: Keytab, show_keys: bool, cb
             "decrypted_with_principal": e.principal,
             "client": "/".join(tkt.cname.components) + "@" + tkt.crealm,
             "flags": flags_to_names(tkt.flags),
-            "auth_time": _iso(tkt.authtime), "start_time": _iso(tkt.starttime), "end_time": _iso(tkt.endtime),
-            "renew_till": _iso(tkt.renew_till),
+            "auth_time": _iso(tkt.authtime, now), "start_time": _iso(tkt.starttime, now),
+            "end_time": _iso(tkt.endtime, now), "renew_till": _iso(tkt.renew_till, now),
             "window_at_now": ("not yet valid" if now < start - skew else "expired" if now > tkt.endtime + skew
                               else "valid"),
             "session_enctype": enctype_name(tkt.key.keytype),
@@ -264,7 +259,7 @@ def _authenticator(req: asn1.ApReq, tkt: EncTicketPart, cb: bytes | None, now: f
     except (KerberosError, MalformedToken) as exc:
         return {"error": exc.cause}
     a: dict[str, Any] = {"client": "/".join(auth.cname.components) + "@" + auth.crealm,
-                         "ctime": _iso(auth.ctime), "cusec": auth.cusec,
+                         "ctime": _iso(auth.ctime, now), "cusec": auth.cusec,
                          "offset_from_now_seconds": round(auth.ctime + auth.cusec / 1e6 - now, 3),
                          "seq_number": auth.seq_number,
                          "subkey_enctype": enctype_name(auth.subkey.keytype) if auth.subkey else None}
@@ -276,7 +271,7 @@ def _authenticator(req: asn1.ApReq, tkt: EncTicketPart, cb: bytes | None, now: f
         except MalformedToken as exc:
             a["checksum"] = {"error": exc.cause}
         else:
-            a["gss_flags"] = [n for bit, n in _GSS_FLAGS.items() if g.flags & bit]
+            a["gss_flags"] = gss_flag_names(g.flags)
             a["channel_bindings"] = "none" if g.bnd == bytes(16) else g.bnd.hex()
             if cb is not None:
                 want = gss.channel_bindings_hash(cb)
