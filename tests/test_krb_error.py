@@ -15,12 +15,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import gssapi
 import pytest
@@ -29,14 +27,13 @@ from gssapi.raw.misc import GSSError
 from fastkrb import KerberosError, Validator
 from fastkrb import errors as E
 from fastkrb.keytab import Keytab
-from fastkrb.krb.asn1 import OID_KRB5, OID_MS_KRB5, TOK_ID_KRB_ERROR, KrbError
+from fastkrb.krb.asn1 import OID_KRB5, OID_MS_KRB5, TOK_ID_KRB_ERROR, KrbError, PrincipalName
 from fastkrb.krb.gss import NegTokenResp, decode_spnego, gss_unwrap
-from fastkrb.krb.krberror import ANSWERED_CODES, error_header, error_token, frame_error, request_facts
+from fastkrb.krb.krberror import ANSWERED_CODES, error_header, error_token, frame_error, krb_error_der, request_facts
 from fastkrb.testing import mint
 from support import mitgss
 from support.interop import make_validator
-
-T = TypeVar("T")
+from support.mitgss import fresh_thread, initiator_verdict
 
 KRB5_ERROR_BASE = 0x96C73A00   # ERROR_TABLE_BASE_krb5 (-1765328384) as the unsigned minor status
 
@@ -51,24 +48,6 @@ EXPECTED = {
     "key_version_mismatch": (44, "Key version is not available"),
     "enctype_not_in_keytab": (45, "Service key not available"),
 }
-
-
-def fresh_thread(fn: Callable[[], T]) -> T:
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # re-raised in the caller
-            box["error"] = exc
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join(120)
-    assert not t.is_alive(), "GSS call hung"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -109,22 +88,6 @@ def refuse(lab: Any, case: str, mech: str, *, mutual: bool = True) -> Refusal:
 
 
 SPNEGO_REJECT = bytes.fromhex("a1073005a0030a0102")   # NegTokenResp {negState reject}
-
-
-def initiator_verdict(init: mitgss.InitContext, answer: bytes) -> tuple[int, str, bytes | None]:
-    """(minor status, message, output token) of MIT's initiator fed ``answer``; it must refuse."""
-    def step() -> tuple[int, str, bytes | None]:
-        try:
-            out = init.step(answer)
-        except GSSError as exc:
-            return exc.min_code, str(exc), None
-        # an error that comes with an output token (SPNEGO's own reject) is raised on the next access
-        try:
-            complete = init.complete
-        except GSSError as exc:
-            return exc.min_code, str(exc), out
-        raise AssertionError(f"MIT's initiator accepted the error token (complete={complete})")
-    return fresh_thread(step)
 
 
 def inner_error(answer: bytes, spnego: bool) -> KrbError:
@@ -327,3 +290,26 @@ def test_server_name_and_mech_echoed_exactly(framing: str) -> None:
     err = KrbError.from_der(gss_unwrap(resp.response_token if spnego else answer).inner)
     assert (err.realm, err.sname.components) == ("EX@MPLE.TEST", ("HTTP", "we/b@x", "three\\"))
     assert (err.error_code, err.stime, err.susec) == (34, int(now), 500_000)
+
+
+@pytest.mark.parametrize("err", [
+    KrbError(error_code=34, stime=1796565600, susec=0, realm="EXAMPLE.TEST",
+             sname=PrincipalName(2, ("HTTP", "web.example.test"))),
+    KrbError(error_code=37, stime=0, susec=999_999, realm="R", sname=PrincipalName(-129, ())),
+    KrbError(error_code=127, stime=2**31 + 5, susec=128, realm="ÉCOLE.EXAMPLE",
+             sname=PrincipalName(1, ("a/b", "c@d", "\\")), ctime=1796565599, cusec=255,
+             crealm="CLIENT.TEST", cname=PrincipalName(10, ("alice@corp",)), e_text="text", e_data=b"\x00\xff" * 100),
+    KrbError(error_code=-1, stime=1796565600, susec=32768, realm="X" * 200,
+             sname=PrincipalName(2**31 - 1, ("s",) * 40)),
+])
+def test_hand_der_is_pyasn1s(err: KrbError) -> None:
+    """The hand encoder (the refusal path's, ~20 µs) writes what pyasn1 writes for every field and size."""
+    assert krb_error_der(err) == err.to_der()
+
+
+@pytest.mark.parametrize("value, octets", [(0, "00"), (127, "7f"), (128, "0080"), (-1, "ff"), (-128, "80"),
+                                           (-129, "ff7f"), (-2**31, "80000000"), (2**31 - 1, "7fffffff")])
+def test_hand_der_integers_are_minimal(value: int, octets: str) -> None:
+    """X.690 §8.3.2: no leading 0x00 or 0xff octet that the sign does not need (pyasn1 writes -128 as ff80)."""
+    err = KrbError(error_code=value, stime=0, susec=0, realm="R", sname=PrincipalName(1, ()))
+    assert "a6" + f"{len(octets) // 2 + 2:02x}02{len(octets) // 2:02x}" + octets in krb_error_der(err).hex()

@@ -43,6 +43,7 @@ from support.http_clients import (
     uvicorn_server,
     wsgiref_server,
 )
+from support.mitgss import initiator_verdict
 
 JSON = "application/json"
 KINDS = ["asgi", "wsgi", "aiohttp"]
@@ -152,6 +153,22 @@ def test_replay_body_has_cause_and_fix_never_the_token(mit_lab: Any, kind: str,
     assert msg.startswith("fastkrb: refused GET / from 127.0.0.1")
     assert f"401 replay, client {mit_lab.realm.user}: {doc['cause']} Fix: {Replay.default_fix}" in msg
     assert_no_token(header, raw, msg, json.dumps(facts))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mutual_refusal_carries_the_krb_error(mit_lab: Any, kind: str) -> None:
+    """A client that asked for mutual authentication gets the KRB-ERROR MIT's acceptor would send in the
+    401's challenge, and MIT's own initiator, fed it, names the reason (issue 16: error tokens)."""
+    token, init = mit_lab.get_token("svc18", mech="spnego", mutual=True)
+    header = "Negotiate " + base64.b64encode(token).decode()
+    with serve(kind, service_validator(mit_lab)) as port:
+        assert get(port, header).status_code == 200
+        r = get(port, header)
+    assert r.status_code == 401 and r.headers["x-auth-error"] == "replay"
+    scheme, _, b64 = r.headers["www-authenticate"].partition(" ")
+    assert scheme == "Negotiate" and b64
+    minor, message, _ = initiator_verdict(init, base64.b64decode(b64))
+    assert "Request is a replay" in message, (minor, message)
 
 
 @pytest.mark.parametrize("kind", KINDS)

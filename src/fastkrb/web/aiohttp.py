@@ -50,8 +50,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ChannelBindings = bytes | Callable[[web.Request], bytes | None] | None
 
 
-def _refusal(request: web.Request, exc: KerberosError | None, expose: bool) -> web.Response:
-    answer = refusal(exc, expose, request.headers.get("Accept"))
+def _refusal(request: web.Request, exc: KerberosError | None, expose: bool,
+             token: str | None = None) -> web.Response:
+    answer = refusal(exc, expose, request.headers.get("Accept"), token)
     return web.Response(status=answer.status, body=answer.body, headers=dict(answer.headers))
 
 
@@ -94,7 +95,7 @@ def negotiate_middleware(validator: Any, *, exclude_paths: Iterable[str] = (),
                     res = sync_validate(token, None, cb)
             except KerberosError as exc:
                 _log_refused(exc, request)
-                return _refusal(request, exc, expose_errors)
+                return _refusal(request, exc, expose_errors, token)
             request[RESULT] = res
             request[USER] = KerberosUser(res)
             request[IDENTITY] = res.identity

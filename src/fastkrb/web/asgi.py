@@ -156,7 +156,7 @@ class NegotiateMiddleware:
         try:
             res = await _validate_once(self._validate, self._cb, scope, token, "asgi")
         except KerberosError as exc:
-            await self._refuse(scope, send, exc)
+            await self._refuse(scope, send, exc, token)
             return
         if policy is not None and not await self._allowed(policy, res, scope, send):
             return
@@ -187,11 +187,12 @@ class NegotiateMiddleware:
             return False
         return True
 
-    async def _refuse(self, scope: Scope, send: Send, exc: KerberosError | None) -> None:
+    async def _refuse(self, scope: Scope, send: Send, exc: KerberosError | None,
+                      token: str | None = None) -> None:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        answer = refusal(exc, self._expose, _header(scope, b"accept"))
+        answer = refusal(exc, self._expose, _header(scope, b"accept"), token)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
         headers.append((b"content-length", str(len(answer.body)).encode()))
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
@@ -243,7 +244,8 @@ class NegotiateBackend:
         from starlette.responses import Response
 
         cause = exc.__cause__ if isinstance(exc.__cause__, KerberosError) else None
-        answer = refusal(cause, self._expose, conn.headers.get("accept"))
+        answer = refusal(cause, self._expose, conn.headers.get("accept"),
+                         negotiate_token(conn.headers.get("authorization")))
         return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
 

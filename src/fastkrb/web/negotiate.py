@@ -246,10 +246,13 @@ def forbidden_body(exc: Forbidden, expose: bool, as_json: bool = True) -> bytes:
     return json.dumps(body).encode()
 
 
-def refusal(exc: KerberosError | None, expose: bool, accept: str | None) -> Refusal:
+def refusal(exc: KerberosError | None, expose: bool, accept: str | None, token: str | bytes | None = None) -> Refusal:
     """The answer to a request refused with ``exc`` (None: no token), in JSON if ``accept`` asks for it.
 
-    401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a refused token); 403 with
+    401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a refused token); when the
+    refused ``token`` asked for mutual authentication and the cause has an RFC 4120 code, the challenge
+    carries the KRB-ERROR MIT's acceptor would send (``Negotiate <b64>``, fastkrb.krb.krberror), so the
+    client's GSS library names the reason ("Clock skew too great") instead of a generic failure. 403 with
     ``X-Auth-Error: forbidden`` and no challenge for a client a policy refuses (it authenticated; a new token
     would not change the answer). ``nosniff``: the cause may quote names from the ticket, and the text must
     stay text.
@@ -260,10 +263,21 @@ def refusal(exc: KerberosError | None, expose: bool, accept: str | None) -> Refu
     if isinstance(exc, Forbidden):
         return Refusal(403, "Forbidden", (ctype, nosniff, ("X-Auth-Error", "forbidden")),
                        forbidden_body(exc, expose, as_json))
-    headers: tuple[tuple[str, str], ...] = (("WWW-Authenticate", "Negotiate"), ctype, nosniff)
+    headers: tuple[tuple[str, str], ...] = (("WWW-Authenticate", _challenge(exc, token)), ctype, nosniff)
     if exc is not None:
         headers += (("X-Auth-Error", exc.code),)
     return Refusal(401, "Unauthorized", headers, challenge_body(exc, expose, as_json))
+
+
+def _challenge(exc: KerberosError | None, token: str | bytes | None) -> str:
+    if exc is None or token is None:
+        return "Negotiate"
+    # Imported here: the KRB-ERROR reader uses the native decoder, which a middleware in front of the sidecar
+    # client never loads otherwise; a refusal may cost what it likes.
+    from fastkrb.krb.krberror import ANSWERED_CODES, error_header
+    if exc.code not in ANSWERED_CODES:
+        return "Negotiate"
+    return error_header(exc, token) or "Negotiate"
 
 
 # --- the rejection log ---------------------------------------------------------------------------------------

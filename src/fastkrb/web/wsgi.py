@@ -92,7 +92,7 @@ class NegotiateMiddleware:
                 res = self._validate(token, None, cb)
             except KerberosError as exc:
                 _log_refused(exc, environ, path)
-                return self._refuse(environ, start_response, exc)
+                return self._refuse(environ, start_response, exc, token)
             environ[SCOPE_KEY] = res
         if policy is not None:
             try:
@@ -116,8 +116,9 @@ class NegotiateMiddleware:
 
         return self.app(environ, start_with_ap_rep)
 
-    def _refuse(self, environ: Environ, start_response: StartResponse, exc: KerberosError | None) -> Iterable[bytes]:
-        answer = refusal(exc, self._expose, environ.get("HTTP_ACCEPT"))
+    def _refuse(self, environ: Environ, start_response: StartResponse, exc: KerberosError | None,
+                token: str | None = None) -> Iterable[bytes]:
+        answer = refusal(exc, self._expose, environ.get("HTTP_ACCEPT"), token)
         start_response(f"{answer.status} {answer.reason}",
                        [*answer.headers, ("Content-Length", str(len(answer.body)))])
         return [answer.body]
