@@ -363,3 +363,15 @@ def test_the_keys_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert sessionkeys.main(["keys", "session", "new", str(tmp_path / "no" / "dir.json")]) == 2
     err = capsys.readouterr().err
     assert f"cannot write {tmp_path / 'no' / 'dir.json'}" in err and "Traceback" not in err
+
+
+def test_a_key_file_others_can_read_is_named_in_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "keys.json"
+    new_session_key_file(path)
+    with caplog.at_level("WARNING", logger="fastkrb"):
+        SessionCookies(path)
+    assert not caplog.records
+    path.chmod(0o644)
+    with caplog.at_level("WARNING", logger="fastkrb"):
+        SessionCookies(path)
+    assert [r.getMessage() for r in caplog.records if str(path) in r.getMessage() and "chmod 600" in r.getMessage()]
