@@ -341,7 +341,10 @@ class SessionCookies:
         facts: dict[str, Any] = {"cookie": name}
         if not isinstance(value, str) or not value or len(value) > _MAX_VALUE or not _B64URL.fullmatch(value):
             raise self._invalid("malformed", "is not a fastkrb session cookie (not base64url, or too long)", facts)
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except binascii.Error:   # a length no encoding produces (4n + 1)
+            raise self._invalid("malformed", "is not a fastkrb session cookie (not base64url)", facts) from None
         if len(raw) < 2 or raw[0] != VERSION:
             raise self._invalid("version", f"has format version {raw[0] if raw else None}, not {VERSION}", facts)
         n = raw[1]
