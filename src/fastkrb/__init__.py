@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fastkrb.errors import (
+        BearerExpired,
+        BearerInvalid,
         ChannelBindingsMismatch,
         ClockSkew,
         ConfigurationError,
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
         RealmNotAllowed,
         Replay,
         ReplayCacheUnavailable,
+        SessionExpired,
+        SessionInvalid,
+        SessionTooLarge,
         TicketExpired,
         TicketInvalid,
         TicketNotYetValid,
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
     from fastkrb.groups import GroupNames
     from fastkrb.keytab import Keytab, KeytabEntry
     from fastkrb.policy import Policy
+    from fastkrb.sessions.bearer import TokenIssuer, TokenVerifier
+    from fastkrb.sessions.cookie import CookieSettings, SessionCookies
     from fastkrb.validator import AuthResult, Validator
 
 __version__ = "0.1.0"
@@ -45,8 +52,13 @@ _WHERE = {
         ("ChannelBindingsMismatch", "ClockSkew", "EnctypeNotInKeytab", "EnctypeNotPermitted", "Forbidden",
          "IntegrityError", "KerberosError", "KeyVersionMismatch", "MalformedToken", "NameMismatch", "RealmNotAllowed",
          "Replay", "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid", "TicketNotYetValid",
-         "UnsupportedMechanism", "WrongPrincipal", "ConfigurationError", "KeyUnusable"),
+         "UnsupportedMechanism", "WrongPrincipal", "ConfigurationError", "KeyUnusable", "SessionInvalid",
+         "SessionExpired", "SessionTooLarge", "BearerInvalid", "BearerExpired"),
         "fastkrb.errors"),
+    "CookieSettings": "fastkrb.sessions.cookie",
+    "SessionCookies": "fastkrb.sessions.cookie",
+    "TokenIssuer": "fastkrb.sessions.bearer",
+    "TokenVerifier": "fastkrb.sessions.bearer",
     "GroupNames": "fastkrb.groups",
     "Keytab": "fastkrb.keytab",
     "KeytabEntry": "fastkrb.keytab",
@@ -60,6 +72,8 @@ __all__ = [
     "GroupNames", "IntegrityError", "KerberosError", "KeyVersionMismatch", "Keytab", "KeytabEntry", "MalformedToken",
     "NameMismatch", "Policy", "RealmNotAllowed", "Replay", "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid",
     "TicketNotYetValid", "UnsupportedMechanism", "Validator", "WrongPrincipal", "ConfigurationError", "KeyUnusable",
+    "SessionInvalid", "SessionExpired", "SessionTooLarge", "BearerInvalid", "BearerExpired", "CookieSettings",
+    "SessionCookies", "TokenIssuer", "TokenVerifier",
 ]
 
 

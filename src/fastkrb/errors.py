@@ -33,6 +33,11 @@ __all__ = [
     "Forbidden",
     "KeyUnusable",
     "ConfigurationError",
+    "SessionInvalid",
+    "SessionExpired",
+    "SessionTooLarge",
+    "BearerInvalid",
+    "BearerExpired",
     "GROUP_CHANGE_FIX",
     "ERRORS_BY_CODE",
     "error_for_code",
@@ -218,6 +223,57 @@ class InternalError(KerberosError):
     default_fix = "This is a fault in fastkrb or its environment (memory, OpenSSL), not in the token: report it."
 
 
+# -- sessions after one Negotiate (fastkrb.sessions): not Kerberos failures, so krb_error is None; HTTP 401 -----
+
+class SessionInvalid(KerberosError):
+    """A session cookie that does not open: not fastkrb's format, sealed with a key no longer in the key file
+    (``details["reason"] == "unknown_kid"``), altered, or sealed for another cookie name (``"integrity"``)."""
+
+    code = "session_invalid"
+    krb_error = None
+    default_fix = ("The client authenticates with Negotiate again and gets a new cookie. If every replica refuses "
+                   "cookies the others set, give them all the same session key file.")
+
+
+class SessionExpired(KerberosError):
+    """A session cookie past its expiry (the ticket's end time or the configured maximum age, whichever came
+    first), or a ticket that ends too soon to seal one."""
+
+    code = "session_expired"
+    krb_error = None
+    default_fix = "The client authenticates with Negotiate again (with a fresh ticket if its ticket ended)."
+
+
+class SessionTooLarge(KerberosError):
+    """The sealed session would exceed what browsers keep of one cookie (RFC 6265 §6.1: 4096 bytes), usually a
+    user in very many groups; no cookie is set and the client keeps using Negotiate."""
+
+    code = "session_too_large"
+    krb_error = None
+    default_fix = ("Nothing breaks: the client keeps authenticating with Negotiate on every request. For sessions, "
+                   "reduce the user's group memberships or use bearer tokens (POST /token) instead of cookies.")
+
+
+class BearerInvalid(KerberosError):
+    """An ``Authorization: Bearer`` token this service did not issue or no longer accepts: not a JWT, another
+    algorithm than the one configured (``none`` and HMAC included), a key id no longer in the signing key file,
+    a bad signature, another issuer or audience, a missing claim (``details["reason"]`` says which)."""
+
+    code = "bearer_invalid"
+    krb_error = None
+    default_fix = ("Get a new token from this service's POST /token with a Kerberos ticket; check that the token "
+                   "was issued for this audience and that the signing key file is the issuer's.")
+
+
+class BearerExpired(KerberosError):
+    """A bearer token past its ``exp`` (bounded by the ticket's end time), beyond the configured leeway, or a
+    ticket that ends too soon to issue one."""
+
+    code = "bearer_expired"
+    krb_error = None
+    default_fix = "Get a new token from POST /token (with a fresh Kerberos ticket if the ticket ended)."
+
+
 ERRORS_BY_CODE: dict[str, type[KerberosError]] = {
     c.code: c
     for c in (
@@ -225,6 +281,7 @@ ERRORS_BY_CODE: dict[str, type[KerberosError]] = {
         EnctypeNotInKeytab, IntegrityError, ClockSkew, TicketExpired, TicketNotYetValid, NameMismatch,
         TicketInvalid, RealmNotAllowed, Replay, ChannelBindingsMismatch, ReplayCacheUnavailable, InternalError,
         Forbidden, KeyUnusable, ConfigurationError,
+        SessionInvalid, SessionExpired, SessionTooLarge, BearerInvalid, BearerExpired,
     )
 }
 
