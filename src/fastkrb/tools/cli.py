@@ -413,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _groups_arguments(gs)
     gs.set_defaults(func=_cmd_groups_sync)
 
+    from fastkrb.tools.sessionkeys import register as _keys_commands
+
+    _keys_commands(sub)
+
     srv = sub.add_parser("serve", help="the sidecar auth daemon (HTTP for proxies, binary for fastkrb.client)")
     from fastkrb.sidecar.config import add_arguments as _serve_arguments
 

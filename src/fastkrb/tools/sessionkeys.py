@@ -40,16 +40,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p = ksub.add_parser(kind, help=what)
         psub = p.add_subparsers(dest="keys_cmd", required=True)
         n = psub.add_parser("new", help="write a new key file with one key (mode 0600); refuses to overwrite")
-        n.add_argument("file")
+        n.add_argument("file", help="the key file to write")
         n.set_defaults(func=_cmd, keys_kind=kind, keys_cmd="new")
         r = psub.add_parser("rotate", help="put a new key first and keep the previous one (--keep), so that what it "
                             "sealed or signed stays valid for one more period; older keys are removed")
-        r.add_argument("file")
+        r.add_argument("file", help="the key file to rotate in place (atomically)")
         r.add_argument("--keep", type=_keep, default=1, help="old keys to keep (default 1)")
         r.set_defaults(func=_cmd, keys_kind=kind, keys_cmd="rotate")
         if kind == "signing":
             j = psub.add_parser("jwks", help="print (or --out) the JWKS document of the file's public keys")
-            j.add_argument("file")
+            j.add_argument("file", help="the signing key file")
             j.add_argument("--out", help="write the JWKS here (atomically, mode 0644) instead of printing it")
             j.set_defaults(func=_cmd, keys_kind=kind, keys_cmd="jwks")
     return k
