@@ -215,7 +215,8 @@ _BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions", "dev"}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``fastkrb serve`` flags; every default is None so that unset flags fall through to the file."""
     p.add_argument("--config", help="TOML file ([serve] table or top level); also $FASTKRB_CONFIG")
-    p.add_argument("--check", action="store_true", help="validate the configuration and exit (0 ok, 2 not)")
+    p.add_argument("--check", action="store_true", help="check the configuration on this host, bind nothing, and "
+                   "exit: 0 without errors (warnings allowed), 2 with")
     for name, (_, help_) in _OPTIONS.items():
         flag = "--" + name.replace("_", "-")
         if name in _BOOLS:
@@ -685,8 +686,8 @@ def shm_facts(cfg: ServerConfig, path: str) -> tuple[list[str], list[str]]:
     cap, skew = cfg.replay_capacity, cfg.clock_skew
     size = shm_file_size(cap)
     mnt, fstype = mount_of(path)
-    rate = cap / max(2 * skew, 1.0)
-    facts.append(f"replay cache {path}: {cap} live entries, enough for a peak of {rate:,.0f} validations/s "
+    rate = int(cap // max(2 * skew, 1.0))
+    facts.append(f"replay cache {path}: {cap} live entries, enough for a peak of {rate:,} validations/s "
                  f"(capacity >= peak validations/s x 2 x clock_skew {skew:g} s; a full cache refuses tokens, "
                  f"fail closed); the file takes {size} bytes ({_mib(size)}) of "
                  f"{'memory' if fstype in _MEMORY_FS else 'disk and page cache'} on {mnt} ({fstype})")
