@@ -398,7 +398,8 @@ def _owner_text(st: os.stat_result) -> str:
 
 
 def _gids_of(pw: pwd.struct_passwd) -> set[int]:
-    return {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem}
+    """The groups a process of this user has (primary and supplementary, as initgroups gives them)."""
+    return {pw.pw_gid, *os.getgrouplist(pw.pw_name, pw.pw_gid)}
 
 
 def _permits(uid: int, gids: set[int], owner: int, group: int, mode: int, bit: int) -> bool:

@@ -397,8 +397,8 @@ class Supervisor:
                 elif info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
                     self._shutdown()
                     return
+        self.ready_seen = got > 0   # a worker listened: the daemon served, its replay file is in service
         if got >= self.cfg.workers:
-            self.ready_seen = True
             _sd_notify("READY=1")
             self.log.event("ready", workers=got)
 
