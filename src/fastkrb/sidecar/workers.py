@@ -491,9 +491,9 @@ def serve(cfg: ServerConfig) -> int:
         print(f"fastkrb serve: {exc.sentence()}", file=sys.stderr)
         return 2
     except OSError as exc:   # not foreseen above: still one line, with the object the system named
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"fastkrb serve: cannot start: {exc.strerror or exc}{where}; see the path above and the "
-              "daemon's user's rights on it", file=sys.stderr)
+        what = f"{exc.filename}: " if exc.filename else ""
+        print(f"fastkrb serve: cannot start: {what}{exc.strerror or exc}; check that {whoami()} may use it",
+              file=sys.stderr)
         return 2
 
 
