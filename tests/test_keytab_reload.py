@@ -4,6 +4,7 @@ keys in service stay, and the next good file is taken without a restart."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -133,3 +134,39 @@ def test_check_fails_fast_with_cause_and_fix(tmp_path: Path) -> None:
     assert r.returncode == 2 and "permits no enctype" in r.stderr
     r = _serve("--keytab", str(kt), "--socket", sock, "--check", "--enctypes", "20,19,18,17")
     assert r.returncode == 0, r.stdout
+
+
+def test_a_broken_keytab_left_in_place_is_reported_once(tmp_path: Path) -> None:
+    """One refusal per version of the file, however many ticks it stays (the silent retries of a torn write are
+    not news); the log line says the previous keys keep serving; /healthz carries the refusal until a file is
+    taken; the next version of the file is reported again."""
+    kv = tmp_path / "service.keytab"
+    kv.write_bytes(keytab_v(1, 11).to_bytes())
+    sc = Sidecar(tmp_path, kv, workers=2).start()   # every worker watches the file: one line each
+    try:
+        kv.write_bytes(b"\x05\x02\x00\x00\x00\x40garbage")
+        wait_for(lambda: len(_refusals(sc)) >= 2, what="the refusals")
+        time.sleep(2.0)   # ten ticks of --reload-interval 0.2, past the retries
+        lines = [e for e in sc.events() if e.get("event") == "keytab_reload" and e.get("result") == "refused"]
+        assert sorted(e["worker"] for e in lines) == [0, 1], lines
+        assert lines[0]["message"] == (f"keytab {kv} refused (unreadable); still serving the previous keys "
+                                       f"({SERVICE} kvno 1); it is tried again when the file changes, and on SIGHUP")
+        _, _, body = sc.http("GET", "/metrics")
+        assert b'fastkrb_keytab_reload_refused_total{reason="unreadable"} 2.0' in body
+        _, _, body = sc.http("GET", "/healthz")
+        health = json.loads(body)
+        assert health["ready"] is True
+        assert health["keytab_refused"]["reason"] == "unreadable" and health["keytab_refused"]["path"] == str(kv)
+        m1 = mint(keytab_v(1, 11), client=CLIENT, server=SERVICE, now=time.time() + 1)
+        with Client(sc.socket) as c:
+            assert c.validate(fresh(m1)[0]).kvno == 1
+        kv.write_bytes(b"\x05\x02\x00\x00\x00\x40other garbage")   # another version: reported again
+        wait_for(lambda: len(_refusals(sc)) >= 4, what="the second version's refusals")
+        write_atomic(kv, union(keytab_v(2, 12), keytab_v(1, 11)))
+        wait_for(lambda: reloads(sc, "ok") >= 2, what="the good file")
+        for _ in range(4):   # each connection may land on either worker: both have cleared it
+            _, _, body = sc.http("GET", "/healthz")
+            assert "keytab_refused" not in json.loads(body)
+        assert len(_refusals(sc)) == 4
+    finally:
+        assert sc.stop() == 0

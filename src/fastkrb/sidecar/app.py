@@ -3,8 +3,9 @@
 Reload happens between two callbacks of the event loop: the Validator swaps its keys in one step
 (``Validator.reload``), so a request is validated wholly with the old keys or wholly with the new ones,
 and none fails because of the swap. A new keytab that cannot be read, parses badly, or lacks a usable
-key for the configured principals is refused, logged, and the old keys stay in service; the same file
-is tried again on the next few ticks (a writer may still be writing it) and then on its next change.
+key for the configured principals is refused, logged once per version of the file, and the old keys stay
+in service; the same file is tried again, silently, on the next few ticks (a writer may still be writing
+it) and then on its next change.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class WorkerApp:
         self.replay_ok = True          # a network replay cache is probed; the others are ready once open
         self.replay_error: str | None = None
         self.policies: PolicyBook | None = None
+        self.keytab_refused: dict[str, Any] | None = None   # the newest refused file, until one is taken
 
     # -- keytab ----------------------------------------------------------------------------------
 
@@ -145,8 +147,10 @@ class WorkerApp:
                            kvno=e.kvno, enctype=e.enctype, reason=why)
 
     def reload(self, reason: str) -> bool:
-        """Load the keytab file again; on any problem keep the keys in service and say why. A refusal never
-        sticks: the next change of the file (its signature or its bytes), and every SIGHUP, try again."""
+        """Load the keytab file again; on any problem keep the keys in service and say why, once per version
+        of the file (its signature and bytes): the silent retries of a refused file (a writer may still be
+        writing it) are not news. A refusal never sticks: the next change of the file, and every SIGHUP, try
+        again; /healthz shows it (``keytab_refused``) until a file is taken."""
         sig = file_signature(self.cfg.keytab)
         digest = _digest(self.cfg.keytab)
         try:
@@ -156,16 +160,23 @@ class WorkerApp:
             same = sig == self.failed_sig and digest == self.failed_digest
             self.failed_tries = self.failed_tries + 1 if same else 1
             self.failed_sig, self.failed_digest = sig, digest
+            if same and reason == "file changed":
+                return False
             why = exc.reason if isinstance(exc, _Refused) else (
                 "no_usable_key" if isinstance(exc, NoUsableKeys) else
                 "unreadable" if isinstance(exc, (KeytabError, OSError)) else "configuration")
             self.stats.count("reload", "error")
             self.stats.count("reload_refused", why)
             cause = exc.cause if isinstance(exc, (KerberosError, _Refused)) else str(exc)
+            kept = ", ".join(f"{p} kvno {n}" for p, n in sorted(self.stats.kvnos.items())) or "none"
+            self.keytab_refused = {"path": self.cfg.keytab, "reason": why, "error": cause, "since": time.time()}
             self.log.event("keytab_reload", level="warning", result="refused", reason=reason, refused=why,
-                           path=self.cfg.keytab, error=cause, kept_kvnos=self.stats.kvnos)
+                           path=self.cfg.keytab, error=cause, kept_kvnos=self.stats.kvnos,
+                           message=f"keytab {self.cfg.keytab} refused ({why}); still serving the previous keys "
+                                   f"({kept}); it is tried again when the file changes, and on SIGHUP")
             return False
         self._note_keytab(kt, sig)
+        self.keytab_refused = None
         self.stats.count("reload", "ok")
         self.log.event("keytab_reload", result="ok", reason=reason, path=self.cfg.keytab, kvnos=self.stats.kvnos,
                        entries=len(kt.entries), skipped=len(kt) - len(kt.usable()))
@@ -232,6 +243,8 @@ class WorkerApp:
         out = {"ready": ready, "worker": self.slot, "pid": os.getpid(), "keytab": self.cfg.keytab,
                "keytab_loaded": self.loaded_at, "kvnos": self.stats.kvnos, "replay_cache": rc,
                "draining": bool(self.ctx and self.ctx.draining)}
+        if self.keytab_refused is not None:
+            out["keytab_refused"] = self.keytab_refused
         book = self.policies
         if book is not None:
             out["policies"] = sorted(book.named)

@@ -8,18 +8,25 @@ One table of options drives all three sources, so a setting has the same name ev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import grp
 import ipaddress
 import os
 import pwd
 import re
+import socket
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConfigError", "ServerConfig", "add_arguments", "check", "load_config", "policy_problems", "redact_url"]
+from fastkrb.errors import ConfigurationError
+
+__all__ = ["CheckReport", "ConfigError", "ServerConfig", "SocketAccess", "StartupError", "add_arguments", "check",
+           "load_config", "policy_problems", "redact_url", "shm_file_size"]
 
 DEFAULT_SOCKET = "/run/fastkrb/fastkrb.sock"
 
@@ -36,6 +43,7 @@ class ServerConfig:
     socket: str | None = DEFAULT_SOCKET      # None: TCP only
     socket_mode: int = 0o660
     socket_group: str | None = None
+    socket_dir_mode: int = 0o755             # the socket's directory, when fastkrb serve creates it
     tcp: str | None = None                   # "127.0.0.1:8181"
     tcp_allow_remote: bool = False           # a non-loopback TCP address needs this on purpose
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -83,6 +91,7 @@ class ServerConfig:
         d = dataclasses.asdict(self)
         d["replay_cache"] = redact_url(self.replay_spec())
         d["socket_mode"] = oct(self.socket_mode)
+        d["socket_dir_mode"] = oct(self.socket_dir_mode)
         d.pop("check", None)
         return d
 
@@ -127,12 +136,30 @@ def _ints(v: Any) -> list[int]:
     return [int(x) for x in _strs(v)]
 
 
+def _uid(x: str) -> int:
+    if x.isdigit():
+        return int(x)
+    try:
+        return pwd.getpwnam(x).pw_uid
+    except KeyError:
+        raise ValueError(f"there is no user named {x!r} on this host; give an existing user or a uid") from None
+
+
+def _gid_of(x: str) -> int:
+    if x.isdigit():
+        return int(x)
+    try:
+        return grp.getgrnam(x).gr_gid
+    except KeyError:
+        raise ValueError(f"there is no group named {x!r} on this host; give an existing group or a gid") from None
+
+
 def _uids(v: Any) -> list[int]:
-    return [int(x) if str(x).isdigit() else pwd.getpwnam(str(x)).pw_uid for x in _strs(v)]
+    return [_uid(x) for x in _strs(v)]
 
 
 def _gids(v: Any) -> list[int]:
-    return [int(x) if str(x).isdigit() else grp.getgrnam(str(x)).gr_gid for x in _strs(v)]
+    return [_gid_of(x) for x in _strs(v)]
 
 
 def _remote_groups(v: Any) -> str:
@@ -152,7 +179,9 @@ _OPTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "keytab": (str, "the service keytab (reloaded when the file changes, and on SIGHUP)"),
     "socket": (_opt_str, f"Unix socket to listen on (default {DEFAULT_SOCKET}; 'none' for TCP only)"),
     "socket_mode": (_mode, "octal mode of the socket file (default 0660)"),
-    "socket_group": (_opt_str, "group owning the socket file (the proxy's group)"),
+    "socket_group": (_opt_str, "group owning the socket file: the proxy's (nginx: www-data or nginx), or it "
+                               "cannot connect"),
+    "socket_dir_mode": (_mode, "octal mode of the socket's directory when fastkrb serve creates it (default 0755)"),
     "tcp": (_opt_str, "also listen on HOST:PORT (loopback unless --tcp-allow-remote)"),
     "tcp_allow_remote": (_bool, "permit a non-loopback --tcp address"),
     "workers": (int, "worker processes (default: one per core)"),
@@ -186,7 +215,8 @@ _BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions", "dev"}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``fastkrb serve`` flags; every default is None so that unset flags fall through to the file."""
     p.add_argument("--config", help="TOML file ([serve] table or top level); also $FASTKRB_CONFIG")
-    p.add_argument("--check", action="store_true", help="validate the configuration and exit (0 ok, 2 not)")
+    p.add_argument("--check", action="store_true", help="check the configuration on this host, bind nothing, and "
+                   "exit: 0 without errors (warnings allowed), 2 with")
     for name, (_, help_) in _OPTIONS.items():
         flag = "--" + name.replace("_", "-")
         if name in _BOOLS:
@@ -328,45 +358,527 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check(cfg: ServerConfig) -> list[str]:
-    """Problems ``fastkrb serve --check`` reports (empty: the daemon would start). Warnings start with 'warning:'."""
-    problems: list[str] = []
+# -- what the host makes of the configuration: --check, and the start-up's own checks ------------------
+
+PROXY_USERS = ("www-data", "nginx")   # the users nginx's packages run their workers as (Debian, Red Hat)
+_SHM_MAGIC = b"FKBRBRC\x01"           # native/shm.c MAGIC, as the file stores it (little-endian)
+
+
+class StartupError(ConfigurationError):
+    """``fastkrb serve`` cannot start on this host: ``cause`` names the object (path, address, group, user),
+    ``fix`` says what to change; printed as one sentence, never as a traceback."""
+
+    def sentence(self) -> str:
+        return f"{self.cause}; {self.fix}"
+
+
+def user_name(uid: int) -> str:
+    """The user name of ``uid``, or the number when the host has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def whoami() -> str:
+    """``user fastkrb (uid 998)``: the daemon's identity as the messages name it."""
+    uid = os.geteuid()
+    return f"user {user_name(uid)} (uid {uid})"
+
+
+def _owner_text(st: os.stat_result) -> str:
+    return f"mode {stat.S_IMODE(st.st_mode):04o}, owner {user_name(st.st_uid)}, group {_group(st.st_gid)}"
+
+
+def _gids_of(pw: pwd.struct_passwd) -> set[int]:
+    """The groups a process of this user has (primary and supplementary, as initgroups gives them)."""
+    return {pw.pw_gid, *os.getgrouplist(pw.pw_name, pw.pw_gid)}
+
+
+def _permits(uid: int, gids: set[int], owner: int, group: int, mode: int, bit: int) -> bool:
+    """Whether the class the kernel picks for (uid, gids) (owner, else group, else other) has ``bit``
+    (4 read, 2 write, 1 search); root passes (CAP_DAC_OVERRIDE)."""
+    if uid == 0:
+        return True
+    if uid == owner:
+        return bool(mode & (bit << 6))
+    if group in gids:
+        return bool(mode & (bit << 3))
+    return bool(mode & bit)
+
+
+def _existing_ancestor(path: str) -> str:
+    d = os.path.abspath(path)
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    return d
+
+
+def _runtime_directory_hint(d: str) -> str:
+    """systemd's RuntimeDirectory= creates /run/NAME for the unit's user at every start."""
+    rel = os.path.relpath(d, "/run")
+    if rel.startswith("..") or rel == ".":
+        return ""
+    return f", or set RuntimeDirectory={rel} in the unit"
+
+
+def _read_only(d: str) -> bool:
+    try:
+        return bool(os.statvfs(d).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def cannot_create_dir(d: str, err: OSError | None = None) -> StartupError:
+    """Why the socket's directory ``d`` cannot be created, naming the directory and the permission missing."""
+    parent = os.path.dirname(d)
+    who = whoami()
+    if not os.path.exists(parent):
+        return StartupError(f"cannot create {d}: its parent {parent} does not exist",
+                            "create it, or choose another --socket", {"path": d})
+    if not os.path.isdir(parent):
+        return StartupError(f"cannot create {d}: {parent} is not a directory", "choose another --socket",
+                            {"path": d})
+    if _read_only(parent):
+        return StartupError(f"cannot create {d}: the file system of {parent} is mounted read-only",
+                            f"create {d} before the daemon starts{_runtime_directory_hint(d)}, or choose another "
+                            "--socket", {"path": d})
+    if err is None or err.errno in (errno.EACCES, errno.EPERM):
+        return StartupError(f"cannot create {d}: {parent} is not writable by {who} ({_owner_text(os.stat(parent))})",
+                            f"create it as root: install -d -o {user_name(os.geteuid())} {d}"
+                            f"{_runtime_directory_hint(d)}", {"path": d})
+    return StartupError(f"cannot create {d}: {err.strerror}", "choose another --socket", {"path": d})
+
+
+def socket_dir_problem(cfg: ServerConfig) -> StartupError | None:
+    """Why the socket's directory cannot be had (None: it exists and the socket can be made in it, or
+    ``fastkrb serve`` can create it). Changes nothing."""
+    assert cfg.socket
+    d = os.path.dirname(os.path.abspath(cfg.socket))
+    if os.path.isdir(d):
+        if not os.access(d, os.W_OK | os.X_OK):
+            return cannot_bind_in(d, cfg.socket)
+        return None
+    if os.path.exists(d):
+        return StartupError(f"the socket directory {d} is not a directory", "choose another --socket", {"path": d})
+    parent = os.path.dirname(d)
+    if not os.path.isdir(parent) or _read_only(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        return cannot_create_dir(d)
+    return None
+
+
+def cannot_bind_in(d: str, path: str, err: OSError | None = None) -> StartupError:
+    """Why the socket file cannot be created in its (existing) directory ``d``."""
+    code = err.errno if err is not None else errno.EACCES
+    if code == errno.EROFS or (code in (errno.EACCES, errno.EPERM) and _read_only(d)):
+        return StartupError(f"cannot create the socket {path}: the file system of {d} is mounted read-only",
+                            f"put the socket on a writable file system such as /run{_runtime_directory_hint(d)}",
+                            {"path": path})
+    if code in (errno.EACCES, errno.EPERM):
+        return StartupError(f"cannot create the socket {path}: {d} is not writable by {whoami()} "
+                            f"({_owner_text(os.stat(d))})",
+                            f"give the directory to that user (chown {user_name(os.geteuid())} {d})"
+                            f"{_runtime_directory_hint(d)}, or choose another --socket", {"path": path})
+    if code == errno.ENOTDIR:
+        return StartupError(f"the socket directory {d} is not a directory", "choose another --socket", {"path": path})
+    why = err.strerror if err is not None and err.strerror else str(err)
+    return StartupError(f"cannot create the socket {path}: {why}", "choose another --socket", {"path": path})
+
+
+def socket_file_problem(path: str) -> StartupError | None:
+    """A file at the socket's path that is not a socket, or a socket a running process listens on."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(st.st_mode):
+        return StartupError(f"{path} exists and is not a socket (fastkrb serve would have to delete it)",
+                            "remove it, or choose another --socket", {"path": path})
+    if socket_is_live(path):
+        return StartupError(f"{path} is in use by a running process (another fastkrb serve, or systemd's "
+                            "fastkrb.socket)", "stop it, or choose another --socket", {"path": path})
+    return None
+
+
+def socket_is_live(path: str) -> bool:
+    """Something accepts connections on the Unix socket ``path``."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(1.0)
+        s.connect(path)
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+def unknown_group(name: str) -> StartupError:
+    return StartupError(f"there is no group named {name!r} on this host (--socket-group)",
+                        "give an existing group, the proxy's (e.g. --socket-group www-data), or create it "
+                        f"(groupadd {name})", {"group": name})
+
+
+_DENIED = "500 (connect() to unix:... failed (13: Permission denied))"
+
+
+@dataclass(frozen=True)
+class SocketAccess:
+    """Who may connect to the Unix socket: its mode, owner and group, and the directories above it."""
+
+    path: str
+    mode: int
+    uid: int
+    gid: int
+    existing: bool      # the facts of a socket file that exists; otherwise what fastkrb serve will create
+
+    @classmethod
+    def planned(cls, cfg: ServerConfig) -> SocketAccess | None:
+        """The socket ``fastkrb serve`` creates: socket_mode, the daemon's user, socket_group (else the
+        directory's group where it is set-group-ID, else the daemon's group). None: unknown group."""
+        assert cfg.socket
+        gid = os.getegid()
+        if cfg.socket_group:
+            try:
+                gid = grp.getgrnam(cfg.socket_group).gr_gid
+            except KeyError:
+                return None
+        else:
+            with contextlib.suppress(OSError):
+                st = os.stat(os.path.dirname(os.path.abspath(cfg.socket)))
+                if st.st_mode & stat.S_ISGID:
+                    gid = st.st_gid
+        return cls(os.path.abspath(cfg.socket), cfg.socket_mode, os.geteuid(), gid, existing=False)
+
+    @classmethod
+    def of_file(cls, path: str) -> SocketAccess:
+        st = os.stat(path)
+        return cls(os.path.abspath(path), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, existing=True)
+
+    def describe(self, cfg: ServerConfig) -> str:
+        """``socket PATH: mode 0660, owner fastkrb, group www-data: who can connect``."""
+        who = []
+        if self.mode & 0o002:
+            who.append("every local user")
+        else:
+            if self.mode & 0o200 and self.uid != 0:
+                who.append(f"user {user_name(self.uid)}")
+            if self.mode & 0o020:
+                who.append(f"members of group {_group(self.gid)}")
+        who.append("root")
+        text = (f"socket {self.path} ({'as it is now' if self.existing else 'as fastkrb serve creates it'}): "
+                f"mode {self.mode:04o}, owner {user_name(self.uid)}, group {_group(self.gid)}: "
+                f"{', '.join(who[:-1]) + ' and ' if len(who) > 1 else ''}{who[-1]} can connect")
+        if cfg.allow_uids is not None or cfg.allow_gids is not None:
+            text += (f"; then only uids {cfg.allow_uids or []} and gids {cfg.allow_gids or []} are served "
+                     "(allow_uids, allow_gids)")
+        return text
+
+    def refusal(self, pw: pwd.struct_passwd, cfg: ServerConfig) -> tuple[str, str, str] | None:
+        """(why, what nginx would answer, fix) when user ``pw`` could not use the socket; None when it can."""
+        gids = _gids_of(pw)
+        d = os.path.dirname(self.path)
+        dirs = []
+        while True:
+            dirs.append(d)
+            if d == os.path.dirname(d):
+                break
+            d = os.path.dirname(d)
+        for d in reversed(dirs):
+            try:
+                st = os.stat(d)
+                mode, owner, group = st.st_mode, st.st_uid, st.st_gid
+            except OSError:   # the socket's directory fastkrb serve creates (socket_dir_mode)
+                if d != os.path.dirname(self.path):
+                    continue
+                mode, owner, group = cfg.socket_dir_mode, os.geteuid(), os.getegid()
+            if not _permits(pw.pw_uid, gids, owner, group, mode, 1):
+                return (f"it may not enter {d} (mode {stat.S_IMODE(mode):04o}, owner {user_name(owner)}, group "
+                        f"{_group(group)})", _DENIED,
+                        f"chmod o+x {d} (socket_dir_mode 0755), or choose another --socket")
+        if not _permits(pw.pw_uid, gids, self.uid, self.gid, self.mode, 2):
+            return (f"the socket's mode {self.mode:04o} (owner {user_name(self.uid)}, group {_group(self.gid)}) "
+                    "gives it no write permission, and connecting needs it", _DENIED,
+                    f"give the socket the proxy's group: --socket-group {_group(pw.pw_gid)} "
+                    f"(socket_group = \"{_group(pw.pw_gid)}\"; SocketGroup= in fastkrb.socket), keeping mode 0660")
+        listed = (cfg.allow_uids and pw.pw_uid in cfg.allow_uids) or (cfg.allow_gids and pw.pw_gid in cfg.allow_gids)
+        if (cfg.allow_uids is not None or cfg.allow_gids is not None) and not listed:
+            return (f"neither its uid {pw.pw_uid} is in allow_uids nor its group {_group(pw.pw_gid)} in "
+                    "allow_gids: the sidecar closes its connections", "502 (upstream prematurely closed connection)",
+                    f"add it: --allow-gids {_group(pw.pw_gid)}")
+        return None
+
+    def proxy_warnings(self, cfg: ServerConfig) -> list[str]:
+        """One warning for each of nginx's usual users on this host that could not use the socket."""
+        out = []
+        for name in PROXY_USERS:
+            try:
+                pw = pwd.getpwnam(name)
+            except KeyError:
+                continue
+            r = self.refusal(pw, cfg)
+            if r is not None:
+                out.append(f"user {name} (uid {pw.pw_uid}; nginx runs as it) could not connect to {self.path}: "
+                           f"{r[0]}, so nginx would answer {r[1]}; {r[2]}")
+        return out
+
+
+def _unescape_mount(s: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def mount_of(path: str) -> tuple[str, str]:
+    """(mount point, file system type) holding ``path`` (or, when it does not exist yet, its nearest
+    existing ancestor), from /proc/self/mounts."""
+    target = os.path.realpath(_existing_ancestor(path))
+    best, fstype = "/", "unknown"
+    try:
+        with open("/proc/self/mounts") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return best, fstype
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mnt = _unescape_mount(parts[1])
+        inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= len(best):   # the later of two equal mounts is the one on top
+            best, fstype = mnt, parts[2]
+    return best, fstype
+
+
+_MEMORY_FS = {"tmpfs", "ramfs", "hugetlbfs"}
+
+
+def shm_file_size(capacity: int) -> int:
+    """Bytes of the shared-memory replay file made for ``capacity`` live entries: native/shm.c's
+    ``geometry_of`` (per slot a 2-byte tag and a 32-byte record, 1.3 slots per entry, shards 5 % larger than
+    their share, a 16-byte expiry ring per entry), so that ``--check`` states the memory before the file
+    exists. tests/test_serve_check.py holds it equal to the files the native code writes."""
+    page = 4096
+
+    def up(n: int) -> int:
+        return (n + page - 1) // page * page
+
+    shards = 1
+    while shards < 64 and capacity // (2 * shards) >= 65536:
+        shards *= 2
+    shard_cap = capacity if shards == 1 else (capacity + shards - 1) // shards * 21 // 20 + 64
+    slots = shards * ((shard_cap * 13 // 10 + 31) // 32 + 2) * 32
+    return up(4096 + shards * 512) + up(slots * 2) + up(slots * 32) + up(shards * shard_cap * 16)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def shm_facts(cfg: ServerConfig, path: str) -> tuple[list[str], list[str]]:
+    """(facts, warnings) about a shared-memory replay file: its size, the rate it holds, its file system."""
+    facts: list[str] = []
+    warnings: list[str] = []
+    cap, skew = cfg.replay_capacity, cfg.clock_skew
+    size = shm_file_size(cap)
+    mnt, fstype = mount_of(path)
+    rate = int(cap // max(2 * skew, 1.0))
+    facts.append(f"replay cache {path}: {cap} live entries, enough for a peak of {rate:,} validations/s "
+                 f"(capacity >= peak validations/s x 2 x clock_skew {skew:g} s; a full cache refuses tokens, "
+                 f"fail closed); the file takes {size} bytes ({_mib(size)}) of "
+                 f"{'memory' if fstype in _MEMORY_FS else 'disk and page cache'} on {mnt} ({fstype})")
+    if fstype not in _MEMORY_FS:
+        tmpfs = [d for d in ("/run", "/dev/shm") if mount_of(d)[1] in _MEMORY_FS]
+        where = " or ".join(tmpfs) if tmpfs else "/run or /dev/shm"
+        warnings.append(f"the replay cache file {path} is on {mnt} ({fstype}), a disk file system, not tmpfs: the "
+                        f"kernel keeps writing the table back to disk; put it on a tmpfs such as {where} "
+                        f"(--replay-cache shm:{(tmpfs or ['/dev/shm'])[0]}/fastkrb-replay.shm)")
+    existing = os.path.exists(path)
+    d = os.path.dirname(os.path.abspath(path))
+    if not existing:
+        try:
+            vfs = os.statvfs(_existing_ancestor(d))
+            free = vfs.f_bavail * vfs.f_frsize
+        except OSError:
+            free = size
+        if free < size:
+            warnings.append(f"the replay cache file {path} needs {_mib(size)} but {mnt} has {_mib(free)} free; "
+                            "lower --replay-capacity, or make room on that file system")
+    return facts, warnings
+
+
+def replay_dir_problem(path: str) -> StartupError | None:
+    """Why the shared-memory replay file cannot be made in its directory (None: it can). The directory
+    beside the socket is fastkrb serve's own, made before this is asked at start."""
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        return StartupError(f"the directory {d} of the replay cache file does not exist",
+                            "create it, or choose another path with --replay-cache", {"path": path})
+    if not os.access(d, os.W_OK | os.X_OK) and not (os.path.exists(path) and os.access(path, os.R_OK | os.W_OK)):
+        return StartupError(f"the directory {d} of the replay cache file is not writable by {whoami()} "
+                            f"({_owner_text(os.stat(d))})", "give it to that user, or choose another path with "
+                            "--replay-cache", {"path": path})
+    return None
+
+
+def replay_file_problem(path: str) -> StartupError | None:
+    """A file at the replay cache's path that is not a fastkrb replay cache: opening it would overwrite it."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SHM_MAGIC))
+    except (FileNotFoundError, NotADirectoryError):   # nothing there (a bad directory is said elsewhere)
+        return None
+    except OSError as exc:
+        return StartupError(f"cannot read the replay cache file {path}: {exc.strerror} ({whoami()})",
+                            "give the daemon's user access to it, or choose another path with --replay-cache",
+                            {"path": path})
+    if head and head != _SHM_MAGIC:
+        return StartupError(f"the replay cache file {path} exists and is not a fastkrb replay cache (opening it "
+                            "would overwrite it)", "choose another path with --replay-cache", {"path": path})
+    return None
+
+
+def redis_unreachable(url: str, timeout: float = 1.0) -> str | None:
+    """Why the Redis of a replay-cache URL does not answer a PING within ``timeout`` (None: it does).
+    A plain client, not RedisReplayCache: --check must not write the cache's start marker."""
+    from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+    import redis
+
+    from fastkrb.replay.redis import _OUR_PARAMS
+
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    cluster = query.get("cluster", ["0"])[-1].strip().lower() in ("1", "true", "yes", "on")
+    rest = {k: v[-1] for k, v in query.items()
+            if k not in _OUR_PARAMS and k not in ("socket_timeout", "socket_connect_timeout")}
+    clean = urlunsplit(parts._replace(query=urlencode(rest)))
+    client: Any = None
+    try:
+        if cluster:
+            from redis.cluster import RedisCluster
+
+            client = RedisCluster.from_url(clean, socket_timeout=timeout, socket_connect_timeout=timeout)
+        else:
+            client = redis.Redis.from_url(clean, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client.ping()
+    except Exception as exc:  # any failure: not reachable, as a validation would find it
+        text = f"{type(exc).__name__}: {exc}".rstrip(".")
+        return text.replace(parts.password, "***") if parts.password else text
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+    return None
+
+
+def keytab_file_warnings(cfg: ServerConfig) -> list[str]:
+    """A keytab others may read: whoever reads it can impersonate the service to every client."""
+    try:
+        st = os.stat(cfg.keytab)
+    except OSError:
+        return []
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o004:
+        return [f"keytab {cfg.keytab} is readable by every local user ({_owner_text(st)}): whoever reads it can "
+                f"pose as the service; chmod 600 {cfg.keytab} (or 640 with the daemon's group)"]
+    if mode & 0o040 and st.st_gid != os.getegid():
+        return [f"keytab {cfg.keytab} is readable by group {_group(st.st_gid)} ({_owner_text(st)}), which is not "
+                f"the daemon's group {_group(os.getegid())}: its members can pose as the service; "
+                f"chmod 600 {cfg.keytab}, or chgrp {_group(os.getegid())} {cfg.keytab}"]
+    return []
+
+
+@dataclass
+class CheckReport:
+    """What ``fastkrb serve --check`` found: facts to state, warnings (it would start), errors (it would not)."""
+
+    facts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def check(cfg: ServerConfig, probe_network: bool = True) -> CheckReport:
+    """Everything that can be known before binding a socket, without changing anything on the host."""
+    r = CheckReport()
     from fastkrb.errors import KerberosError
-    from fastkrb.keytab import Keytab
+    from fastkrb.keytab import Keytab, is_dev_only
 
     try:
         kt = Keytab.load(cfg.keytab)
-        problems += keytab_problems(kt, cfg)
+        r.errors += keytab_problems(kt, cfg)
+        if is_dev_only(kt) and cfg.dev:
+            r.warnings.append(f"keytab {cfg.keytab} is a `fastkrb dev init` keytab (throwaway keys no KDC knows): "
+                              "served because this is a dev run (--dev); never use it in production")
     except KerberosError as exc:
-        problems.append(f"keytab: {exc.cause}")
+        r.errors.append(f"keytab {cfg.keytab}: {exc.cause} Fix: {exc.fix}")
+    r.warnings += keytab_file_warnings(cfg)
     if cfg.socket:
-        d = os.path.dirname(os.path.abspath(cfg.socket)) or "."
-        if not os.path.isdir(d):
-            problems.append(f"socket: directory {d} does not exist")
-        elif not os.access(d, os.W_OK | os.X_OK):
-            problems.append(f"socket: directory {d} is not writable by this user")
-        if cfg.socket_group:
-            try:
-                grp.getgrnam(cfg.socket_group)
-            except KeyError:
-                problems.append(f"socket_group: no group named {cfg.socket_group!r}")
-    problems += policy_problems(cfg)
+        live = False
+        problem: StartupError | None = None
+        try:
+            st = os.lstat(cfg.socket)
+        except OSError:
+            st = None
+        if st is not None and not stat.S_ISSOCK(st.st_mode):
+            problem = socket_file_problem(cfg.socket)
+        elif st is not None and socket_is_live(cfg.socket):
+            live = True   # systemd's socket (ExecStartPre=... --check) or a daemon already running
+        if problem is None and not live:
+            problem = socket_dir_problem(cfg)
+            d = os.path.dirname(os.path.abspath(cfg.socket))
+            if problem is None and not os.path.isdir(d):
+                r.facts.append(f"socket directory {d} does not exist: fastkrb serve creates it "
+                               f"(mode {cfg.socket_dir_mode:04o}, owner {user_name(os.geteuid())})")
+        if problem is not None:
+            r.errors.append(problem.sentence())
+        if cfg.socket_group and _gid(cfg.socket_group) is None:
+            r.errors.append(unknown_group(cfg.socket_group).sentence())
+        access = SocketAccess.of_file(cfg.socket) if live else SocketAccess.planned(cfg)
+        if access is not None:
+            r.facts.append(access.describe(cfg))
+            r.warnings += access.proxy_warnings(cfg)
+    r.errors += policy_problems(cfg)
     from fastkrb.replay import parse_replay_spec
 
     rs = parse_replay_spec(cfg.replay_spec())
     if rs.kind == "none":
-        problems.append("warning: replay_cache = none: a replayed token will be accepted")
+        r.warnings.append("replay_cache = none: a replayed token will be accepted")
     elif rs.kind == "memory" and cfg.workers > 1:
-        problems.append(f"warning: replay_cache = memory with {cfg.workers} workers: each worker has its own "
-                        "cache, so a token replayed to another worker is accepted; use shm:/path")
+        r.warnings.append(f"replay_cache = memory with {cfg.workers} workers: each worker has its own "
+                          "cache, so a token replayed to another worker is accepted; use shm:/path")
     elif rs.kind == "shm":
-        d = os.path.dirname(os.path.abspath(rs.location)) or "."
-        if not os.path.isdir(d) or not os.access(d, os.W_OK | os.X_OK):
-            problems.append(f"replay_cache: directory {d} for the shared-memory file is missing or not writable")
+        d = os.path.dirname(os.path.abspath(rs.location))
+        own = cfg.socket is not None and d == os.path.dirname(os.path.abspath(cfg.socket))
+        for problem in (None if own and not os.path.isdir(d) else replay_dir_problem(rs.location),
+                        replay_file_problem(rs.location)):
+            if problem is not None:
+                r.errors.append(problem.sentence())
+        facts, warnings = shm_facts(cfg, rs.location)
+        r.facts += facts
+        r.warnings += warnings
+    elif rs.kind == "redis" and probe_network:
+        why = redis_unreachable(rs.location)
+        if why is not None:
+            r.warnings.append(f"the Redis replay cache {redact_url(rs.location)} does not answer ({why}): every "
+                              "validation is refused (503 replay_cache_unavailable) until it does; start it, or "
+                              "fix the URL")
     if cfg.allow_uids is None and cfg.allow_gids is None and cfg.socket and cfg.socket_mode & 0o006:
-        problems.append("warning: the socket is open to every local user (mode grants 'other') and no "
-                        "allow_uids/allow_gids is set")
-    return problems
+        r.warnings.append("the socket is open to every local user (mode grants 'other') and no "
+                          "allow_uids/allow_gids is set")
+    return r
+
+
+def _gid(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
 
 
 def keytab_problems(kt: Any, cfg: ServerConfig) -> list[str]:
@@ -401,17 +913,23 @@ def policy_problems(cfg: ServerConfig) -> list[str]:
 
 
 def main_check(cfg: ServerConfig, out: Any = None) -> int:
-    """Print the effective configuration and every problem; 0 when none is fatal."""
+    """Print the effective configuration, the facts, every warning and every error; 0 unless an error."""
     import json
 
     out = out or sys.stdout
-    problems = check(cfg)
-    fatal = [p for p in problems if not p.startswith("warning:")]
+    r = check(cfg)
     print(json.dumps(cfg.public_dict(), indent=2, sort_keys=True), file=out)
-    for p in problems:
-        print(p, file=out)
-    print("configuration ok" if not fatal else f"configuration has {len(fatal)} problem(s)", file=out)
-    return 0 if not fatal else 2
+    for line in r.facts:
+        print(line, file=out)
+    for line in r.warnings:
+        print(f"warning: {line}", file=out)
+    for line in r.errors:
+        print(f"error: {line}", file=out)
+    if r.errors:
+        print(f"configuration has {len(r.errors)} error(s) and {len(r.warnings)} warning(s)", file=out)
+        return 2
+    print("configuration ok" + (f", {len(r.warnings)} warning(s)" if r.warnings else ""), file=out)
+    return 0
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
