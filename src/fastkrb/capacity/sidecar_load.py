@@ -19,6 +19,40 @@ from typing import Any
 
 PY = sys.executable
 
+# every daemon and load generator started here and not yet reaped: kill_children() ends them (with their
+# own children: each runs in its own process group), whatever way the caller is leaving
+_children: set[subprocess.Popen[bytes]] = set()
+
+
+def _spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    """A child in its own session: Ctrl-C in the terminal reaches only the planner, which then ends the
+    child's whole process group (a daemon's workers too) instead of racing it."""
+    p = subprocess.Popen(cmd, env=_env(), start_new_session=True, **kw)
+    _children.add(p)
+    return p
+
+
+def _end_group(p: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM the child, SIGKILL it after ``grace`` seconds, then SIGKILL whatever is left of its group."""
+    if p.poll() is None:
+        try:
+            p.send_signal(signal.SIGTERM)
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    try:
+        os.killpg(p.pid, signal.SIGKILL)   # the group id is the child's pid (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass
+    _children.discard(p)
+
+
+def kill_children() -> None:
+    """End every daemon and load generator this process started and has not reaped (and their groups)."""
+    for p in list(_children):
+        _end_group(p, grace=5.0)
+
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FASTKRB_")}
@@ -33,9 +67,11 @@ class Daemon:
     def __init__(self, workdir: Path, keytab: Path, workers: int, extra: Sequence[str] = ()) -> None:
         self.sock = workdir / f"bench-{workers}.sock"
         self.log = workdir / f"bench-{workers}.log"
+        metrics = workdir / f"bench-{workers}.metrics"   # not a private dir in $TMPDIR: all under workdir
+        metrics.mkdir(exist_ok=True)
         cmd = [PY, "-m", "fastkrb", "serve", "--keytab", str(keytab), "--socket", str(self.sock), "--workers",
-               str(workers), "--log-file", str(self.log), *extra]
-        self.proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               str(workers), "--log-file", str(self.log), "--metrics-dir", str(metrics), *extra]
+        self.proc = _spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.log.exists() and self.log.read_text().count('"worker_ready"') >= workers:
@@ -60,12 +96,7 @@ class Daemon:
         return total
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _end_group(self.proc, grace=30.0)
 
     def __enter__(self) -> Daemon:
         return self
@@ -76,12 +107,15 @@ class Daemon:
 
 def load(sock: Path, keytab: Path, *args: str) -> subprocess.Popen[bytes]:
     """Start one load generator process (see fastkrb.capacity.loadgen for its options)."""
-    return subprocess.Popen([PY, "-m", "fastkrb.capacity.loadgen", "--socket", str(sock), "--keytab", str(keytab),
-                             *args], env=_env(), stdout=subprocess.PIPE)
+    return _spawn([PY, "-m", "fastkrb.capacity.loadgen", "--socket", str(sock), "--keytab", str(keytab), *args],
+                  stdout=subprocess.PIPE)
 
 
 def result(p: subprocess.Popen[bytes]) -> dict[str, Any]:
-    out, _ = p.communicate(timeout=600)
+    try:
+        out, _ = p.communicate(timeout=600)
+    finally:
+        _end_group(p)
     if p.returncode != 0:
         raise RuntimeError(f"load generator failed (exit {p.returncode})")
     return json.loads(out)  # type: ignore[no-any-return]
