@@ -392,27 +392,31 @@ def sidecar_scenarios(source: TokenSource, workers: int, seconds: float, tick: C
     realm = Keytab.load(source.keytab_path).entries[0].realm
     out: list[Scenario] = []
     runs = [("wire", 4, d) for d in steps] + [("http", c, 1) for c in steps]
-    with tempfile.TemporaryDirectory(prefix=f"s{workers}-", dir=workdir) as tmp, \
-            Daemon(Path(tmp), source.keytab_path, workers) as d:
-        for i, (mode, conns, depth) in enumerate(runs):
-            tick(i / len(runs))
-            (r,) = measured(d, load(d.sock, source.keytab_path, "--mode", mode, "--connections", str(conns),
-                                    "--depth", str(depth), "--seconds", str(seconds), "--client",
-                                    f"bench@{realm}", "--warmup", "0.5"))
-            ok = r["answers"].get("accepted" if mode == "wire" else "200", 0)
-            answered = sum(r["answers"].values())
-            lat = r["latency_us"]
-            latency = Latency(n=lat["n"], **{f"{k}_us": lat[k] or 0.0 for k in ("min", "mean", "p50", "p90", "p99",
-                                                                                "max")})
-            kind = "binary" if mode == "wire" else "HTTP"
-            out.append(Scenario(
-                name=f"sidecar {kind}, {workers} worker(s), {conns * depth} in flight",
-                impl=f"fastkrb-sidecar-{kind.lower()}", concurrency=conns * depth, workers=workers,
-                load_processes=1,
-                notes=f"daemon CPU {r['daemon_cpu_us_per_request']} us/request "
-                      f"(~{r['per_core_capacity'] or 0:,}/s per core); load generator on the same host",
-                runs=[Run(requests=r["measured"], seconds=r["elapsed"], errors=answered - ok, attempts=answered,
-                          first_error=r.get("first_error", ""), latency=latency)]))
+    tmp = workdir / f"s{workers}"   # short (the socket's path is bounded); removed below, each round anew
+    tmp.mkdir()
+    try:
+        with Daemon(tmp, source.keytab_path, workers) as d:
+            for i, (mode, conns, depth) in enumerate(runs):
+                tick(i / len(runs))
+                (r,) = measured(d, load(d.sock, source.keytab_path, "--mode", mode, "--connections", str(conns),
+                                        "--depth", str(depth), "--seconds", str(seconds), "--client",
+                                        f"bench@{realm}", "--warmup", "0.5"))
+                ok = r["answers"].get("accepted" if mode == "wire" else "200", 0)
+                answered = sum(r["answers"].values())
+                lat = r["latency_us"]
+                latency = Latency(n=lat["n"], **{f"{k}_us": lat[k] or 0.0 for k in ("min", "mean", "p50", "p90", "p99",
+                                                                                    "max")})
+                kind = "binary" if mode == "wire" else "HTTP"
+                out.append(Scenario(
+                    name=f"sidecar {kind}, {workers} worker(s), {conns * depth} in flight",
+                    impl=f"fastkrb-sidecar-{kind.lower()}", concurrency=conns * depth, workers=workers,
+                    load_processes=1,
+                    notes=f"daemon CPU {r['daemon_cpu_us_per_request']} us/request "
+                          f"(~{r['per_core_capacity'] or 0:,}/s per core); load generator on the same host",
+                    runs=[Run(requests=r["measured"], seconds=r["elapsed"], errors=answered - ok, attempts=answered,
+                              first_error=r.get("first_error", ""), latency=latency)]))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -902,6 +906,14 @@ def check_args(args: Any) -> None:
         need(mit_available(), "--kdc gets tickets through MIT krb5's initiator: pip install gssapi")
     if args.keytab:
         _check_keytab(Path(args.keytab), args.principal if args.kdc else None)
+    if not (args.no_sidecar or args.tokens or args.kdc):
+        from fastkrb.capacity.sidecar_load import SUN_PATH_MAX
+
+        w = max(args.workers or [os.cpu_count() or 1])
+        sock = os.path.join(tempfile.gettempdir(), "fastkrb-bench-xxxxxxxx", f"s{w}", f"d{w}.sock")
+        need(len(os.fsencode(sock)) <= SUN_PATH_MAX, f"TMPDIR {tempfile.gettempdir()}: too long for the "
+             f"sidecar's Unix socket beneath it ({len(os.fsencode(sock))} of at most {SUN_PATH_MAX} bytes); set a "
+             "shorter TMPDIR or pass --no-sidecar")
     if args.report:
         try:
             import matplotlib  # noqa: F401

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 PY = sys.executable
+SUN_PATH_MAX = 107   # bytes of a Unix socket's path (sockaddr_un.sun_path, 108 with its NUL, on Linux)
 
 # every daemon and load generator started here and not yet reaped: kill_children() ends them (with their
 # own children: each runs in its own process group), whatever way the caller is leaving
@@ -65,8 +66,11 @@ class Daemon:
     """`fastkrb serve` with ``workers`` processes on a Unix socket in ``workdir``; ready when every worker is."""
 
     def __init__(self, workdir: Path, keytab: Path, workers: int, extra: Sequence[str] = ()) -> None:
-        self.sock = workdir / f"bench-{workers}.sock"
+        self.sock = workdir / f"d{workers}.sock"   # short: a Unix socket's path holds at most 107 bytes
         self.log = workdir / f"bench-{workers}.log"
+        if len(os.fsencode(self.sock)) > SUN_PATH_MAX:
+            raise RuntimeError(f"the sidecar's socket path {self.sock} is longer than a Unix socket allows "
+                               f"({SUN_PATH_MAX} bytes): use a shorter TMPDIR")
         metrics = workdir / f"bench-{workers}.metrics"   # not a private dir in $TMPDIR: all under workdir
         metrics.mkdir(exist_ok=True)
         cmd = [PY, "-m", "fastkrb", "serve", "--keytab", str(keytab), "--socket", str(self.sock), "--workers",
@@ -80,7 +84,8 @@ class Daemon:
                 break
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"fastkrb serve did not start (log: {self.log})")
+        last = self.log.read_text().strip().splitlines()[-1:] if self.log.exists() else []
+        raise RuntimeError(f"fastkrb serve did not start within 30 s ({last[0][:300] if last else 'no log'})")
 
     def cpu(self) -> float:
         """CPU seconds (user + system) the workers have used so far."""
