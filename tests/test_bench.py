@@ -21,9 +21,12 @@ from fastkrb.testing import make_keytab, mint
 
 
 def _bench(tmpdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`fastkrb bench` with a private TMPDIR (so concurrent runs elsewhere do not interfere)."""
+    """`fastkrb bench` with a private TMPDIR (so concurrent runs elsewhere do not interfere), and no
+    Kerberos credentials of the caller's."""
+    env = {**os.environ, "TMPDIR": str(tmpdir), "KRB5CCNAME": f"FILE:{tmpdir}/no-such-ccache",
+           "KRB5_CONFIG": os.devnull}
     return subprocess.run([sys.executable, "-m", "fastkrb", "bench", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "TMPDIR": str(tmpdir)})
+                          timeout=timeout, env=env)
 
 
 def _private_tmp(tmp_path: Path) -> Path:
@@ -158,6 +161,9 @@ def test_bench_interrupted_leaves_nothing(tmp_path: Path, signum: int, wait_for:
     (["--tokens", "{file}", "--keytab", "{tmp}/missing.keytab"], "--keytab {tmp}/missing.keytab: no such file"),
     (["--tokens", "{file}", "--keytab", "{file}"], "not a keytab fastkrb can read"),
     (["--tokens", "{file}", "--keytab", "{kt}", "--enctype", "17"], "--enctype applies to the embedded tokens"),
+    (["--tokens", "{file}", "--keytab", "{kt}"], "--tokens {file}: line 1 is not a token"),
+    (["--kdc", "--keytab", "{kt}", "--principal", "HTTP/api.bench.test@BENCH.TEST"],
+     "--kdc: no ticket for HTTP/api.bench.test@BENCH.TEST from your credentials"),
 ])
 def test_bench_checks_its_options_before_measuring(tmp_path: Path, args: list[str], says: str) -> None:
     tmp = _private_tmp(tmp_path)
