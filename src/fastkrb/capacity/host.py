@@ -12,11 +12,14 @@ import platform
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cpu_model", "loadavg", "command_output", "dist_version", "host_facts"]
+__all__ = ["cpu_model", "loadavg", "command_output", "dist_version", "host_facts", "CpuSnapshot", "cpu_snapshot",
+           "other_cores"]
 
 
 def cpu_model() -> str:
@@ -31,6 +34,47 @@ def cpu_model() -> str:
 
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Host-wide busy CPU time (all cores, from /proc/stat) and this process's own, children included."""
+
+    wall: float
+    busy: float | None      # None where /proc/stat cannot be read
+    own: float
+
+
+def _busy_seconds() -> float | None:
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+    ticks = [int(x) for x in fields[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    """Take one reading; :func:`other_cores` compares two."""
+    t = os.times()
+    return CpuSnapshot(time.monotonic(), _busy_seconds(),
+                       t.user + t.system + t.children_user + t.children_system)
+
+
+def other_cores(before: CpuSnapshot, after: CpuSnapshot) -> float | None:
+    """Cores other processes kept busy on average between two snapshots (what competed with the measurement).
+
+    Our own CPU counts children only once they are reaped, so take ``after`` once every child of the
+    interval has exited; None where the host does not say.
+    """
+    if before.busy is None or after.busy is None or after.wall <= before.wall:
+        return None
+    other = (after.busy - before.busy) - (after.own - before.own)
+    return round(max(0.0, other) / (after.wall - before.wall), 2)
 
 
 def command_output(argv: Sequence[str], cwd: str | os.PathLike[str] | None = None, timeout: float = 30) -> str:

@@ -25,6 +25,7 @@ import socket
 import time
 from typing import Any
 
+from fastkrb.capacity.stats import latency_stats
 from fastkrb.sidecar import protocol
 
 
@@ -65,6 +66,7 @@ class Stats:
         self.codes: dict[str, int] = {}
         self.lat: list[float] = []
         self.record = False
+        self.first_error = ""   # the first answer that was not an acceptance, as the sidecar worded it
 
 
 class _Base(asyncio.Protocol):
@@ -124,11 +126,35 @@ class _Base(asyncio.Protocol):
                 self.fpos = 0
 
 
+def _wire_error(kind: int, payload: bytes) -> str:
+    if kind == protocol.REJECTED:
+        try:
+            r = protocol.decode_rejected(payload)
+        except ValueError:   # a FrameError, bad UTF-8 or JSON
+            return "rejected (undecodable REJECTED frame)"
+        return f"{r.code}: {r.cause}"
+    return f"answer kind 0x{kind:02x}: {payload[:200].decode(errors='replace')}"
+
+
+def _http_error(response: bytes, head_len: int) -> str:
+    head, body = response[:head_len].decode(errors="replace"), response[head_len + 4:]
+    status = head.split("\r\n", 1)[0]
+    code = next((ln.split(":", 1)[1].strip() for ln in head.split("\r\n")
+                 if ln.lower().startswith("x-auth-error:")), "")
+    try:
+        cause = json.loads(body).get("cause", "")
+    except ValueError:
+        cause = body[:200].decode(errors="replace")
+    return f"{status}" + (f" {code}" if code else "") + (f": {cause}" if cause else "")
+
+
 class WireLoad(_Base):
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
         frames, used, _err = protocol.split_frames(buf, 1 << 20)
-        for kind, rid, _a, _b in frames:
+        for kind, rid, a, b in frames:
+            if kind != protocol.ACCEPTED and not self.st.first_error:
+                self.st.first_error = _wire_error(kind, buf[a:b])
             self.answered(rid, "accepted" if kind == protocol.ACCEPTED else ("rejected" if kind == protocol.REJECTED
                                                                           else f"kind{kind}"))
         self.buf = buf[used:]
@@ -150,7 +176,10 @@ class HttpLoad(_Base):
             end = he + 4 + clen
             if end > len(buf):
                 break
-            self.answered(None, buf[pos + 9:pos + 12].decode())
+            status = buf[pos + 9:pos + 12].decode()
+            if status != "200" and not self.st.first_error:
+                self.st.first_error = _http_error(buf[pos:end], he - pos)
+            self.answered(None, status)
             pos = end
             n += 1
         self.buf = buf[pos:]
@@ -229,14 +258,18 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         c.stopped = True
         if c.t is not None:
             c.t.close()
-    lat = sorted(st.lat)
+    # every latency figure from the same samples (the measured window), so they agree with each other;
+    # rounding is monotone, so it keeps their order
+    lat = latency_stats(st.lat, to_us=1e6)
 
-    def pct(p: float) -> float | None:
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1e6, 1) if lat else None
+    def us(x: float) -> float | None:
+        return round(x, 1) if lat.n else None
 
     return {"mode": a.mode, "connections": a.connections, "depth": a.depth, "rate": a.rate, "seconds": a.seconds,
-            "throughput": round(done / elapsed), "answers": st.codes, "sent": st.sent,
-            "latency_us": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0), "n": len(lat)},
+            "throughput": round(done / elapsed), "measured": done, "elapsed": round(elapsed, 4), "answers": st.codes,
+            "sent": st.sent, "first_error": st.first_error,
+            "latency_us": {"min": us(lat.min_us), "mean": us(lat.mean_us), "p50": us(lat.p50_us),
+                           "p90": us(lat.p90_us), "p99": us(lat.p99_us), "max": us(lat.max_us), "n": lat.n},
             "mint_seconds": round(t_mint, 2)}
 
 

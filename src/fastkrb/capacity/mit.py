@@ -27,14 +27,15 @@ class MitAcceptor:
     """MIT's gss_accept_sec_context in this process (python-gssapi's raw binding, one call per token).
 
     Used as a context manager: inside it KRB5_KTNAME names the keytab and KRB5RCACHEDIR a fresh temporary
-    directory, so MIT's default replay cache (file2, ``krb5_<uid>.rcache2``) starts empty; ``rcache="none"``
-    sets KRB5RCACHETYPE=none (MIT's crypto path only). MIT reads these per krb5 context, i.e. per call, so
-    they stay set while accepting.
+    directory (under ``workdir`` when given), so MIT's default replay cache (file2, ``krb5_<uid>.rcache2``)
+    starts empty; ``rcache="none"`` sets KRB5RCACHETYPE=none (MIT's crypto path only). MIT reads these per
+    krb5 context, i.e. per call, so they stay set while accepting.
     """
 
-    def __init__(self, keytab: Path, rcache: str = "dfl") -> None:
+    def __init__(self, keytab: Path, rcache: str = "dfl", workdir: Path | None = None) -> None:
         self.keytab = keytab
         self.rcache = rcache
+        self.workdir = workdir   # where the replay-cache directory goes (default: the system's temp directory)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._saved: dict[str, str | None] = {}
         self.accept: Callable[[bytes], Any] = self._closed
@@ -47,7 +48,7 @@ class MitAcceptor:
         import gssapi
         import gssapi.raw
 
-        self._tmp = tempfile.TemporaryDirectory(prefix="mit-rcache-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="mit-rcache-", dir=self.workdir)
         env = {"KRB5_KTNAME": f"FILE:{self.keytab}", "KRB5RCACHEDIR": self._tmp.name}
         if self.rcache == "none":
             env["KRB5RCACHETYPE"] = "none"

@@ -18,6 +18,41 @@ from pathlib import Path
 from typing import Any
 
 PY = sys.executable
+SUN_PATH_MAX = 107   # bytes of a Unix socket's path (sockaddr_un.sun_path, 108 with its NUL, on Linux)
+
+# every daemon and load generator started here and not yet reaped: kill_children() ends them (with their
+# own children: each runs in its own process group), whatever way the caller is leaving
+_children: set[subprocess.Popen[bytes]] = set()
+
+
+def _spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    """A child in its own session: Ctrl-C in the terminal reaches only the planner, which then ends the
+    child's whole process group (a daemon's workers too) instead of racing it."""
+    p = subprocess.Popen(cmd, env=_env(), start_new_session=True, **kw)
+    _children.add(p)
+    return p
+
+
+def _end_group(p: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM the child, SIGKILL it after ``grace`` seconds, then SIGKILL whatever is left of its group."""
+    if p.poll() is None:
+        try:
+            p.send_signal(signal.SIGTERM)
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    try:
+        os.killpg(p.pid, signal.SIGKILL)   # the group id is the child's pid (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass
+    _children.discard(p)
+
+
+def kill_children() -> None:
+    """End every daemon and load generator this process started and has not reaped (and their groups)."""
+    for p in list(_children):
+        _end_group(p, grace=5.0)
 
 
 def _env() -> dict[str, str]:
@@ -31,11 +66,16 @@ class Daemon:
     """`fastkrb serve` with ``workers`` processes on a Unix socket in ``workdir``; ready when every worker is."""
 
     def __init__(self, workdir: Path, keytab: Path, workers: int, extra: Sequence[str] = ()) -> None:
-        self.sock = workdir / f"bench-{workers}.sock"
+        self.sock = workdir / f"d{workers}.sock"   # short: a Unix socket's path holds at most 107 bytes
         self.log = workdir / f"bench-{workers}.log"
+        if len(os.fsencode(self.sock)) > SUN_PATH_MAX:
+            raise RuntimeError(f"the sidecar's socket path {self.sock} is longer than a Unix socket allows "
+                               f"({SUN_PATH_MAX} bytes): use a shorter TMPDIR")
+        metrics = workdir / f"bench-{workers}.metrics"   # not a private dir in $TMPDIR: all under workdir
+        metrics.mkdir(exist_ok=True)
         cmd = [PY, "-m", "fastkrb", "serve", "--keytab", str(keytab), "--socket", str(self.sock), "--workers",
-               str(workers), "--log-file", str(self.log), *extra]
-        self.proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               str(workers), "--log-file", str(self.log), "--metrics-dir", str(metrics), *extra]
+        self.proc = _spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.log.exists() and self.log.read_text().count('"worker_ready"') >= workers:
@@ -44,7 +84,8 @@ class Daemon:
                 break
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"fastkrb serve did not start (log: {self.log})")
+        last = self.log.read_text().strip().splitlines()[-1:] if self.log.exists() else []
+        raise RuntimeError(f"fastkrb serve did not start within 30 s ({last[0][:300] if last else 'no log'})")
 
     def cpu(self) -> float:
         """CPU seconds (user + system) the workers have used so far."""
@@ -60,12 +101,7 @@ class Daemon:
         return total
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _end_group(self.proc, grace=30.0)
 
     def __enter__(self) -> Daemon:
         return self
@@ -76,12 +112,15 @@ class Daemon:
 
 def load(sock: Path, keytab: Path, *args: str) -> subprocess.Popen[bytes]:
     """Start one load generator process (see fastkrb.capacity.loadgen for its options)."""
-    return subprocess.Popen([PY, "-m", "fastkrb.capacity.loadgen", "--socket", str(sock), "--keytab", str(keytab),
-                             *args], env=_env(), stdout=subprocess.PIPE)
+    return _spawn([PY, "-m", "fastkrb.capacity.loadgen", "--socket", str(sock), "--keytab", str(keytab), *args],
+                  stdout=subprocess.PIPE)
 
 
 def result(p: subprocess.Popen[bytes]) -> dict[str, Any]:
-    out, _ = p.communicate(timeout=600)
+    try:
+        out, _ = p.communicate(timeout=600)
+    finally:
+        _end_group(p)
     if p.returncode != 0:
         raise RuntimeError(f"load generator failed (exit {p.returncode})")
     return json.loads(out)  # type: ignore[no-any-return]
