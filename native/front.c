@@ -85,28 +85,51 @@ static void f32(fk_out *o, double d)    /* struct ">f": rounded to binary32 like
 
 /* -- HTTP request heads ---------------------------------------------------------------------------------- */
 
-/* RFC 9110 §5.6.2 tchar */
-static int is_tchar(uint8_t c)
+/* Byte classes of a request head, one table lookup per byte. */
+#define C_TCHAR 1    /* RFC 9110 §5.6.2 tchar */
+#define C_TARGET 2   /* RFC 3986 origin-form (RFC 9112 §3.2.1): pchar, "/" and "?"; not "#", SP, quotes, braces */
+#define C_VBYTE 4    /* RFC 9110 §5.5 field-value bytes: VCHAR, SP, HTAB. obs-text (0x80-0xFF) is legal but goes
+                      * to Python, which decodes it as Latin-1 on its own terms */
+
+static uint8_t cls[256];
+
+__attribute__((constructor)) static void init_classes(void)   /* at load, before any thread can read it */
 {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    for (int c = 0; c < 256; c++) {
+        uint8_t k = 0;
+        int alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        if (alnum || (c && strchr("!#$%&'*+-.^_`|~", c)))
+            k |= C_TCHAR;
+        if (alnum || (c && strchr("-._~%!$&'()*+,;=:@/?", c)))
+            k |= C_TARGET;
+        if (c == '\t' || (c >= 0x20 && c < 0x7f))
+            k |= C_VBYTE;
+        cls[c] = k;
+    }
 }
 
-/* The request-target characters of RFC 3986's origin-form (RFC 9112 §3.2.1): pchar, "/" and "?". Anything
- * else (a fragment "#", a space, quotes, braces) is left to Python's parser. */
-static int is_target(uint8_t c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return 1;
-    return c != 0 && strchr("-._~%!$&'()*+,;=:@/?", c) != NULL;
-}
+#define IS(c, k) (cls[(uint8_t)(c)] & (k))
 
-/* A header field value's bytes (RFC 9110 §5.5): VCHAR, SP, HTAB. obs-text (0x80-0xFF) is legal but goes to
- * Python, which decodes it as Latin-1 on its own terms. */
-static int is_vbyte(uint8_t c)
+/* Every byte of s[0..n) is a field-value byte (C_VBYTE): eight at a time, one by one only around a byte
+ * that may not be (a control, DEL, obs-text, or a tab, which is allowed). */
+static int vbytes(const uint8_t *s, size_t n)
 {
-    return c == '\t' || (c >= 0x20 && c < 0x7f);
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        /* a byte below 0x20, or from 0x7f up (no false negatives; a false positive is checked below) */
+        if ((((x - 0x20 * ones) & ~x) | ((x + ones) | x)) & highs) {
+            for (size_t j = i; j < i + 8; j++)
+                if (!IS(s[j], C_VBYTE))
+                    return 0;
+        }
+    }
+    for (; i < n; i++)
+        if (!IS(s[i], C_VBYTE))
+            return 0;
+    return 1;
 }
 
 static int ieq(const uint8_t *p, size_t n, const char *lit)   /* case-insensitive ASCII equality */
@@ -122,12 +145,6 @@ static int ieq(const uint8_t *p, size_t n, const char *lit)   /* case-insensitiv
             return 0;
     }
     return 1;
-}
-
-static int is_b64(uint8_t c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '+' || c == '/'
-           || c == '=';
 }
 
 /* An incomplete head that may still become a fast one: only head bytes, every line ended by CRLF
@@ -148,7 +165,7 @@ static int partial_ok(const uint8_t *p, size_t n)
         } else if (c == '\r') {
             if (i + 1 < n && p[i + 1] != '\n')
                 return 0;
-        } else if (!is_vbyte(c)) {
+        } else if (!IS(c, C_VBYTE)) {
             return 0;
         }
     }
@@ -181,7 +198,7 @@ int fk_http_read_head(const uint8_t *p, size_t n, size_t max_head, fk_http_head 
     else
         return FK_HEAD_SLOW_CONN;
     size_t t0 = i;
-    while (i < end && is_target(p[i]))
+    while (i < end && IS(p[i], C_TARGET))
         i++;
     size_t t1 = i;
     if (t1 == t0 || p[t0] != '/' || p[i] != ' ')   /* origin-form only (§3.2.1) */
@@ -204,7 +221,7 @@ int fk_http_read_head(const uint8_t *p, size_t n, size_t max_head, fk_http_head 
     size_t auth_n = 0;
     while (i < end - 2) {
         size_t n0 = i;
-        while (i < end && is_tchar(p[i]))
+        while (i < end && IS(p[i], C_TCHAR))
             i++;
         size_t nlen = i - n0;
         if (nlen == 0 || p[i] != ':')
@@ -213,9 +230,8 @@ int fk_http_read_head(const uint8_t *p, size_t n, size_t max_head, fk_http_head 
         while (p[i] == ' ' || p[i] == '\t')
             i++;
         size_t v0 = i;
-        while (is_vbyte(p[i]))
-            i++;
-        if (p[i] != '\r' || p[i + 1] != '\n')
+        i = (size_t)((const uint8_t *)memchr(p + i, '\r', end - i) - p);   /* found: the head ends in CRLFCRLF */
+        if (p[i + 1] != '\n' || !vbytes(p + v0, i - v0))
             return FK_HEAD_SLOW_CONN;
         size_t v1 = i;
         while (v1 > v0 && (p[v1 - 1] == ' ' || p[v1 - 1] == '\t'))
@@ -303,13 +319,12 @@ int fk_http_read_head(const uint8_t *p, size_t n, size_t max_head, fk_http_head 
     } else {
         return FK_HEAD_SLOW_ONE;       /* /healthz, /metrics, 404 */
     }
-    /* Authorization: Negotiate <base64> (RFC 4559 §4.2; the scheme is case-blind, RFC 9110 §11.1), one space,
-     * only base64 characters: anything else is krb/negotiate.py's to read */
-    if (auth == NULL || auth_n < 11 || !ieq(auth, 9, "negotiate") || auth[9] != ' ')
+    /* Authorization: Negotiate <token> (RFC 4559 §4.2; the scheme is case-blind, RFC 9110 §11.1) with exactly
+     * one space: then krb/negotiate.py's reader (partition at the first space, strip) gives the same bytes,
+     * which the validator reads as base64 (or refuses) the same way. Anything else is that reader's. */
+    if (auth == NULL || auth_n < 11 || !ieq(auth, 9, "negotiate") || auth[9] != ' ' || auth[10] == ' '
+        || auth[10] == '\t')
         return FK_HEAD_SLOW_ONE;
-    for (size_t k = 10; k < auth_n; k++)
-        if (!is_b64(auth[k]))
-            return FK_HEAD_SLOW_ONE;
     h->token.p = auth + 10;
     h->token.n = auth_n - 10;
     return FK_HEAD_FAST;
@@ -598,6 +613,24 @@ static int fmt(fk_out *o, const char *format, ...)
     }
 }
 
+static int dec(fk_out *o, int32_t v)   /* a JSON integer */
+{
+    char tmp[12];
+    int k = 0;
+    uint32_t u = v < 0 ? 0u - (uint32_t)v : (uint32_t)v;
+    do {
+        tmp[k++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (fk_out_reserve(o, 12) != 0)
+        return -1;
+    if (v < 0)
+        o->p[o->n++] = '-';
+    while (k)
+        o->p[o->n++] = (uint8_t)tmp[--k];
+    return 0;
+}
+
 int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double latency, double now, fk_buf peer,
                           fk_buf xff)
 {
@@ -615,13 +648,14 @@ int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double late
         || APPENDS(o, "\"event\":\"decision\",\"outcome\":\"accepted\",\"code\":\"ok\",\"client\":\"") != 0
         || json_str(o, names, f->client_n, 0) != 0 || APPENDS(o, "\",\"server\":\"") != 0
         || json_str(o, names + f->client_n, f->server_n, 0) != 0
-        || fmt(o, "\",\"enctype\":%d,\"kvno\":%d,\"frontend\":\"%s\",\"worker\":", (int)r->req.tkt_etype,
-               (int)r->key->kvno, http ? "http" : "wire") != 0)
-        return -1;
-    if (f->worker < 0 ? APPENDS(o, "null") : fmt(o, "%d", f->worker))
-        return -1;
-    if (fmt(o, ",\"mutual\":%s,\"skew\":%.3f,", r->mutual ? "true" : "false", r->skew_seconds) != 0
-        || fmt(o, "\"latency_us\":%.1f,\"peer\":\"", latency * 1e6) != 0 || append(o, peer.p, peer.n) != 0)
+        || APPENDS(o, "\",\"enctype\":") != 0 || dec(o, r->req.tkt_etype) != 0 || APPENDS(o, ",\"kvno\":") != 0
+        || dec(o, (int32_t)r->key->kvno) != 0   /* AuthResult.kvno is a C int */
+        || APPENDS(o, ",\"frontend\":\"") != 0 || append(o, http ? "http" : "wire", 4) != 0
+        || APPENDS(o, "\",\"worker\":") != 0
+        || (f->worker < 0 ? APPENDS(o, "null") : dec(o, f->worker)) != 0
+        || fmt(o, ",\"mutual\":%s,\"skew\":%.3f,\"latency_us\":%.1f,\"peer\":\"", r->mutual ? "true" : "false",
+               r->skew_seconds, latency * 1e6) != 0
+        || append(o, peer.p, peer.n) != 0)
         return -1;
     if (xff.p != NULL) {   /* http.py: f"{peer} for={xff.decode('latin-1')[:200]}" */
         if (APPENDS(o, " for=") != 0 || json_str(o, xff.p, xff.n < 200 ? xff.n : 200, 1) != 0)

@@ -224,8 +224,8 @@ cdef class NativeFront:
                     if rc == 0:
                         lat = _clock(CLOCK_MONOTONIC) - t0
                         fk_front_observe(&self.f, &r, lat)
-                        if self.f.log_decisions and fk_front_log_accepted(&self.f, &r, 0, lat, _clock(CLOCK_REALTIME),
-                                                                          pj, noxff) < 0:
+                        if self.f.log_decisions and fk_front_log_accepted(&self.f, &r, 0, lat, now + lat, pj,
+                                                                          noxff) < 0:
                             raise MemoryError()
                         acc = True
                     else:
@@ -301,8 +301,8 @@ cdef class NativeFront:
                             raise MemoryError()
                         lat = _clock(CLOCK_MONOTONIC) - t0
                         fk_front_observe(&self.f, &r, lat)
-                        if self.f.log_decisions and fk_front_log_accepted(&self.f, &r, 1, lat, _clock(CLOCK_REALTIME),
-                                                                          pj, h.xff) < 0:
+                        if self.f.log_decisions and fk_front_log_accepted(&self.f, &r, 1, lat, now + lat, pj,
+                                                                          h.xff) < 0:
                             raise MemoryError()
                         acc = True
                         if close:
