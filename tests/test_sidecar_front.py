@@ -6,11 +6,14 @@ log lines and the counters are compared. Pipelined mixes are also cut at every b
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import random
 import re
+import signal
 import struct
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from fastkrb.sidecar.http import HttpHandler
 from fastkrb.sidecar.log import JsonLog
 from fastkrb.sidecar.metrics import Stats
 from fastkrb.sidecar.policies import PolicyBook
+from support.sidecar import Sidecar, recv_all
 
 NOW = float(int(time.time()))
 SPN = "HTTP/api.example.test@EXAMPLE.TEST"
@@ -186,8 +190,7 @@ def _raw(t: testing.Minted | bytes) -> bytes:
 
 
 def _b64(t: testing.Minted | bytes) -> bytes:
-    return (t.header if isinstance(t, testing.Minted) else "Negotiate " + __import__("base64").b64encode(t).decode()
-            ).encode()
+    return (t.header if isinstance(t, testing.Minted) else "Negotiate " + base64.b64encode(t).decode()).encode()
 
 
 _ACC = struct.Struct(">HHIIIBddddfHHHHBH")
@@ -481,3 +484,45 @@ def test_native_lines_keep_their_order_and_survive_close(pair: Any, keytab: Path
     assert [(d["outcome"], d["code"]) for d in lines] == [("accepted", "ok"), ("rejected", "malformed"),
                                                           ("accepted", "ok")]
     assert lines[0]["peer"] == "127.0.0.1:5555" and lines[2]["frontend"] == "wire"
+
+
+# -- a real daemon ----------------------------------------------------------------------------------------
+
+def test_daemon_counts_logs_and_drains_native_decisions(tmp_path: Path, keytab: Path) -> None:
+    """A real `fastkrb serve`: /metrics counts what the native path accepted (binary and HTTP), and SIGTERM in
+    the middle of a pipelined batch loses no decision line."""
+    wall = time.clock_gettime(time.CLOCK_REALTIME) + 1   # time.time is this module's fixed clock; the daemon's is not
+    m = testing.mint(Keytab.load(keytab), now=wall, rng=random.Random(21))
+    toks = m.variants(2300, now=wall)
+    sc = Sidecar(tmp_path, keytab).start()
+    try:
+        s = sc.connect()
+        s.sendall(b"".join(protocol.encode_validate(i + 1, t) for i, t in enumerate(toks[:200])))
+        got = b""
+        while len(protocol.split_frames(got, 1 << 20)[0]) < 200:
+            got += s.recv(65536)
+        s.close()
+        assert {k for k, _, _ in protocol.iter_frames(got, 1 << 20)} == {protocol.ACCEPTED}
+        for t in toks[200:300]:
+            status, _, _ = sc.http("GET", "/auth", {"Authorization": "Negotiate " + base64.b64encode(t).decode()})
+            assert status == 200
+        status, _, body = sc.http("GET", "/metrics")
+        assert status == 200
+        assert b'fastkrb_decisions_total{code="ok",outcome="accepted"} 300.0' in body
+        assert b"fastkrb_validation_seconds_count 300.0" in body
+        assert b"fastkrb_clock_skew_seconds_count 300.0" in body
+        s = sc.connect()
+        rest = b"".join(protocol.encode_validate(i + 1, t) for i, t in enumerate(toks[300:]))
+        sender = threading.Thread(target=s.sendall, args=(rest,))   # the server pushes back: read meanwhile
+        sender.start()
+        first = s.recv(65536)
+        sc.signal(signal.SIGTERM)   # while most of the batch is still unread or unanswered
+        data = first + recv_all(s)
+        sender.join(30)
+        s.close()
+        assert [k for k, _, _ in protocol.iter_frames(data, 1 << 20)].count(protocol.ACCEPTED) == 2000
+    finally:
+        assert sc.stop() == 0
+    decisions = [e for e in sc.events() if e.get("event") == "decision"]
+    assert len(decisions) == 2300 and all(e["outcome"] == "accepted" for e in decisions)
+    assert sum(e["frontend"] == "http" for e in decisions) == 100
