@@ -5,6 +5,7 @@ ones: a replay cache accepts each once), so the measurement is the sidecar's, no
 
     python -m fastkrb.capacity.loadgen --socket S --keytab KT --mode wire --connections 4 --depth 64 --seconds 5
     python -m fastkrb.capacity.loadgen ... --mode http --connections 64 --seconds 5    # keep-alive, 1 in flight
+    python -m fastkrb.capacity.loadgen ... --mode http --shape nginx ...               # nginx's full subrequest
     python -m fastkrb.capacity.loadgen ... --mode wire --rate 25000 --seconds 5        # open loop: latency
     python -m fastkrb.capacity.loadgen ... --mode garbage-wire --seconds 5             # flood of malformed tokens
 
@@ -54,9 +55,35 @@ def wire_frames(tokens: list[bytes]) -> list[tuple[int, bytes]]:
     return [(i + 1, protocol.encode_validate(i + 1, t)) for i, t in enumerate(tokens)]
 
 
-def http_requests(tokens: list[bytes]) -> list[tuple[int, bytes]]:
-    return [(i + 1, b"GET /auth HTTP/1.1\r\nHost: sidecar\r\nX-Original-URI: /api/things\r\nAuthorization: Negotiate "
-             + base64.b64encode(t) + b"\r\n\r\n") for i, t in enumerate(tokens)]
+#: What nginx's auth_request sends for a browser's page request (deploy/nginx/fastkrb.conf): the headers of the
+#: original request it forwards (a current Chrome's), its own X-Original-URI and the browser's token.
+NGINX_HEAD = (b"GET /auth HTTP/1.1\r\n"
+              b"Host: app.example.test\r\n"
+              b"X-Original-URI: /reports/2026/q4?view=summary&sort=desc\r\n"
+              b"X-Forwarded-For: 192.0.2.17\r\n"
+              b"Connection: keep-alive\r\n"
+              b"sec-ch-ua: \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"\r\n"
+              b"sec-ch-ua-mobile: ?0\r\n"
+              b"sec-ch-ua-platform: \"Linux\"\r\n"
+              b"Upgrade-Insecure-Requests: 1\r\n"
+              b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              b"Chrome/131.0.0.0 Safari/537.36\r\n"
+              b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,"
+              b"*/*;q=0.8,application/signed-exchange;v=b3;q=0.7\r\n"
+              b"Sec-Fetch-Site: same-origin\r\n"
+              b"Sec-Fetch-Mode: navigate\r\n"
+              b"Sec-Fetch-Dest: document\r\n"
+              b"Referer: https://app.example.test/reports/2026/q3\r\n"
+              b"Accept-Encoding: gzip, deflate, br, zstd\r\n"
+              b"Accept-Language: en-US,en;q=0.9,de;q=0.8\r\n"
+              b"Cookie: session=6f1c0b2a9e4d4f0b8a1e2d3c4b5a6978; theme=dark; _ga=GA1.2.1234567890.1700000000\r\n")
+
+
+def http_requests(tokens: list[bytes], shape: str = "minimal") -> list[tuple[int, bytes]]:
+    """``minimal``: the three headers a hand-written client sends; ``nginx``: NGINX_HEAD's nineteen."""
+    head = NGINX_HEAD if shape == "nginx" else b"GET /auth HTTP/1.1\r\nHost: sidecar\r\nX-Original-URI: /api/things\r\n"
+    return [(i + 1, head + b"Authorization: Negotiate " + base64.b64encode(t) + b"\r\n\r\n")
+            for i, t in enumerate(tokens)]
 
 
 class Stats:
@@ -196,8 +223,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     else:
         tokens = make_tokens(a.keytab, total, a.client)
     t_mint = time.perf_counter() - t_mint
-    make = http_requests if a.mode.endswith("http") else wire_frames
-    work = make(tokens)
+    work = http_requests(tokens, a.shape) if a.mode.endswith("http") else wire_frames(tokens)
     del tokens
     per = [work[i::a.connections] for i in range(a.connections)]
     for w in per:
@@ -280,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keytab", help="the sidecar's keytab (to mint valid tokens)")
     p.add_argument("--client", default="alice@EXAMPLE.TEST")
     p.add_argument("--mode", choices=["wire", "http", "garbage-wire", "garbage-http"], default="wire")
+    p.add_argument("--shape", choices=["minimal", "nginx"], default="minimal",
+                   help="HTTP: the request head (nginx: the headers auth_request forwards from a browser)")
     p.add_argument("--connections", type=int, default=4)
     p.add_argument("--depth", type=int, default=32, help="requests in flight per connection (closed loop)")
     p.add_argument("--rate", type=float, default=0.0, help="open loop: requests per second")

@@ -6,11 +6,18 @@ text) and is answered ACCEPTED_EX, with the PAC identity when asked for, or REJE
 the policy refuses the client). With a network
 replay cache (Redis) a frame's answer may come later than the next one's: the request id pairs them.
 Bytes that are not this protocol get one PROTOCOL_ERROR frame, then the connection is closed.
+
+With the native request path (``ctx.front``, a ``_native.NativeFront``) a chunk goes to C first: it answers
+VALIDATE and policy-less VALIDATE_EX frames itself, with the same bytes as below, and hands back, in frame
+order, what needs this module: a rejection (``_native_rejected``), an acceptance whose answer needs the
+AuthResult (``_native_accepted``: a PAC identity to send), and every other frame (``_feed``, this module's
+own parser and answers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING, Any
 
 from fastkrb.errors import InternalError, KerberosError
@@ -27,12 +34,15 @@ __all__ = ["WireHandler"]
 class WireHandler:
     """Splits frames, answers them; keeps at most one partial frame."""
 
-    __slots__ = ("buf", "conn", "ctx")
+    __slots__ = ("buf", "conn", "ctx", "front", "peer_json")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.ctx = conn.ctx
         self.buf = b""
+        self.front = conn.ctx.front
+        # the peer as the decision log writes it (a JSON string body), for the native path's log lines
+        self.peer_json = json.dumps(conn.peer, ensure_ascii=False)[1:-1].encode()
 
     def idle(self) -> bool:
         return not self.buf
@@ -41,6 +51,54 @@ class WireHandler:
         self.conn.wbuf.append(protocol.encode_protocol_error(0, "request not complete within the timeout"))
 
     def feed(self, data: bytes) -> None:
+        front = self.front
+        if front is None:
+            self._feed(data)
+            return
+        conn = self.conn
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        used = front.wire(self, data, conn.wbuf, conn, self.peer_json)
+        if used == -2:   # the validator in service needs Python (never with the sidecar's own replay caches)
+            self._feed(data)
+            return
+        if used >= 0:
+            self.buf = data[used:] if used < len(data) else b""
+            conn.partial_since = (conn.partial_since or self.ctx.now) if self.buf else 0.0
+
+    def _native_rejected(self, rid: int, exc: Any, latency: float, flags: int) -> None:
+        """A rejection the native path decided: counted, logged and answered as decide()'s would be."""
+        engine = self.ctx.engine
+        peer = self.conn.peer
+        res = (engine._rejected(exc, latency, peer, "wire") if isinstance(exc, KerberosError)
+               else engine._internal(exc, latency, peer, "wire"))
+        if flags < 0:
+            self._answer_v1(rid, res)
+        else:
+            self._answer(rid, res, None, flags)
+
+    def _native_accepted(self, rid: int, res: Any, latency: float, flags: int) -> None:
+        """An acceptance the native path could not answer alone (the identity block, a name not UTF-8)."""
+        res = self.ctx.engine._accepted(res, latency, self.conn.peer, "wire")
+        if flags < 0:
+            self._answer_v1(rid, res)
+        else:
+            self._answer(rid, res, None, flags)
+
+    def _answer_v1(self, rid: int, res: Any) -> None:
+        """The answer to a VALIDATE: ACCEPTED or REJECTED."""
+        conn = self.conn
+        if isinstance(res, KerberosError):
+            conn.wbuf.append(protocol.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
+            conn.verdict(res.code == "malformed")
+        else:
+            conn.wbuf.append(protocol.encode_accepted(rid, res))
+            if conn.bad:
+                conn.verdict(False)
+
+    def _feed(self, data: bytes) -> None:
+        """Python's path: every complete frame of ``data`` (after a partial one kept from before)."""
         conn = self.conn
         ctx = self.ctx
         if self.buf:
@@ -64,14 +122,7 @@ class WireHandler:
                 if engine.is_async:
                     self._later(rid, token, cb)
                     continue
-                res = engine.decide(token, cb, peer, "wire")
-                if isinstance(res, KerberosError):
-                    out.append(protocol.encode_rejected(rid, res.code, res.cause, res.fix, res.to_dict()["details"]))
-                    conn.verdict(res.code == "malformed")
-                else:
-                    out.append(protocol.encode_accepted(rid, res))
-                    if conn.bad:
-                        conn.verdict(False)
+                self._answer_v1(rid, engine.decide(token, cb, peer, "wire"))
             elif kind == protocol.VALIDATE_EX:
                 try:
                     req = protocol.decode_validate_ex(data[a:b])

@@ -68,6 +68,7 @@ class ServerConfig:
     group_names: str | None = None           # the SID -> name map file (fastkrb groups sync), reloaded on change
     remote_groups: str = "off"               # X-Remote-Groups: "sid", "name" or "off"
     dev: bool = False                        # a dev run: a `fastkrb dev init` keytab may be served
+    native_front: bool = True                # the common requests answered in C (sidecar/conn.py); off: Python's path
     policies: dict[str, dict[str, list[str]]] = field(default_factory=dict)   # [policies.NAME] tables
     check: bool = False
 
@@ -207,9 +208,11 @@ _OPTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
                               "group names in policies, and X-Remote-Groups names"),
     "remote_groups": (_remote_groups, "X-Remote-Groups on success: sid, name or off (default off)"),
     "dev": (_bool, "a dev run: permit a `fastkrb dev init` keytab (refused otherwise: its keys are throwaway)"),
+    "native_front": (_bool, "answer the common requests in native code, the rest in Python (default true; the "
+                            "answers are the same either way)"),
 }
 _LISTS = {"principals", "allowed_realms", "allow_uids", "allow_gids", "enctypes"}
-_BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions", "dev"}
+_BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions", "dev", "native_front"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

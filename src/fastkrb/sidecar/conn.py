@@ -67,6 +67,8 @@ class WorkerContext:
         self.draining = False
         self.now = loop.time()
         self.max_frame = cfg.max_request_size + 8192   # room for channel bindings and the frame header
+        # the native request path (_native.NativeFront) both front doors hand their chunks to, or None
+        self.front: Any = engine.native_front(self.max_frame, cfg.max_request_size) if cfg.native_front else None
 
     def sweep(self) -> None:
         """Once a second: close connections past their request or idle timeout."""

@@ -11,9 +11,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from fastkrb import _native
 from fastkrb.errors import Forbidden, InternalError, KerberosError
 from fastkrb.sidecar.log import JsonLog
-from fastkrb.sidecar.metrics import Stats
+from fastkrb.sidecar.metrics import LATENCY_BUCKETS, SKEW_BUCKETS, Stats
 
 if TYPE_CHECKING:
     from fastkrb.policy import Policy
@@ -38,6 +39,22 @@ class Engine:
         # connection pool is smaller. Beyond this many concurrent round trips, requests wait their turn
         # (they are answered later, not refused).
         self._slots: asyncio.Semaphore | None = asyncio.Semaphore(max_inflight) if is_async else None
+
+    def native_front(self, max_frame: int, max_head: int) -> Any:
+        """The native request path (``_native.NativeFront``) for this engine, or None where every request needs
+        Python anyway: a network replay cache (awaited), a validator with its own policy, or one that is not
+        fastkrb's. Its decisions are counted into ``stats`` and logged through ``log`` as this engine's are."""
+        if self.is_async or getattr(self.validator, "policy", None) is not None:
+            return None
+        if not isinstance(getattr(self.validator, "_native", None), _native.NativeValidator):
+            return None
+        front = _native.NativeFront(self.validator, LATENCY_BUCKETS, SKEW_BUCKETS, self.log.worker,
+                                    self.log.decisions, max_frame, max_head, self.log, self.log.max_batch)
+        if not front.usable:
+            return None
+        self.stats.attach(front)
+        self.log.attach(front)
+        return front
 
     def decide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str,
                policy: Policy | None = None) -> Any:

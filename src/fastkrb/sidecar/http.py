@@ -20,6 +20,14 @@ and is never read.
 
 ``/healthz`` (200 ready / 503 not) and ``/metrics`` (Prometheus text). Parsing is httptools (llhttp).
 The token is never echoed: no response and no log line contains it.
+
+With the native request path (``ctx.front``, a ``_native.NativeFront``) a chunk goes to C first: it reads the
+heads of plain ``GET``/``HEAD /auth`` requests with one Negotiate token (strictly, RFC 9112: when in doubt it
+leaves the head to httptools) and answers their acceptance with the same bytes as ``_answer``. It hands back,
+in request order, rejections (``_native_rejected``), acceptances that need the AuthResult
+(``_native_accepted``: PAC identity headers), every other complete bodiless head (``_slow_head``: httptools
+answers it here, as always) and anything it does not read at all (``_slow_rest``: httptools takes the rest of
+the connection).
 """
 
 from __future__ import annotations
@@ -161,12 +169,15 @@ def _rejection(exc: KerberosError, close: bool) -> bytes:
 class HttpHandler:
     """httptools callbacks for one connection; answers in request order."""
 
-    __slots__ = ("auth", "body_size", "conn", "ctx", "head_raw", "head_size", "in_head", "parser", "pending",
-                 "refuse", "url", "xff")
+    __slots__ = ("auth", "body_size", "buf", "conn", "ctx", "front", "head_raw", "head_size", "in_head", "parser",
+                 "peer_json", "pending", "refuse", "url", "xff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.ctx = conn.ctx
+        self.front = conn.ctx.front   # None: httptools reads everything (also once _slow_rest handed it over)
+        self.buf = b""                # the native path's partial head
+        self.peer_json = json.dumps(conn.peer, ensure_ascii=False)[1:-1].encode()
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.auth: bytes | None = None
@@ -181,6 +192,49 @@ class HttpHandler:
     # -- feeding ----------------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        front = self.front
+        if front is None:
+            self._feed(data)
+            return
+        conn = self.conn
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        used = front.http(self, data, conn.wbuf, conn, self.peer_json, self.ctx.draining)
+        if used == -2:   # the validator in service needs Python (never with the sidecar's own replay caches)
+            self._slow_rest(data)
+        elif used >= 0:
+            self.buf = data[used:] if used < len(data) else b""
+            conn.partial_since = (conn.partial_since or self.ctx.now) if self.buf else 0.0
+
+    def _slow_head(self, head: bytes) -> None:
+        """One complete, bodiless request head the native path leaves to httptools (/healthz, a policy, ...)."""
+        self._feed(head)
+
+    def _slow_rest(self, data: bytes) -> None:
+        """The rest of the connection is httptools' (a body, an upgrade, a head the native path does not read)."""
+        self.front = None
+        self._feed(data)
+
+    def _peer(self, xff: bytes | None) -> str:
+        conn = self.conn
+        return conn.peer if xff is None else f"{conn.peer} for={xff.decode('latin-1')[:200]}"
+
+    def _native_rejected(self, exc: Any, latency: float, close: bool, xff: bytes | None) -> None:
+        """A rejection the native path decided: counted, logged and answered as decide()'s would be."""
+        engine = self.ctx.engine
+        peer = self._peer(xff)
+        res = (engine._rejected(exc, latency, peer, "http") if isinstance(exc, KerberosError)
+               else engine._internal(exc, latency, peer, "http"))
+        self._emit(self._answer(res, close), close)
+
+    def _native_accepted(self, res: Any, latency: float, close: bool, xff: bytes | None) -> None:
+        """An acceptance the native path could not answer alone (PAC identity headers, a name not UTF-8)."""
+        res = self.ctx.engine._accepted(res, latency, self._peer(xff), "http")
+        self._emit(self._answer(res, close), close)
+
+    def _feed(self, data: bytes) -> None:
+        """httptools' path: parse ``data``, answer every complete request (callbacks below)."""
         conn = self.conn
         try:
             self.parser.feed_data(data)
@@ -209,7 +263,7 @@ class HttpHandler:
         self._emit(_response(status, [b"Content-Type: application/json\r\n"], body, True), True)
 
     def idle(self) -> bool:
-        return not self.in_head and not self.pending
+        return not self.in_head and not self.pending and not self.buf
 
     def timeout(self) -> None:
         if self.in_head or self.conn.partial_since:

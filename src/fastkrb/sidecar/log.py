@@ -38,6 +38,17 @@ class JsonLog:
         # (client, server, enctype, kvno, frontend) -> the constant middle of an accepted line
         self._static: dict[tuple[Any, ...], str] = {}
         self._peers: dict[str, str] = {}   # peer -> its JSON string
+        self._native: Any = None           # a NativeFront: decision lines it formatted, taken in order
+
+    def attach(self, front: Any) -> None:
+        """Also write the lines of the native request path (``_native.NativeFront``), which formats accepted
+        decisions in C; they are taken before every line of ours, so the file keeps the order of decisions."""
+        self._native = front
+
+    def _take(self) -> None:
+        front = self._native
+        if front is not None and front.log_lines:
+            self._buf.append(front.take_log().decode())
 
     def _time(self, now: float) -> str:
         sec = int(now)
@@ -60,6 +71,7 @@ class JsonLog:
             mid = _dumps(line)[1:-1]
             self._static[key] = mid
         now = time.time()
+        self._take()
         pj = self._peers.get(peer)
         if pj is None:
             if len(self._peers) > 4096:
@@ -79,6 +91,7 @@ class JsonLog:
                                 "peer": peer, "cause": cause}
         if code == "replay":
             line["first_seen_ago"] = details.get("first_seen_ago")
+        self._take()
         self._buf.append(_dumps(line) + "\n")
         if len(self._buf) >= self.max_batch:
             self.flush()
@@ -94,17 +107,20 @@ class JsonLog:
                                 "cause": cause}
         if details.get("user_sid"):
             line["user_sid"] = details["user_sid"]
+        self._take()
         self._buf.append(_dumps(line) + "\n")
         if len(self._buf) >= self.max_batch:
             self.flush()
 
     def event(self, event: str, level: str = "info", **fields: Any) -> None:
         """A lifecycle line (start, reload, drain, errors); written at once."""
+        self._take()
         self._buf.append(_dumps({"time": self._time(time.time()), "event": event, "level": level,
                                  "worker": self.worker, **fields}) + "\n")
         self.flush()
 
     def flush(self) -> None:
+        self._take()
         if not self._buf:
             return
         data = "".join(self._buf).encode()

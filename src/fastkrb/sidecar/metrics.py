@@ -38,6 +38,11 @@ class _Hist:
         self.counts[bisect.bisect_left(self.bounds, v)] += 1
         self.sum += v
 
+    def add(self, counts: list[int], total: float) -> None:
+        """Counts observed elsewhere (the native path) over the same bounds."""
+        self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+        self.sum += total
+
     def dump(self) -> dict[str, Any]:
         return {"counts": self.counts, "sum": self.sum}
 
@@ -60,6 +65,7 @@ class Stats:
         self.policies: dict[str, int] = {}       # "policy|outcome" -> count (allowed, forbidden)
         self.gauges: dict[str, float] = {}       # set by the app before each snapshot
         self.kvnos: dict[str, int] = {}          # principal -> newest kvno in the loaded keytab
+        self._native: Any = None                 # a NativeFront: its counters are folded in at snapshot time
         if directory:
             self._resume()
 
@@ -78,6 +84,21 @@ class Stats:
         self.latency.load(d.get("latency", {}))
         self.skew.load(d.get("skew", {}))
 
+    def attach(self, front: Any) -> None:
+        """Count the native request path's decisions too (``_native.NativeFront``: it keeps its counters in C
+        and hands them over here, at every snapshot, so no per-request Python runs for them)."""
+        self._native = front
+
+    def fold(self) -> None:
+        """Move the native path's counters into these (before anything reads them)."""
+        if self._native is None:
+            return
+        accepted, lat, lat_sum, skew, skew_sum = self._native.take_stats()
+        if accepted:
+            self.decisions["accepted|ok"] = self.decisions.get("accepted|ok", 0) + accepted
+            self.latency.add(lat, lat_sum)
+            self.skew.add(skew, skew_sum)
+
     def decision(self, outcome: str, code: str, latency: float | None) -> None:
         k = outcome + "|" + code
         self.decisions[k] = self.decisions.get(k, 0) + 1
@@ -93,6 +114,7 @@ class Stats:
         self.events[k] = self.events.get(k, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
+        self.fold()
         return {"slot": self.slot, "pid": os.getpid(), "time": time.time(), "decisions": self.decisions,
                 "events": self.events, "policies": self.policies, "latency": self.latency.dump(),
                 "skew": self.skew.dump(), "gauges": self.gauges, "kvnos": self.kvnos}
