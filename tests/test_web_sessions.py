@@ -294,3 +294,41 @@ def test_off_by_default(mit_lab: Any, kind: str, cookies: SessionCookies) -> Non
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Negotiate"
         ok = get(port, negotiate_header(mit_lab))
         assert ok.status_code == 200 and not set_cookies(ok)
+
+
+def test_a_token_route_in_fastapi(mit_lab: Any) -> None:
+    """The docs' /token route (docs/sessions.md): POST with Negotiate returns a bearer token; the token then
+    authenticates GETs through the same middleware, and a session cookie cannot be exchanged for one."""
+    from fastapi import FastAPI, HTTPException
+
+    key = new_signing_key()
+    issuer = TokenIssuer([key], issuer=ISSUER, audience=AUDIENCE, ttl=120)
+    cookies = SessionCookies([new_session_key()], CookieSettings(secure=False))
+    api = FastAPI()
+
+    @api.post("/token")
+    async def token(request: Request) -> dict[str, Any]:
+        if request.scope[VIA_KEY] != "negotiate":
+            raise HTTPException(401, headers={"WWW-Authenticate": "Negotiate"})
+        return issuer.issue(request.scope["fastkrb"]).to_dict()
+
+    @api.get("/")
+    async def who(request: Request) -> dict[str, str]:
+        return {"user": request.user.principal, "via": request.user.via}
+
+    v = service_validator(mit_lab)
+    api.add_middleware(fk_asgi.NegotiateMiddleware, validator=v, sessions=cookies,
+                       bearer=TokenVerifier([key], issuer=ISSUER, audience=AUDIENCE))
+    with uvicorn_server(api) as port:
+        url = f"http://127.0.0.1:{port}"
+        r = httpx.post(f"{url}/token", headers={"Authorization": negotiate_header(mit_lab)}, timeout=30)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["token_type"] == "Bearer" and 110 <= doc["expires_in"] <= 120
+        session = the_cookie(r, "fastkrb_session").value
+        for _ in range(2):
+            me = httpx.get(url, headers={"Authorization": f"Bearer {doc['access_token']}"}, timeout=30)
+            assert me.json() == {"user": mit_lab.realm.user, "via": "bearer"}
+        assert httpx.post(f"{url}/token", headers={"Cookie": f"fastkrb_session={session}"},
+                          timeout=30).status_code == 401
+    assert v.calls == 1
