@@ -1,5 +1,6 @@
 """What the ASGI, WSGI and aiohttp middleware share: reading the header, the identity, the 401 and 403 answers
-(:func:`refusal` builds them once for all three), the rejection log, which policy guards a path.
+(:func:`refusal` builds them once for all three), the rejection log, which policy guards a path, and
+:class:`Gate`: the session cookie, bearer token and challenge-rule options (off by default, docs/sessions.md).
 
 Kept free of any framework import, and cheap: the success path of a request touches only
 ``fastkrb.krb.negotiate.negotiate_token`` and ``KerberosUser``; a refusal may cost what it likes.
