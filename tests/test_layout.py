@@ -16,7 +16,7 @@ PKG = SRC / "fastkrb"
 FLOORS = {
     "_native": 0, "errors": 0, "enctypes": 0, "files": 0,
     "krb": 1, "replay": 1,
-    "keytab": 2, "diagnose": 2, "validator": 2, "testing": 2, "policy": 2, "groups": 2, "sessions": 2,
+    "keytab": 2, "diagnose": 2, "validator": 2, "testing": 2, "policy": 2, "groups": 2, "sessions": 2, "challenge": 2,
     "client": 3, "sidecar": 3, "web": 3,
     "tools": 4, "capacity": 4, "__main__": 4,
 }

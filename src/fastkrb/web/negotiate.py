@@ -1,5 +1,6 @@
 """What the ASGI, WSGI and aiohttp middleware share: reading the header, the identity, the 401 and 403 answers
-(:func:`refusal` builds them once for all three), the rejection log, which policy guards a path.
+(:func:`refusal` builds them once for all three), the rejection log, which policy guards a path, and
+:class:`Gate`: the session cookie, bearer token and challenge-rule options (off by default, docs/sessions.md).
 
 Kept free of any framework import, and cheap: the success path of a request touches only
 ``fastkrb.krb.negotiate.negotiate_token`` and ``KerberosUser``; a refusal may cost what it likes.
@@ -21,29 +22,43 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from fastkrb.challenge import ChallengeRule, Fallback, Offer
 from fastkrb.errors import Forbidden, KerberosError
 
-__all__ = ["KerberosUser", "KerberosCredentials", "PathMatcher", "PolicyRouter", "Refusal", "RejectionLog",
-           "SCOPE_KEY", "challenge_body", "forbidden_body", "log", "log_challenge", "log_rejection", "refusal",
-           "rejection_log", "remote_user", "wants_json"]
+if TYPE_CHECKING:
+    from fastkrb.sessions.bearer import TokenVerifier
+    from fastkrb.sessions.cookie import SessionCookies
+
+__all__ = ["Gate", "KerberosUser", "KerberosCredentials", "PathMatcher", "PolicyRouter", "Refusal", "RejectionLog",
+           "SCOPE_KEY", "VIA_KEY", "Via", "challenge_body", "fallback_refusal", "forbidden_body", "log",
+           "log_challenge", "log_rejection", "refusal", "rejection_log", "remote_user", "wants_json"]
 
 log = logging.getLogger("fastkrb.http")
 
 #: Where each integration caches the AuthResult of the request (ASGI scope, WSGI environ, aiohttp request),
 #: so a framework that re-enters (sub-applications, internal redirects) never validates the token twice.
+#: With sessions or bearer tokens on it holds a :class:`fastkrb.sessions.principal.Principal` instead.
 SCOPE_KEY = "fastkrb"
+#: Where each integration says how the request was authenticated (ASGI scope, WSGI environ; aiohttp: ``VIA``).
+VIA_KEY = "fastkrb.via"
+
+Via = Literal["negotiate", "session", "bearer"]
 
 
 class KerberosUser:
-    """The authenticated client; also a Starlette ``BaseUser`` (is_authenticated, display_name, identity)."""
+    """The authenticated client; also a Starlette ``BaseUser`` (is_authenticated, display_name, identity).
 
-    __slots__ = ("principal", "result")
+    ``result`` is the ``AuthResult`` of a Negotiate token, or the :class:`~fastkrb.sessions.principal.Principal`
+    of a session cookie or bearer token; ``via`` says which (``negotiate``, ``session``, ``bearer``)."""
 
-    def __init__(self, result: Any) -> None:
+    __slots__ = ("principal", "result", "via")
+
+    def __init__(self, result: Any, via: Via = "negotiate") -> None:
         self.result = result
         self.principal: str = result.client
+        self.via: Via = via
 
     @property
     def is_authenticated(self) -> bool:
@@ -246,7 +261,8 @@ def forbidden_body(exc: Forbidden, expose: bool, as_json: bool = True) -> bytes:
     return json.dumps(body).encode()
 
 
-def refusal(exc: KerberosError | None, expose: bool, accept: str | None, token: str | bytes | None = None) -> Refusal:
+def refusal(exc: KerberosError | None, expose: bool, accept: str | None, token: str | bytes | None = None,
+            extra: tuple[tuple[str, str], ...] = ()) -> Refusal:
     """The answer to a request refused with ``exc`` (None: no token), in JSON if ``accept`` asks for it.
 
     401 with ``WWW-Authenticate: Negotiate`` (and ``X-Auth-Error: <code>`` for a refused token); when the
@@ -255,18 +271,32 @@ def refusal(exc: KerberosError | None, expose: bool, accept: str | None, token: 
     client's GSS library names the reason ("Clock skew too great") instead of a generic failure. 403 with
     ``X-Auth-Error: forbidden`` and no challenge for a client a policy refuses (it authenticated; a new token
     would not change the answer). ``nosniff``: the cause may quote names from the ticket, and the text must
-    stay text.
+    stay text. A refused bearer token is answered ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750
+    §3.1). ``extra`` headers (Set-Cookie) are appended.
     """
     as_json = wants_json(accept)
     ctype = ("Content-Type", _JSON_TYPE if as_json else _TEXT_TYPE)
     nosniff = ("X-Content-Type-Options", "nosniff")
     if isinstance(exc, Forbidden):
-        return Refusal(403, "Forbidden", (ctype, nosniff, ("X-Auth-Error", "forbidden")),
+        return Refusal(403, "Forbidden", (ctype, nosniff, ("X-Auth-Error", "forbidden"), *extra),
                        forbidden_body(exc, expose, as_json))
-    headers: tuple[tuple[str, str], ...] = (("WWW-Authenticate", _challenge(exc, token)), ctype, nosniff)
+    scheme = 'Bearer error="invalid_token"' if exc is not None and exc.code.startswith("bearer_") \
+        else _challenge(exc, token)
+    headers: tuple[tuple[str, str], ...] = (("WWW-Authenticate", scheme), ctype, nosniff)
     if exc is not None:
         headers += (("X-Auth-Error", exc.code),)
-    return Refusal(401, "Unauthorized", headers, challenge_body(exc, expose, as_json))
+    return Refusal(401, "Unauthorized", headers + extra, challenge_body(exc, expose, as_json))
+
+
+_REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect",
+            308: "Permanent Redirect", 401: "Unauthorized", 403: "Forbidden"}
+
+
+def fallback_refusal(fb: Fallback, code: str | None = None, extra: tuple[tuple[str, str], ...] = ()) -> Refusal:
+    """A :class:`~fastkrb.challenge.Fallback` as a Refusal: its status, headers and page, ``X-Auth-Error`` when a
+    token was refused (``code``), and ``extra`` headers."""
+    headers = fb.headers + ((("X-Auth-Error", code),) if code else ()) + extra
+    return Refusal(fb.status, _REASONS.get(fb.status, "Unauthorized"), headers, fb.body)
 
 
 def _challenge(exc: KerberosError | None, token: str | bytes | None) -> str:
@@ -356,14 +386,132 @@ def log_rejection(exc: KerberosError, where: str, *, peer: str | None = None, me
     rejection_log.refused(exc, where, peer=peer, method=method, path=path)
 
 
-def log_challenge(where: str, *, peer: str | None = None, method: str | None = None, path: str | None = None) -> None:
+def log_challenge(where: str, *, peer: str | None = None, method: str | None = None, path: str | None = None,
+                  fallback: Fallback | None = None) -> None:
     """A request without a Negotiate token, answered with the challenge: the normal first request of a browser,
-    so DEBUG."""
-    if log.isEnabledFor(logging.DEBUG):
+    so DEBUG. With ``fallback`` the challenge rule withheld the offer, and the line says why."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    facts = {"event": "challenged", "status": 401, "where": where, "method": method, "path": path, "peer": peer}
+    if fallback is None:
         log.debug("fastkrb: challenged %s (%s): no Authorization: Negotiate token; 401 WWW-Authenticate: Negotiate",
-                  _request(method, path, peer), where,
-                  extra={"fastkrb": {"event": "challenged", "status": 401, "where": where, "method": method,
-                                     "path": path, "peer": peer}})
+                  _request(method, path, peer), where, extra={"fastkrb": facts})
+        return
+    facts |= {"event": "withheld", "status": fallback.status, "reason": fallback.reason, "client": fallback.client}
+    log.debug("fastkrb: withheld the Negotiate offer from %s (%s): %s%s; answered %d with the fallback",
+              _request(method, path, peer), where, fallback.reason,
+              f" (client {fallback.client})" if fallback.client else "", fallback.status, extra={"fastkrb": facts})
+
+
+# --- sessions, bearer tokens and the challenge rule ----------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Before:
+    """What a request carried besides a Negotiate token: a session or bearer ``result`` (a Principal) and its
+    ``via``; or a refused bearer token (``error``). ``set_cookies``: the clearing of a session cookie that
+    did not open, to go with whatever the answer is."""
+
+    result: Any = None
+    via: Via | None = None
+    error: KerberosError | None = None
+    set_cookies: tuple[str, ...] = ()
+
+
+_NOTHING = Before()
+
+
+class Gate:
+    """The ``sessions``, ``bearer`` and ``challenge`` options of a middleware (each None: off), framework-free.
+
+    Per request, before Negotiate: a session cookie that opens authenticates (:meth:`before`); one that does
+    not is logged (DEBUG when expired, INFO otherwise) and treated as absent, and cleared in the answer; then
+    ``Authorization: Bearer`` through the verifier (a refused one is a 401 like a refused ticket). After a
+    Negotiate token and the policy accepted the client, :meth:`after_negotiate` seals the session cookie and
+    drops the challenge rule's "tried" cookie. For a request without a token, :meth:`no_token` asks the rule.
+    """
+
+    __slots__ = ("bearer", "challenge", "sessions")
+
+    def __init__(self, sessions: SessionCookies | None = None, bearer: TokenVerifier | None = None,
+                 challenge: ChallengeRule | None = None) -> None:
+        if sessions is not None and not (callable(getattr(sessions, "authenticate", None))
+                                         and callable(getattr(sessions, "issue", None))):
+            raise TypeError(f"sessions must be a fastkrb.SessionCookies, not {sessions!r}")
+        if bearer is not None and not callable(getattr(bearer, "authenticate", None)):
+            raise TypeError(f"bearer must be a fastkrb.TokenVerifier, not {bearer!r}")
+        if challenge is not None and not isinstance(challenge, ChallengeRule):
+            raise TypeError(f"challenge must be a fastkrb.challenge.ChallengeRule, not {challenge!r}")
+        self.sessions = sessions
+        self.bearer = bearer
+        self.challenge = challenge
+
+    def __bool__(self) -> bool:
+        return self.sessions is not None or self.bearer is not None or self.challenge is not None
+
+    def before(self, cookie: str | None, authorization: str | None, where: str, *, peer: str | None = None,
+               method: str | None = None, path: str | None = None) -> Before:
+        """The session cookie, else the bearer token, of a request (``cookie``: its Cookie header)."""
+        clear: tuple[str, ...] = ()
+        if self.sessions is not None and cookie:
+            try:
+                p = self.sessions.authenticate(cookie)
+            except KerberosError as exc:   # SessionInvalid, SessionExpired: as if there were no cookie
+                _log_session(exc, where, peer, method, path)
+                clear = (self.sessions.clear_cookie(),)
+            else:
+                if p is not None:
+                    return Before(p, "session")
+        if self.bearer is not None and authorization:
+            try:
+                p = self.bearer.authenticate(authorization)
+            except KerberosError as exc:   # BearerInvalid, BearerExpired
+                log_rejection(exc, where, peer=peer, method=method, path=path)
+                return Before(error=exc, set_cookies=clear)
+            if p is not None:
+                return Before(p, "bearer", set_cookies=clear)
+        return Before(set_cookies=clear) if clear else _NOTHING
+
+    def after_negotiate(self, result: Any, cookie: str | None, pending: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The Set-Cookie values for a client a Negotiate token authenticated (and the policy allowed): the new
+        session cookie (a ``KerberosError`` from sealing, too large or a ticket ending too soon, means none:
+        logged at DEBUG, and ``pending`` stays), and the removal of the "tried" cookie."""
+        out = list(pending)
+        if self.sessions is not None:
+            try:
+                issued = self.sessions.issue(result)
+            except KerberosError as exc:
+                log.debug("fastkrb: no session cookie for %s: %s %s", result.client, exc.code, exc.cause,
+                          extra={"fastkrb": {"event": "session_not_issued", "code": exc.code,
+                                             "client": result.client}})
+            else:
+                out = [issued]   # same name as a cookie that did not open: it replaces it
+        if self.challenge is not None:
+            tried = self.challenge.tried_clear(cookie)
+            if tried is not None:
+                out.append(tried)
+        return tuple(out)
+
+    def no_token(self, peer: str | None, header: Callable[[str], str | None]) -> Offer | Fallback:
+        """For a request without a token that needs one: the rule's decision (no rule: offer)."""
+        if self.challenge is None:
+            return Offer()
+        return self.challenge.decide(peer, header)
+
+    def ntlm(self, exc: KerberosError) -> Fallback | None:
+        """The rule's NTLM page for a refused ``unsupported_mechanism`` token, or None."""
+        if self.challenge is None or exc.code != "unsupported_mechanism":
+            return None
+        return self.challenge.ntlm_answer()
+
+
+def _log_session(exc: KerberosError, where: str, peer: str | None, method: str | None, path: str | None) -> None:
+    level = logging.DEBUG if exc.code == "session_expired" else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(level, "fastkrb: session cookie of %s (%s) not accepted: %s (%s); treated as absent and cleared",
+                _request(method, path, peer), where, exc.code, exc.details.get("reason"),
+                extra={"fastkrb": {"event": "session_refused", "code": exc.code, "reason": exc.details.get("reason"),
+                                   "where": where, "method": method, "path": path, "peer": peer,
+                                   "client": exc.details.get("client")}})
 
 
 Predicate = Callable[[Any], bool]
