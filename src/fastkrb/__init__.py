@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         UnsupportedMechanism,
         WrongPrincipal,
     )
+    from fastkrb.challenge import ChallengeRule
     from fastkrb.groups import GroupNames
     from fastkrb.keytab import Keytab, KeytabEntry
     from fastkrb.policy import Policy
@@ -59,6 +60,7 @@ _WHERE = {
     "SessionCookies": "fastkrb.sessions.cookie",
     "TokenIssuer": "fastkrb.sessions.bearer",
     "TokenVerifier": "fastkrb.sessions.bearer",
+    "ChallengeRule": "fastkrb.challenge",
     "GroupNames": "fastkrb.groups",
     "Keytab": "fastkrb.keytab",
     "KeytabEntry": "fastkrb.keytab",
@@ -73,7 +75,7 @@ __all__ = [
     "NameMismatch", "Policy", "RealmNotAllowed", "Replay", "ReplayCacheUnavailable", "TicketExpired", "TicketInvalid",
     "TicketNotYetValid", "UnsupportedMechanism", "Validator", "WrongPrincipal", "ConfigurationError", "KeyUnusable",
     "SessionInvalid", "SessionExpired", "SessionTooLarge", "BearerInvalid", "BearerExpired", "CookieSettings",
-    "SessionCookies", "TokenIssuer", "TokenVerifier",
+    "SessionCookies", "TokenIssuer", "TokenVerifier", "ChallengeRule",
 ]
 
 
