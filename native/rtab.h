@@ -17,7 +17,7 @@
  *
  * The growing table (fk_gtab, in-process only): a table sized for the load, not for the configured
  * capacity, so resident memory follows the live entries (a fresh cache of capacity 2^20 holds a table
- * for 4096 entries, about 256 KiB, where a full-size one is 62 MiB). When its ring is full (or a key's
+ * for 4096 entries, 248 KiB, where one for the capacity is 62 MiB). When its ring is full (or a key's
  * two buckets are) it starts a table of twice the capacity, and when the entries fall to an eighth of it,
  * one of a quarter; the configured capacity stays the hard bound on the entries held in both together:
  * at it an insert fails closed (FK_RC_FULL) as a fixed table does. The move is incremental: the old table
