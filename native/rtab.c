@@ -70,7 +70,16 @@ void fk_tab_probe_of(const fk_tab *t, const uint8_t key[16], fk_tab_probe *p)
     fk_tab_probe_hashed(t, fk_sip16(t->seed, key), key, p);
 }
 
+static inline __attribute__((always_inline)) void
+probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p);
+
 void fk_tab_probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p)
+{
+    probe_hashed(t, h, key, p);
+}
+
+static inline __attribute__((always_inline)) void
+probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p)
 {
     /* two buckets from the two halves (multiply-shift onto [0, nb): each takes its half's high bits);
      * the tag from a multiplicative mix of all 64, so keys sharing a bucket do not share tag bits */
@@ -180,6 +189,9 @@ uint64_t fk_tab_count(const fk_tab *t)
     return HI(t->ctl->ring_pos);
 }
 
+#define ROOM (-1)          /* stop: a growing table's insert, which asks for room instead of failing full */
+#define NEED_ROOM 100
+
 /* The insert, which the crash tests stop part way (stop 1..5); fk_tab_insert is it with stop 0, so the
  * compiler drops the test's branches from the hot path. */
 static inline __attribute__((always_inline)) int
@@ -206,6 +218,8 @@ insert_until(fk_tab *t, const fk_tab_probe *p, double expiry, double now, double
     uint64_t head = LO(c->ring_pos), count = HI(c->ring_pos);
     uint32_t free0 = match(bk[0], FREE), free1 = match(bk[1], FREE);
     if (count == t->capacity || !(free0 | free1)) {
+        if (stop == ROOM)
+            return NEED_ROOM;   /* a growing table makes room (nothing was changed but expiry) */
         c->full++;
         return FK_RC_FULL;
     }
@@ -412,6 +426,8 @@ static int tab_alloc(fk_gtab *g, int i, uint64_t capacity)
 /* The table taking inserts, published for fk_gtab_probe's lock-free prefetch. */
 static void publish(fk_gtab *g)
 {
+    const fk_tab *t = &g->t[g->cur];
+    g->shrink_at = t->capacity > g->first ? t->capacity / 8 : 0;
     __atomic_store_n(&g->snap_tags, g->t[g->cur].tags, __ATOMIC_RELAXED);
     __atomic_store_n(&g->snap_nb, g->t[g->cur].nb, __ATOMIC_RELAXED);
 }
@@ -442,6 +458,7 @@ void fk_gtab_free(fk_gtab *g)
 /* Both buckets of a probe in table t (the tag and key do not depend on the table). */
 static inline void buckets(const fk_tab *t, fk_tab_probe *p)
 {
+    p->nb = t->nb;
     p->b[0] = ((p->h & 0xffffffffu) * t->nb) >> 32;
     p->b[1] = ((p->h >> 32) * t->nb) >> 32;
     if (p->b[1] == p->b[0])
@@ -455,7 +472,8 @@ void fk_gtab_probe(const fk_gtab *g, const uint8_t key[16], fk_tab_probe *p)
     fk_tab snap;
     snap.nb = __atomic_load_n(&g->snap_nb, __ATOMIC_RELAXED);
     snap.tags = __atomic_load_n(&g->snap_tags, __ATOMIC_RELAXED);
-    fk_tab_probe_hashed(&snap, fk_sip16(g->seed, key), key, p);
+    probe_hashed(&snap, fk_sip16(g->seed, key), key, p);
+    p->nb = snap.nb;
 }
 
 /* The key in one table: FK_RC_REPLAY (*first_seen set), else FK_RC_OK, *stale the slot of its expired
@@ -490,7 +508,7 @@ static inline uint64_t free_slot(const fk_tab *t, const fk_tab_probe *p)
 
 /* Starts moving every entry into a new table of `capacity` (the old one keeps its ring, now the older
  * part of the FIFO). 0, or -1 with nothing changed (no memory). */
-static int start_move(fk_gtab *g, uint64_t capacity)
+static __attribute__((noinline, cold)) int start_move(fk_gtab *g, uint64_t capacity)
 {
     int to = !g->cur;
     if (tab_alloc(g, to, capacity) != 0)
@@ -507,7 +525,7 @@ static int start_move(fk_gtab *g, uint64_t capacity)
 
 /* Moves up to n entries from the old ring's tail to the new ring's head; ends the move (unmapping the
  * old table) once it is empty. */
-static void migrate(fk_gtab *g, int n)
+static __attribute__((noinline)) void migrate(fk_gtab *g, int n)
 {
     fk_tab *t = &g->t[g->cur], *o = &g->t[!g->cur];
     fk_tab_ctl *tc = t->ctl, *oc = o->ctl;
@@ -549,7 +567,9 @@ static void migrate(fk_gtab *g, int n)
         __builtin_prefetch(&o->recs[o->ring[(ohead + ocount - k) % o->capacity].slot], 0);
 }
 
-int fk_gtab_insert(fk_gtab *g, const fk_tab_probe *p0, double expiry, double now, double *first_seen)
+/* The insert while a move is under way, or when the table needs room: both tables. */
+static __attribute__((noinline)) int
+insert_moving(fk_gtab *g, const fk_tab_probe *p0, double expiry, double now, double *first_seen)
 {
     fk_tab *t = &g->t[g->cur], *o = NULL;
     fk_tab_probe p = *p0, q;
@@ -584,31 +604,18 @@ int fk_gtab_insert(fk_gtab *g, const fk_tab_probe *p0, double expiry, double now
         return FK_RC_FULL;
     }
     uint64_t slot = free_slot(t, &p);
-    if (!o) {
-        uint64_t cap = 0;
-        if ((count == t->capacity || slot == UINT64_MAX) && t->capacity < g->limit)
-            cap = t->capacity * 2 < g->limit ? t->capacity * 2 : g->limit;
-        else if (t->capacity > g->first && count <= t->capacity / 8)
-            cap = t->capacity / 4 > g->first ? t->capacity / 4 : g->first;
-        if (cap) {
-            int grow = cap > t->capacity;
-            if (start_move(g, cap) != 0) {
-                if (grow)
-                    return FK_RC_ERROR;   /* no memory for the room it needs: fail closed */
-            } else {
-                if (grow)
-                    g->grows++;
-                else
-                    g->shrinks++;
-                o = t;
-                ostale = stale;
-                stale = UINT64_MAX;
-                t = &g->t[g->cur];
-                buckets(t, &p);
-                count = 0;
-                slot = free_slot(t, &p);
-            }
-        }
+    if (!o && (count == t->capacity || slot == UINT64_MAX) && t->capacity < g->limit) {
+        uint64_t cap = t->capacity * 2 < g->limit ? t->capacity * 2 : g->limit;
+        if (start_move(g, cap) != 0)
+            return FK_RC_ERROR;   /* no memory for the room it needs: fail closed */
+        g->grows++;
+        o = t;
+        ostale = stale;
+        stale = UINT64_MAX;
+        t = &g->t[g->cur];
+        buckets(t, &p);
+        count = 0;
+        slot = free_slot(t, &p);
     }
     if (count == t->capacity || slot == UINT64_MAX) {
         t->ctl->full++;
@@ -631,6 +638,31 @@ int fk_gtab_insert(fk_gtab *g, const fk_tab_probe *p0, double expiry, double now
     if (o)
         migrate(g, FK_TAB_MIGRATE);
     return FK_RC_OK;
+}
+
+int fk_gtab_insert(fk_gtab *g, fk_tab_probe *p, double expiry, double now, double *first_seen)
+{
+    if (__builtin_expect(g->migrating, 0))
+        return insert_moving(g, p, expiry, now, first_seen);
+    /* one table: the fixed table's insert, which asks for room where it would fail full */
+    fk_tab *t = &g->t[g->cur];
+    if (__builtin_expect(p->nb != t->nb, 0))
+        buckets(t, p);   /* the table was replaced after fk_gtab_probe */
+    int rc = insert_until(t, p, expiry, now, first_seen, ROOM);
+    if (__builtin_expect(rc == NEED_ROOM, 0)) {
+        if (t->capacity < g->limit)
+            return insert_moving(g, p, expiry, now, first_seen);
+        t->ctl->full++;
+        return FK_RC_FULL;
+    }
+    /* an eighth full or less after this insert: a table a quarter the size (twice what it holds), so a
+     * load that returns at once does not move the entries back and forth */
+    if (__builtin_expect(HI(t->ctl->ring_pos) <= g->shrink_at, 0) && rc == FK_RC_OK &&
+        start_move(g, t->capacity / 4 > g->first ? t->capacity / 4 : g->first) == 0) {
+        g->shrinks++;
+        migrate(g, FK_TAB_MIGRATE);
+    }
+    return rc;
 }
 
 void fk_gtab_stats_get(const fk_gtab *g, fk_gtab_stats *out)

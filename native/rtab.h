@@ -80,6 +80,7 @@ typedef struct fk_tab_probe {
     uint16_t tag;
     uint64_t k0, k1;
     uint64_t h;             /* the key's fk_sip16: another table's buckets are computed from it */
+    uint64_t nb;            /* fk_gtab: the bucket count b[] was computed for */
 } fk_tab_probe;
 
 /* SipHash-1-3 of a 16-byte key under a 128-bit seed: the table's hash (and shm.c's header checksum). */
@@ -100,38 +101,6 @@ static inline void fk_cpu_relax(void)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
-/* ---- the growing table (in-process) ---- */
-
-typedef struct fk_gtab {
-    fk_tab t[2];            /* t[cur] takes the inserts; t[!cur] is being emptied into it while migrating */
-    fk_tab_ctl ctl[2];
-    int cur, migrating;
-    uint64_t limit;         /* the configured capacity: entries held in both tables at most */
-    uint64_t first;         /* the first table's capacity, and the smallest a shrink makes */
-    uint64_t seed[2];
-    uint64_t bytes;         /* mapped for both tables' arrays */
-    uint64_t done[4];       /* inserts, hits, evictions, full of the tables already released */
-    uint64_t grows, shrinks;
-    uint16_t *snap_tags;    /* t[cur]'s tags and buckets, read without the lock to prefetch */
-    uint64_t snap_nb;
-} fk_gtab;
-
-typedef struct fk_gtab_stats {
-    uint64_t entries, inserts, hits, evictions, full;
-    uint64_t table_capacity;    /* the capacity of the table taking inserts */
-    uint64_t migrating;         /* entries still in the table being emptied (0: no move under way) */
-    uint64_t bytes, grows, shrinks;
-} fk_gtab_stats;
-
-/* A table for min(limit, first) entries (first 0: FK_TAB_FIRST). 0, or -1 (no memory). */
-int fk_gtab_init(fk_gtab *g, uint64_t limit, uint64_t first, const uint64_t seed[2]);
-void fk_gtab_free(fk_gtab *g);
-/* Without the lock: the key's hash and its buckets in the current table, prefetched. */
-void fk_gtab_probe(const fk_gtab *g, const uint8_t key[16], fk_tab_probe *p);
-/* FK_RC_OK, FK_RC_REPLAY (*first_seen set), FK_RC_FULL (limit reached), FK_RC_ERROR (no memory to grow). */
-int fk_gtab_insert(fk_gtab *g, const fk_tab_probe *p, double expiry, double now, double *first_seen);
-void fk_gtab_stats_get(const fk_gtab *g, fk_gtab_stats *out);
-
 #endif
 }
 void fk_tab_probe_of(const fk_tab *t, const uint8_t key[16], fk_tab_probe *p);
@@ -163,6 +132,7 @@ typedef struct fk_gtab {
     uint64_t bytes;         /* mapped for both tables' arrays */
     uint64_t done[4];       /* inserts, hits, evictions, full of the tables already released */
     uint64_t grows, shrinks;
+    uint64_t shrink_at;     /* entries at or below which t[cur] shrinks (0: it is the smallest) */
     uint16_t *snap_tags;    /* t[cur]'s tags and buckets, read without the lock to prefetch */
     uint64_t snap_nb;
 } fk_gtab;
@@ -179,8 +149,9 @@ int fk_gtab_init(fk_gtab *g, uint64_t limit, uint64_t first, const uint64_t seed
 void fk_gtab_free(fk_gtab *g);
 /* Without the lock: the key's hash and its buckets in the current table, prefetched. */
 void fk_gtab_probe(const fk_gtab *g, const uint8_t key[16], fk_tab_probe *p);
-/* FK_RC_OK, FK_RC_REPLAY (*first_seen set), FK_RC_FULL (limit reached), FK_RC_ERROR (no memory to grow). */
-int fk_gtab_insert(fk_gtab *g, const fk_tab_probe *p, double expiry, double now, double *first_seen);
+/* FK_RC_OK, FK_RC_REPLAY (*first_seen set), FK_RC_FULL (limit reached), FK_RC_ERROR (no memory to grow).
+ * The probe's buckets are recomputed when the table changed since fk_gtab_probe. */
+int fk_gtab_insert(fk_gtab *g, fk_tab_probe *p, double expiry, double now, double *first_seen);
 void fk_gtab_stats_get(const fk_gtab *g, fk_gtab_stats *out);
 
 #endif
