@@ -19,6 +19,9 @@ fastkrb):
                                                                                 -> sidecar.json, sidecar.txt
   middleware  benches/bench_middleware.py: ASGI/WSGI/aiohttp cost per request beyond validate()
             (docs/integrations/); exits 1 when an overhead exceeds its 10 µs budget  -> middleware.txt
+  fresh     benches/bench_fresh_validator.py: a fresh Validator in new processes (RSS added by its first
+            1,000 validations, the first 2,000 against the steady state) and the Negotiate header
+            against raw bytes                                                  -> fresh.json, fresh.txt
 
 into ``<out>/<UTC date>-<short commit>/`` (a second run on the same day and commit gets ``-2``, ``-3``...;
 ``--into DIR --only STEP`` runs a step again into an existing directory, e.g. after a burst of load; the
@@ -56,7 +59,7 @@ from fastkrb.capacity.host import command_output, host_facts, loadavg  # noqa: E
 PY = sys.executable
 DASH = "\u2013"   # an en dash: "not measured" in a table
 TIMES = "\u00d7"  # the multiplication sign of a ratio
-STEPS = ("compare", "stages", "rcache", "planner", "sidecar", "middleware")
+STEPS = ("compare", "stages", "rcache", "planner", "sidecar", "middleware", "fresh")
 PYTEST_BENCH = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-enable", "--benchmark-only",
                 "--benchmark-disable-gc", "--benchmark-sort=name",
                 "--benchmark-columns=min,median,mean,stddev,rounds", "-s")
@@ -120,6 +123,8 @@ def step_commands(name: str, out: Path, report: Path) -> list[str]:
         return [PY, str(HERE / "bench_sidecar.py"), "--seconds", "5", "--json", str(out / "sidecar.json")]
     if name == "middleware":
         return [PY, str(HERE / "bench_middleware.py")]
+    if name == "fresh":
+        return [PY, str(HERE / "bench_fresh_validator.py"), "--json", str(out / "fresh.json")]
     raise ValueError(name)
 
 

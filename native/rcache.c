@@ -1,12 +1,11 @@
-/* In-process replay cache: the table of rtab.c in private memory (huge pages where the kernel allows
- * them), under one spinlock. See rcache.h. */
+/* In-process replay cache: the growing table of rtab.c (fk_gtab) in private memory, under one spinlock.
+ * See rcache.h. */
 #include "rcache.h"
 
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
 #include "kcrypto.h"
@@ -14,8 +13,7 @@
 
 struct fk_rcache {
     atomic_int mu;          /* a spinlock: unlock is a plain store, where a mutex costs a second atomic */
-    fk_tab t;
-    fk_tab_ctl ctl;
+    fk_gtab g;
     int closed;
 };
 
@@ -37,51 +35,12 @@ static inline void unlock(atomic_int *l)
     atomic_store_explicit(l, 0, memory_order_release);
 }
 
-/* Big tables live in their own mapping with transparent huge pages where the kernel allows them:
- * at 10^6 entries a 4 KiB-page table costs a TLB miss on top of the cache miss. */
-#define HUGE_PAGE ((size_t)2 << 20)
-
-static size_t big_size(size_t n)
-{
-    return n >= HUGE_PAGE ? (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1) : n;
-}
-
-static void *big_alloc(size_t n)
-{
-    n = big_size(n);
-    if (n < HUGE_PAGE) {
-        void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        return p == MAP_FAILED ? NULL : p;
-    }
-    /* 2 MiB-aligned, so every part of the table can be a huge page */
-    uint8_t *p = mmap(NULL, n + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    size_t lead = (HUGE_PAGE - ((uintptr_t)p & (HUGE_PAGE - 1))) & (HUGE_PAGE - 1);
-    if (lead)
-        munmap(p, lead);
-    if (HUGE_PAGE - lead)
-        munmap(p + lead + n, HUGE_PAGE - lead);
-#ifdef MADV_HUGEPAGE
-    madvise(p + lead, n, MADV_HUGEPAGE);
-#endif
-    return p + lead;
-}
-
-static void big_free(void *p, size_t n)
-{
-    if (p)
-        munmap(p, big_size(n));
-}
-
-static void free_arrays(fk_tab *t)
-{
-    big_free(t->tags, fk_tab_slots(t) * sizeof(uint16_t));
-    big_free(t->recs, fk_tab_slots(t) * sizeof(fk_tab_rec));
-    big_free(t->ring, t->capacity * sizeof(fk_tab_ring));
-}
-
 fk_rcache *fk_rcache_new(size_t capacity)
+{
+    return fk_rcache_new_sized(capacity, 0);
+}
+
+fk_rcache *fk_rcache_new_sized(size_t capacity, size_t first)
 {
     if (capacity < 16)
         capacity = 16;
@@ -90,15 +49,8 @@ fk_rcache *fk_rcache_new(size_t capacity)
     fk_rcache *rc = calloc(1, sizeof *rc);
     if (!rc)
         return NULL;
-    fk_tab *t = &rc->t;
-    t->nb = fk_tab_buckets(capacity);
-    t->capacity = capacity;
-    t->ctl = &rc->ctl;
-    t->tags = big_alloc(fk_tab_slots(t) * sizeof(uint16_t));
-    t->recs = big_alloc(fk_tab_slots(t) * sizeof(fk_tab_rec));
-    t->ring = big_alloc(capacity * sizeof(fk_tab_ring));
-    if (!t->tags || !t->recs || !t->ring || fk_random((uint8_t *)t->seed, sizeof t->seed) != FK_OK) {
-        free_arrays(t);
+    uint64_t seed[2];
+    if (fk_random((uint8_t *)seed, sizeof seed) != FK_OK || fk_gtab_init(&rc->g, capacity, first, seed) != 0) {
         free(rc);
         return NULL;
     }
@@ -112,20 +64,28 @@ void fk_rcache_close(fk_rcache *rc)
     unlock(&rc->mu);
 }
 
+int fk_rcache_closed(fk_rcache *rc)
+{
+    lock(&rc->mu);
+    int closed = rc->closed;
+    unlock(&rc->mu);
+    return closed;
+}
+
 void fk_rcache_free(fk_rcache *rc)
 {
     if (!rc)
         return;
-    free_arrays(&rc->t);
+    fk_gtab_free(&rc->g);
     free(rc);
 }
 
 int fk_rcache_insert(fk_rcache *rc, const uint8_t key[16], double expiry, double now, double *first_seen)
 {
     fk_tab_probe p;
-    fk_tab_probe_of(&rc->t, key, &p);
+    fk_gtab_probe(&rc->g, key, &p);
     lock(&rc->mu);
-    int ret = rc->closed ? FK_RC_ERROR : fk_tab_insert(&rc->t, &p, expiry, now, first_seen);
+    int ret = rc->closed ? FK_RC_ERROR : fk_gtab_insert(&rc->g, &p, expiry, now, first_seen);
     unlock(&rc->mu);
     return ret;
 }
@@ -137,14 +97,21 @@ int fk_rcache_insert_cb(void *ctx, const uint8_t key[16], double expiry, double 
 
 void fk_rcache_stats_get(fk_rcache *rc, fk_rcache_stats *out)
 {
+    fk_gtab_stats st;
     lock(&rc->mu);
-    out->entries = fk_tab_count(&rc->t);
-    out->inserts = rc->ctl.inserts;
-    out->hits = rc->ctl.hits;
-    out->evictions = rc->ctl.evictions;
-    out->full = rc->ctl.full;
-    out->capacity = rc->t.capacity;
+    fk_gtab_stats_get(&rc->g, &st);
+    out->capacity = rc->g.limit;
     unlock(&rc->mu);
+    out->entries = st.entries;
+    out->inserts = st.inserts;
+    out->hits = st.hits;
+    out->evictions = st.evictions;
+    out->full = st.full;
+    out->table_capacity = st.table_capacity;
+    out->migrating = st.migrating;
+    out->bytes = st.bytes;
+    out->grows = st.grows;
+    out->shrinks = st.shrinks;
 }
 
 static uint64_t splitmix(uint64_t *x)

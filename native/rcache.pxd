@@ -23,9 +23,12 @@ cdef extern from "rcache.h" nogil:
 
     ctypedef struct fk_rcache_stats:
         uint64_t entries, inserts, hits, evictions, full, capacity
+        uint64_t table_capacity, migrating, bytes, grows, shrinks
 
     fk_rcache *fk_rcache_new(size_t capacity)
+    fk_rcache *fk_rcache_new_sized(size_t capacity, size_t first)
     void fk_rcache_close(fk_rcache *rc)
+    int fk_rcache_closed(fk_rcache *rc)
     void fk_rcache_free(fk_rcache *rc)
     int fk_rcache_insert(fk_rcache *rc, const uint8_t *key, double expiry, double now, double *first_seen)
     int fk_rcache_insert_cb(void *ctx, const uint8_t *key, double expiry, double now, double *first_seen)

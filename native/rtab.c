@@ -11,6 +11,7 @@
 #include "rtab.h"
 
 #include <string.h>
+#include <sys/mman.h>
 
 #include "rcache.h"
 
@@ -69,7 +70,16 @@ void fk_tab_probe_of(const fk_tab *t, const uint8_t key[16], fk_tab_probe *p)
     fk_tab_probe_hashed(t, fk_sip16(t->seed, key), key, p);
 }
 
+static inline __attribute__((always_inline)) void
+probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p);
+
 void fk_tab_probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p)
+{
+    probe_hashed(t, h, key, p);
+}
+
+static inline __attribute__((always_inline)) void
+probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p)
 {
     /* two buckets from the two halves (multiply-shift onto [0, nb): each takes its half's high bits);
      * the tag from a multiplicative mix of all 64, so keys sharing a bucket do not share tag bits */
@@ -82,6 +92,7 @@ void fk_tab_probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_
         p->tag = 1;
     memcpy(&p->k0, key, 8);
     memcpy(&p->k1, key + 8, 8);
+    p->h = h;
     __builtin_prefetch(t->tags + p->b[0] * BUCKET, 1);
     __builtin_prefetch(t->tags + p->b[1] * BUCKET, 1);
 }
@@ -178,6 +189,9 @@ uint64_t fk_tab_count(const fk_tab *t)
     return HI(t->ctl->ring_pos);
 }
 
+#define ROOM (-1)          /* stop: a growing table's insert, which asks for room instead of failing full */
+#define NEED_ROOM 100
+
 /* The insert, which the crash tests stop part way (stop 1..5); fk_tab_insert is it with stop 0, so the
  * compiler drops the test's branches from the hot path. */
 static inline __attribute__((always_inline)) int
@@ -204,6 +218,8 @@ insert_until(fk_tab *t, const fk_tab_probe *p, double expiry, double now, double
     uint64_t head = LO(c->ring_pos), count = HI(c->ring_pos);
     uint32_t free0 = match(bk[0], FREE), free1 = match(bk[1], FREE);
     if (count == t->capacity || !(free0 | free1)) {
+        if (stop == ROOM)
+            return NEED_ROOM;   /* a growing table makes room (nothing was changed but expiry) */
         c->full++;
         return FK_RC_FULL;
     }
@@ -315,4 +331,351 @@ int fk_tab_rebuild(fk_tab *t)
         flush_oldest(t);
     }
     return walk(t, 1, 1);
+}
+
+
+/* ---- the growing table (in-process; see rtab.h) ---------------------------------------------------- */
+
+/* Tables of 2 MiB and more live in their own mapping with transparent huge pages where the kernel allows
+ * them: at 10^6 entries a 4 KiB-page table costs a TLB miss on top of the cache miss. Smaller ones are
+ * plain anonymous mappings: their pages are committed as they are first touched. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static size_t big_size(size_t n)
+{
+    return n >= HUGE_PAGE ? (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1) : (n + 4095) & ~(size_t)4095;
+}
+
+static void *big_alloc(size_t n)
+{
+    n = big_size(n);
+    if (n < HUGE_PAGE) {
+        void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    /* 2 MiB-aligned, so every part of the table can be a huge page */
+    uint8_t *p = mmap(NULL, n + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    size_t lead = (HUGE_PAGE - ((uintptr_t)p & (HUGE_PAGE - 1))) & (HUGE_PAGE - 1);
+    if (lead)
+        munmap(p, lead);
+    if (HUGE_PAGE - lead)
+        munmap(p + lead + n, HUGE_PAGE - lead);
+#ifdef MADV_HUGEPAGE
+    madvise(p + lead, n, MADV_HUGEPAGE);
+#endif
+    return p + lead;
+}
+
+static void big_free(void *p, size_t n)
+{
+    if (p)
+        munmap(p, big_size(n));
+}
+
+static uint64_t tab_bytes(uint64_t capacity)
+{
+    uint64_t slots = fk_tab_buckets(capacity) * BUCKET;
+    return big_size(slots * sizeof(uint16_t)) + big_size(slots * sizeof(fk_tab_rec)) +
+           big_size(capacity * sizeof(fk_tab_ring));
+}
+
+static void tab_release(fk_gtab *g, int i)
+{
+    fk_tab *t = &g->t[i];
+    fk_tab_ctl *c = &g->ctl[i];
+    if (t->capacity) {
+        big_free(t->tags, fk_tab_slots(t) * sizeof(uint16_t));
+        big_free(t->recs, fk_tab_slots(t) * sizeof(fk_tab_rec));
+        big_free(t->ring, t->capacity * sizeof(fk_tab_ring));
+        g->bytes -= tab_bytes(t->capacity);
+    }
+    g->done[0] += c->inserts;
+    g->done[1] += c->hits;
+    g->done[2] += c->evictions;
+    g->done[3] += c->full;
+    memset(c, 0, sizeof *c);
+    memset(t, 0, sizeof *t);
+    t->ctl = c;
+}
+
+static int tab_alloc(fk_gtab *g, int i, uint64_t capacity)
+{
+    fk_tab *t = &g->t[i];
+    t->nb = fk_tab_buckets(capacity);
+    t->capacity = capacity;
+    t->seed[0] = g->seed[0];
+    t->seed[1] = g->seed[1];
+    t->tags = big_alloc(fk_tab_slots(t) * sizeof(uint16_t));
+    t->recs = big_alloc(fk_tab_slots(t) * sizeof(fk_tab_rec));
+    t->ring = big_alloc(capacity * sizeof(fk_tab_ring));
+    g->bytes += tab_bytes(capacity);
+    if (!t->tags || !t->recs || !t->ring) {
+        big_free(t->tags, fk_tab_slots(t) * sizeof(uint16_t));
+        big_free(t->recs, fk_tab_slots(t) * sizeof(fk_tab_rec));
+        big_free(t->ring, capacity * sizeof(fk_tab_ring));
+        t->capacity = 0;
+        g->bytes -= tab_bytes(capacity);
+        tab_release(g, i);
+        return -1;
+    }
+    return 0;
+}
+
+/* The table taking inserts, published for fk_gtab_probe's lock-free prefetch. */
+static void publish(fk_gtab *g)
+{
+    const fk_tab *t = &g->t[g->cur];
+    g->shrink_at = t->capacity > g->first ? t->capacity / 8 : 0;
+    __atomic_store_n(&g->snap_tags, g->t[g->cur].tags, __ATOMIC_RELAXED);
+    __atomic_store_n(&g->snap_nb, g->t[g->cur].nb, __ATOMIC_RELAXED);
+}
+
+int fk_gtab_init(fk_gtab *g, uint64_t limit, uint64_t first, const uint64_t seed[2])
+{
+    memset(g, 0, sizeof *g);
+    g->t[0].ctl = &g->ctl[0];
+    g->t[1].ctl = &g->ctl[1];
+    g->limit = limit;
+    g->first = first ? first : FK_TAB_FIRST;
+    if (g->first > limit)
+        g->first = limit;
+    g->seed[0] = seed[0];
+    g->seed[1] = seed[1];
+    if (tab_alloc(g, 0, g->first) != 0)
+        return -1;
+    publish(g);
+    return 0;
+}
+
+void fk_gtab_free(fk_gtab *g)
+{
+    tab_release(g, 0);
+    tab_release(g, 1);
+}
+
+/* Both buckets of a probe in table t (the tag and key do not depend on the table). */
+static inline void buckets(const fk_tab *t, fk_tab_probe *p)
+{
+    p->nb = t->nb;
+    p->b[0] = ((p->h & 0xffffffffu) * t->nb) >> 32;
+    p->b[1] = ((p->h >> 32) * t->nb) >> 32;
+    if (p->b[1] == p->b[0])
+        p->b[1] = p->b[0] + 1 == t->nb ? 0 : p->b[0] + 1;
+}
+
+void fk_gtab_probe(const fk_gtab *g, const uint8_t key[16], fk_tab_probe *p)
+{
+    /* the table may be replaced before the caller takes the lock: the buckets are computed again under
+     * it, and a prefetch of a stale address is only a wasted hint */
+    fk_tab snap;
+    snap.nb = __atomic_load_n(&g->snap_nb, __ATOMIC_RELAXED);
+    snap.tags = __atomic_load_n(&g->snap_tags, __ATOMIC_RELAXED);
+    probe_hashed(&snap, fk_sip16(g->seed, key), key, p);
+    p->nb = snap.nb;
+}
+
+/* The key in one table: FK_RC_REPLAY (*first_seen set), else FK_RC_OK, *stale the slot of its expired
+ * record if it has one (held until popped, but it does not count). */
+static inline int find(fk_tab *t, const fk_tab_probe *p, double now, double *first_seen, uint64_t *stale)
+{
+    for (int i = 0; i < 2; i++) {
+        for (uint32_t m = match(t->tags + p->b[i] * BUCKET, p->tag); m; m &= m - 1) {
+            uint64_t s = p->b[i] * BUCKET + (uint64_t)__builtin_ctz(m);
+            const fk_tab_rec *r = record(t, s);
+            if (r->k0 != p->k0 || r->k1 != p->k1)
+                continue;
+            if (r->expiry > now) {
+                *first_seen = r->seen;
+                return FK_RC_REPLAY;
+            }
+            *stale = s;
+        }
+    }
+    return FK_RC_OK;
+}
+
+/* A free slot in the emptier of the probe's buckets, or UINT64_MAX. */
+static inline uint64_t free_slot(const fk_tab *t, const fk_tab_probe *p)
+{
+    uint32_t free0 = match(t->tags + p->b[0] * BUCKET, FREE), free1 = match(t->tags + p->b[1] * BUCKET, FREE);
+    if (!(free0 | free1))
+        return UINT64_MAX;
+    int pick = __builtin_popcount(free1) > __builtin_popcount(free0);
+    return p->b[pick] * BUCKET + (uint64_t)__builtin_ctz(pick ? free1 : free0);
+}
+
+/* Starts moving every entry into a new table of `capacity` (the old one keeps its ring, now the older
+ * part of the FIFO). 0, or -1 with nothing changed (no memory). */
+static __attribute__((noinline, cold)) int start_move(fk_gtab *g, uint64_t capacity)
+{
+    int to = !g->cur;
+    if (tab_alloc(g, to, capacity) != 0)
+        return -1;
+    /* the old table takes no record writes from now on: its array becomes the truth */
+    fk_tab *o = &g->t[g->cur];
+    while (HI(o->ctl->pend_pos))
+        flush_oldest(o);
+    g->cur = to;
+    g->migrating = 1;
+    publish(g);
+    return 0;
+}
+
+/* Moves up to n entries from the old ring's tail to the new ring's head; ends the move (unmapping the
+ * old table) once it is empty. */
+static __attribute__((noinline)) void migrate(fk_gtab *g, int n)
+{
+    fk_tab *t = &g->t[g->cur], *o = &g->t[!g->cur];
+    fk_tab_ctl *tc = t->ctl, *oc = o->ctl;
+    uint64_t ohead = LO(oc->ring_pos), ocount = HI(oc->ring_pos);
+    for (; n > 0 && ocount; n--) {
+        uint64_t oi = ohead + ocount - 1;
+        if (oi >= o->capacity)
+            oi -= o->capacity;
+        const fk_tab_ring *r = &o->ring[oi];
+        const fk_tab_rec *rec = &o->recs[r->slot];
+        uint16_t tag = o->tags[r->slot];
+        uint8_t key[16];
+        memcpy(key, &rec->k0, 8);
+        memcpy(key + 8, &rec->k1, 8);
+        fk_tab_probe p;
+        p.h = fk_sip16(g->seed, key);
+        buckets(t, &p);
+        uint64_t slot = free_slot(t, &p);
+        if (slot == UINT64_MAX || HI(tc->ring_pos) == t->capacity)
+            break;   /* both buckets full (the sizing makes it all but impossible): the entry stays in the
+                      * old table, still found there, and leaves it by expiry; the move resumes later */
+        defer_write(t, slot, rec);
+        uint64_t head = LO(tc->ring_pos), count = HI(tc->ring_pos);
+        head = head ? head - 1 : t->capacity - 1;
+        t->ring[head] = (fk_tab_ring){r->expiry, (uint32_t)slot, 0};
+        t->tags[slot] = tag;   /* the same tag (it is the hash's), or DEAD */
+        set_pos(&tc->ring_pos, head, count + 1);
+        o->tags[r->slot] = FREE;
+        ocount--;
+        set_pos(&oc->ring_pos, ohead, ocount);
+    }
+    if (!ocount) {
+        tab_release(g, !g->cur);
+        g->migrating = 0;
+        return;
+    }
+    /* the records the next step reads, ahead of time */
+    for (uint64_t k = 1; k <= FK_TAB_MIGRATE && k <= ocount; k++)
+        __builtin_prefetch(&o->recs[o->ring[(ohead + ocount - k) % o->capacity].slot], 0);
+}
+
+/* The insert while a move is under way, or when the table needs room: both tables. */
+static __attribute__((noinline)) int
+insert_moving(fk_gtab *g, const fk_tab_probe *p0, double expiry, double now, double *first_seen)
+{
+    fk_tab *t = &g->t[g->cur], *o = NULL;
+    fk_tab_probe p = *p0, q;
+    if (g->migrating) {
+        /* the old ring is the older part of the FIFO: it is popped first, the new one once it is empty */
+        o = &g->t[!g->cur];
+        expire(o, now);
+        if (!HI(o->ctl->ring_pos)) {
+            migrate(g, 0);
+            o = NULL;
+        }
+    }
+    if (!o)
+        expire(t, now);
+    buckets(t, &p);
+    uint64_t stale = UINT64_MAX, ostale = UINT64_MAX;
+    if (find(t, &p, now, first_seen, &stale) == FK_RC_REPLAY) {
+        t->ctl->hits++;
+        return FK_RC_REPLAY;
+    }
+    if (o) {
+        q = p;
+        buckets(o, &q);
+        if (find(o, &q, now, first_seen, &ostale) == FK_RC_REPLAY) {
+            t->ctl->hits++;
+            return FK_RC_REPLAY;
+        }
+    }
+    uint64_t count = HI(t->ctl->ring_pos);
+    if (count + (o ? HI(o->ctl->ring_pos) : 0) >= g->limit) {
+        t->ctl->full++;
+        return FK_RC_FULL;
+    }
+    uint64_t slot = free_slot(t, &p);
+    if (!o && (count == t->capacity || slot == UINT64_MAX) && t->capacity < g->limit) {
+        uint64_t cap = t->capacity * 2 < g->limit ? t->capacity * 2 : g->limit;
+        if (start_move(g, cap) != 0)
+            return FK_RC_ERROR;   /* no memory for the room it needs: fail closed */
+        g->grows++;
+        o = t;
+        ostale = stale;
+        stale = UINT64_MAX;
+        t = &g->t[g->cur];
+        buckets(t, &p);
+        count = 0;
+        slot = free_slot(t, &p);
+    }
+    if (count == t->capacity || slot == UINT64_MAX) {
+        t->ctl->full++;
+        return FK_RC_FULL;
+    }
+    defer_write(t, slot, &(fk_tab_rec){p.k0, p.k1, now, expiry});
+    uint64_t head = LO(t->ctl->ring_pos), tail = head + count;
+    if (tail >= t->capacity)
+        tail -= t->capacity;
+    t->ring[tail] = (fk_tab_ring){expiry, (uint32_t)slot, 0};
+    /* a key has one findable record: a stale one stays held (its ring record owns the slot) but is never
+     * matched again, even by a clock that steps back */
+    if (stale != UINT64_MAX)
+        t->tags[stale] = DEAD;
+    if (ostale != UINT64_MAX)
+        o->tags[ostale] = DEAD;
+    t->tags[slot] = p.tag;
+    set_pos(&t->ctl->ring_pos, head, count + 1);
+    t->ctl->inserts++;
+    if (o)
+        migrate(g, FK_TAB_MIGRATE);
+    return FK_RC_OK;
+}
+
+int fk_gtab_insert(fk_gtab *g, fk_tab_probe *p, double expiry, double now, double *first_seen)
+{
+    if (__builtin_expect(g->migrating, 0))
+        return insert_moving(g, p, expiry, now, first_seen);
+    /* one table: the fixed table's insert, which asks for room where it would fail full */
+    fk_tab *t = &g->t[g->cur];
+    if (__builtin_expect(p->nb != t->nb, 0))
+        buckets(t, p);   /* the table was replaced after fk_gtab_probe */
+    int rc = insert_until(t, p, expiry, now, first_seen, ROOM);
+    if (__builtin_expect(rc == NEED_ROOM, 0)) {
+        if (t->capacity < g->limit)
+            return insert_moving(g, p, expiry, now, first_seen);
+        t->ctl->full++;
+        return FK_RC_FULL;
+    }
+    /* an eighth full or less after this insert: a table a quarter the size (twice what it holds), so a
+     * load that returns at once does not move the entries back and forth */
+    if (__builtin_expect(HI(t->ctl->ring_pos) <= g->shrink_at, 0) && rc == FK_RC_OK &&
+        start_move(g, t->capacity / 4 > g->first ? t->capacity / 4 : g->first) == 0) {
+        g->shrinks++;
+        migrate(g, FK_TAB_MIGRATE);
+    }
+    return rc;
+}
+
+void fk_gtab_stats_get(const fk_gtab *g, fk_gtab_stats *out)
+{
+    const fk_tab_ctl *a = &g->ctl[0], *b = &g->ctl[1];
+    out->entries = HI(a->ring_pos) + HI(b->ring_pos);
+    out->inserts = g->done[0] + a->inserts + b->inserts;
+    out->hits = g->done[1] + a->hits + b->hits;
+    out->evictions = g->done[2] + a->evictions + b->evictions;
+    out->full = g->done[3] + a->full + b->full;
+    out->table_capacity = g->t[g->cur].capacity;
+    out->migrating = g->migrating ? HI(g->ctl[!g->cur].ring_pos) : 0;
+    out->bytes = g->bytes;
+    out->grows = g->grows;
+    out->shrinks = g->shrinks;
 }

@@ -77,6 +77,20 @@ def test_saved_input_stays_fixed(target: str, path: Path, harness: object, monke
         sys.modules.pop(target, None)
 
 
+def test_rcache_model_holds_on_the_committed_corpus(harness: object, tmp_path: Path) -> None:
+    """The in-process cache agrees with the model (fz_rcmodel.h) on every committed rcache input, once with
+    a table that holds the capacity and once with one that starts at 2 entries and grows and shrinks."""
+    exe = harness("rcache")  # type: ignore[operator]
+    dirs = [str(ROOT / "fuzz" / d / "rcache") for d in ("seeds", "corpus")]
+    # a failing input is written to tmp_path (the crash file), not into the tree
+    proc = subprocess.run([str(exe), "-runs=0", f"-artifact_prefix={tmp_path}/", *dirs], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
+                               "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Done" in proc.stderr and "INITED" in proc.stderr
+
+
 def test_every_target_has_a_regression_directory_name_it_can_use() -> None:
     """Saved inputs live under a directory named after an existing target (a typo would skip them)."""
     for d in REG.iterdir():
