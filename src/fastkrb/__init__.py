@@ -10,6 +10,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fastkrb.challenge import ChallengeRule
     from fastkrb.errors import (
         BearerExpired,
         BearerInvalid,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
         UnsupportedMechanism,
         WrongPrincipal,
     )
-    from fastkrb.challenge import ChallengeRule
     from fastkrb.groups import GroupNames
     from fastkrb.keytab import Keytab, KeytabEntry
     from fastkrb.policy import Policy
