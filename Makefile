@@ -31,7 +31,7 @@ demo: $(STAMP)
 test: system-deps $(STAMP)
 	bash fuzz/deps.sh $(VPY)   # clang + atheris: the saved fuzz crash inputs run in the suite too
 	$(PIP) install -q gssapi k5test pyyaml matplotlib starlette uvicorn fastapi flask django aiohttp \
-	    httpx requests requests-gssapi httpx-gssapi pyspnego ldap3 pyjwt jwcrypto
+	    httpx requests requests-gssapi httpx-gssapi pyspnego ldap3 pyjwt jwcrypto build
 	$(MAKE) build
 	$(MAKE) lint
 	$(VPY) -m pytest -q tests
