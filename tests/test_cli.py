@@ -61,3 +61,16 @@ def test_bad_keytab_is_exit_2(tmp_path: Path) -> None:
     bad.write_bytes(b"\x05\x02\x00\x00\x00\x10garbage")
     out = run("keytab", "list", str(bad))
     assert out.returncode == 2 and "error [bad_keytab]" in out.stderr
+
+
+def test_a_file_error_is_a_sentence_with_the_path(tmp_path: Path) -> None:
+    """A file the command cannot write is named (not the temporary file beside it), with no errno or traceback."""
+    target = tmp_path / "missing-dir" / "dev.keytab"
+    r = run("dev", "init", "--spn", "HTTP/api.example.test", "--keytab", str(target))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines == [f"error: {target}: no such file or directory; check that the path exists and that user "
+                     f"{lines[0].split('user ', 1)[1].split(' may', 1)[0]} may use it (owner, mode, the directories "
+                     f"above it)"], r.stderr
+    assert "Errno" not in r.stderr and "Traceback" not in r.stderr and ".keytab-" not in r.stderr
+    assert not target.parent.exists()

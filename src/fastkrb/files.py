@@ -32,7 +32,10 @@ def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
         st: os.stat_result | None = os.stat(target)
     except FileNotFoundError:
         st = None
-    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    except OSError as exc:   # name the file the caller asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, target) from exc
     try:
         os.fchmod(fd, mode if mode is not None else (st.st_mode & 0o7777) if st is not None else 0o600)
         if keep_owner and st is not None and (st.st_uid != os.geteuid() or st.st_gid != os.getegid()):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -272,6 +273,21 @@ def _add_keytab_rotation(ksub: Any) -> None:
     kp.set_defaults(func=_cmd_keytab_prune)
 
 
+def _os_error(exc: OSError) -> str:
+    """An OSError as a sentence naming its file and the user, never a bare ``[Errno N]``."""
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    import getpass
+
+    where = os.fspath(exc.filename)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.geteuid()}"
+    return (f"{where}: {exc.strerror.lower()}; check that the path exists and that user {user} may use it "
+            f"(owner, mode, the directories above it)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fastkrb", description="Fast, exact Kerberos ticket validation.")
     p.add_argument("--version", action="version", version=f"fastkrb {__version__}",
@@ -443,6 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KerberosError as exc:
         print(f"error [{exc.code}]: {exc.cause}\nfix: {exc.fix}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
