@@ -215,6 +215,8 @@ def test_token_exchange_verified_with_only_the_served_jwks(sessions: Sidecar, mi
     status, h, jwks = sessions.http("GET", "/.well-known/jwks.json")
     assert status == 200 and h["content-type"] == "application/json"
     assert sessions.http("GET", "/jwks")[2] == jwks
+    status, h, body = sessions.http("HEAD", "/.well-known/jwks.json")
+    assert status == 200 and body == b"" and int(h["content-length"]) == len(jwks)
     assert all(set(k) == {"kty", "crv", "x", "y", "kid", "use", "alg"} for k in json.loads(jwks)["keys"])
     keyset = jc_jwk.JWKSet.from_json(jwks.decode())
     t = jc_jwt.JWT(jwt=doc["access_token"], key=keyset, algs=["ES256"], check_claims={"iss": ISS, "aud": AUD,

@@ -373,14 +373,16 @@ class HttpHandler:
             else:
                 self._auth(close, url[q + 1:] if q >= 0 else b"", exchange=True)
         elif path in _JWKS_PATHS and self.sess is not None and self.sess.verifier is not None:
-            if self.parser.get_method() not in (b"GET", b"HEAD"):
+            method = self.parser.get_method()
+            if method not in (b"GET", b"HEAD"):
                 self._not_allowed(b"GET, HEAD", close)
             else:
                 try:
                     body, status = self.sess.jwks_body(), 200
                 except Exception as exc:   # a key file gone bad is logged by its ring; the keys in service stay
                     body, status = json.dumps({"code": "internal", "cause": f"JWKS: {exc}"}).encode(), 500
-                self._emit(_response(status, [b"Content-Type: application/json\r\n"], body, close), close)
+                out = _response(status, [b"Content-Type: application/json\r\n"], body, close)
+                self._emit(out[:len(out) - len(body)] if method == b"HEAD" else out, close)   # HEAD: no body
         elif path == b"/healthz":
             h = self.ctx.health()
             body = json.dumps(h).encode()
