@@ -320,7 +320,8 @@ cdef class NativeFront:
                     lat = _clock(CLOCK_MONOTONIC) - t0
                     self._settle(wbuf, conn, acc)
                     acc = False
-                    handler._native_rejected(err, lat, close, _bytes(h.xff) if h.xff.p != NULL else None)
+                    handler._native_rejected(err, lat, close, _bytes(h.xff) if h.xff.p != NULL else None,
+                                             _bytes(h.token))   # the refused token: its KRB-ERROR answer
             finally:
                 fk_scratch_wipe(&r, self.scratch, h.token.n)
             if conn.closing:

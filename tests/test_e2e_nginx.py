@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 
 from fastkrb.groups import write_map
-from support.mitgss import finish_initiator
+from support.mitgss import finish_initiator, initiator_verdict
 from support.procs import free_port, stop, wait_listening
 from support.sidecar import Sidecar
 
@@ -299,11 +299,11 @@ def test_index_through_internal_redirect_is_authenticated_once(site: Site) -> No
 
 def test_without_the_guard_the_internal_redirect_is_a_replay(site: Site) -> None:
     """The negative control: the same shipped file minus the guard shows the trap it avoids."""
-    token, _ = site.token()
+    token, init = site.token()
     status, headers, _ = site.get("/", "Negotiate " + base64.b64encode(token).decode(), port=site.bare_port)
     assert status == 401
     assert headers["x-auth-error"] == "replay"
-    assert headers["www-authenticate"] == "Negotiate"
+    assert replay_reported(init, headers["www-authenticate"])
     time.sleep(0.5)
     replay = [e for e in site.sidecar.events() if e.get("code") == "replay"][-1]
     assert replay["first_seen_ago"] < 1.0            # re-validated within the same request
@@ -320,14 +320,28 @@ def test_no_header_is_401_negotiate(site: Site) -> None:
     assert headers["www-authenticate"] == "Negotiate"
 
 
+def replay_reported(init: Any, challenge: str) -> bool:
+    """The 401's challenge, as nginx passed it, carries the sidecar's KRB-ERROR, and MIT's initiator fed it
+    names the reason (the client asked for mutual authentication)."""
+    scheme, _, answer = challenge.partition(" ")
+    assert scheme == "Negotiate" and answer, challenge
+    _, text, _ = initiator_verdict(init, base64.b64decode(answer))
+    return text.endswith("): Request is a replay")
+
+
 def test_the_same_header_twice_is_a_replay(site: Site) -> None:
-    token, _ = site.token()
+    token, init = site.token()
     value = "Negotiate " + base64.b64encode(token).decode()
     assert site.get("/api/whoami", value)[0] == 200
     status, headers, _ = site.get("/api/whoami", value)
     assert status == 401
     assert headers["x-auth-error"] == "replay"
-    assert headers["www-authenticate"] == "Negotiate"
+    assert replay_reported(init, headers["www-authenticate"])
+    token, _ = site.token(mutual=False)   # without mutual authentication the client reads no answer token
+    value = "Negotiate " + base64.b64encode(token).decode()
+    assert site.get("/api/whoami", value)[0] == 200
+    status, headers, _ = site.get("/api/whoami", value)
+    assert status == 401 and headers["www-authenticate"] == "Negotiate"
 
 
 def test_keytab_rotation_during_load_fails_no_request(site: Site) -> None:
@@ -402,6 +416,66 @@ def test_replay_after_worker_death_needs_the_shared_cache(site: Site) -> None:
         time.sleep(0.05)
     status, headers, _ = site.get("/api/whoami", value)
     assert status == 401 and headers["x-auth-error"] == "replay"
+
+
+# -- sessions and bearer tokens --------------------------------------------------------------------------------
+
+def test_session_cookie_and_token_exchange_through_nginx(mit_lab: Any) -> None:
+    """The shipped file in front of a sidecar with sessions on: curl --negotiate with a cookie jar gets the
+    page and the cookie (Set-Cookie passed by nginx), then the cookie alone gets the page again, with no new
+    ticket; POST /token through the file's /token location gives a bearer token that /auth accepts."""
+    from fastkrb.sessions.bearer import new_signing_key_file
+    from fastkrb.sessions.cookie import new_session_key_file
+
+    realm = mit_lab.realm
+    principal = realm.add_service(realm.service("sessions"))
+    host = f"sessions.{realm.domain}"
+    work = Path(tempfile.mkdtemp(prefix="fastkrb-e2e-sessions-"))
+    try:
+        keytab = realm.export(work / "http.keytab", principal)
+        new_session_key_file(work / "session-keys.json")
+        new_signing_key_file(work / "signing-keys.json")
+        # plain HTTP in this test: a Secure cookie would never be sent back (session_secure stays on in production)
+        config = (f'session_keys = "{work / "session-keys.json"}"\nsession_secure = false\n'
+                  f'signing_keys = "{work / "signing-keys.json"}"\ntoken_issuer = "https://{host}"\n'
+                  f'token_audience = "{host}"\n')
+        with serve(work, keytab, host, config, copies=(("site", True),)) as served:
+            port = served.ports["site"]
+            wait_listening(port, served.nginx, work / "nginx-error.log", "nginx")
+            site = Site(mit_lab, principal, host, port, port, served.sidecar, keytab, work)
+            jar = work / "cookies.txt"
+            first = site.curl("/api/whoami", "-c", str(jar))
+            assert first.returncode == 0, first.stderr
+            statuses, headers, body = _parse_curl(first.stdout)
+            assert statuses[-1] == 200                     # (curl may send its token before any challenge)
+            assert headers["set-cookie"].startswith("fastkrb_session=") and "HttpOnly" in headers["set-cookie"]
+            assert json.loads(body)["principal"] == realm.user
+            second = site.curl("/api/whoami", "-b", str(jar), negotiate=False)
+            assert second.returncode == 0, second.stderr
+            statuses, headers, body = _parse_curl(second.stdout)
+            assert statuses == [200]                       # no challenge: the cookie alone
+            assert "set-cookie" not in headers
+            doc = json.loads(body)
+            assert (doc["principal"], doc["authorization"]) == (realm.user, None)
+            # the index (an internal redirect) with the cookie alone: the guard holds for sessions too
+            assert _parse_curl(site.curl("/", "-b", str(jar), negotiate=False).stdout)[0] == [200]
+            # POST /token through nginx, then the bearer token at a protected location
+            tok = site.curl("/token", "-X", "POST")
+            assert tok.returncode == 0, tok.stderr
+            statuses, headers, body = _parse_curl(tok.stdout)
+            assert statuses[-1] == 200 and headers["content-type"] == "application/json"
+            access = json.loads(body)["access_token"]
+            status, _, body = site.get("/api/whoami", f"Bearer {access}")
+            assert status == 200 and json.loads(body)["principal"] == realm.user
+            status, headers, jwks = site.get("/.well-known/jwks.json", None)
+            assert status == 200 and json.loads(jwks)["keys"][0]["alg"] == "ES256"
+            time.sleep(1.2)   # decision lines are written on the sidecar's tick
+            vias = [(e.get("via"), e["outcome"]) for e in served.sidecar.events() if e.get("event") == "decision"
+                    and e["outcome"] == "accepted"]
+            assert vias.count(("session", "accepted")) == 2 and vias.count(("bearer", "accepted")) == 1
+            assert vias.count((None, "accepted")) == 2     # the two Negotiate validations: the page and /token
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # -- policies --------------------------------------------------------------------------------------------------

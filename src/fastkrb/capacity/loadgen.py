@@ -8,6 +8,7 @@ ones: a replay cache accepts each once), so the measurement is the sidecar's, no
     python -m fastkrb.capacity.loadgen ... --mode http --shape nginx ...               # nginx's full subrequest
     python -m fastkrb.capacity.loadgen ... --mode wire --rate 25000 --seconds 5        # open loop: latency
     python -m fastkrb.capacity.loadgen ... --mode garbage-wire --seconds 5             # flood of malformed tokens
+    python -m fastkrb.capacity.loadgen ... --mode cookie-http --shape nginx ...        # a session cookie, no token
 
 Closed loop (default) keeps ``depth`` requests in flight on each connection and reports throughput; open
 loop (``--rate``) sends at a fixed rate, spread over the connections, and reports latency percentiles.
@@ -77,6 +78,42 @@ NGINX_HEAD = (b"GET /auth HTTP/1.1\r\n"
               b"Accept-Encoding: gzip, deflate, br, zstd\r\n"
               b"Accept-Language: en-US,en;q=0.9,de;q=0.8\r\n"
               b"Cookie: session=6f1c0b2a9e4d4f0b8a1e2d3c4b5a6978; theme=dark; _ga=GA1.2.1234567890.1700000000\r\n")
+
+
+def session_cookie(a: argparse.Namespace) -> str:
+    """``name=value`` of the session cookie the sidecar sets for one accepted token (it needs session_keys)."""
+    token = make_tokens(a.keytab, 1, a.client)[0]
+    head = b"GET /auth HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\nAuthorization: Negotiate " + \
+        base64.b64encode(token) + b"\r\n\r\n"
+    if a.tcp:
+        host, _, port = a.tcp.rpartition(":")
+        s = socket.create_connection((host, int(port)), timeout=10)
+    else:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(a.socket)
+    with s:
+        s.sendall(head)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"set-cookie:"):
+            return line[11:].split(b";", 1)[0].strip().decode()
+    status = data.split(b"\r\n", 1)[0].decode(errors="replace")
+    raise SystemExit(f"cookie-http: the sidecar at {a.socket or a.tcp} set no session cookie ({status}); start it "
+                     "with --session-keys FILE")
+
+
+def cookie_requests(cookie: str, n: int, shape: str = "minimal") -> list[tuple[int, bytes]]:
+    """``n`` requests that carry ``cookie`` (``name=value``) and no Authorization; for ``nginx`` beside the
+    browser's other cookies in NGINX_HEAD's Cookie header."""
+    if shape == "nginx":
+        head = NGINX_HEAD.replace(b"Cookie: ", b"Cookie: " + cookie.encode() + b"; ", 1) + b"\r\n"
+    else:
+        head = b"GET /auth HTTP/1.1\r\nHost: sidecar\r\nX-Original-URI: /api/things\r\nCookie: " + \
+            cookie.encode() + b"\r\n\r\n"
+    return [(i + 1, head) for i in range(n)]
 
 
 def http_requests(tokens: list[bytes], shape: str = "minimal") -> list[tuple[int, bytes]]:
@@ -218,13 +255,16 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     total = int((a.rate or a.expect) * (a.seconds + a.warmup) * 1.2) + a.connections * a.depth
     t_mint = time.perf_counter()
-    if a.mode.startswith("garbage"):
-        tokens = garbage_tokens(total)[:total]
+    if a.mode == "cookie-http":   # one session, sent again and again (a cookie is no one-time token)
+        work = cookie_requests(session_cookie(a), total, a.shape)
     else:
-        tokens = make_tokens(a.keytab, total, a.client)
+        if a.mode.startswith("garbage"):
+            tokens = garbage_tokens(total)[:total]
+        else:
+            tokens = make_tokens(a.keytab, total, a.client)
+        work = http_requests(tokens, a.shape) if a.mode.endswith("http") else wire_frames(tokens)
+        del tokens
     t_mint = time.perf_counter() - t_mint
-    work = http_requests(tokens, a.shape) if a.mode.endswith("http") else wire_frames(tokens)
-    del tokens
     per = [work[i::a.connections] for i in range(a.connections)]
     for w in per:
         w.reverse()  # pop() from the end = in order
@@ -305,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tcp")
     p.add_argument("--keytab", help="the sidecar's keytab (to mint valid tokens)")
     p.add_argument("--client", default="alice@EXAMPLE.TEST")
-    p.add_argument("--mode", choices=["wire", "http", "garbage-wire", "garbage-http"], default="wire")
+    p.add_argument("--mode", choices=["wire", "http", "garbage-wire", "garbage-http", "cookie-http"], default="wire",
+                   help="cookie-http: requests with the session cookie the sidecar set for one token, and no "
+                        "Authorization (the sidecar needs --session-keys)")
     p.add_argument("--shape", choices=["minimal", "nginx"], default="minimal",
                    help="HTTP: the request head (nginx: the headers auth_request forwards from a browser)")
     p.add_argument("--connections", type=int, default=4)

@@ -31,6 +31,7 @@ from fastkrb.sidecar.http import HttpHandler
 from fastkrb.sidecar.log import JsonLog
 from fastkrb.sidecar.metrics import Stats, render
 from fastkrb.sidecar.policies import PolicyBook
+from fastkrb.sidecar.sessions import SidecarSessions
 
 __all__ = ["WorkerApp", "make_validator", "run_worker"]
 
@@ -304,7 +305,8 @@ class WorkerApp:
         engine = Engine(self.validator, self.stats, self.log,
                         is_async=isinstance(self.validator.replay_cache, AsyncReplayCache), policies=self.policies)
         self.ctx = ctx = WorkerContext(cfg, engine, self.stats, self.log, loop, self.health, self.metrics,
-                                       wire=WireHandler, http=HttpHandler, policies=self.policies)
+                                       wire=WireHandler, http=HttpHandler, policies=self.policies,
+                                       sessions=SidecarSessions.from_config(cfg))
         self.stopping = asyncio.Event()
 
         def factory() -> Connection:

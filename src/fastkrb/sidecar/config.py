@@ -26,7 +26,7 @@ from typing import Any
 from fastkrb.errors import ConfigurationError
 
 __all__ = ["CheckReport", "ConfigError", "ServerConfig", "SocketAccess", "StartupError", "add_arguments", "check",
-           "load_config", "policy_problems", "redact_url", "shm_file_size"]
+           "load_config", "policy_problems", "redact_url", "session_problems", "shm_file_size"]
 
 DEFAULT_SOCKET = "/run/fastkrb/fastkrb.sock"
 
@@ -70,7 +70,26 @@ class ServerConfig:
     dev: bool = False                        # a dev run: a `fastkrb dev init` keytab may be served
     native_front: bool = True                # the common requests answered in C (sidecar/conn.py); off: Python's path
     policies: dict[str, dict[str, list[str]]] = field(default_factory=dict)   # [policies.NAME] tables
+    # sessions after one Negotiate (docs/sessions.md): off unless a key file is given
+    session_keys: str | None = None          # session cookie key file: a 200 at /auth sets a cookie
+    session_cookie_name: str = "fastkrb_session"
+    session_max_age: int = 3600
+    session_secure: bool = True
+    session_samesite: str | None = "Lax"     # Strict, Lax, None, or None (Python): no attribute
+    session_path: str = "/"
+    signing_keys: str | None = None          # signing key file: POST /token, the JWKS, Bearer at /auth
+    token_issuer: str | None = None
+    token_audience: str | None = None
+    token_ttl: int = 300
     check: bool = False
+
+    def cookie_settings(self) -> Any:
+        """The ``CookieSettings`` of the session_* options (a ``ConfigurationError`` names a bad one)."""
+        from fastkrb.sessions.cookie import CookieSettings
+
+        return CookieSettings(name=self.session_cookie_name, max_age=self.session_max_age,
+                              secure=self.session_secure, same_site=self.session_samesite,  # type: ignore[arg-type]
+                              path=self.session_path)
 
     def replay_spec(self) -> str:
         """The replay cache the workers open: shared memory by default, so every worker sees every token."""
@@ -175,6 +194,15 @@ def _opt_str(v: Any) -> str | None:
     return None if s.lower() in ("", "none") else s
 
 
+def _samesite(v: Any) -> str | None:
+    s = str(v).strip().lower()
+    if s in ("", "off"):
+        return None
+    if s not in ("strict", "lax", "none"):
+        raise ValueError("want Strict, Lax, None or off")
+    return s.capitalize()
+
+
 # name -> (converter, flag help). Lists take repeatable flags, comma lists in the environment, arrays in TOML.
 _OPTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "keytab": (str, "the service keytab (reloaded when the file changes, and on SIGHUP)"),
@@ -210,9 +238,26 @@ _OPTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "dev": (_bool, "a dev run: permit a `fastkrb dev init` keytab (refused otherwise: its keys are throwaway)"),
     "native_front": (_bool, "answer the common requests in native code, the rest in Python (default true; the "
                             "answers are the same either way)"),
+    "session_keys": (_opt_str, "session cookie key file (fastkrb keys session new FILE): a 200 at /auth sets a "
+                               "session cookie, and a request with a valid one needs no Negotiate (default off)"),
+    "session_cookie_name": (str, "the session cookie's name (default fastkrb_session)"),
+    "session_max_age": (int, "longest life of a session cookie in seconds, never past the ticket's end "
+                             "(default 3600)"),
+    "session_secure": (_bool, "the session cookie's Secure attribute: sent over HTTPS only (default true)"),
+    "session_samesite": (_samesite, "the session cookie's SameSite attribute: Strict, Lax, None or off "
+                                    "(default Lax)"),
+    "session_path": (str, "the session cookie's Path (default /)"),
+    "signing_keys": (_opt_str, "signing key file (fastkrb keys signing new FILE): POST /token exchanges a "
+                               "Negotiate token for a bearer token, /.well-known/jwks.json serves the public keys, "
+                               "/auth accepts Authorization: Bearer (default off)"),
+    "token_issuer": (_opt_str, "the bearer tokens' iss claim, e.g. the service's https:// URL (needed with "
+                               "signing_keys)"),
+    "token_audience": (_opt_str, "the bearer tokens' aud claim, the service they are for (needed with "
+                                 "signing_keys)"),
+    "token_ttl": (int, "longest life of a bearer token in seconds, never past the ticket's end (default 300)"),
 }
 _LISTS = {"principals", "allowed_realms", "allow_uids", "allow_gids", "enctypes"}
-_BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions", "dev", "native_front"}
+_BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions", "dev", "native_front", "session_secure"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -333,6 +378,18 @@ def _validate(cfg: ServerConfig) -> None:
             raise ConfigError(f"{name} must be >= 0")
     if cfg.remote_groups == "name" and not cfg.group_names:
         raise ConfigError("remote_groups = name needs group_names (the SID -> name map file)")
+    if cfg.session_keys:
+        try:
+            cfg.cookie_settings()
+        except ConfigurationError as exc:
+            raise ConfigError(exc.cause) from None
+    if cfg.signing_keys:
+        missing = [n for n in ("token_issuer", "token_audience") if not getattr(cfg, n)]
+        if missing:
+            raise ConfigError(f"signing_keys needs {' and '.join(missing)}: the claims every bearer token carries "
+                              "and every verifier checks")
+        if cfg.token_ttl < 1:
+            raise ConfigError("token_ttl must be >= 1")
     if cfg.tcp:
         try:
             host, port = cfg.tcp_address()  # type: ignore[misc]
@@ -847,6 +904,11 @@ def check(cfg: ServerConfig, probe_network: bool = True) -> CheckReport:
             r.facts.append(access.describe(cfg))
             r.warnings += access.proxy_warnings(cfg)
     r.errors += policy_problems(cfg)
+    r.errors += session_problems(cfg)
+    r.facts += session_facts(cfg)
+    if cfg.session_keys and not cfg.session_secure:
+        r.warnings.append(f"session_secure = false: the session cookie {cfg.session_cookie_name} is also sent over "
+                          "plain HTTP, where anyone on the path can take it and be the client until it expires")
     from fastkrb.replay import parse_replay_spec
 
     rs = parse_replay_spec(cfg.replay_spec())
@@ -913,6 +975,40 @@ def policy_problems(cfg: ServerConfig) -> list[str]:
     except ValueError as exc:   # GroupNameError, PolicyError
         return [f"policies: {exc}"]
     return []
+
+
+def session_problems(cfg: ServerConfig) -> list[str]:
+    """Why a session or signing key file cannot be used (used at start and by --check): each names the file
+    and how to write one."""
+    out: list[str] = []
+    from fastkrb.sessions.bearer import parse_signing_keys
+    from fastkrb.sessions.cookie import parse_session_keys
+    from fastkrb.sessions.keyfile import KeyRing
+
+    for opt, path, parse in (("session_keys", cfg.session_keys, parse_session_keys),
+                             ("signing_keys", cfg.signing_keys, parse_signing_keys)):
+        if not path:
+            continue
+        try:
+            KeyRing(parse, path=path)   # type: ignore[arg-type]
+        except ConfigurationError as exc:
+            out.append(f"{opt} {path}: {exc.cause} Fix: {exc.fix}")
+    return out
+
+
+def session_facts(cfg: ServerConfig) -> list[str]:
+    """What --check says about sessions and bearer tokens when they are on."""
+    out = []
+    if cfg.session_keys:
+        out.append(f"session cookies on: {cfg.session_cookie_name} (key file {cfg.session_keys}, at most "
+                   f"{cfg.session_max_age} s, Secure {'on' if cfg.session_secure else 'off'}, SameSite "
+                   f"{cfg.session_samesite or 'unset'}, Path {cfg.session_path}); the HTTP front door answers in "
+                   "Python")
+    if cfg.signing_keys:
+        out.append(f"bearer tokens on: POST /token issues ES256 tokens for {cfg.token_audience} (iss "
+                   f"{cfg.token_issuer}, at most {cfg.token_ttl} s; key file {cfg.signing_keys}); "
+                   "/.well-known/jwks.json serves the public keys")
+    return out
 
 
 def main_check(cfg: ServerConfig, out: Any = None) -> int:

@@ -52,9 +52,10 @@ class WorkerContext:
     def __init__(self, cfg: ServerConfig, engine: Engine, stats: Stats, log: JsonLog,
                  loop: asyncio.AbstractEventLoop, health: Callable[[], dict[str, Any]],
                  metrics: Callable[[], bytes], wire: HandlerFactory, http: HandlerFactory,
-                 policies: PolicyBook | None = None) -> None:
+                 policies: PolicyBook | None = None, sessions: Any = None) -> None:
         self.cfg = cfg
         self.policies = policies   # named and query-built policies, and the group map (None: no policy support)
+        self.sessions = sessions   # sidecar.sessions.SidecarSessions: cookies and bearer tokens (None: off)
         self.wire = wire
         self.http = http
         self.engine = engine

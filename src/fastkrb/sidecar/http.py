@@ -34,18 +34,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from fastkrb.errors import KerberosError
+from fastkrb.errors import Forbidden, InternalError, KerberosError
 from fastkrb.krb.negotiate import negotiate_token
 from fastkrb.sidecar.conn import Connection
 from fastkrb.sidecar.policies import PolicyError
 
 if TYPE_CHECKING:
     from fastkrb.policy import Policy
+    from fastkrb.sessions.principal import Principal
+    from fastkrb.sidecar.sessions import SidecarSessions
 
 __all__ = ["GROUPS_MAX_BYTES", "HttpHandler", "groups_header", "header_value"]
 
@@ -54,10 +57,22 @@ __all__ = ["GROUPS_MAX_BYTES", "HttpHandler", "groups_header", "header_value"]
 GROUPS_MAX_BYTES = 8192
 
 _STATUS = {200: b"200 OK", 400: b"400 Bad Request", 401: b"401 Unauthorized", 403: b"403 Forbidden",
-           404: b"404 Not Found",
+           404: b"404 Not Found", 405: b"405 Method Not Allowed",
            408: b"408 Request Timeout", 413: b"413 Content Too Large", 431: b"431 Request Header Fields Too Large",
            500: b"500 Internal Server Error", 503: b"503 Service Unavailable"}
 _KEEP = b"Cache-Control: no-store\r\n"
+_JWKS_PATHS = (b"/.well-known/jwks.json", b"/jwks")
+_NOT_ISSUED_LOGGED: dict[str, float] = {}   # code -> when a session_not_issued line last said it
+_perf = time.perf_counter
+
+
+def _bearer_token(auth: bytes) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (the scheme case-insensitive, RFC 6750 §2.1), or None."""
+    scheme, _, rest = auth.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    tok = rest.strip()
+    return tok.decode("latin-1") if tok else None
 _CLOSE = b"Connection: close\r\n"
 
 
@@ -151,15 +166,32 @@ def _response(status: int, headers: list[bytes], body: bytes, close: bool) -> by
 _ERROR_STATUS = {"internal": 500, "replay_cache_unavailable": 503, "forbidden": 403}
 
 
-def _rejection(exc: KerberosError, close: bool) -> bytes:
+def _challenge(exc: KerberosError, token: bytes | None) -> bytes:
+    """The 401's challenge for a refused ``token``: ``Negotiate <KRB-ERROR>`` when the client asked for mutual
+    authentication and the refusal has an RFC 4120 code (krb/krberror.py: MIT's initiator then names the
+    reason), else a bare ``Negotiate``. Built on the rejection path only."""
+    # imported on the rejection path (cached after the first)
+    from fastkrb.krb.krberror import ANSWERED_CODES, error_header
+
+    if token is None or exc.code not in ANSWERED_CODES:
+        return b"Negotiate"
+    try:
+        value = error_header(exc, token)
+    except Exception:   # the refusal stands whatever its answer token's fate: a bare challenge then
+        value = None
+    return value.encode("ascii") if value else b"Negotiate"
+
+
+def _rejection(exc: KerberosError, close: bool, token: bytes | None = None, extra: tuple[bytes, ...] = ()) -> bytes:
+    """The answer to a refusal; ``token``: the refused Negotiate token (for the KRB-ERROR challenge)."""
     status = _ERROR_STATUS.get(exc.code, 401)
     doc: dict[str, Any] = {"code": exc.code, "cause": exc.cause}
-    headers = [b"X-Auth-Error: " + exc.code.encode() + b"\r\n", b"Content-Type: application/json\r\n"]
+    headers = [b"X-Auth-Error: " + exc.code.encode() + b"\r\n", b"Content-Type: application/json\r\n", *extra]
     if status == 403:   # authenticated, not allowed: no challenge (a new token would not change the answer)
         doc["policy"] = exc.details.get("policy")
         doc["constraint"] = exc.details.get("constraint")
     else:
-        headers.insert(0, b"WWW-Authenticate: Negotiate\r\n")
+        headers.insert(0, b"WWW-Authenticate: " + _challenge(exc, token) + b"\r\n")
     body = json.dumps(doc, ensure_ascii=False).encode()
     if status == 503:
         headers.append(b"Retry-After: 1\r\n")
@@ -169,13 +201,18 @@ def _rejection(exc: KerberosError, close: bool) -> bytes:
 class HttpHandler:
     """httptools callbacks for one connection; answers in request order."""
 
-    __slots__ = ("auth", "body_size", "buf", "conn", "ctx", "front", "head_raw", "head_size", "in_head", "parser",
-                 "peer_json", "pending", "refuse", "url", "xff")
+    __slots__ = ("auth", "body_size", "buf", "conn", "cookies", "ctx", "front", "head_raw", "head_size", "in_head",
+                 "parser", "peer_json", "pending", "refuse", "sess", "url", "xff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.ctx = conn.ctx
-        self.front = conn.ctx.front   # None: httptools reads everything (also once _slow_rest handed it over)
+        self.sess: SidecarSessions | None = conn.ctx.sessions
+        self.cookies: list[bytes] | None = None   # the request's Cookie header(s), read with session cookies on
+        # None: httptools reads everything (also once _slow_rest handed it over). With session cookies on, every
+        # acceptance needs a Set-Cookie and every cookie a Python decision: the native path would answer
+        # nothing alone, so this front door is httptools' (the binary one keeps the native path).
+        self.front = conn.ctx.front if self.sess is None or self.sess.cookies is None else None
         self.buf = b""                # the native path's partial head
         self.peer_json = json.dumps(conn.peer, ensure_ascii=False)[1:-1].encode()
         self.parser = httptools.HttpRequestParser(self)
@@ -220,13 +257,15 @@ class HttpHandler:
         conn = self.conn
         return conn.peer if xff is None else f"{conn.peer} for={xff.decode('latin-1')[:200]}"
 
-    def _native_rejected(self, exc: Any, latency: float, close: bool, xff: bytes | None) -> None:
-        """A rejection the native path decided: counted, logged and answered as decide()'s would be."""
+    def _native_rejected(self, exc: Any, latency: float, close: bool, xff: bytes | None,
+                         token: bytes | None = None) -> None:
+        """A rejection the native path decided: counted, logged and answered as decide()'s would be; ``token``
+        (the refused base64 text) for the KRB-ERROR challenge."""
         engine = self.ctx.engine
         peer = self._peer(xff)
         res = (engine._rejected(exc, latency, peer, "http") if isinstance(exc, KerberosError)
                else engine._internal(exc, latency, peer, "http"))
-        self._emit(self._answer(res, close), close)
+        self._emit(self._answer(res, close, None, token), close)
 
     def _native_accepted(self, res: Any, latency: float, close: bool, xff: bytes | None) -> None:
         """An acceptance the native path could not answer alone (PAC identity headers, a name not UTF-8)."""
@@ -276,6 +315,7 @@ class HttpHandler:
         self.url = b""
         self.auth = None
         self.xff = None
+        self.cookies = None
         self.head_size = 0
         self.head_raw = 0
         self.body_size = 0
@@ -299,6 +339,11 @@ class HttpHandler:
             self.auth = value
         elif n == 15 and name.lower() == b"x-forwarded-for":
             self.xff = value
+        elif n == 6 and name.lower() == b"cookie" and self.sess is not None:
+            if self.cookies is None:
+                self.cookies = [value]
+            else:
+                self.cookies.append(value)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -322,6 +367,22 @@ class HttpHandler:
             self._auth(close, url[q + 1:] if q >= 0 else b"")
         elif path.startswith(b"/auth/"):
             self._auth(close, _path_policy(path))
+        elif path == b"/token" and self.sess is not None and self.sess.issuer is not None:
+            if self.parser.get_method() != b"POST":
+                self._not_allowed(b"POST", close)
+            else:
+                self._auth(close, url[q + 1:] if q >= 0 else b"", exchange=True)
+        elif path in _JWKS_PATHS and self.sess is not None and self.sess.verifier is not None:
+            method = self.parser.get_method()
+            if method not in (b"GET", b"HEAD"):
+                self._not_allowed(b"GET, HEAD", close)
+            else:
+                try:
+                    body, status = self.sess.jwks_body(), 200
+                except Exception as exc:   # a key file gone bad is logged by its ring; the keys in service stay
+                    body, status = json.dumps({"code": "internal", "cause": f"JWKS: {exc}"}).encode(), 500
+                out = _response(status, [b"Content-Type: application/json\r\n"], body, close)
+                self._emit(out[:len(out) - len(body)] if method == b"HEAD" else out, close)   # HEAD: no body
         elif path == b"/healthz":
             h = self.ctx.health()
             body = json.dumps(h).encode()
@@ -339,9 +400,16 @@ class HttpHandler:
             body = b'{"code":"not_found","cause":"try /auth, /healthz or /metrics"}'
             self._emit(_response(404, [b"Content-Type: application/json\r\n"], body, close), close)
 
+    def _not_allowed(self, allow: bytes, close: bool) -> None:
+        body = b'{"code":"method_not_allowed","cause":"use ' + allow.split(b",")[0] + b'"}'
+        self._emit(_response(405, [b"Allow: " + allow + b"\r\n", b"Content-Type: application/json\r\n"], body,
+                             close), close)
+
     # -- /auth --------------------------------------------------------------------------------------
 
-    def _auth(self, close: bool, query: bytes) -> None:
+    def _auth(self, close: bool, query: bytes, exchange: bool = False) -> None:
+        """/auth (and, ``exchange``, POST /token): a Negotiate token, else a bearer token or a session cookie
+        when they are on, else the challenge."""
         auth = self.auth
         conn = self.conn
         peer = conn.peer if self.xff is None else f"{conn.peer} for={self.xff.decode('latin-1')[:200]}"
@@ -357,6 +425,18 @@ class HttpHandler:
                 self._emit(_policy_fault(exc, query, close), close)
                 return
         token = negotiate_token(auth)
+        sess = self.sess
+        if token is None and sess is not None and not exchange:
+            if auth is not None and sess.verifier is not None:
+                bearer = _bearer_token(auth)
+                if bearer is not None:
+                    self._emit(self._session("bearer", bearer, peer, policy, close), close)
+                    return
+            if self.cookies is not None and sess.cookies is not None:
+                out = self._session("session", self.cookies, peer, policy, close)
+                if out:
+                    self._emit(out, close)
+                    return
         if token is None:
             why = ("no Authorization header" if auth is None
                    else "the Authorization header carries no Negotiate token")
@@ -367,20 +447,28 @@ class HttpHandler:
             return
         engine = self.ctx.engine
         if not engine.is_async:
-            self._emit(self._answer(engine.decide(token, None, peer, "http", policy), close, policy), close)
+            self._emit(self._answer(engine.decide(token, None, peer, "http", policy), close, policy, token, exchange),
+                       close)
             return
-        slot: list[Any] = [None, close, policy]
+        slot: list[Any] = [None, close, policy, token, exchange]
         self.pending.append(slot)
         conn.inflight += 1
         fut = asyncio.ensure_future(engine.adecide(token, None, peer, "http", policy))
         fut.add_done_callback(lambda f: self._done(slot, f))
 
-    def _answer(self, out: Any, close: bool, policy: Policy | None = None) -> bytes:
+    def _answer(self, out: Any, close: bool, policy: Policy | None = None, token: bytes | None = None,
+                exchange: bool = False) -> bytes:
+        """The answer to a Negotiate decision: the rejection (with the KRB-ERROR challenge for ``token``), or
+        200 with the identity (and a session cookie when they are on), or for ``exchange`` (POST /token) the
+        bearer token."""
         if isinstance(out, KerberosError):
             self.conn.verdict(out.code == "malformed")
-            return _rejection(out, close)
+            return _rejection(out, close, token)
         if self.conn.bad:
             self.conn.verdict(False)
+        sess = self.sess
+        if exchange:
+            return self._exchange(out, close)
         headers = [_identity(out)]
         book = self.ctx.policies
         pac = _pac_identity(out, self.ctx.cfg.remote_groups, book.names if book is not None else None)
@@ -390,6 +478,109 @@ class HttpHandler:
             headers.append(b"X-Remote-Policy: " + header_value(policy.name) + b"\r\n")
         if out.response_token is not None:
             headers.append(b"WWW-Authenticate: " + out.www_authenticate.encode() + b"\r\n")
+        if sess is not None and sess.cookies is not None:
+            try:
+                cookie = sess.cookies.issue(out)
+            except KerberosError as exc:   # too large for a browser, or the ticket ends now: Negotiate goes on
+                self._not_issued("session", exc)
+            else:
+                self.ctx.stats.count("issued", "session")
+                headers.append(b"Set-Cookie: " + cookie.encode("ascii") + b"\r\n")
+        return _response(200, headers, b"", close)
+
+    def _exchange(self, res: Any, close: bool) -> bytes:
+        """POST /token after an accepted ticket: ``{"access_token", "token_type", "expires_in"}`` (RFC 6749
+        §5.1; Cache-Control no-store as it asks), and the AP-REP when the client asked for mutual
+        authentication."""
+        sess = self.sess
+        assert sess is not None and sess.issuer is not None
+        try:
+            issued = sess.issuer.issue(res)
+        except KerberosError as exc:   # the ticket ends within a second: a new ticket first (401, challenge)
+            self._not_issued("bearer", exc)
+            return _rejection(exc, close)
+        self.ctx.stats.count("issued", "bearer")
+        headers = [b"Content-Type: application/json\r\n"]
+        if res.response_token is not None:
+            headers.append(b"WWW-Authenticate: " + res.www_authenticate.encode() + b"\r\n")
+        return _response(200, headers, json.dumps(issued.to_dict()).encode(), close)
+
+    def _not_issued(self, via: str, exc: KerberosError) -> None:
+        """An accepted ticket that gets no cookie or token: counted; logged at debug, once a minute per code (a
+        user in very many groups would otherwise log on every request)."""
+        stats = self.ctx.stats
+        stats.count("issue_refused", exc.code)
+        now = self.ctx.now
+        last = _NOT_ISSUED_LOGGED.get(exc.code)
+        if last is None or now - last >= 60.0:
+            _NOT_ISSUED_LOGGED[exc.code] = now
+            self.ctx.log.event("session_not_issued", level="debug", via=via, code=exc.code, cause=exc.cause,
+                               client=exc.details.get("client"))
+
+    # -- sessions and bearer tokens -------------------------------------------------------------------
+
+    def _session(self, via: str, credential: Any, peer: str, policy: Policy | None, close: bool) -> bytes:
+        """A request authenticated by a session cookie (``via`` session; ``credential``: the Cookie headers) or a
+        bearer token (bearer; the token): 200 with the identity headers under the same policy, 403 when the
+        policy refuses, 401 with the Negotiate challenge when the credential does not open (a cookie's 401 also
+        clears it). b"" when the Cookie headers hold no cookie of ours (then: as without a cookie)."""
+        sess = self.sess
+        assert sess is not None
+        stats = self.ctx.stats
+        log = self.ctx.log
+        t0 = _perf()
+        principal: Principal | None = None
+        label: str | None = None
+        try:
+            if via == "bearer":
+                assert sess.verifier is not None
+                principal = sess.verifier.verify(credential)
+            else:
+                assert sess.cookies is not None
+                principal = sess.cookies.authenticate([c.decode("latin-1") for c in credential])
+                if principal is None:
+                    return b""
+            if policy is not None:
+                label = self.ctx.engine._label(policy)
+                policy.check(principal)
+        except Forbidden as exc:
+            label = label or "?"
+            stats.session(via, "forbidden", "forbidden")
+            stats.policy(label, "forbidden")
+            if log.decisions:
+                server = principal.server if principal is not None else None
+                log.session(via, "forbidden", "forbidden", exc.details.get("client"), server, _perf() - t0, peer,
+                            policy=label, cause=exc.cause, details=exc.details)
+            return _rejection(exc, close)
+        except KerberosError as exc:   # session_invalid / _expired, bearer_invalid / _expired: as no credential
+            stats.session(via, "rejected", exc.code)
+            if log.decisions:
+                log.session(via, "rejected", exc.code, exc.details.get("client"), None, _perf() - t0, peer,
+                            cause=exc.cause, details=exc.details)
+            if via == "bearer":   # RFC 6750 §3.1, beside the Negotiate challenge that gets a new one
+                extra = (b'WWW-Authenticate: Bearer error="invalid_token"\r\n',)
+            else:                 # the browser drops the cookie that does not open
+                assert sess.cookies is not None
+                extra = (b"Set-Cookie: " + sess.cookies.clear_cookie().encode("ascii") + b"\r\n",)
+            return _rejection(exc, close, None, extra)
+        except Exception as exc:   # our own fault: 500, never a verdict on the credential
+            err = InternalError(f"The sidecar failed while reading a {via} credential ({type(exc).__name__}: {exc}).")
+            stats.session(via, "error", "internal")
+            log.session(via, "error", "internal", None, None, _perf() - t0, peer, cause=err.cause)
+            return _rejection(err, close)
+        stats.session(via, "accepted", "ok")
+        if label is not None:
+            stats.policy(label, "allowed")
+        if log.decisions:
+            log.session(via, "accepted", "ok", principal.client, principal.server, _perf() - t0, peer, policy=label,
+                        details={"kid": principal.kid})
+        headers = [_identity(principal)]
+        book = self.ctx.policies
+        pac = _pac_identity(principal, self.ctx.cfg.remote_groups, book.names if book is not None else None)
+        if pac:
+            headers.append(pac)
+        if policy is not None and policy.name:
+            headers.append(b"X-Remote-Policy: " + header_value(policy.name) + b"\r\n")
         return _response(200, headers, b"", close)
 
     def _done(self, slot: list[Any], fut: asyncio.Future[Any]) -> None:
@@ -397,7 +588,7 @@ class HttpHandler:
         conn.inflight -= 1
         exc = fut.exception()
         out = self.ctx.engine._internal(exc, 0.0, conn.peer, "http") if exc is not None else fut.result()
-        slot[0] = self._answer(out, slot[1], slot[2])
+        slot[0] = self._answer(out, slot[1], slot[2], slot[3], slot[4])
         self._release()
         conn.flush()
 
@@ -416,7 +607,8 @@ class HttpHandler:
         conn = self.conn
         pending = self.pending
         while pending and pending[0][0] is not None:
-            response, close, _ = pending.popleft()
+            slot = pending.popleft()
+            response, close = slot[0], slot[1]
             conn.wbuf.append(response)
             if close:
                 pending.clear()

@@ -112,6 +112,28 @@ class JsonLog:
         if len(self._buf) >= self.max_batch:
             self.flush()
 
+    def session(self, via: str, outcome: str, code: str, client: str | None, server: str | None, latency: float,
+                peer: str, *, policy: str | None = None, cause: str | None = None,
+                details: dict[str, Any] | None = None) -> None:
+        """A decision on a session cookie (``via`` session) or a bearer token (bearer): the decision line's
+        fields, plus ``via``; a refusal adds ``cause`` and ``reason`` (the check that refused), a policy's
+        ``constraint``. A line without ``via`` is a Negotiate validation, as before."""
+        line: dict[str, Any] = {"time": self._time(time.time()), "event": "decision", "via": via, "outcome": outcome,
+                                "code": code, "client": client, "server": server, "frontend": "http",
+                                "worker": self.worker, "latency_us": round(latency * 1e6, 1), "peer": peer}
+        if policy is not None:
+            line["policy"] = policy
+        if details:
+            for k in ("reason", "constraint", "kid", "expired_at"):
+                if details.get(k) is not None:
+                    line[k] = details[k]
+        if cause is not None:
+            line["cause"] = cause
+        self._take()
+        self._buf.append(_dumps(line) + "\n")
+        if len(self._buf) >= self.max_batch:
+            self.flush()
+
     def event(self, event: str, level: str = "info", **fields: Any) -> None:
         """A lifecycle line (start, reload, drain, errors); written at once."""
         self._take()

@@ -63,6 +63,7 @@ class Stats:
         self.skew = _Hist(SKEW_BUCKETS)
         self.events: dict[str, int] = {}         # "name|label" -> count (connections, reloads, limits)
         self.policies: dict[str, int] = {}       # "policy|outcome" -> count (allowed, forbidden)
+        self.via: dict[str, int] = {}            # "via|outcome|code" -> count: session and bearer decisions
         self.gauges: dict[str, float] = {}       # set by the app before each snapshot
         self.kvnos: dict[str, int] = {}          # principal -> newest kvno in the loaded keytab
         self._native: Any = None                 # a NativeFront: its counters are folded in at snapshot time
@@ -81,6 +82,7 @@ class Stats:
         self.decisions = {str(k): int(v) for k, v in d.get("decisions", {}).items()}
         self.events = {str(k): int(v) for k, v in d.get("events", {}).items()}
         self.policies = {str(k): int(v) for k, v in d.get("policies", {}).items()}
+        self.via = {str(k): int(v) for k, v in d.get("via", {}).items()}
         self.latency.load(d.get("latency", {}))
         self.skew.load(d.get("skew", {}))
 
@@ -105,6 +107,12 @@ class Stats:
         if latency is not None:
             self.latency.observe(latency)
 
+    def session(self, via: str, outcome: str, code: str) -> None:
+        """A decision on a session cookie (``via`` session) or a bearer token (bearer): no Kerberos token was
+        validated, so fastkrb_decisions does not count it."""
+        k = via + "|" + outcome + "|" + code
+        self.via[k] = self.via.get(k, 0) + 1
+
     def policy(self, label: str, outcome: str) -> None:
         k = label + "|" + outcome
         self.policies[k] = self.policies.get(k, 0) + 1
@@ -116,7 +124,7 @@ class Stats:
     def snapshot(self) -> dict[str, Any]:
         self.fold()
         return {"slot": self.slot, "pid": os.getpid(), "time": time.time(), "decisions": self.decisions,
-                "events": self.events, "policies": self.policies, "latency": self.latency.dump(),
+                "events": self.events, "policies": self.policies, "via": self.via, "latency": self.latency.dump(),
                 "skew": self.skew.dump(), "gauges": self.gauges, "kvnos": self.kvnos}
 
     def write(self) -> None:
@@ -187,6 +195,21 @@ class _Collector(Collector):
             name, _, outcome = k.rpartition("|")
             pol.add_metric([name, outcome], v)
         yield pol
+        auth = CounterMetricFamily("fastkrb_authentications", "Authentication decisions by how the client "
+                                   "authenticated: negotiate (a Kerberos token: fastkrb_decisions but the challenges), "
+                                   "session (a session cookie), bearer (a bearer token)",
+                                   labels=["via", "outcome", "code"])
+        vtotals: dict[str, int] = {}
+        for k, v in totals.items():
+            if not k.startswith("challenged|"):
+                vtotals["negotiate|" + k] = v
+        for s in snaps:
+            for k, v in s.get("via", {}).items():
+                vtotals[k] = vtotals.get(k, 0) + int(v)
+        for k, v in sorted(vtotals.items()):
+            via, outcome, code = k.split("|", 2)
+            auth.add_metric([via, outcome, code], v)
+        yield auth
         yield _hist("fastkrb_validation_seconds", "Time to validate one token (server side)", snaps, "latency",
                     LATENCY_BUCKETS)
         yield _hist("fastkrb_clock_skew_seconds", "Absolute client clock offset seen in authenticators", snaps,
@@ -204,6 +227,10 @@ class _Collector(Collector):
             "group_names_reload": ("fastkrb_group_names_reloads", "Group map reloads by result", "result"),
             "replay_failure": ("fastkrb_replay_cache_failures", "Replay cache could not answer", "kind"),
             "protocol_error": ("fastkrb_protocol_errors", "Requests that were not HTTP or protocol frames", "frontend"),
+            "issued": ("fastkrb_sessions_issued", "Session cookies (via session) and bearer tokens (via bearer) "
+                       "issued after a Negotiate", "via"),
+            "issue_refused": ("fastkrb_session_issue_refused", "Accepted tickets that got no session cookie or bearer "
+                              "token (session_too_large, session_expired, bearer_expired)", "code"),
         }
         for key, (name, help_, label) in families.items():
             fam = CounterMetricFamily(name, help_, labels=[label])

@@ -33,6 +33,7 @@ from fastkrb.sidecar.config import (
     redact_url,
     replay_dir_problem,
     replay_file_problem,
+    session_problems,
     socket_dir_problem,
     socket_file_problem,
     unknown_group,
@@ -450,6 +451,7 @@ def preflight(cfg: ServerConfig) -> list[str]:
     except KerberosError as exc:
         problems = [exc.cause]
     problems += policy_problems(cfg)
+    problems += session_problems(cfg)
     found: list[StartupError | None] = []
     if cfg.socket and not _systemd_owns_sockets():
         found.append(socket_file_problem(cfg.socket) or socket_dir_problem(cfg))
