@@ -133,3 +133,17 @@ def test_plots_have_titles_labels_legends_and_cores() -> None:
     assert [t.get_text().split("\n")[0] for t in mit_ax.get_xticklabels()] == ["fastkrb", "MIT krb5"]
     assert "MIT" in mit_ax.get_title() and "µs" in mit_ax.get_ylabel()
     assert len(mit_ax.texts) == 2      # each bar carries its value
+
+
+def test_bench_leaves_the_callers_logging_as_it_was(capsys: pytest.CaptureFixture[str]) -> None:
+    """`fastkrb bench` quiets the "fastkrb" logger while it runs; run in-process (tests, notebooks), it must put
+    the level back, or every later refusal of the process is silently dropped."""
+    import logging
+
+    from fastkrb.tools.cli import main
+
+    logger = logging.getLogger("fastkrb")
+    before = logger.level
+    assert main(["bench", "--seconds", "-1"]) == 2       # refused by the up-front checks
+    assert "error: " in capsys.readouterr().err
+    assert logger.level == before

@@ -994,7 +994,18 @@ def main(args: Any) -> int:
     """Entry point of `fastkrb bench` (argparse namespace from fastkrb.tools.cli)."""
     import logging
 
-    logging.getLogger("fastkrb").setLevel(logging.ERROR)  # the "none" scenario's warning is expected here
+    # the "none" scenario's warning is expected here; the level is put back on the way out, so a caller that
+    # runs the bench in its own process (tests, notebooks) keeps its logging as it was
+    quiet = logging.getLogger("fastkrb")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return _main(args)
+    finally:
+        quiet.setLevel(level)
+
+
+def _main(args: Any) -> int:
     check_args(args)
     try:
         with Workspace() as ws:
