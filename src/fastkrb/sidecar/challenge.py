@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from fastkrb.challenge import DEFAULT_FALLBACK_PAGE, DEFAULT_NTLM_PAGE, ChallengeRule, Fallback, Offer
 from fastkrb.errors import ConfigurationError
 
-if TYPE_CHECKING:
-    from fastkrb.sidecar.config import ServerConfig
+#: A ``fastkrb.sidecar.config.ServerConfig`` (not imported: config imports this module to check the options).
+ServerConfig = Any
 
 __all__ = ["SidecarChallenge", "rule_facts", "rule_problem", "rule_warnings"]
 
