@@ -27,6 +27,7 @@ import yaml
 from fastkrb.sidecar.config import load_config, parse_args
 from fastkrb.testing import make_keytab, mint
 from support.sidecar import SRC, Sidecar, parse_response, recv_all
+from test_e2e_nginx import enable_challenges
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SERVICE = "HTTP/api.example.com@EXAMPLE.COM"
@@ -76,6 +77,12 @@ def test_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
                     f"http {{ access_log off; client_body_temp_path {tmp_path}/t; proxy_temp_path {tmp_path}/t;\n"
                     f"include {conf}; }}\n")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    out = subprocess.run([nginx, "-t", "-c", str(main), "-p", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    # the honest-challenge block, commented out in the file, is valid nginx once uncommented
+    assert "add_header Set-Cookie $fastkrb_cookie always;" in text   # the tried cookie goes with a 401
+    conf.write_text(enable_challenges(conf.read_text()))
+    assert "error_page 401 = /_fastkrb_401;" in conf.read_text()
     out = subprocess.run([nginx, "-t", "-c", str(main), "-p", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 

@@ -68,6 +68,16 @@ def render(text: str, *, socket_path: str, app_port: int | str, port: int, www: 
     return text
 
 
+def enable_challenges(text: str) -> str:
+    """The shipped file with its honest-challenge block (commented out between BEGIN and END) switched on."""
+    start = text.index("    # BEGIN honest challenges\n")
+    end = text.index("    # END honest challenges\n")
+    block = text[start:end]
+    on = re.sub(r"^    #(?! BEGIN)", "    ", block, flags=re.M)
+    assert len(re.findall(r"^    #", on, flags=re.M)) == 1, "a line of the block is not a directive: update this"
+    return text[:start] + on + text[end:]
+
+
 def add_policy_location(text: str, prefix: str, query: str) -> str:
     """A copy of the shipped /reports/ pattern (location + its auth location with the policy guard) for
     another prefix and a policy built in the URL."""
@@ -474,6 +484,71 @@ def test_session_cookie_and_token_exchange_through_nginx(mit_lab: Any) -> None:
                     and e["outcome"] == "accepted"]
             assert vias.count(("session", "accepted")) == 2 and vias.count(("bearer", "accepted")) == 1
             assert vias.count((None, "accepted")) == 2     # the two Negotiate validations: the page and /token
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# -- honest challenges ----------------------------------------------------------------------------------------
+
+def test_honest_challenges_through_nginx(mit_lab: Any) -> None:
+    """The shipped file with its honest-challenge block on, before a sidecar that offers Negotiate to 127.0.0.2
+    only (the address nginx forwards as X-Forwarded-For over the Unix socket, trusted_proxies = unix): curl from
+    127.0.0.1 gets the configured page, 401 without WWW-Authenticate: Negotiate (no dialog); from 127.0.0.2 the
+    offer and its tried cookie, and with a ticket the page it asked for; back without a ticket, with the
+    cookie, the page; an NTLM token the NTLM page with X-Auth-Error: unsupported_mechanism. Then the same file
+    before a sidecar whose fallback is a login URL: nginx redirects (303)."""
+    realm = mit_lab.realm
+    principal = realm.add_service(realm.service("challenge"))
+    host = f"challenge.{realm.domain}"
+    work = Path(tempfile.mkdtemp(prefix="fastkrb-e2e-challenge-"))
+    page = "<!doctype html><title>outside</title><h1>Sign in from the office network</h1>\n"
+    try:
+        keytab = realm.export(work / "http.keytab", principal)
+        (work / "outside.html").write_text(page)
+        (work / "outside.html").chmod(0o644)
+        rule = ('challenge_networks = ["127.0.0.2/32"]\ntrusted_proxies = ["unix"]\n'
+                'challenge_tried_cookie = "fastkrb_tried"\nchallenge_tried_secure = false\n')
+        config = rule + f'challenge_fallback = "{work / "outside.html"}"\nntlm_page = "default"\n'
+        with serve(work, keytab, host, config, copies=(("site", True),), extra=enable_challenges) as served:
+            port = served.ports["site"]
+            wait_listening(port, served.nginx, work / "nginx-error.log", "nginx")
+            site = Site(mit_lab, principal, host, port, port, served.sidecar, keytab, work)
+            # outside the offered network: the page, no offer
+            statuses, headers, body = _parse_curl(site.curl("/api/whoami", negotiate=False).stdout)
+            assert statuses == [401] and "www-authenticate" not in headers, headers
+            assert body == page and headers["content-type"].startswith("text/html")
+            # inside: the offer (nginx's 401 with the sidecar's challenge) and the tried cookie
+            jar = work / "jar.txt"
+            out = site.curl("/api/whoami", "--interface", "127.0.0.2", "-c", str(jar), negotiate=False)
+            statuses, headers, body = _parse_curl(out.stdout)
+            assert statuses == [401] and headers["www-authenticate"] == "Negotiate", out.stdout
+            assert headers["set-cookie"].startswith("fastkrb_tried=1;") and "401 Authorization Required" in body
+            # with a ticket: in, and the tried cookie dropped
+            out = site.curl("/api/whoami", "--interface", "127.0.0.2", "-b", str(jar))
+            statuses, headers, body = _parse_curl(out.stdout)
+            assert statuses[-1] == 200 and json.loads(body)["principal"] == realm.user, out.stdout
+            assert headers["set-cookie"].startswith("fastkrb_tried=;") and "Max-Age=0" in headers["set-cookie"]
+            # back without a ticket, with the cookie: the page instead of a second offer
+            out = site.curl("/api/whoami", "--interface", "127.0.0.2", "-b", "fastkrb_tried=1", negotiate=False)
+            statuses, headers, body = _parse_curl(out.stdout)
+            assert statuses == [401] and "www-authenticate" not in headers and body == page
+            # an NTLM token: the NTLM page, its diagnosis kept
+            import spnego
+
+            ntlm = spnego.client("alice", "pw", hostname=host, service="HTTP", protocol="ntlm").step()
+            out = site.curl("/api/whoami", "--interface", "127.0.0.2", "-H",
+                            f"Authorization: Negotiate {base64.b64encode(ntlm).decode()}", negotiate=False)
+            statuses, headers, body = _parse_curl(out.stdout)
+            assert statuses == [401] and headers["x-auth-error"] == "unsupported_mechanism"
+            assert "www-authenticate" not in headers and "Kerberos sign-in failed" in body
+        login = "https://login.example.com/help"
+        with serve(work, keytab, host, rule + f'challenge_fallback = "{login}"\n', copies=(("site", True),),
+                   extra=enable_challenges) as served:
+            port = served.ports["site"]
+            wait_listening(port, served.nginx, work / "nginx-error.log", "nginx")
+            site = Site(mit_lab, principal, host, port, port, served.sidecar, keytab, work)
+            statuses, headers, _ = _parse_curl(site.curl("/api/whoami", negotiate=False).stdout)
+            assert statuses == [303] and headers["location"] == login and "www-authenticate" not in headers
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -26,7 +26,7 @@ from typing import Any
 from fastkrb.errors import ConfigurationError
 
 __all__ = ["CheckReport", "ConfigError", "ServerConfig", "SocketAccess", "StartupError", "add_arguments", "check",
-           "load_config", "policy_problems", "redact_url", "session_problems", "shm_file_size"]
+           "challenge_problems", "load_config", "policy_problems", "redact_url", "session_problems", "shm_file_size"]
 
 DEFAULT_SOCKET = "/run/fastkrb/fastkrb.sock"
 
@@ -81,7 +81,23 @@ class ServerConfig:
     token_issuer: str | None = None
     token_audience: str | None = None
     token_ttl: int = 300
+    # honest challenges (docs/sidecar.md#honest-challenges): whom /auth offers Negotiate; off unless set
+    challenge_networks: list[str] | None = None          # CIDRs of the clients offered Negotiate
+    trusted_proxies: list[str] | None = None             # CIDRs (or "unix") whose X-Forwarded-For is believed
+    challenge_user_agents: list[str] | None = None       # regexes: only these User-Agents are offered
+    never_challenge_user_agents: list[str] | None = None  # regexes: these User-Agents never are
+    challenge_tried_cookie: str | None = None            # the "tried" cookie's name (off: None)
+    challenge_tried_max_age: int = 600
+    challenge_tried_secure: bool = True
+    challenge_fallback: str | None = None                # page file, or an http(s):// URL to redirect to
+    challenge_fallback_status: int = 401                 # 401/403 (page); 401, 302, 303, 307 (redirect)
+    ntlm_page: str | None = None                         # page file (or "default") for an NTLM token
     check: bool = False
+
+    def challenge_on(self) -> bool:
+        """Whether a challenge rule applies (any option that can withhold the offer or answer NTLM)."""
+        return bool(self.challenge_networks or self.challenge_user_agents or self.never_challenge_user_agents
+                    or self.challenge_tried_cookie or self.ntlm_page)
 
     def cookie_settings(self) -> Any:
         """The ``CookieSettings`` of the session_* options (a ``ConfigurationError`` names a bad one)."""
@@ -194,6 +210,13 @@ def _opt_str(v: Any) -> str | None:
     return None if s.lower() in ("", "none") else s
 
 
+def _patterns(v: Any) -> list[str]:
+    """Regular expressions: an array in TOML, one per flag or environment value (a comma is part of a regex)."""
+    if isinstance(v, (list, tuple)):
+        return [str(x) for x in v]
+    return [str(v)] if str(v) else []
+
+
 def _samesite(v: Any) -> str | None:
     s = str(v).strip().lower()
     if s in ("", "off"):
@@ -255,9 +278,30 @@ _OPTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "token_audience": (_opt_str, "the bearer tokens' aud claim, the service they are for (needed with "
                                  "signing_keys)"),
     "token_ttl": (int, "longest life of a bearer token in seconds, never past the ticket's end (default 300)"),
+    "challenge_networks": (_strs, "client networks (CIDR, repeatable) that /auth offers WWW-Authenticate: Negotiate; "
+                                  "others get the fallback without the offer, so no password dialog (default: all)"),
+    "trusted_proxies": (_strs, "proxies (CIDR, or 'unix' for a peer on the Unix socket) whose X-Forwarded-For "
+                               "names the client for challenge_networks (repeatable; default none)"),
+    "challenge_user_agents": (_patterns, "regular expression a User-Agent must match to be offered Negotiate "
+                                         "(repeatable)"),
+    "never_challenge_user_agents": (_patterns, "regular expression of User-Agents never offered Negotiate "
+                                               "(repeatable)"),
+    "challenge_tried_cookie": (_opt_str, "name of the cookie the first offer sets: a client back without a token "
+                                         "gets the fallback instead of a second offer (default off)"),
+    "challenge_tried_max_age": (int, "life of the tried cookie in seconds (default 600)"),
+    "challenge_tried_secure": (_bool, "the tried cookie's Secure attribute (default true)"),
+    "challenge_fallback": (_opt_str, "what a client not offered Negotiate gets: an HTML page file, or an "
+                                     "http(s):// URL to send it to (default: a built-in page)"),
+    "challenge_fallback_status": (int, "the fallback's status: 401 (default; what nginx auth_request passes) or "
+                                       "403 for a page; 302, 303 or 307 to redirect directly (Envoy, Traefik)"),
+    "ntlm_page": (_opt_str, "HTML page file (or 'default') answered, 401 without a new offer, to an NTLM token "
+                            "(X-Auth-Error: unsupported_mechanism stays; default off)"),
 }
-_LISTS = {"principals", "allowed_realms", "allow_uids", "allow_gids", "enctypes"}
-_BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions", "dev", "native_front", "session_secure"}
+_LISTS = {"principals", "allowed_realms", "allow_uids", "allow_gids", "enctypes", "challenge_networks",
+          "trusted_proxies", "challenge_user_agents", "never_challenge_user_agents"}
+_PATTERNS = {"challenge_user_agents", "never_challenge_user_agents"}   # repeatable flags, never split at commas
+_BOOLS = {"tcp_allow_remote", "cold_start", "log_decisions", "dev", "native_front", "session_secure",
+          "challenge_tried_secure"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -349,7 +393,7 @@ def load_config(args: argparse.Namespace | Mapping[str, Any] | None = None,
             if name in layer:
                 raw = layer[name]
                 if source == "flag" and name in _LISTS:  # repeatable flags, each maybe a comma list
-                    raw = [x for item in raw for x in _strs(item)]
+                    raw = list(raw) if name in _PATTERNS else [x for item in raw for x in _strs(item)]
                 try:
                     values[name] = conv(raw)
                 except (ValueError, KeyError, TypeError) as exc:
@@ -390,6 +434,12 @@ def _validate(cfg: ServerConfig) -> None:
                               "and every verifier checks")
         if cfg.token_ttl < 1:
             raise ConfigError("token_ttl must be >= 1")
+    if cfg.challenge_on() or cfg.challenge_fallback:
+        from fastkrb.sidecar.challenge import rule_problem
+
+        problem = rule_problem(cfg, files=False)
+        if problem is not None:
+            raise ConfigError(problem)
     if cfg.tcp:
         try:
             host, port = cfg.tcp_address()  # type: ignore[misc]
@@ -906,6 +956,12 @@ def check(cfg: ServerConfig, probe_network: bool = True) -> CheckReport:
     r.errors += policy_problems(cfg)
     r.errors += session_problems(cfg)
     r.facts += session_facts(cfg)
+    r.errors += challenge_problems(cfg)
+    if cfg.challenge_on():
+        from fastkrb.sidecar.challenge import rule_facts, rule_warnings
+
+        r.facts += rule_facts(cfg)
+        r.warnings += rule_warnings(cfg)
     if cfg.session_keys and not cfg.session_secure:
         r.warnings.append(f"session_secure = false: the session cookie {cfg.session_cookie_name} is also sent over "
                           "plain HTTP, where anyone on the path can take it and be the client until it expires")
@@ -994,6 +1050,17 @@ def session_problems(cfg: ServerConfig) -> list[str]:
         except ConfigurationError as exc:
             out.append(f"{opt} {path}: {exc.cause} Fix: {exc.fix}")
     return out
+
+
+def challenge_problems(cfg: ServerConfig) -> list[str]:
+    """Why the challenge rule cannot be built (used at start and by --check): a page file that cannot be read,
+    an option the rule refuses; one sentence each."""
+    if not cfg.challenge_on() and not cfg.challenge_fallback:
+        return []
+    from fastkrb.sidecar.challenge import rule_problem
+
+    problem = rule_problem(cfg, files=True)
+    return [] if problem is None else [problem]
 
 
 def session_facts(cfg: ServerConfig) -> list[str]:

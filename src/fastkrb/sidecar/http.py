@@ -13,6 +13,11 @@ and is never read.
   for mutual authentication, ``WWW-Authenticate: Negotiate <AP-REP>`` (RFC 4559 §5).
 * 401 with ``WWW-Authenticate: Negotiate`` (always: nginx forwards a 401 without a challenge as is),
   ``X-Auth-Error: <code>`` and ``{"code", "cause"}``: no token (``no_token``) or a rejected one.
+* With a challenge rule (``challenge_*``, sidecar/challenge.py): a request without a token that the rule does
+  not offer Negotiate gets 401 without ``WWW-Authenticate: Negotiate``, with ``X-Auth-Fallback: <reason>``
+  (and ``X-Auth-Redirect: <url>``) and the fallback page; an NTLM token, with ``ntlm_page``, gets that page the
+  same way (``X-Auth-Error: unsupported_mechanism`` stays). ``GET /challenge/<reason>`` serves the pages for
+  nginx's ``error_page 401``.
 * 403 with ``X-Auth-Error: forbidden`` and ``{"code", "cause", "policy", "constraint"}``: a valid ticket of a
   client the policy does not allow (no challenge: authenticating again would not help).
 * 503 with ``Retry-After`` when the replay cache cannot answer, 500 for the sidecar's own faults and for a
@@ -40,8 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from fastkrb.challenge import Offer
 from fastkrb.errors import Forbidden, InternalError, KerberosError
 from fastkrb.krb.negotiate import negotiate_token
+from fastkrb.sidecar.challenge import SidecarChallenge
 from fastkrb.sidecar.conn import Connection
 from fastkrb.sidecar.policies import PolicyError
 
@@ -56,7 +63,8 @@ __all__ = ["GROUPS_MAX_BYTES", "HttpHandler", "groups_header", "header_value"]
 #: in deploy/nginx/fastkrb.conf (and Envoy's and Traefik's defaults). About 180 SIDs or 400 short names.
 GROUPS_MAX_BYTES = 8192
 
-_STATUS = {200: b"200 OK", 400: b"400 Bad Request", 401: b"401 Unauthorized", 403: b"403 Forbidden",
+_STATUS = {200: b"200 OK", 302: b"302 Found", 303: b"303 See Other", 307: b"307 Temporary Redirect",
+           400: b"400 Bad Request", 401: b"401 Unauthorized", 403: b"403 Forbidden",
            404: b"404 Not Found", 405: b"405 Method Not Allowed",
            408: b"408 Request Timeout", 413: b"413 Content Too Large", 431: b"431 Request Header Fields Too Large",
            500: b"500 Internal Server Error", 503: b"503 Service Unavailable"}
@@ -163,6 +171,18 @@ def _response(status: int, headers: list[bytes], body: bytes, close: bool) -> by
                      b"Content-Length: %d\r\n\r\n" % len(body), body))
 
 
+_CHALLENGES: dict[int, SidecarChallenge | None] = {}   # id(cfg) -> the worker's rule, built once
+
+
+def _challenge_of(cfg: Any) -> SidecarChallenge | None:
+    """The worker's challenge rule (built at its first connection; its page files read then)."""
+    key = id(cfg)
+    if key not in _CHALLENGES:
+        _CHALLENGES.clear()
+        _CHALLENGES[key] = SidecarChallenge.from_config(cfg)
+    return _CHALLENGES[key]
+
+
 _ERROR_STATUS = {"internal": 500, "replay_cache_unavailable": 503, "forbidden": 403}
 
 
@@ -201,8 +221,8 @@ def _rejection(exc: KerberosError, close: bool, token: bytes | None = None, extr
 class HttpHandler:
     """httptools callbacks for one connection; answers in request order."""
 
-    __slots__ = ("auth", "body_size", "buf", "conn", "cookies", "ctx", "front", "head_raw", "head_size", "in_head",
-                 "parser", "peer_json", "pending", "refuse", "sess", "url", "xff")
+    __slots__ = ("auth", "body_size", "buf", "chal", "conn", "cookies", "ctx", "front", "head_raw", "head_size",
+                 "in_head", "parser", "peer_addr", "peer_json", "pending", "refuse", "sess", "ua", "url", "xff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -213,6 +233,17 @@ class HttpHandler:
         # acceptance needs a Set-Cookie and every cookie a Python decision: the native path would answer
         # nothing alone, so this front door is httptools' (the binary one keeps the native path).
         self.front = conn.ctx.front if self.sess is None or self.sess.cookies is None else None
+        # the challenge rule (None: off). With a tried cookie every acceptance may have to clear it: Python's path.
+        self.chal = _challenge_of(conn.ctx.cfg)
+        self.ua: bytes | None = None
+        self.peer_addr: str | None = None   # the TCP peer's host for the rule; None on the Unix socket
+        if self.chal is not None:
+            if self.chal.rule.tried_cookie is not None:
+                self.front = None
+            transport = getattr(conn, "transport", None)
+            addr = transport.get_extra_info("peername") if transport is not None else None
+            if isinstance(addr, tuple):
+                self.peer_addr = str(addr[0])
         self.buf = b""                # the native path's partial head
         self.peer_json = json.dumps(conn.peer, ensure_ascii=False)[1:-1].encode()
         self.parser = httptools.HttpRequestParser(self)
@@ -316,6 +347,7 @@ class HttpHandler:
         self.auth = None
         self.xff = None
         self.cookies = None
+        self.ua = None
         self.head_size = 0
         self.head_raw = 0
         self.body_size = 0
@@ -339,11 +371,13 @@ class HttpHandler:
             self.auth = value
         elif n == 15 and name.lower() == b"x-forwarded-for":
             self.xff = value
-        elif n == 6 and name.lower() == b"cookie" and self.sess is not None:
+        elif n == 6 and name.lower() == b"cookie" and (self.sess is not None or self.chal is not None):
             if self.cookies is None:
                 self.cookies = [value]
             else:
                 self.cookies.append(value)
+        elif n == 10 and self.chal is not None and name.lower() == b"user-agent":
+            self.ua = value
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -383,6 +417,9 @@ class HttpHandler:
                     body, status = json.dumps({"code": "internal", "cause": f"JWKS: {exc}"}).encode(), 500
                 out = _response(status, [b"Content-Type: application/json\r\n"], body, close)
                 self._emit(out[:len(out) - len(body)] if method == b"HEAD" else out, close)   # HEAD: no body
+        elif path.startswith(b"/challenge/") and self.chal is not None:
+            fb = self.chal.page(path[11:].decode("latin-1"))
+            self._emit(_response(fb.status, self.chal.fallback_headers(fb), fb.body, close), close)
         elif path == b"/healthz":
             h = self.ctx.health()
             body = json.dumps(h).encode()
@@ -440,29 +477,40 @@ class HttpHandler:
         if token is None:
             why = ("no Authorization header" if auth is None
                    else "the Authorization header carries no Negotiate token")
+            if self.chal is not None:
+                self._emit(self._no_token(self.chal, why, peer, close), close)
+                return
             self.ctx.engine.no_token(peer, why)
             body = json.dumps({"code": "no_token", "cause": why}).encode()
             self._emit(_response(401, [b"WWW-Authenticate: Negotiate\r\n", b"X-Auth-Error: no_token\r\n",
                                        b"Content-Type: application/json\r\n"], body, close), close)
             return
         engine = self.ctx.engine
+        tried = self._tried()
         if not engine.is_async:
-            self._emit(self._answer(engine.decide(token, None, peer, "http", policy), close, policy, token, exchange),
-                       close)
+            self._emit(self._answer(engine.decide(token, None, peer, "http", policy), close, policy, token, exchange,
+                                    tried), close)
             return
-        slot: list[Any] = [None, close, policy, token, exchange]
+        slot: list[Any] = [None, close, policy, token, exchange, tried]
         self.pending.append(slot)
         conn.inflight += 1
         fut = asyncio.ensure_future(engine.adecide(token, None, peer, "http", policy))
         fut.add_done_callback(lambda f: self._done(slot, f))
 
     def _answer(self, out: Any, close: bool, policy: Policy | None = None, token: bytes | None = None,
-                exchange: bool = False) -> bytes:
-        """The answer to a Negotiate decision: the rejection (with the KRB-ERROR challenge for ``token``), or
-        200 with the identity (and a session cookie when they are on), or for ``exchange`` (POST /token) the
-        bearer token."""
+                exchange: bool = False, tried: str | None = None) -> bytes:
+        """The answer to a Negotiate decision: the rejection (with the KRB-ERROR challenge for ``token``; an
+        NTLM token's page with ``ntlm_page``), or 200 with the identity (and a session cookie when they are on,
+        else the removal of the tried cookie ``tried``), or for ``exchange`` (POST /token) the bearer token."""
         if isinstance(out, KerberosError):
             self.conn.verdict(out.code == "malformed")
+            if out.code == "unsupported_mechanism" and self.chal is not None:
+                fb = self.chal.rule.ntlm_answer()
+                if fb is not None:
+                    self.ctx.stats.count("challenge_fallback", "ntlm")
+                    body = fb.body
+                    return _response(401, [b"X-Auth-Error: unsupported_mechanism\r\n",
+                                           *self.chal.fallback_headers(fb)], body, close)
             return _rejection(out, close, token)
         if self.conn.bad:
             self.conn.verdict(False)
@@ -486,6 +534,9 @@ class HttpHandler:
             else:
                 self.ctx.stats.count("issued", "session")
                 headers.append(b"Set-Cookie: " + cookie.encode("ascii") + b"\r\n")
+                tried = None   # one Set-Cookie per answer: nginx passes one (docs/sidecar.md#honest-challenges)
+        if tried is not None:
+            headers.append(b"Set-Cookie: " + tried.encode("latin-1") + b"\r\n")
         return _response(200, headers, b"", close)
 
     def _exchange(self, res: Any, close: bool) -> bytes:
@@ -516,6 +567,44 @@ class HttpHandler:
             _NOT_ISSUED_LOGGED[exc.code] = now
             self.ctx.log.event("session_not_issued", level="debug", via=via, code=exc.code, cause=exc.cause,
                                client=exc.details.get("client"))
+
+    # -- the challenge rule ---------------------------------------------------------------------------
+
+    def _header(self, name: str) -> str | None:
+        """The request's header ``name`` (lowercase) for the challenge rule."""
+        if name == "x-forwarded-for":
+            v = self.xff
+        elif name == "user-agent":
+            v = self.ua
+        elif name == "cookie":
+            v = b"; ".join(self.cookies) if self.cookies else None
+        else:
+            return None
+        return None if v is None else v.decode("latin-1")
+
+    def _tried(self) -> str | None:
+        """The Set-Cookie that drops the tried cookie when this request carries it (a 200 sends it), else None."""
+        chal = self.chal
+        if chal is None or chal.rule.tried_cookie is None or not self.cookies:
+            return None
+        return chal.rule.tried_clear(self._header("cookie"))
+
+    def _no_token(self, chal: SidecarChallenge, why: str, peer: str, close: bool) -> bytes:
+        """A request without a token under the challenge rule: the offer (401 Negotiate, the tried cookie set),
+        or the fallback (no offer; the page, or the redirect)."""
+        decision = chal.rule.decide(self.peer_addr, self._header)
+        if isinstance(decision, Offer):
+            self.ctx.engine.no_token(peer, why)
+            body = json.dumps({"code": "no_token", "cause": why}).encode()
+            return _response(401, [b"WWW-Authenticate: Negotiate\r\n", b"X-Auth-Error: no_token\r\n",
+                                   b"Content-Type: application/json\r\n", *chal.offer_headers(decision)], body, close)
+        ctx = self.ctx
+        ctx.stats.count("challenge_fallback", decision.reason)
+        if ctx.log.decisions:
+            ctx.log.rejected("no_token", f"{why}; no Negotiate offer: the challenge rule's {decision.reason} "
+                             f"(client {decision.client or 'unknown'})", {}, 0.0, peer, "http", outcome="fallback")
+        headers = [b"X-Auth-Error: no_token\r\n", *chal.fallback_headers(decision)]
+        return _response(decision.status, headers, decision.body, close)
 
     # -- sessions and bearer tokens -------------------------------------------------------------------
 
@@ -588,7 +677,7 @@ class HttpHandler:
         conn.inflight -= 1
         exc = fut.exception()
         out = self.ctx.engine._internal(exc, 0.0, conn.peer, "http") if exc is not None else fut.result()
-        slot[0] = self._answer(out, slot[1], slot[2], slot[3], slot[4])
+        slot[0] = self._answer(out, slot[1], slot[2], slot[3], slot[4], slot[5])
         self._release()
         conn.flush()
 

@@ -231,6 +231,8 @@ class _Collector(Collector):
                        "issued after a Negotiate", "via"),
             "issue_refused": ("fastkrb_session_issue_refused", "Accepted tickets that got no session cookie or bearer "
                               "token (session_too_large, session_expired, bearer_expired)", "code"),
+            "challenge_fallback": ("fastkrb_challenge_fallbacks", "Answers without the Negotiate offer (the challenge "
+                                   "rule): requests without a token by reason, and NTLM tokens (ntlm)", "reason"),
         }
         for key, (name, help_, label) in families.items():
             fam = CounterMetricFamily(name, help_, labels=[label])

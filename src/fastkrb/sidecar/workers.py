@@ -28,6 +28,7 @@ from fastkrb.sidecar.config import (
     StartupError,
     cannot_bind_in,
     cannot_create_dir,
+    challenge_problems,
     keytab_problems,
     policy_problems,
     redact_url,
@@ -452,6 +453,7 @@ def preflight(cfg: ServerConfig) -> list[str]:
         problems = [exc.cause]
     problems += policy_problems(cfg)
     problems += session_problems(cfg)
+    problems += challenge_problems(cfg)
     found: list[StartupError | None] = []
     if cfg.socket and not _systemd_owns_sockets():
         found.append(socket_file_problem(cfg.socket) or socket_dir_problem(cfg))
