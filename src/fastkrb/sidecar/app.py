@@ -256,6 +256,11 @@ class WorkerApp:
         return out
 
     def _gauges(self) -> None:
+        sess = self.ctx.sessions if self.ctx is not None else None
+        if sess is not None:   # the session cookies the native table answered (counted in C)
+            hits = sess.take_native_hits()
+            if hits:
+                self.stats.via["session|accepted|ok"] = self.stats.via.get("session|accepted|ok", 0) + hits
         g = self.stats.gauges
         g["open_connections"] = len(self.ctx.conns) if self.ctx else 0
         g["keytab_age_seconds"] = max(0.0, time.time() - self.keytab_mtime)
@@ -287,6 +292,9 @@ class WorkerApp:
                 self.last_watch = self.ctx.now
                 self._watch()
                 self._watch_group_names()
+            if self.ctx.sessions is not None:   # a removed session key ends its sessions in the native table too
+                book = self.policies
+                self.ctx.sessions.watch(book.names.generation if book is not None and book.names is not None else -1)
             self._gauges()
             self.stats.write()
             self.log.flush()
