@@ -256,11 +256,8 @@ class WorkerApp:
         return out
 
     def _gauges(self) -> None:
-        sess = self.ctx.sessions if self.ctx is not None else None
-        if sess is not None:   # the session cookies the native table answered (counted in C)
-            hits = sess.take_native_hits()
-            if hits:
-                self.stats.via["session|accepted|ok"] = self.stats.via.get("session|accepted|ok", 0) + hits
+        if self.ctx is not None and self.ctx.sessions is not None:   # the cookies the native table answered
+            self.ctx.sessions.fold(self.stats)
         g = self.stats.gauges
         g["open_connections"] = len(self.ctx.conns) if self.ctx else 0
         g["keytab_age_seconds"] = max(0.0, time.time() - self.keytab_mtime)

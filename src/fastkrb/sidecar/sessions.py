@@ -116,9 +116,12 @@ class SidecarSessions:
         tail = "," + _dumps({"kid": principal.kid})[1:-1] + "}\n"
         native.put(key, head, float(self.cookies.end_of(principal)), mid.encode(), tail.encode())
 
-    def take_native_hits(self) -> int:
-        """The requests the native table answered since the last call (metrics: session|accepted|ok)."""
-        return self.native.take_hits() if self.native is not None else 0
+    def fold(self, stats: Any) -> None:
+        """Count the requests the native table answered since the last call into ``stats`` (a
+        ``metrics.Stats``: session|accepted|ok, as the Python path counts them)."""
+        hits = self.native.take_hits() if self.native is not None else 0
+        if hits:
+            stats.via["session|accepted|ok"] = stats.via.get("session|accepted|ok", 0) + hits
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode   # log.py's encoding
