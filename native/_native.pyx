@@ -16,4 +16,5 @@ include "shm.pxi"         # ShmReplayCache (shm.c)
 include "validator.pxi"   # NativeValidator and the verdict table
 include "inspect.pxi"     # decode_token, for fastkrb.tools.inspect_token
 include "profile.pxi"     # profile_stages and rcache_bench: stage costs timed in C
+include "sesscache.pxi"    # NativeSessions: opened session cookies answered in C (sesscache.c)
 include "front.pxi"       # NativeFront: the sidecar's request path for both front doors (front.c)

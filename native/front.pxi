@@ -45,6 +45,9 @@ cdef class NativeFront:
     cdef object validator            # the Python Validator: its _native is swapped on reload
     cdef object log                  # flushed when max_batch lines are pending
     cdef size_t max_frame, max_head, max_batch
+    # session cookies on (sidecar/sessions.py): Negotiate heads go to Python (for the Set-Cookie), and a head
+    # carrying a registered cookie is answered from this table (sesscache.pxi)
+    cdef public NativeSessions sessions
 
     def __cinit__(self):
         memset(&self.f, 0, sizeof(self.f))
@@ -280,8 +283,17 @@ cdef class NativeFront:
                 handler._slow_rest(data[pos:])
                 return -1
             code = _SLOW
-            if st == FK_HEAD_FAST:
+            if st == FK_HEAD_FAST and self.sessions is None:
                 code = self._check(nv, h.token.p, h.token.n, NULL, 0, &r, &now, &t0)
+            elif st == FK_HEAD_SLOW_ONE and self.sessions is not None and self.sessions.answer(
+                    &self.f, p + pos, h.len, not h.keep_alive or draining,
+                    self.fixed_now if self.fixed_now > 0 else _clock(CLOCK_REALTIME), pj):
+                if not h.keep_alive or draining:
+                    self._settle(wbuf, conn, acc)
+                    conn.close()
+                    return -1
+                pos = end
+                continue
             if code == _SLOW:
                 self._settle(wbuf, conn, acc)
                 acc = False

@@ -17,6 +17,12 @@ facts a Policy reads (user and group SIDs) or shows (names, UPN). The tag check 
 **Expiry** = min(ticket end time, issue time + ``max_age``); a cookie issued before ``max_age`` was lowered
 ends at the new maximum too. **Keys**: :mod:`fastkrb.sessions.keyfile`; a key removed means its sessions
 are gone.
+
+**Cost**: deflate runs with a 4 KiB window and memLevel 4 (a raw stream any ``wbits=-15`` inflater reads, so
+cookies sealed with the earlier 32 KiB window open alike): zlib's setup of its default 64 KiB hash table
+otherwise costs more than the rest of ``seal``. Opened cookies are remembered by their exact value (a
+bounded LRU, ``cache_size``): the AES-GCM tag is what makes a value trustworthy, so the same value opens to
+the same session until it expires or the key set changes, and then the memory is dropped whole.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import re
 import secrets
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -54,6 +61,13 @@ _MAX_PAYLOAD = 65536       # the inflated payload's bound
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")   # RFC 6265 §4.1.1 cookie-name = RFC 2616 token
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _PATH = re.compile(r"/[\x21-\x3a\x3c-\x7e]*")           # av-octet: no CTL, no ';'
+# deflate: raw (RFC 1951), level 9, a 4 KiB window and memLevel 4. The payload's repeats (SID prefixes) sit
+# within a few hundred bytes, so the output is as small as with zlib's defaults, and the setup (whose hash
+# table memLevel sizes) is cheap. Opened with a 32 KiB window, which reads any smaller one's stream.
+_DEFLATE = (9, zlib.DEFLATED, -12, 4)
+_INFLATE_WBITS = -15
+#: Opened cookies remembered per SessionCookies (``cache_size``), by exact value.
+CACHE_SIZE = 10000
 
 
 # -- keys -----------------------------------------------------------------------------------------------------
@@ -228,10 +242,12 @@ class SessionCookies:
 
     ``keys``: a key file's path (re-read when it changes, every ``reload_interval`` seconds at most), or
     :class:`SessionKey` objects. ``clock`` (Unix seconds) replaces ``time.time`` where no ``now`` is given.
+    ``cache_size``: how many opened cookies to remember (0: none); each costs its value and a Principal.
     """
 
     def __init__(self, keys: str | os.PathLike[str] | Sequence[SessionKey] | KeyRing[SessionKey],
-                 settings: CookieSettings | None = None, *, reload_interval: float = 1.0) -> None:
+                 settings: CookieSettings | None = None, *, reload_interval: float = 1.0,
+                 cache_size: int = CACHE_SIZE) -> None:
         self.settings = settings or CookieSettings()
         if isinstance(keys, KeyRing):
             self.ring = keys
@@ -239,7 +255,28 @@ class SessionCookies:
             self.ring = KeyRing(parse_session_keys, path=keys, reload_interval=reload_interval)
         else:
             self.ring = KeyRing(parse_session_keys, keys=tuple(keys))
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ConfigurationError(f"Session cookie cache size {cache_size!r} is not a count of 0 or more.",
+                                     "Give the number of opened cookies to remember (0 turns the memory off).")
+        self.cache_size = cache_size
+        #: Bumped whenever the remembered sessions are dropped (the key set changed): a copy elsewhere (the
+        #: sidecar's native answer table) compares it and drops its own.
+        self.generation = 0
+        self._opened: OrderedDict[str, tuple[Principal, float]] = OrderedDict()   # value -> (session, its end)
+        self._opened_keys: tuple[SessionKey, ...] = self.ring.keys()
         self._aead: dict[bytes, AESGCM] = {}
+        self._aad: dict[str, bytes] = {}
+        s = self.settings
+        attrs = [f"Path={s.path}"]
+        if s.domain:
+            attrs.append(f"Domain={s.domain}")
+        if s.secure:
+            attrs.append("Secure")
+        if s.http_only:
+            attrs.append("HttpOnly")
+        if s.same_site:
+            attrs.append(f"SameSite={s.same_site}")
+        self._attrs = "; " + "; ".join(attrs)
 
     def _cipher(self, key: SessionKey) -> AESGCM:
         c = self._aead.get(key.key)
@@ -249,7 +286,59 @@ class SessionCookies:
             c = self._aead[key.key] = AESGCM(key.key)
         return c
 
+    def _ad(self, kid: str) -> bytes:
+        ad = self._aad.get(kid)
+        if ad is None:
+            if len(self._aad) > 64:
+                self._aad.clear()
+            ad = self._aad[kid] = _aad(self.settings.name, kid)
+        return ad
+
+    def keys(self) -> tuple[SessionKey, ...]:
+        """The keys in service (the file looked at when due); a changed key set drops every remembered
+        session at once, so a key removed from the file takes its sessions with it here too."""
+        keys = self.ring.keys()
+        if keys is not self._opened_keys:
+            self._opened_keys = keys
+            self._opened.clear()
+            self.generation += 1
+        return keys
+
+    def forget(self) -> None:
+        """Drop every remembered session (they are opened again, in full, on their next use)."""
+        self._opened.clear()
+        self.generation += 1
+
+    @property
+    def remembered(self) -> int:
+        """How many opened cookies are remembered now."""
+        return len(self._opened)
+
     # -- seal ---------------------------------------------------------------------------------------------
+
+    def _seal(self, result: Any, t: float) -> tuple[Sealed, str]:
+        iat = int(t)
+        exp = int(min(float(result.end_time), t + self.settings.max_age))
+        if exp <= iat:
+            raise SessionExpired(f"The ticket of {result.client} ends at {utc_iso(result.end_time)}: too soon for a "
+                                 "session cookie.", details={"client": result.client, "end_time": result.end_time})
+        key = self.keys()[0]
+        body = json.dumps(_payload(result, iat, exp), separators=(",", ":"), ensure_ascii=False).encode()
+        comp = zlib.compressobj(*_DEFLATE)
+        packed = comp.compress(body) + comp.flush()
+        nonce = secrets.token_bytes(NONCE)
+        kid = key.kid.encode()
+        sealed = self._cipher(key).encrypt(nonce, packed, self._ad(key.kid))
+        value = base64.urlsafe_b64encode(bytes((VERSION, len(kid))) + kid + nonce + sealed).rstrip(b"=").decode()
+        s = Sealed(value, key.kid, iat, exp)
+        header = self.set_cookie(s, now=t)
+        size = len(header)
+        if size > COOKIE_LIMIT:
+            groups = len(result.identity.group_sids) if result.identity is not None else 0
+            raise SessionTooLarge(f"The session cookie of {result.client} would take {size} bytes ({groups} group "
+                                  f"SIDs), over the {COOKIE_LIMIT} bytes a browser keeps of one cookie.",
+                                  details={"client": result.client, "bytes": size, "group_sids": groups})
+        return s, header
 
     def seal(self, result: Any, now: float | None = None) -> Sealed:
         """Seal ``result`` (an ``AuthResult`` the validator and the policy accepted: ``client``,
@@ -257,61 +346,20 @@ class SessionCookies:
 
         Raises ``SessionExpired`` when the ticket ends within a second, ``SessionTooLarge`` when the cookie
         would not fit a browser's 4096 bytes: then set no cookie; the client keeps using Negotiate."""
-        t = time.time() if now is None else now
-        iat = int(t)
-        exp = int(min(float(result.end_time), t + self.settings.max_age))
-        if exp <= iat:
-            raise SessionExpired(f"The ticket of {result.client} ends at {utc_iso(result.end_time)}: too soon for a "
-                                 "session cookie.", details={"client": result.client, "end_time": result.end_time})
-        key = self.ring.keys()[0]
-        body = json.dumps(_payload(result, iat, exp), separators=(",", ":"), ensure_ascii=False).encode()
-        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-        packed = comp.compress(body) + comp.flush()
-        nonce = secrets.token_bytes(NONCE)
-        kid = key.kid.encode()
-        sealed = self._cipher(key).encrypt(nonce, packed, _aad(self.settings.name, key.kid))
-        value = base64.urlsafe_b64encode(bytes((VERSION, len(kid))) + kid + nonce + sealed).rstrip(b"=").decode()
-        s = Sealed(value, key.kid, iat, exp)
-        size = len(self.set_cookie(s, now=t))
-        if size > COOKIE_LIMIT:
-            groups = len(result.identity.group_sids) if result.identity is not None else 0
-            raise SessionTooLarge(f"The session cookie of {result.client} would take {size} bytes ({groups} group "
-                                  f"SIDs), over the {COOKIE_LIMIT} bytes a browser keeps of one cookie.",
-                                  details={"client": result.client, "bytes": size, "group_sids": groups})
-        return s
+        return self._seal(result, time.time() if now is None else now)[0]
 
     def set_cookie(self, sealed: Sealed, now: float | None = None) -> str:
         """The ``Set-Cookie`` header value: Max-Age until the session's expiry, and the configured attributes."""
-        s = self.settings
         t = time.time() if now is None else now
-        parts = [f"{s.name}={sealed.value}", f"Max-Age={max(1, int(sealed.expires_at - t))}", f"Path={s.path}"]
-        if s.domain:
-            parts.append(f"Domain={s.domain}")
-        if s.secure:
-            parts.append("Secure")
-        if s.http_only:
-            parts.append("HttpOnly")
-        if s.same_site:
-            parts.append(f"SameSite={s.same_site}")
-        return "; ".join(parts)
+        return f"{self.settings.name}={sealed.value}; Max-Age={max(1, int(sealed.expires_at - t))}{self._attrs}"
 
     def issue(self, result: Any, now: float | None = None) -> str:
         """``seal`` then ``set_cookie``: the Set-Cookie value for an accepted ticket."""
-        return self.set_cookie(self.seal(result, now), now)
+        return self._seal(result, time.time() if now is None else now)[1]
 
     def clear_cookie(self) -> str:
         """A ``Set-Cookie`` value that makes the browser drop the cookie (logout, or after a refused one)."""
-        s = self.settings
-        parts = [f"{s.name}=", "Max-Age=0", f"Path={s.path}"]
-        if s.domain:
-            parts.append(f"Domain={s.domain}")
-        if s.secure:
-            parts.append("Secure")
-        if s.http_only:
-            parts.append("HttpOnly")
-        if s.same_site:
-            parts.append(f"SameSite={s.same_site}")
-        return "; ".join(parts)
+        return f"{self.settings.name}=; Max-Age=0{self._attrs}"
 
     # -- open ---------------------------------------------------------------------------------------------
 
@@ -323,6 +371,8 @@ class SessionCookies:
             cookie_headers = (cookie_headers,)
         name = self.settings.name
         for header in cookie_headers:
+            if name not in header:
+                continue
             for item in header.split(";"):
                 k, eq, v = item.strip().partition("=")
                 if eq and k == name:
@@ -335,8 +385,29 @@ class SessionCookies:
         value = self.value_from(cookie_headers)
         return None if value is None else self.open(value, now)
 
+    def end_of(self, principal: Principal) -> int:
+        """When the session ends (Unix seconds): its expiry, or its issue time + ``max_age`` when sooner."""
+        return min(principal.expires_at, principal.issued_at + self.settings.max_age)
+
     def open(self, value: str, now: float | None = None) -> Principal:
         """Open a cookie's value: the :class:`Principal` it holds, or ``SessionInvalid`` / ``SessionExpired``."""
+        keys = self.keys()
+        hit = self._opened.get(value) if type(value) is str else None
+        if hit is not None:
+            t = time.time() if now is None else now
+            if t < hit[1]:
+                self._opened.move_to_end(value)
+                return hit[0]
+            del self._opened[value]   # ended: opened in full below, which says why
+        p = self._open(value, keys, now)
+        if self.cache_size:
+            opened = self._opened
+            opened[value] = (p, self.end_of(p))
+            if len(opened) > self.cache_size:
+                opened.popitem(last=False)
+        return p
+
+    def _open(self, value: str, keys: tuple[SessionKey, ...], now: float | None) -> Principal:
         name = self.settings.name
         facts: dict[str, Any] = {"cookie": name}
         if not isinstance(value, str) or not value or len(value) > _MAX_VALUE or not _B64URL.fullmatch(value):
@@ -355,7 +426,7 @@ class SessionCookies:
         except UnicodeDecodeError:
             raise self._invalid("malformed", "has a key id that is not ASCII", facts) from None
         facts["kid"] = kid
-        key = next((k for k in self.ring.keys() if k.kid == kid), None)
+        key = next((k for k in keys if k.kid == kid), None)
         if key is None:
             where = f" of {self.ring.path}" if self.ring.path else ""
             raise SessionInvalid(
@@ -366,12 +437,12 @@ class SessionCookies:
                 {**facts, "reason": "unknown_kid"})
         body = raw[2 + n:]
         try:
-            packed = self._cipher(key).decrypt(body[:NONCE], body[NONCE:], _aad(name, kid))
+            packed = self._cipher(key).decrypt(body[:NONCE], body[NONCE:], self._ad(kid))
         except InvalidTag:
             raise self._invalid("integrity", "does not verify: it was altered, or sealed for another cookie name "
                                 "or with another key under the same id", facts) from None
         try:
-            inflate = zlib.decompressobj(-15)
+            inflate = zlib.decompressobj(_INFLATE_WBITS)
             text = inflate.decompress(packed, _MAX_PAYLOAD)
             if inflate.unconsumed_tail or not inflate.eof:
                 raise ValueError("payload too large or truncated")
@@ -385,7 +456,7 @@ class SessionCookies:
             # authenticated, so sealed by a holder of the key: a fastkrb that wrote another layout
             raise self._invalid("payload", "opens but its contents are not this fastkrb's layout", facts) from None
         t = time.time() if now is None else now
-        end = min(p.expires_at, p.issued_at + self.settings.max_age)
+        end = self.end_of(p)
         if t >= end:
             why = "its expiry" if end == p.expires_at else f"the maximum age of {self.settings.max_age} s"
             raise SessionExpired(f"The session cookie {name} of {p.client} ended at {utc_iso(end)} ({why}).",
@@ -395,4 +466,3 @@ class SessionCookies:
 
     def _invalid(self, reason: str, what: str, facts: dict[str, Any]) -> SessionInvalid:
         return SessionInvalid(f"The session cookie {self.settings.name} {what}.", None, {**facts, "reason": reason})
-

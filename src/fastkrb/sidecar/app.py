@@ -256,6 +256,8 @@ class WorkerApp:
         return out
 
     def _gauges(self) -> None:
+        if self.ctx is not None and self.ctx.sessions is not None:   # the cookies the native table answered
+            self.ctx.sessions.fold(self.stats)
         g = self.stats.gauges
         g["open_connections"] = len(self.ctx.conns) if self.ctx else 0
         g["keytab_age_seconds"] = max(0.0, time.time() - self.keytab_mtime)
@@ -287,6 +289,9 @@ class WorkerApp:
                 self.last_watch = self.ctx.now
                 self._watch()
                 self._watch_group_names()
+            if self.ctx.sessions is not None:   # a removed session key ends its sessions in the native table too
+                book = self.policies
+                self.ctx.sessions.watch(book.names.generation if book is not None and book.names is not None else -1)
             self._gauges()
             self.stats.write()
             self.log.flush()

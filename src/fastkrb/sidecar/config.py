@@ -77,6 +77,7 @@ class ServerConfig:
     session_secure: bool = True
     session_samesite: str | None = "Lax"     # Strict, Lax, None, or None (Python): no attribute
     session_path: str = "/"
+    session_cache: int = 10000               # opened session cookies remembered per worker (0: none)
     signing_keys: str | None = None          # signing key file: POST /token, the JWKS, Bearer at /auth
     token_issuer: str | None = None
     token_audience: str | None = None
@@ -270,6 +271,8 @@ _OPTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "session_samesite": (_samesite, "the session cookie's SameSite attribute: Strict, Lax, None or off "
                                     "(default Lax)"),
     "session_path": (str, "the session cookie's Path (default /)"),
+    "session_cache": (int, "opened session cookies each worker remembers, and answers from in native code until "
+                           "they end or the key file changes (default 10000; 0: every cookie opened in full)"),
     "signing_keys": (_opt_str, "signing key file (fastkrb keys signing new FILE): POST /token exchanges a "
                                "Negotiate token for a bearer token, /.well-known/jwks.json serves the public keys, "
                                "/auth accepts Authorization: Bearer (default off)"),
@@ -427,6 +430,8 @@ def _validate(cfg: ServerConfig) -> None:
             cfg.cookie_settings()
         except ConfigurationError as exc:
             raise ConfigError(exc.cause) from None
+    if not 0 <= cfg.session_cache <= 1 << 24:
+        raise ConfigError("session_cache must be between 0 and 16777216 (opened session cookies remembered)")
     if cfg.signing_keys:
         missing = [n for n in ("token_issuer", "token_audience") if not getattr(cfg, n)]
         if missing:
@@ -1069,8 +1074,8 @@ def session_facts(cfg: ServerConfig) -> list[str]:
     if cfg.session_keys:
         out.append(f"session cookies on: {cfg.session_cookie_name} (key file {cfg.session_keys}, at most "
                    f"{cfg.session_max_age} s, Secure {'on' if cfg.session_secure else 'off'}, SameSite "
-                   f"{cfg.session_samesite or 'unset'}, Path {cfg.session_path}); the HTTP front door answers in "
-                   "Python")
+                   f"{cfg.session_samesite or 'unset'}, Path {cfg.session_path}); {cfg.session_cache} opened cookies "
+                   "remembered per worker")
     if cfg.signing_keys:
         out.append(f"bearer tokens on: POST /token issues ES256 tokens for {cfg.token_audience} (iss "
                    f"{cfg.token_issuer}, at most {cfg.token_ttl} s; key file {cfg.signing_keys}); "

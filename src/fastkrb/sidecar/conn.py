@@ -70,6 +70,8 @@ class WorkerContext:
         self.max_frame = cfg.max_request_size + 8192   # room for channel bindings and the frame header
         # the native request path (_native.NativeFront) both front doors hand their chunks to, or None
         self.front: Any = engine.native_front(self.max_frame, cfg.max_request_size) if cfg.native_front else None
+        if sessions is not None and self.front is not None:
+            sessions.attach(self.front)   # opened session cookies answered natively (sidecar/sessions.py)
 
     def sweep(self) -> None:
         """Once a second: close connections past their request or idle timeout."""

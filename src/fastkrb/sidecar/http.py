@@ -229,10 +229,12 @@ class HttpHandler:
         self.ctx = conn.ctx
         self.sess: SidecarSessions | None = conn.ctx.sessions
         self.cookies: list[bytes] | None = None   # the request's Cookie header(s), read with session cookies on
-        # None: httptools reads everything (also once _slow_rest handed it over). With session cookies on, every
-        # acceptance needs a Set-Cookie and every cookie a Python decision: the native path would answer
-        # nothing alone, so this front door is httptools' (the binary one keeps the native path).
-        self.front = conn.ctx.front if self.sess is None or self.sess.cookies is None else None
+        # None: httptools reads everything (also once _slow_rest handed it over). With session cookies on, the
+        # native path answers only the cookies Python opened before (sess.native; every Negotiate acceptance
+        # needs a Set-Cookie, so it goes to Python); without that table this front door is httptools' alone.
+        sess = self.sess
+        self.front = (conn.ctx.front if sess is None or sess.cookies is None or sess.native is not None
+                      else None)
         # the challenge rule (None: off). With a tried cookie every acceptance may have to clear it: Python's path.
         self.chal = _challenge_of(conn.ctx.cfg)
         self.ua: bytes | None = None
@@ -620,15 +622,17 @@ class HttpHandler:
         t0 = _perf()
         principal: Principal | None = None
         label: str | None = None
+        value: str | None = None
         try:
             if via == "bearer":
                 assert sess.verifier is not None
                 principal = sess.verifier.verify(credential)
             else:
                 assert sess.cookies is not None
-                principal = sess.cookies.authenticate([c.decode("latin-1") for c in credential])
-                if principal is None:
+                value = sess.cookies.value_from([c.decode("latin-1") for c in credential])
+                if value is None:
                     return b""
+                principal = sess.cookies.open(value)
             if policy is not None:
                 label = self.ctx.engine._label(policy)
                 policy.check(principal)
@@ -670,6 +674,9 @@ class HttpHandler:
             headers.append(pac)
         if policy is not None and policy.name:
             headers.append(b"X-Remote-Policy: " + header_value(policy.name) + b"\r\n")
+        if policy is None and value is not None and sess.native is not None:   # a plain /auth: C answers it next
+            sess.remember(value, principal, b"".join((b"HTTP/1.1 ", _STATUS[200], b"\r\n", *headers, _KEEP)),
+                          log.worker, book.names.generation if book is not None and book.names is not None else -1)
         return _response(200, headers, b"", close)
 
     def _done(self, slot: list[Any], fut: asyncio.Future[Any]) -> None:
