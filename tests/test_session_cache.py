@@ -140,3 +140,21 @@ def test_the_smaller_window_keeps_cookies_as_small(monkeypatch: pytest.MonkeyPat
             m.setattr(cookie_mod, "_DEFLATE", (9, zlib.DEFLATED, -15))
             was = len(SessionCookies([key]).issue(result(groups=groups), now=NOW))
         assert new <= was + was // 50, (groups, new, was)
+
+
+def test_every_spelling_of_the_last_character_but_the_encoders_is_refused() -> None:
+    """A base64url value's last character may carry unused bits; only the encoder's own spelling opens."""
+    import string
+
+    c = Counting([new_session_key()])
+    v = c.seal(result(), now=NOW).value
+    opened = [ch for ch in string.ascii_letters + string.digits + "-_" if _opens(c, v[:-1] + ch)]
+    assert opened == [v[-1]]
+
+
+def _opens(c: Any, value: str) -> bool:
+    try:
+        c.open(value, now=NOW)
+    except SessionInvalid:
+        return False
+    return True

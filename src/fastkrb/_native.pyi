@@ -243,6 +243,7 @@ class NativeSessions:
     def clear(self) -> None: ...
     def take_hits(self) -> int: ...
 
+@disjoint_base
 class NativeFront:
     """One sidecar worker's native request path for both front doors (sidecar/binary.py, sidecar/http.py)."""
 

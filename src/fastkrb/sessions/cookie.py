@@ -416,6 +416,11 @@ class SessionCookies:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         except binascii.Error:   # a length no encoding produces (4n + 1)
             raise self._invalid("malformed", "is not a fastkrb session cookie (not base64url)", facts) from None
+        # One spelling per cookie: a last character whose unused low bits are set decodes to the same bytes, so
+        # without this a sealed cookie would have several accepted values (each a miss of the memory of opened ones).
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != value:
+            raise self._invalid("malformed", "is not in canonical base64url (its last character carries bits no "
+                                "encoder writes)", facts)
         if len(raw) < 2 or raw[0] != VERSION:
             raise self._invalid("version", f"has format version {raw[0] if raw else None}, not {VERSION}", facts)
         n = raw[1]
