@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from fastkrb import _native
@@ -41,7 +42,7 @@ __all__ = ["WireHandler"]
 class WireHandler:
     """Splits frames, answers them; keeps at most one partial frame."""
 
-    __slots__ = ("batched", "buf", "conn", "ctx", "front", "peer_json")
+    __slots__ = ("batched", "batches", "buf", "conn", "ctx", "front", "peer_json")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -50,11 +51,13 @@ class WireHandler:
         self.front = conn.ctx.front
         # a Redis replay cache: the native path's checks, then one round trip per chunk (wire_batch)
         self.batched = self.front is not None and conn.ctx.engine.is_async
+        # this connection's batches awaiting Redis, oldest first: [batch, answers or None]; answered in this order
+        self.batches: deque[list[Any]] = deque()
         # the peer as the decision log writes it (a JSON string body), for the native path's log lines
         self.peer_json = json.dumps(conn.peer, ensure_ascii=False)[1:-1].encode()
 
     def idle(self) -> bool:
-        return not self.buf
+        return not self.buf and not self.batches
 
     def timeout(self) -> None:
         self.conn.wbuf.append(protocol.encode_protocol_error(0, "request not complete within the timeout"))
@@ -81,9 +84,12 @@ class WireHandler:
 
     def _replay_batch(self, batch: Any) -> None:
         """wire_batch's requests (a ``_native.ReplayBatch``): their replay keys in one round trip, then their
-        answers, in frame order."""
+        answers, in frame order, after those of this connection's earlier batches."""
+        slot: list[Any] = [batch, None]
+        self.batches.append(slot)
         if not batch.items:   # every one refused before the cache
-            _native.wire_batch_finish(self.front, self, batch, [], self.conn.wbuf, self.conn, self.peer_json)
+            slot[1] = []
+            self._release()
             return
         conn = self.conn
         conn.track(len(batch))
@@ -91,19 +97,26 @@ class WireHandler:
         submit = getattr(cache, "submit_many", None)   # RedisReplayCache's: a future, no task per chunk
         fut = (submit(batch.items, batch.last_now) if submit is not None
                else asyncio.ensure_future(cache.ainsert_many(batch.items, batch.last_now)))
-        fut.add_done_callback(lambda f: self._batch_done(batch, f))
+        fut.add_done_callback(lambda f: self._batch_done(slot, f))
 
-    def _batch_done(self, batch: Any, fut: asyncio.Future[Any]) -> None:
-        conn = self.conn
-        conn.track(-len(batch))
+    def _batch_done(self, slot: list[Any], fut: asyncio.Future[Any]) -> None:
+        self.conn.track(-len(slot[0]))
         if fut.cancelled():
-            answers: Any = replay_unavailable("the replay insert was cancelled")
+            slot[1] = replay_unavailable("the replay insert was cancelled")
         elif (exc := fut.exception()) is not None:
-            answers = exc if isinstance(exc, KerberosError) else replay_unavailable(f"{type(exc).__name__}: {exc}")
+            slot[1] = exc if isinstance(exc, KerberosError) else replay_unavailable(f"{type(exc).__name__}: {exc}")
         else:
-            answers = fut.result()
-        # counted and logged even when the connection has gone: Redis has recorded these authenticators
-        _native.wire_batch_finish(self.front, self, batch, answers, conn.wbuf, conn, self.peer_json)
+            slot[1] = fut.result()
+        self._release()
+
+    def _release(self) -> None:
+        """Answer the batches at the head of the queue whose replay answers are in. Counted and logged even when
+        the connection has gone: Redis has recorded these authenticators."""
+        conn = self.conn
+        batches = self.batches
+        while batches and batches[0][1] is not None:
+            batch, answers = batches.popleft()
+            _native.wire_batch_finish(self.front, self, batch, answers, conn.wbuf, conn, self.peer_json)
         if not conn.closing:
             conn.flush()
 
