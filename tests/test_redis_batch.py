@@ -277,3 +277,16 @@ def test_sigterm_mid_batch_answers_and_logs_every_frame(tmp_path: Path, redis_sr
         assert sc.stop() == 0
     decisions = [e for e in sc.events() if e.get("event") == "decision"]
     assert len(decisions) == 1500 and all(e["outcome"] == "accepted" for e in decisions)
+
+
+def test_a_closed_cache_fails_the_batch_closed_through_its_future(redis_srv: RedisServer) -> None:
+    async def go() -> None:
+        c = _cache(redis_srv)
+        await c.aclose()
+        fut = c.submit_many([(k, NOW + 301) for k in _keys(3, seed=5)], NOW)   # no raise in the caller's frame
+        with pytest.raises(ReplayCacheUnavailable):
+            await fut
+        with pytest.raises(ReplayCacheUnavailable):
+            await c.ainsert(_keys(1, seed=6)[0], NOW + 301, NOW)
+
+    asyncio.run(go())

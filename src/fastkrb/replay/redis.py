@@ -216,16 +216,16 @@ class RedisReplayCache:
         return self._batched([(key, expiry, now) for key, expiry in items])
 
     def _batched(self, entries: list[Entry]) -> asyncio.Future[list[Any]]:
-        """A future of ``entries``' answers, sent with everything else asked for in this turn of the loop."""
-        if self._closed:
-            raise self._fail("closed")
-        if self._ar is None:
-            raise self._fail("no asyncio client configured")
+        """A future of ``entries``' answers, sent with everything else asked for in this turn of the loop. A cache
+        that cannot answer at all (closed, no asyncio client) fails the future, never the caller's frame."""
         for key, _, _ in entries:
             if len(key) != 16:
                 raise ValueError("replay key must be 16 bytes")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Any]] = loop.create_future()
+        if self._closed or self._ar is None:
+            fut.set_exception(self._fail("closed" if self._closed else "no asyncio client configured"))
+            return fut
         if not entries:
             fut.set_result([])
             return fut
