@@ -10,7 +10,7 @@ STAMP := $(VENV)/.deps-stamp
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q -U pip setuptools wheel
-	$(PIP) install -q cython cryptography pyasn1 pyjwt uvloop httptools prometheus-client redis matplotlib \
+	$(PIP) install -q cython cryptography pyasn1 pyjwt uvloop httptools prometheus-client redis hiredis matplotlib \
 	    pytest pytest-benchmark hypothesis ruff mypy
 	touch $(STAMP)
 

@@ -117,7 +117,7 @@ def test_legacy_command_pair_has_the_same_semantics(url: str) -> None:
     assert c.insert(k, NOW + 301, NOW) == (True, None)
     assert c.insert(k, NOW + 301, NOW + 1) == (False, pytest.approx(NOW, abs=1e-6))
     # a SET retried after a lost reply finds its own value: still fresh
-    assert c._answers([(k, NOW + 301)], [b"v"], [None, b"v", b"m"], NOW) == [(True, None)]
+    assert c._answers([(k, NOW + 301, NOW)], [b"v"], [None, b"v", b"m"]) == [(True, None)]
 
 
 def test_redis_down_fails_closed_then_back_with_cold_start(server: RedisServer, url: str, kt: Keytab) -> None:

@@ -17,18 +17,28 @@ new one) and applies the cold-start rule (RFC 4120 §3.2.3) from it. The value o
 
 Fail closed: any Redis error (refused, timeout, OOM, READONLY) raises ReplayCacheUnavailable; the client
 reconnects by itself on the next call (one immediate retry on a dropped pooled connection, short socket
-timeouts so a dead Redis costs at most ``socket_timeout``). Run Redis with ``maxmemory-policy noeviction``
+timeouts so a dead Redis costs at most ``socket_timeout``).
+
+On the event loop (``ainsert``, ``ainsert_many``) every insert asked for in one turn of the loop goes into one
+batch, and each batch is one round trip: the commands packed once, written with one ``send``, the replies read
+back to back (a single server; a Cluster uses redis-py's pipeline, which splits by slot). Batches do not wait for
+each other: while one is on the wire the next one forms and goes out on another pooled connection, so a busy
+worker is never idle behind a fixed number of round trips. Two presentations of one authenticator in the same
+batch are two SETs in order on one connection: the first wins, the second reads the first's value (a replay).
+A failure of the round trip fails every insert of the batch closed. Run Redis with ``maxmemory-policy noeviction``
 (an evicting Redis forgets live entries; with noeviction a full Redis fails closed instead); in a cluster,
 a shard that loses its data without the marker's shard noticing is not detected: use persistence there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
 import os
 import time
+from binascii import hexlify
 from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -36,7 +46,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from fastkrb.errors import ReplayCacheUnavailable, replay_unavailable
@@ -48,8 +60,25 @@ log = logging.getLogger("fastkrb")
 DEFAULT_PREFIX = "fastkrb:rc:"
 Answer = tuple[bool, "float | None"]
 Item = "tuple[bool, float | None] | ReplayCacheUnavailable"
+#: one insert of a batch: replay key, expiry, now
+Entry = tuple[bytes, float, float]
+_timeout: Any = getattr(asyncio, "timeout", None)   # Python >= 3.11
 
 _OUR_PARAMS = ("prefix", "cluster", "legacy")
+
+
+def _bulk(b: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def _pack(cmd: tuple[Any, ...]) -> bytes:
+    """One command of ``_commands`` in RESP (the protocol's request form: an array of bulk strings)."""
+    if cmd[0] == "get":
+        return b"*2\r\n$3\r\nGET\r\n" + _bulk(cmd[1])
+    ttl = b"%d" % cmd[3]
+    head = b"*7\r\n$3\r\nSET\r\n" if cmd[4] else b"*6\r\n$3\r\nSET\r\n"
+    tail = b"$2\r\nPX\r\n" + _bulk(ttl) + b"$2\r\nNX\r\n" + (b"$3\r\nGET\r\n" if cmd[4] else b"")
+    return head + _bulk(cmd[1]) + _bulk(cmd[2]) + tail
 
 
 def _truthy(v: str) -> bool:
@@ -79,7 +108,13 @@ class RedisReplayCache:
         self._marker: bytes | None = None
         self._started = time.time()   # until the marker is read: as if empty from now (conservative)
         self._closed = False
-        self._st = {"inserts": 0, "hits": 0, "errors": 0, "cold": 0, "restarts": 0}
+        self._st = {"inserts": 0, "hits": 0, "errors": 0, "cold": 0, "restarts": 0, "batches": 0}
+        # the batch forming in this turn of the event loop: its entries, and per caller (first entry, count, future)
+        self._pending: list[Entry] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[list[Any]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        # a single server's pool (the packed round trip); None for a Cluster (redis-py's pipeline splits by slot)
+        self._apool: Any = getattr(aclient, "connection_pool", None) if aclient is not None else None
         if self._r is not None:
             try:
                 t = time.time()
@@ -145,7 +180,8 @@ class RedisReplayCache:
         """One pipelined round trip for the batch. Each result is (fresh, first_seen), or a
         ReplayCacheUnavailable instance for an item refused by the cold-start rule; a Redis failure
         raises for the whole batch."""
-        cmds, values = self._commands(items, now)
+        entries = [(key, expiry, now) for key, expiry in items]
+        cmds, values = self._commands(entries)
         if self._r is None:
             raise self._fail("no synchronous client configured")
         try:
@@ -161,29 +197,88 @@ class RedisReplayCache:
             self._adopt(replies[-1] if replies[-1] is not None else self._write_marker(now), now)
         except RedisError as exc:
             raise self._error(exc) from None
-        return self._answers(items, values, replies, now)
+        return self._answers(entries, values, replies)
 
     async def ainsert(self, key: bytes, expiry: float, now: float) -> tuple[bool, float | None]:
-        out = (await self.ainsert_many([(key, expiry)], now))[0]
+        out = (await self._batched([(key, expiry, now)]))[0]
         if isinstance(out, ReplayCacheUnavailable):
             raise out
         return cast("tuple[bool, float | None]", out)
 
     async def ainsert_many(self, items: Sequence[tuple[bytes, float]], now: float) -> list[Any]:
-        """insert_many on the redis.asyncio client (for the sidecar's event loop)."""
-        cmds, values = self._commands(items, now)
-        if self._ar is None:
-            raise self._fail("no asyncio client configured")
+        """insert_many without blocking the event loop: the items join the batch of this turn of the loop (one
+        round trip for all of it); a Redis failure raises for the whole batch."""
+        return await self.submit_many(items, now)
+
+    def submit_many(self, items: Sequence[tuple[bytes, float]], now: float) -> asyncio.Future[list[Any]]:
+        """ainsert_many without a coroutine: the future of the answers (for the sidecar's per-chunk batches,
+        which add a callback instead of awaiting). Must be called on the running event loop."""
+        return self._batched([(key, expiry, now) for key, expiry in items])
+
+    def _batched(self, entries: list[Entry]) -> asyncio.Future[list[Any]]:
+        """A future of ``entries``' answers, sent with everything else asked for in this turn of the loop. A cache
+        that cannot answer at all (closed, no asyncio client) fails the future, never the caller's frame."""
+        for key, _, _ in entries:
+            if len(key) != 16:
+                raise ValueError("replay key must be 16 bytes")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        if self._closed or self._ar is None:
+            fut.set_exception(self._fail("closed" if self._closed else "no asyncio client configured"))
+            return fut
+        if not entries:
+            fut.set_result([])
+            return fut
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._waiters.append((len(self._pending), len(entries), fut))
+        self._pending.extend(entries)
+        return fut
+
+    def _flush(self) -> None:
+        """Send the batch formed in this turn of the loop; the next one forms while it is on the wire."""
+        entries, waiters = self._pending, self._waiters
+        self._pending, self._waiters = [], []
+        if not entries:
+            return
+        task = asyncio.ensure_future(self._send(entries, waiters))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, entries: list[Entry], waiters: list[tuple[int, int, asyncio.Future[list[Any]]]]) -> None:
         try:
-            replies = await self._arun(self._ar, cmds)
+            out: list[Any] | ReplayCacheUnavailable = await self._round_trip(entries)
+        except ReplayCacheUnavailable as exc:
+            out = exc
+        except Exception as exc:  # any failure must fail closed, and must reach every waiter
+            out = self._fail(f"{type(exc).__name__}: {exc}")
+        for first, n, fut in waiters:
+            if fut.done():   # its caller gave up (cancelled)
+                continue
+            if isinstance(out, ReplayCacheUnavailable):
+                fut.set_exception(out)
+            else:
+                fut.set_result(out[first:first + n])
+
+    async def _round_trip(self, entries: list[Entry]) -> list[Any]:
+        """One round trip for a batch: answers in order, or ReplayCacheUnavailable for all of it."""
+        self._st["batches"] += 1
+        try:
+            if self._apool is not None and not self._legacy:
+                payload, values = self._payload(entries)
+                replies = await self._packed(payload, len(entries) + 1)
+            else:
+                cmds, values = self._commands(entries)
+                replies = await self._arun(self._ar, cmds)
         except ResponseError as exc:
             if self._legacy is None and "syntax" in str(exc).lower():
-                self._legacy = True
-                return await self.ainsert_many(items, now)
+                self._legacy = True   # Redis < 7.0: no SET NX GET
+                return await self._round_trip(entries)
             raise self._error(exc) from None
         except RedisError as exc:
             raise self._error(exc) from None
         marker = replies[-1]
+        now = max(e[2] for e in entries)
         if marker is None:
             try:
                 await self._ar.set(self._marker_key, self._marker_value(now), nx=True)
@@ -191,7 +286,74 @@ class RedisReplayCache:
             except RedisError as exc:
                 raise self._error(exc) from None
         self._adopt(marker, now)
-        return self._answers(items, values, replies, now)
+        return self._answers(entries, values, replies)
+
+    def _payload(self, entries: Sequence[Entry]) -> tuple[bytes, list[bytes]]:
+        """``_commands`` packed for the wire (RESP: arrays of bulk strings), in one format per entry."""
+        if self._closed:
+            raise self._fail("closed")
+        prefix = self.prefix.encode()
+        tag = self._tag.encode()
+        seq = self._seq
+        parts: list[bytes] = []
+        values: list[bytes] = []
+        last = -1.0
+        stamp = b""
+        for key, expiry, now in entries:
+            if now != last:   # a batch's entries mostly share their clock: one float format per batch
+                last = now
+                stamp = b"%.6f %s " % (now, tag)
+            value = stamp + b"%d" % next(seq)
+            values.append(value)
+            name = prefix + hexlify(key)
+            ttl = b"%d" % max(1, math.ceil((expiry - now) * 1000.0))
+            parts.append(b"*7\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nPX\r\n$%d\r\n%s\r\n"
+                         b"$2\r\nNX\r\n$3\r\nGET\r\n" % (len(name), name, len(value), value, len(ttl), ttl))
+        parts.append(_pack(("get", self._marker_key.encode())))   # after the SETs: see the module docstring
+        return b"".join(parts), values
+
+    async def _packed(self, payload: bytes, n: int) -> list[Any]:
+        """The batch on one pooled connection of a single server: packed once, one send, the replies read back to
+        back within one ``socket_timeout`` (redis-py's pipeline spends a timer and a coroutine per reply). A
+        connection that fails is dropped; a dropped pooled connection is retried once, as the client's Retry
+        does (a SET retried after a lost reply finds our own value: still fresh)."""
+        for attempt in (0, 1):
+            conn = await self._apool.get_connection()
+            try:
+                await conn.send_packed_command(payload, check_health=False)
+                timeout = conn.socket_timeout
+                if not timeout:
+                    replies = await self._read_replies(conn, n)
+                elif _timeout is not None:   # Python >= 3.11: a deadline without a task of its own
+                    async with _timeout(timeout):
+                        replies = await self._read_replies(conn, n)
+                else:
+                    replies = await asyncio.wait_for(self._read_replies(conn, n), timeout)
+            except (RedisConnectionError, RedisTimeoutError, asyncio.TimeoutError, OSError) as exc:
+                await conn.disconnect(nowait=True)
+                await self._apool.release(conn)
+                if isinstance(exc, (RedisTimeoutError, asyncio.TimeoutError)):
+                    raise RedisTimeoutError(f"Timeout reading from {self._desc}") from None
+                if attempt:
+                    raise exc if isinstance(exc, RedisError) else RedisConnectionError(str(exc)) from None
+                continue
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                await self._apool.release(conn)
+                raise
+            await self._apool.release(conn)
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+            return replies
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _read_replies(conn: Any, n: int) -> list[Any]:
+        # the connection's parser (hiredis when installed) reads what one recv brought without awaiting again;
+        # an error reply is returned, not raised, so the connection stays in step
+        parser = conn._parser
+        return [await parser.read_response() for _ in range(n)]
 
     def stats(self, count_entries: bool = False) -> dict[str, int]:
         """Counters of this instance. ``entries`` is -1 unless ``count_entries`` (a SCAN of the prefix);
@@ -205,7 +367,7 @@ class RedisReplayCache:
                 raise self._error(exc) from None
         return {"entries": entries, "inserts": self._st["inserts"], "hits": self._st["hits"], "evictions": 0,
                 "capacity": -1, "full": 0, "errors": self._st["errors"], "cold": self._st["cold"],
-                "restarts": self._st["restarts"]}
+                "restarts": self._st["restarts"], "batches": self._st["batches"]}
 
     def close(self) -> None:
         self._closed = True
@@ -214,6 +376,8 @@ class RedisReplayCache:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._tasks:   # batches on the wire: their callers get their answers (or the failure) first
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._ar is not None:
             await self._ar.aclose()
 
@@ -233,24 +397,27 @@ class RedisReplayCache:
     def _marker_value(self, now: float) -> bytes:
         return f"{now:.6f} {self._tag}".encode()
 
-    def _commands(self, items: Sequence[tuple[bytes, float]], now: float) -> tuple[list[tuple[Any, ...]], list[bytes]]:
+    def _commands(self, entries: Sequence[Entry]) -> tuple[list[tuple[Any, ...]], list[bytes]]:
         if self._closed:
             raise self._fail("closed")
         cmds: list[tuple[Any, ...]] = []
         values: list[bytes] = []
-        for key, expiry in items:
+        prefix = self.prefix.encode()
+        tag = self._tag.encode()
+        seq = self._seq
+        for key, expiry, now in entries:
             if len(key) != 16:
                 raise ValueError("replay key must be 16 bytes")
             ttl_ms = max(1, math.ceil((expiry - now) * 1000.0))
-            value = f"{now:.6f} {self._tag} {next(self._seq)}".encode()
-            name = self.prefix + key.hex()
+            value = b"%.6f %s %d" % (now, tag, next(seq))
+            name = prefix + hexlify(key)
             values.append(value)
             if self._legacy:
                 cmds.append(("set", name, value, ttl_ms, False))
                 cmds.append(("get", name))
             else:
                 cmds.append(("set", name, value, ttl_ms, True))
-        cmds.append(("get", self._marker_key))   # after the SETs: see the module docstring
+        cmds.append(("get", self._marker_key.encode()))   # after the SETs: see the module docstring
         return cmds, values
 
     @staticmethod
@@ -292,20 +459,21 @@ class RedisReplayCache:
         self._marker = marker
         self._started = started
 
-    def _answers(self, items: Sequence[tuple[bytes, float]], values: list[bytes], replies: list[Any],
-                 now: float) -> list[Any]:
+    def _answers(self, entries: Sequence[Entry], values: list[bytes], replies: list[Any]) -> list[Any]:
         out: list[Any] = []
-        step = 2 if self._legacy else 1
-        for n, ((_, expiry), value) in enumerate(zip(items, values, strict=True)):
-            if self._legacy:
-                ok, seen = replies[n * step], replies[n * step + 1]
+        legacy = bool(self._legacy)
+        started = self._started
+        skew = self.clock_skew
+        for n, ((_, expiry, now), value) in enumerate(zip(entries, values, strict=True)):
+            if legacy:
+                ok, seen = replies[2 * n], replies[2 * n + 1]
                 fresh = bool(ok) or seen == value
             else:
                 seen = replies[n]
                 fresh = seen is None or seen == value   # our own write, retried after a lost reply
             if fresh:
-                ctime = expiry - self.clock_skew - 1.0
-                if self.cold_start and now < self._started + self.clock_skew and ctime < self._started:
+                ctime = expiry - skew - 1.0
+                if self.cold_start and now < started + skew and ctime < started:
                     self._st["cold"] += 1
                     out.append(self._cold(ctime))
                     continue

@@ -12,15 +12,23 @@ VALIDATE and policy-less VALIDATE_EX frames itself, with the same bytes as below
 order, what needs this module: a rejection (``_native_rejected``), an acceptance whose answer needs the
 AuthResult (``_native_accepted``: a PAC identity to send), and every other frame (``_feed``, this module's
 own parser and answers).
+
+With a Redis replay cache the native path runs in two calls around one round trip (``_native.wire_batch``):
+every frame of the chunk is checked in C, the replay keys of those that passed go to Redis together
+(``_replay_batch``: one ``ainsert_many``, batched with whatever else this turn of the event loop inserts), and
+``_native.wire_batch_finish`` answers the chunk's frames in order: accepted, replay, or, when the round trip
+fails, ``replay_cache_unavailable`` for every one of them (fail closed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from fastkrb.errors import InternalError, KerberosError
+from fastkrb import _native
+from fastkrb.errors import InternalError, KerberosError, replay_unavailable
 from fastkrb.sidecar import protocol
 from fastkrb.sidecar.conn import Connection
 from fastkrb.sidecar.policies import PolicyError
@@ -34,18 +42,22 @@ __all__ = ["WireHandler"]
 class WireHandler:
     """Splits frames, answers them; keeps at most one partial frame."""
 
-    __slots__ = ("buf", "conn", "ctx", "front", "peer_json")
+    __slots__ = ("batched", "batches", "buf", "conn", "ctx", "front", "peer_json")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.ctx = conn.ctx
         self.buf = b""
         self.front = conn.ctx.front
+        # a Redis replay cache: the native path's checks, then one round trip per chunk (wire_batch)
+        self.batched = self.front is not None and conn.ctx.engine.is_async
+        # this connection's batches awaiting Redis, oldest first: [batch, answers or None]; answered in this order
+        self.batches: deque[list[Any]] = deque()
         # the peer as the decision log writes it (a JSON string body), for the native path's log lines
         self.peer_json = json.dumps(conn.peer, ensure_ascii=False)[1:-1].encode()
 
     def idle(self) -> bool:
-        return not self.buf
+        return not self.buf and not self.batches
 
     def timeout(self) -> None:
         self.conn.wbuf.append(protocol.encode_protocol_error(0, "request not complete within the timeout"))
@@ -59,13 +71,54 @@ class WireHandler:
         if self.buf:
             data = self.buf + data
             self.buf = b""
-        used = front.wire(self, data, conn.wbuf, conn, self.peer_json)
+        if self.batched:
+            used = _native.wire_batch(front, self, data, conn.wbuf, conn, self.peer_json)
+        else:
+            used = front.wire(self, data, conn.wbuf, conn, self.peer_json)
         if used == -2:   # the validator in service needs Python (never with the sidecar's own replay caches)
             self._feed(data)
             return
         if used >= 0:
             self.buf = data[used:] if used < len(data) else b""
             conn.partial_since = (conn.partial_since or self.ctx.now) if self.buf else 0.0
+
+    def _replay_batch(self, batch: Any) -> None:
+        """wire_batch's requests (a ``_native.ReplayBatch``): their replay keys in one round trip, then their
+        answers, in frame order, after those of this connection's earlier batches."""
+        slot: list[Any] = [batch, None]
+        self.batches.append(slot)
+        if not batch.items:   # every one refused before the cache
+            slot[1] = []
+            self._release()
+            return
+        conn = self.conn
+        conn.track(len(batch))
+        cache = self.ctx.engine.validator.replay_cache
+        submit = getattr(cache, "submit_many", None)   # RedisReplayCache's: a future, no task per chunk
+        fut = (submit(batch.items, batch.last_now) if submit is not None
+               else asyncio.ensure_future(cache.ainsert_many(batch.items, batch.last_now)))
+        fut.add_done_callback(lambda f: self._batch_done(slot, f))
+
+    def _batch_done(self, slot: list[Any], fut: asyncio.Future[Any]) -> None:
+        self.conn.track(-len(slot[0]))
+        if fut.cancelled():
+            slot[1] = replay_unavailable("the replay insert was cancelled")
+        elif (exc := fut.exception()) is not None:
+            slot[1] = exc if isinstance(exc, KerberosError) else replay_unavailable(f"{type(exc).__name__}: {exc}")
+        else:
+            slot[1] = fut.result()
+        self._release()
+
+    def _release(self) -> None:
+        """Answer the batches at the head of the queue whose replay answers are in. Counted and logged even when
+        the connection has gone: Redis has recorded these authenticators."""
+        conn = self.conn
+        batches = self.batches
+        while batches and batches[0][1] is not None:
+            batch, answers = batches.popleft()
+            _native.wire_batch_finish(self.front, self, batch, answers, conn.wbuf, conn, self.peer_json)
+        if not conn.closing:
+            conn.flush()
 
     def _native_rejected(self, rid: int, exc: Any, latency: float, flags: int) -> None:
         """A rejection the native path decided: counted, logged and answered as decide()'s would be."""
@@ -175,13 +228,13 @@ class WireHandler:
     def _later(self, rid: int, token: bytes, cb: bytes | None, policy: Policy | None = None,
                flags: int | None = None) -> None:
         conn = self.conn
-        conn.inflight += 1
+        conn.track(1)
         fut = asyncio.ensure_future(self.ctx.engine.adecide(token, cb, conn.peer, "wire", policy))
         fut.add_done_callback(lambda f: self._done(rid, f, policy, flags))
 
     def _done(self, rid: int, fut: asyncio.Future[Any], policy: Policy | None = None, flags: int | None = None) -> None:
         conn = self.conn
-        conn.inflight -= 1
+        conn.track(-1)
         if conn.closing and conn.transport is None:
             return
         exc = fut.exception()

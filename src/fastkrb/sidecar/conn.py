@@ -26,11 +26,15 @@ from fastkrb.sidecar.log import JsonLog
 from fastkrb.sidecar.metrics import Stats
 from fastkrb.sidecar.policies import PolicyBook
 
-__all__ = ["BUDGET", "Connection", "Handler", "HandlerFactory", "WorkerContext"]
+__all__ = ["BUDGET", "MAX_PENDING", "Connection", "Handler", "HandlerFactory", "WorkerContext"]
 
 BUDGET = 64 * 1024
 SMALL_BUDGET = 4 * 1024   # for a connection that sent nothing but garbage lately
 GARBAGE_RUN = 256         # that many malformed tokens in a row, and no valid one, marks a connection
+#: Requests of one connection awaiting the network replay cache: past this many, reading pauses until half have
+#: been answered. A bound on memory (each holds its result until Redis answers), not on throughput: a client
+#: pipelining deeper than this waits one round trip, and nothing limits how many round trips are on the wire.
+MAX_PENDING = 4096
 _QUIET = 0.05   # seconds without input before a draining connection counts as finished
 _UCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid
 
@@ -89,7 +93,8 @@ class WorkerContext:
 class Connection(asyncio.Protocol):
     """The asyncio Protocol for one connection of either front door."""
 
-    __slots__ = ("_backlog", "_feed", "_paused_fair", "_paused_write", "bad", "budget", "closing", "ctx",
+    __slots__ = ("_backlog", "_feed", "_paused_fair", "_paused_pending", "_paused_write", "bad", "budget", "closing",
+                 "ctx",
                  "frontend", "handler", "inflight", "last", "partial_since", "peer", "transport", "wbuf")
 
     def __init__(self, ctx: WorkerContext) -> None:
@@ -102,6 +107,7 @@ class Connection(asyncio.Protocol):
         self._backlog = b""
         self._paused_fair = False
         self._paused_write = False
+        self._paused_pending = False
         self.closing = False
         self.inflight = 0
         self.last = ctx.now
@@ -161,8 +167,21 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused_write = False
-        if not self._paused_fair and self.transport is not None and not self.closing:
+        if not self._paused_fair and not self._paused_pending and self.transport is not None and not self.closing:
             self.transport.resume_reading()
+
+    def track(self, n: int) -> None:
+        """``n`` more (or, negative, fewer) requests awaiting the replay cache; reading pauses past MAX_PENDING
+        and resumes at half of it."""
+        self.inflight += n
+        if n > 0:
+            if self.inflight >= MAX_PENDING and not self._paused_pending and self.transport is not None:
+                self._paused_pending = True
+                self.transport.pause_reading()
+        elif self._paused_pending and self.inflight <= MAX_PENDING // 2:
+            self._paused_pending = False
+            if not self._paused_fair and not self._paused_write and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -200,7 +219,7 @@ class Connection(asyncio.Protocol):
         else:
             self._backlog = b""
             self._paused_fair = False
-            if not self._paused_write and self.transport is not None:
+            if not self._paused_write and not self._paused_pending and self.transport is not None:
                 self.transport.resume_reading()
         self._feed(data)
         self.flush()

@@ -2,12 +2,15 @@
 
 ``decide()`` is synchronous: the validator is one C call (a few µs, GIL released) and with an in-process
 or shared-memory replay cache there is nothing to await, so it runs inline on the event loop, which is
-faster than any hand-off. Only a network replay cache (Redis) makes ``adecide()`` necessary.
+faster than any hand-off. Only a network replay cache (Redis) makes ``adecide()`` necessary: every check
+runs in C at once, and the replay insert is awaited. The cache puts the inserts of one turn of the event loop
+into one round trip (replay/redis.py), and nothing caps how many round trips are on the wire: a pipelining
+client's requests are answered as fast as Redis answers batches (each connection bounds what it has pending,
+conn.py's ``MAX_PENDING``, for memory's sake).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,28 +32,26 @@ class Engine:
     """Holds the current Validator (swapped on reload) and reports every decision."""
 
     def __init__(self, validator: Any, stats: Stats, log: JsonLog, *, is_async: bool = False,
-                 max_inflight: int = 16, policies: PolicyBook | None = None) -> None:
+                 policies: PolicyBook | None = None) -> None:
         self.validator = validator
         self.policies = policies
         self.stats = stats
         self.log = log
         self.is_async = is_async
-        # A pipelining client can put hundreds of tokens in flight at once; the network replay cache's
-        # connection pool is smaller. Beyond this many concurrent round trips, requests wait their turn
-        # (they are answered later, not refused).
-        self._slots: asyncio.Semaphore | None = asyncio.Semaphore(max_inflight) if is_async else None
 
     def native_front(self, max_frame: int, max_head: int) -> Any:
         """The native request path (``_native.NativeFront``) for this engine, or None where every request needs
-        Python anyway: a network replay cache (awaited), a validator with its own policy, or one that is not
-        fastkrb's. Its decisions are counted into ``stats`` and logged through ``log`` as this engine's are."""
-        if self.is_async or getattr(self.validator, "policy", None) is not None:
+        Python anyway: a validator with its own policy, or one that is not fastkrb's. With a network replay cache
+        (Redis) only the binary front door uses it (``_native.wire_batch``: checks in C, one awaited round trip
+        per chunk); the HTTP door's ``front.http`` declines (-2) and Python answers. Its decisions are counted
+        into ``stats`` and logged through ``log`` as this engine's are."""
+        if getattr(self.validator, "policy", None) is not None:
             return None
         if not isinstance(getattr(self.validator, "_native", None), _native.NativeValidator):
             return None
         front = _native.NativeFront(self.validator, LATENCY_BUCKETS, SKEW_BUCKETS, self.log.worker,
                                     self.log.decisions, max_frame, max_head, self.log, self.log.max_batch)
-        if not front.usable:
+        if not (_native.wire_batch_usable(front) if self.is_async else front.usable):
             return None
         self.stats.attach(front)
         self.log.attach(front)
@@ -76,12 +77,7 @@ class Engine:
 
     async def adecide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str,
                       policy: Policy | None = None) -> Any:
-        assert self._slots is not None
-        async with self._slots:
-            return await self._adecide(token, channel_bindings, peer, frontend, policy)
-
-    async def _adecide(self, token: bytes, channel_bindings: bytes | None, peer: str, frontend: str,
-                       policy: Policy | None) -> Any:
+        """decide() with the network replay cache's insert awaited (batched with this turn's others)."""
         t0 = _perf()
         res: Any = None
         try:

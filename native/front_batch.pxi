@@ -1,0 +1,314 @@
+# The native request path with a network replay cache (Redis): a chunk's frames in two calls around one
+# round trip.
+#
+# wire_batch() frames every request of a chunk and runs every check of each in C (the validator's "deferred"
+# twin: no replay insert), keeping each validated request's result and scratch in a ReplayBatch; it hands the
+# batch's replay keys to the front door (binary.py: handler._replay_batch), which inserts them all with one
+# Redis round trip. wire_batch_finish() then applies the cache's answers (fresh: the acceptance, encoded as
+# NativeFront.wire encodes it; seen: the replay verdict; a failed round trip: replay_cache_unavailable for every
+# request of the batch) and answers every request of the batch in frame order. A result's plaintexts, session
+# keys and answer stay in its scratch only for the round trip, and are wiped on every path: finished, failed,
+# or dropped with its connection (__dealloc__).
+
+from libc.stdlib cimport realloc
+
+from validate cimport FK_V_REPLAY
+
+cdef enum:
+    _B_PENDING = 0    # validated, its replay key awaits the cache's answer
+    _B_REJECTED = 1   # refused before the cache: the typed error is in errors[i]
+    _B_DONE = 2       # answered, scratch wiped and freed
+
+
+cdef class ReplayBatch:
+    """One chunk's requests between the checks and the replay cache's answer (wire_batch, wire_batch_finish)."""
+
+    cdef fk_result *r
+    cdef uint8_t **scratch
+    cdef size_t *toklen
+    cdef double *now
+    cdef double *t0
+    cdef double *lat       # rejected: the latency at the decision
+    cdef uint32_t *rid
+    cdef int *ex
+    cdef int *state
+    cdef size_t n, cap
+    cdef list errors
+    cdef readonly list items        # (replay key, expiry) of the pending requests, in frame order
+    cdef readonly double last_now   # the clock of the last validation (the cache's "now" for the batch)
+    cdef object data                # the chunk: a result may point into its bytes
+    cdef NativeValidator nv         # the validator that checked them (its keys outlive a reload)
+
+    def __cinit__(self):
+        self.r = NULL
+        self.scratch = NULL
+        self.n = self.cap = 0
+        self.errors = []
+        self.items = []
+        self.last_now = 0.0
+
+    def __dealloc__(self):
+        self._release()
+        free(self.r)
+        free(self.scratch)
+        free(self.toklen)
+        free(self.now)
+        free(self.t0)
+        free(self.lat)
+        free(self.rid)
+        free(self.ex)
+        free(self.state)
+
+    def __len__(self):
+        return self.n
+
+    cdef void _release(self) noexcept:
+        """Wipe and free every scratch still held (results not answered)."""
+        cdef size_t i
+        for i in range(self.n):
+            if self.scratch[i] != NULL:
+                fk_scratch_wipe(&self.r[i], self.scratch[i], self.toklen[i])
+                free(self.scratch[i])
+                self.scratch[i] = NULL
+            self.state[i] = _B_DONE
+
+    def discard(self):
+        """The connection is gone: wipe every result now, answer none."""
+        self._release()
+
+    cdef int _grow(self) except -1:
+        cdef size_t cap = self.cap * 2 if self.cap else 16
+        cdef void *p
+        p = realloc(self.r, cap * sizeof(fk_result))
+        if p == NULL:
+            raise MemoryError()
+        self.r = <fk_result *>p
+        p = realloc(self.scratch, cap * sizeof(uint8_t *))
+        if p == NULL:
+            raise MemoryError()
+        self.scratch = <uint8_t **>p
+        p = realloc(self.toklen, cap * sizeof(size_t))
+        if p == NULL:
+            raise MemoryError()
+        self.toklen = <size_t *>p
+        p = realloc(self.now, cap * sizeof(double))
+        if p == NULL:
+            raise MemoryError()
+        self.now = <double *>p
+        p = realloc(self.t0, cap * sizeof(double))
+        if p == NULL:
+            raise MemoryError()
+        self.t0 = <double *>p
+        p = realloc(self.lat, cap * sizeof(double))
+        if p == NULL:
+            raise MemoryError()
+        self.lat = <double *>p
+        p = realloc(self.rid, cap * sizeof(uint32_t))
+        if p == NULL:
+            raise MemoryError()
+        self.rid = <uint32_t *>p
+        p = realloc(self.ex, cap * sizeof(int))
+        if p == NULL:
+            raise MemoryError()
+        self.ex = <int *>p
+        p = realloc(self.state, cap * sizeof(int))
+        if p == NULL:
+            raise MemoryError()
+        self.state = <int *>p
+        self.cap = cap
+        return 0
+
+    cdef int _check(self, NativeFront front, const uint8_t *tok, size_t toklen, const uint8_t *cb, size_t cblen,
+                    uint32_t rid, int ex) except -2:
+        """Validate one request into a new slot (its own scratch). _SLOW: a size NativeValidator refuses first."""
+        cdef size_t need = fk_scratch_size(toklen)
+        cdef size_t i
+        cdef uint8_t *s
+        cdef int code
+        if need > 16384 and toklen > self.nv.v.max_token * 2 + 64:
+            return _SLOW
+        if self.n == self.cap:
+            self._grow()
+        s = <uint8_t *>malloc(need)
+        if s == NULL:
+            raise MemoryError()
+        i = self.n
+        self.scratch[i] = s
+        self.toklen[i] = toklen
+        self.rid[i] = rid
+        self.ex[i] = ex
+        self.state[i] = _B_DONE
+        memset(&self.r[i], 0, sizeof(fk_result))
+        self.n += 1
+        self.now[i] = front.fixed_now if front.fixed_now > 0 else _clock(CLOCK_REALTIME)
+        self.t0[i] = _clock(CLOCK_MONOTONIC)
+        code = fk_validate(&self.nv.v, tok, toklen, self.now[i], cb, cblen, s, need, &self.r[i])
+        self.last_now = self.now[i]
+        if code == FK_V_OK:
+            self.state[i] = _B_PENDING
+            self.items.append((PyBytes_FromStringAndSize(<const char *>self.r[i].replay_key, 16),
+                               self.r[i].replay_expiry))
+            return code
+        # refused before the cache: the facts now, the scratch wiped now
+        try:
+            err = front._error(self.nv, code, &self.r[i], self.now[i])
+        finally:
+            fk_scratch_wipe(&self.r[i], s, toklen)
+            free(s)
+            self.scratch[i] = NULL
+        self.lat[i] = _clock(CLOCK_MONOTONIC) - self.t0[i]
+        self.errors.append(err)
+        self.state[i] = _B_REJECTED
+        return code
+
+
+cdef NativeValidator _deferred(NativeFront front):
+    """The validator in service's twin without a replay insert, when its replay cache is awaited (Redis) and no
+    policy of its own needs Python."""
+    v = front.validator
+    nv = getattr(v, "_deferred", None)
+    if type(nv) is not NativeValidator or getattr(v, "_areplay", None) is None or getattr(v, "policy", None) is not None:
+        return None
+    return <NativeValidator>nv
+
+
+def wire_batch_usable(NativeFront front):
+    """True when wire_batch can run the validator in service (a Redis replay cache, no policy of its own)."""
+    return _deferred(front) is not None
+
+
+def wire_batch(NativeFront front, handler, bytes data, list wbuf, conn, bytes peer):
+    """NativeFront.wire for a validator whose replay cache is awaited: every complete frame of data is checked;
+    what needs Python goes to the handler as NativeFront.wire sends it (handler._feed); the rest becomes one
+    ReplayBatch, handed to handler._replay_batch(batch) when it holds a request (its answers follow in
+    wire_batch_finish). Returns the bytes used, -1 (a frame error or a closed connection: handler._feed answered)
+    or -2 (this path cannot run the validator in service)."""
+    cdef NativeValidator nv = _deferred(front)
+    if nv is None:
+        return -2
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(data)
+    cdef size_t n = PyBytes_GET_SIZE(data)
+    cdef size_t pos = 0, length, a, b, ncb, npol
+    cdef uint32_t rid
+    cdef int kind, ex, code
+    cdef ReplayBatch batch = ReplayBatch()
+    batch.nv = nv
+    batch.data = data
+    while n - pos >= 4:
+        length = _be32(p + pos)
+        if length < 5 or length > front.max_frame:   # protocol.split_frames' refusal, and its answer
+            _hand_over(handler, batch)
+            handler._feed(data[pos:])
+            return -1
+        if n - pos - 4 < length:
+            break
+        kind = p[pos + 4]
+        rid = _be32(p + pos + 5)
+        a = pos + 9
+        b = pos + 4 + length
+        code = _SLOW
+        if kind == 0x01 and b - a >= 2:             # VALIDATE: cb length, bindings, token
+            ex = -1
+            ncb = (<size_t>p[a] << 8) | p[a + 1]
+            if a + 2 + ncb <= b:
+                code = batch._check(front, p + a + 2 + ncb, b - (a + 2 + ncb), p + a + 2 if ncb else NULL, ncb,
+                                    rid, ex)
+        elif kind == 0x03 and b - a >= 5:           # VALIDATE_EX without a policy
+            ex = p[a]
+            ncb = (<size_t>p[a + 1] << 8) | p[a + 2]
+            npol = (<size_t>p[a + 3] << 8) | p[a + 4]
+            if npol == 0 and a + 5 + ncb <= b:
+                code = batch._check(front, p + a + 5 + ncb, b - (a + 5 + ncb), p + a + 5 if ncb else NULL, ncb,
+                                    rid, ex)
+        if code == _SLOW:   # PING, a policy, an unknown kind, a bad payload: binary.py's own path
+            handler._feed(data[pos:b])
+            if conn.closing:
+                batch._release()
+                return -1
+        pos = b
+    _hand_over(handler, batch)
+    return pos
+
+
+cdef int _hand_over(handler, ReplayBatch batch) except -1:
+    if batch.n:
+        handler._replay_batch(batch)
+    return 0
+
+
+def wire_batch_finish(NativeFront front, handler, ReplayBatch batch, answers, list wbuf, conn, bytes peer):
+    """Answer every request of batch in frame order. answers: the cache's answer per pending request, in order
+    ((fresh, first_seen), or a ReplayCacheUnavailable for one refused by the cold-start rule), or one exception
+    for all of them (the round trip failed: fail closed)."""
+    cdef NativeValidator nv = batch.nv
+    cdef size_t i, k = 0, e = 0
+    cdef int rc, code
+    cdef bint acc = False
+    cdef fk_result *r
+    cdef double lat, now
+    cdef fk_buf pj = fk_buf(<const uint8_t *>PyBytes_AS_STRING(peer), PyBytes_GET_SIZE(peer))
+    cdef fk_buf noxff = fk_buf(NULL, 0)
+    cdef bint failed = isinstance(answers, BaseException)
+    front.f.out.n = 0
+    try:
+        for i in range(batch.n):
+            if batch.state[i] == _B_REJECTED:
+                err = batch.errors[e]
+                e += 1
+                batch.state[i] = _B_DONE
+                front._settle(wbuf, conn, acc)
+                acc = False
+                handler._native_rejected(batch.rid[i], err, batch.lat[i], batch.ex[i])
+                continue
+            if batch.state[i] != _B_PENDING:
+                continue
+            r = &batch.r[i]
+            now = batch.now[i]
+            answer = answers if failed else answers[k]
+            k += 1
+            try:
+                if isinstance(answer, BaseException):
+                    err = answer
+                    code = -1
+                else:
+                    fresh, first = answer
+                    code = FK_V_OK if fresh else FK_V_REPLAY
+                    if not fresh:   # as NativeValidator.validate with a Python replay backend
+                        r.first_seen = first if first is not None else 0.0
+                        err = front._error(nv, code, r, now)
+                if code == FK_V_OK:
+                    rc = fk_front_names(&front.f, r)
+                    if rc == 0 and batch.ex[i] >= 0 and batch.ex[i] & _WANT_IDENTITY and fk_front_has_identity(r):
+                        rc = 1   # the identity block: protocol.encode_identity
+                    if rc == 0:
+                        rc = fk_front_wire_accepted(&front.f, r, batch.rid[i], batch.ex[i] >= 0)
+                    if rc < 0:
+                        raise MemoryError()
+                    if rc == 0:
+                        lat = _clock(CLOCK_MONOTONIC) - batch.t0[i]
+                        fk_front_observe(&front.f, r, lat)
+                        if front.f.log_decisions and fk_front_log_accepted(&front.f, r, 0, lat, now + lat, pj,
+                                                                           noxff) < 0:
+                            raise MemoryError()
+                        acc = True
+                    else:
+                        res = _result(r, now)
+                        lat = _clock(CLOCK_MONOTONIC) - batch.t0[i]
+                        front._settle(wbuf, conn, acc)
+                        acc = False
+                        handler._native_accepted(batch.rid[i], res, lat, batch.ex[i])
+                else:
+                    lat = _clock(CLOCK_MONOTONIC) - batch.t0[i]
+                    front._settle(wbuf, conn, acc)
+                    acc = False
+                    handler._native_rejected(batch.rid[i], err, lat, batch.ex[i])
+            finally:
+                fk_scratch_wipe(r, batch.scratch[i], batch.toklen[i])
+                free(batch.scratch[i])
+                batch.scratch[i] = NULL
+                batch.state[i] = _B_DONE
+    finally:
+        batch._release()
+    front._settle(wbuf, conn, acc)
+    front._log_check()
+    return None

@@ -1,0 +1,292 @@
+"""Redis at fleet speed, against a real redis-server: the inserts of one turn of the event loop are one round trip
+(first insert wins, also inside one batch; a failed round trip fails every insert of it closed), and the sidecar's
+binary front door checks a whole chunk in C around that round trip and answers its frames in order: accepted,
+malformed, replay (a duplicate in the same chunk, a token another request already used), identity, and
+``replay_cache_unavailable`` for every frame of a chunk sent while Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fastkrb.errors import ReplayCacheUnavailable
+from fastkrb.replay.redis import RedisReplayCache
+from fastkrb.sidecar import protocol
+from fastkrb.testing import make_keytab, mint
+from support.redis_server import RedisServer, redis_server_binary
+from support.sidecar import Sidecar, recv_all
+
+pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed")
+
+SERVICE = "HTTP/batch.example.test@EXAMPLE.TEST"
+CLIENT = "grace@EXAMPLE.TEST"
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def redis_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path_factory.mktemp("redis-batch"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _cache(srv: RedisServer) -> RedisReplayCache:
+    if srv.proc is None or srv.proc.poll() is not None:
+        srv.start()
+    return RedisReplayCache.from_url(f"{srv.url}?prefix=b{random.getrandbits(48):x}:", cold_start=False,
+                                     connect="async")
+
+
+def _keys(n: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(16) for _ in range(n)]
+
+
+# -- the cache ------------------------------------------------------------------------------------------------
+
+
+def test_one_turn_of_the_loop_is_one_round_trip_and_the_first_insert_wins(redis_srv: RedisServer) -> None:
+    k = _keys(4, seed=1)
+
+    async def go() -> None:
+        c = _cache(redis_srv)
+        assert await c.ainsert(k[3], NOW + 301, NOW) == (True, None)   # already there before the batch
+        before = c.stats()["batches"]
+        out = await asyncio.gather(c.ainsert(k[0], NOW + 301, NOW), c.ainsert(k[1], NOW + 301, NOW),
+                                   c.ainsert(k[0], NOW + 301, NOW + 0.5),   # the same authenticator, same batch
+                                   c.ainsert_many([(k[2], NOW + 301), (k[3], NOW + 301), (k[2], NOW + 301)], NOW + 1))
+        assert c.stats()["batches"] == before + 1
+        assert out[0] == (True, None) and out[1] == (True, None)
+        assert out[2] == (False, pytest.approx(NOW, abs=1e-6))   # the first SET's time stamp
+        assert out[3] == [(True, None), (False, pytest.approx(NOW, abs=1e-6)),
+                          (False, pytest.approx(NOW + 1, abs=1e-6))]
+        st = c.stats()
+        assert st["inserts"] == 4 and st["hits"] == 3 and st["errors"] == 0
+        await c.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_failed_round_trip_fails_every_insert_of_the_batch_closed(redis_srv: RedisServer) -> None:
+    k = _keys(6, seed=2)
+
+    async def go() -> None:
+        c = _cache(redis_srv)
+        assert await c.ainsert(k[0], NOW + 301, NOW) == (True, None)   # a pooled connection, then Redis goes
+        redis_srv.stop()
+        try:
+            out = await asyncio.gather(*(c.ainsert(x, NOW + 301, NOW) for x in k[1:]),
+                                       c.ainsert_many([(k[0], NOW + 301)], NOW), return_exceptions=True)
+            assert all(isinstance(o, ReplayCacheUnavailable) for o in out), out
+            assert c.stats()["errors"] >= 1
+        finally:
+            redis_srv.start()
+        # back: answered again (the key of before the outage is gone with Redis's data: this namespace started anew)
+        assert await c.ainsert(k[1], NOW + 301, NOW) == (True, None)
+        await c.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_hung_redis_fails_the_batch_closed_within_the_timeout(redis_srv: RedisServer) -> None:
+    k = _keys(5, seed=3)
+
+    async def go() -> None:
+        c = _cache(redis_srv)
+        assert await c.ainsert(k[0], NOW + 301, NOW) == (True, None)
+        redis_srv.pause()
+        try:
+            t0 = time.monotonic()
+            out = await asyncio.gather(*(c.ainsert(x, NOW + 301, NOW) for x in k[1:]), return_exceptions=True)
+            assert all(isinstance(o, ReplayCacheUnavailable) for o in out), out
+            assert time.monotonic() - t0 < 3.0   # socket_timeout 0.25 s, one retry at most
+        finally:
+            redis_srv.resume()
+        # answered again; the hung Redis ran the timed-out SETs when it woke, so their keys are there (refused
+        # meanwhile, and replays now: the client retries with a fresh authenticator)
+        assert await c.ainsert(_keys(1, seed=33)[0], NOW + 301, NOW) == (True, None)
+        assert (await c.ainsert(k[1], NOW + 301, NOW))[0] is False
+        await c.aclose()
+
+    asyncio.run(go())
+
+
+# -- the sidecar's binary front door ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sidecar(tmp_path_factory: pytest.TempPathFactory, redis_srv: RedisServer) -> Iterator[tuple[Sidecar, Path]]:
+    d = tmp_path_factory.mktemp("batch-sidecar")
+    kt = d / "batch.keytab"
+    kt.write_bytes(make_keytab((SERVICE,), rng=random.Random(15)).to_bytes())
+    sc = Sidecar(d, kt, name="batch", workers=1, args=("--replay-cache", redis_srv.url + "?prefix=fastkrb:batch:"))
+    sc.start()
+    try:
+        yield sc, kt
+    finally:
+        assert sc.stop() == 0
+
+
+def _tokens(kt: Path, n: int) -> list[bytes]:
+    m = mint(str(kt), client=CLIENT, server=SERVICE, now=time.time() + 1)
+    return list(m.variants(n, now=time.time() + 1))
+
+
+def _exchange(sc: Sidecar, chunks: list[bytes], answers: int, pause: float = 0.0) -> list[tuple[int, int, bytes]]:
+    """Send the chunks on one connection (each with one send), read ``answers`` frames: (kind, request id, payload)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(20)
+        s.connect(sc.socket)
+        for c in chunks:
+            s.sendall(c)
+            if pause:
+                time.sleep(pause)
+        got = b""
+        while len(protocol.split_frames(got, 1 << 20)[0]) < answers:
+            more = s.recv(65536)
+            assert more, "the sidecar closed the connection"
+            got += more
+    return list(protocol.iter_frames(got, 1 << 20))
+
+
+def _outcome(kind: int, payload: bytes) -> str:
+    if kind in (protocol.ACCEPTED, protocol.ACCEPTED_EX):
+        return "ok"
+    assert kind == protocol.REJECTED, kind
+    return protocol.decode_rejected(payload).code
+
+
+def test_a_chunk_is_answered_in_request_order_with_replays_inside_and_across_batches(
+        sidecar: tuple[Sidecar, Path]) -> None:
+    sc, kt = sidecar
+    t = _tokens(kt, 5)
+    # t[3] is used by an earlier connection: already in Redis when the chunk comes
+    assert [_outcome(k, p) for k, _, p in _exchange(sc, [protocol.encode_validate(1, t[3])], 1)] == ["ok"]
+    frames = [protocol.encode_validate(10, t[0]), protocol.encode_validate(11, b"not a token at all"),
+              protocol.encode_validate(12, t[0]),                # the same authenticator, same chunk
+              protocol.encode_validate(13, t[3]),                # already used
+              protocol.encode_validate_ex(14, t[1]),
+              protocol.encode_validate(15, t[2])]
+    out = _exchange(sc, [b"".join(frames)], len(frames))
+    assert [rid for _, rid, _ in out] == [10, 11, 12, 13, 14, 15]
+    assert [_outcome(k, p) for k, _, p in out] == ["ok", "malformed", "replay", "replay", "ok", "ok"]
+    assert out[4][0] == protocol.ACCEPTED_EX
+    first = protocol.decode_accepted(out[0][2])
+    assert first.client == CLIENT
+    assert protocol.decode_rejected(out[2][2]).details["first_seen_ago"] < 10
+
+
+def test_partial_frames_and_many_chunks_keep_their_order(sidecar: tuple[Sidecar, Path]) -> None:
+    sc, kt = sidecar
+    t = _tokens(kt, 60)
+    frames = b"".join(protocol.encode_validate(100 + i, tok) for i, tok in enumerate(t))
+    frames += protocol.encode_validate(999, t[7])   # a replay of a frame of an earlier chunk
+    # cut anywhere, frames split across sends: each send is its own chunk and batch, answered in order
+    cuts = sorted(random.Random(4).sample(range(1, len(frames)), 12))
+    chunks = [frames[a:b] for a, b in zip([0, *cuts], [*cuts, len(frames)], strict=True)]
+    out = _exchange(sc, chunks, 61, pause=0.01)
+    assert [rid for _, rid, _ in out] == [*range(100, 160), 999]
+    assert [_outcome(k, p) for k, _, p in out] == ["ok"] * 60 + ["replay"]
+
+
+def test_redis_down_fails_every_frame_of_the_chunk_closed_then_recovers(sidecar: tuple[Sidecar, Path],
+                                                                       redis_srv: RedisServer) -> None:
+    sc, kt = sidecar
+    t = _tokens(kt, 8)
+    assert [_outcome(k, p) for k, _, p in _exchange(sc, [protocol.encode_validate(1, t[0])], 1)] == ["ok"]
+    redis_srv.stop()
+    try:
+        frames = [protocol.encode_validate(20 + i, tok) for i, tok in enumerate(t[1:7])]
+        frames.insert(3, protocol.encode_validate(40, b"garbage"))   # refused before the cache, still in order
+        out = _exchange(sc, [b"".join(frames)], len(frames))
+        assert [rid for _, rid, _ in out] == [20, 21, 22, 40, 23, 24, 25]
+        codes = [_outcome(k, p) for k, _, p in out]
+        assert codes == ["replay_cache_unavailable"] * 3 + ["malformed"] + ["replay_cache_unavailable"] * 3
+    finally:
+        redis_srv.start()
+    # Redis restarted empty: the cold-start rule refuses authenticators older than its new start marker, and a
+    # fresh one is accepted; tokens whose insert failed were never recorded
+    fresh = _tokens(kt, 1)[0]
+    deadline = time.monotonic() + 10
+    while True:
+        got = [_outcome(k, p) for k, _, p in _exchange(sc, [protocol.encode_validate(50, fresh)], 1)]
+        if got == ["ok"] or time.monotonic() > deadline:
+            break
+        assert got == ["replay_cache_unavailable"]   # the first round trip after the restart may still fail
+        fresh = _tokens(kt, 1)[0]
+        time.sleep(0.2)
+    assert got == ["ok"]
+
+
+def test_metrics_count_the_batched_decisions(sidecar: tuple[Sidecar, Path]) -> None:
+    sc, kt = sidecar
+    t = _tokens(kt, 3)
+    frames = b"".join(protocol.encode_validate(i, tok) for i, tok in enumerate([t[0], t[1], t[0], t[2]]))
+
+    def counts() -> dict[str, float]:
+        status, _, body = sc.http("GET", "/metrics")
+        assert status == 200
+        out: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            if line.startswith("fastkrb_decisions_total{"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    before = counts()
+    assert [_outcome(k, p) for k, _, p in _exchange(sc, [frames], 4)] == ["ok", "ok", "replay", "ok"]
+    after = counts()
+
+    def delta(part: str) -> float:
+        return sum(v - before.get(k, 0.0) for k, v in after.items() if part in k)
+
+    assert delta('outcome="accepted"') == 3
+    assert delta('code="replay"') == 1
+
+
+def test_sigterm_mid_batch_answers_and_logs_every_frame(tmp_path: Path, redis_srv: RedisServer) -> None:
+    """Draining waits for the batches on the wire to Redis: SIGTERM while most of a deep pipeline is unanswered
+    loses neither an answer nor a decision line."""
+    kt = tmp_path / "drain.keytab"
+    kt.write_bytes(make_keytab((SERVICE,), rng=random.Random(16)).to_bytes())
+    sc = Sidecar(tmp_path, kt, name="drain", args=("--replay-cache", redis_srv.url + "?prefix=fastkrb:drain:")).start()
+    try:
+        toks = _tokens(kt, 1500)   # after the start: older authenticators meet the cold-start rule of a new namespace
+        s = sc.connect()
+        sender = threading.Thread(target=s.sendall,
+                                  args=(b"".join(protocol.encode_validate(i + 1, t) for i, t in enumerate(toks)),))
+        sender.start()
+        first = s.recv(65536)
+        sc.signal(signal.SIGTERM)
+        data = first + recv_all(s)
+        sender.join(30)
+        s.close()
+        out = list(protocol.iter_frames(data, 1 << 20))
+        assert [rid for _, rid, _ in out] == list(range(1, 1501))
+        assert {k for k, _, _ in out} == {protocol.ACCEPTED}
+    finally:
+        assert sc.stop() == 0
+    decisions = [e for e in sc.events() if e.get("event") == "decision"]
+    assert len(decisions) == 1500 and all(e["outcome"] == "accepted" for e in decisions)
+
+
+def test_a_closed_cache_fails_the_batch_closed_through_its_future(redis_srv: RedisServer) -> None:
+    async def go() -> None:
+        c = _cache(redis_srv)
+        await c.aclose()
+        fut = c.submit_many([(k, NOW + 301) for k in _keys(3, seed=5)], NOW)   # no raise in the caller's frame
+        with pytest.raises(ReplayCacheUnavailable):
+            await fut
+        with pytest.raises(ReplayCacheUnavailable):
+            await c.ainsert(_keys(1, seed=6)[0], NOW + 301, NOW)
+
+    asyncio.run(go())
