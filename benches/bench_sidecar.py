@@ -58,7 +58,7 @@ def _run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         if want("wire-1w") or want("wire-lat") or want("wire-2w"):
             (out["wire-1w"],) = measured(d1, load(d1.sock, kt, "--mode", "wire", "--connections", "4",
-                                                  "--depth", "64", "--seconds", s))
+                                                  "--depth", "64", "--seconds", s, "--expect", "300000"))
         if want("http-1w") or want("http-lat") or want("http-2w"):
             (out["http-1w"],) = measured(d1, load(d1.sock, kt, "--mode", "http", "--connections", "64",
                                                   "--depth", "1", "--seconds", s, "--expect", "50000"))
@@ -84,8 +84,8 @@ def _run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         d2 = Daemon(work, kt, 2, ("--replay-capacity", str(1 << 23)))
         try:
             if want("wire-2w"):
-                ps = [load(d2.sock, kt, "--mode", "wire", "--connections", "4", "--depth", "64", "--seconds", s)
-                      for _ in range(2)]
+                ps = [load(d2.sock, kt, "--mode", "wire", "--connections", "4", "--depth", "64", "--seconds", s,
+                           "--expect", "200000") for _ in range(2)]
                 rs = [result(p) for p in ps]
                 out["wire-2w"] = {"throughput": sum(r["throughput"] for r in rs), "runs": rs}
                 out["wire-2w"]["scaling"] = round(out["wire-2w"]["throughput"] / out["wire-1w"]["throughput"], 2)

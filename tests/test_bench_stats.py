@@ -4,6 +4,7 @@ medians over runs that keep the orderings, and a scenario with failed requests g
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import matplotlib  # noqa: F401  (figures() draws with it: a missing matplotlib must fail, not skip)
 import pytest
@@ -147,3 +148,41 @@ def test_bench_leaves_the_callers_logging_as_it_was(capsys: pytest.CaptureFixtur
     assert main(["bench", "--seconds", "-1"]) == 2       # refused by the up-front checks
     assert "error: " in capsys.readouterr().err
     assert logger.level == before
+
+
+def test_a_starved_load_generator_gives_no_figure() -> None:
+    """A sidecar run whose load generator ran out of distinct tokens before the window closed undercounts: its
+    scenario names that, and gives no sidecar figure."""
+    good = Scenario("in-process, replay=shm", "fastkrb", runs=[_run(4_000, 5)])
+    run = _run(90_000, 900)
+    run.starved = True
+    side = Scenario("sidecar binary, 1 worker(s), 256 in flight", "fastkrb-sidecar-binary", load_processes=1,
+                    runs=[_run(95_000, 800), run])
+    assert side.failed and side.errors == 0
+    assert side.no_sizing() == ("no sizing: in 1 of 2 runs the load generator ran out of distinct tokens before "
+                                "the window closed, so the rate undercounts what the daemon can do")
+    sz = sizing([good, side])
+    assert "sidecar" not in sz and set(sz["refused"]) == {side.name}
+
+
+def test_the_load_generator_says_when_it_ran_dry(tmp_path: Any) -> None:
+    """loadgen's "exhausted": a pool minted for 200 requests/s against a daemon that answers far more."""
+    import json
+    import random
+    import subprocess
+    import sys
+
+    from fastkrb.capacity.sidecar_load import Daemon
+    from fastkrb.testing import make_keytab
+
+    kt = tmp_path / "kt"
+    kt.write_bytes(make_keytab(("HTTP/api.example.test@EXAMPLE.TEST",), rng=random.Random(1)).to_bytes())
+    with Daemon(tmp_path, kt, 1) as d:
+        def go(expect: str) -> dict[str, Any]:
+            out = subprocess.run([sys.executable, "-m", "fastkrb.capacity.loadgen", "--socket", str(d.sock),
+                                  "--keytab", str(kt), "--client", "a@EXAMPLE.TEST", "--mode", "wire",
+                                  "--seconds", "0.5", "--warmup", "0.2", "--expect", expect],
+                                 capture_output=True, text=True, timeout=120, check=True)
+            return json.loads(out.stdout)  # type: ignore[no-any-return]
+        assert go("200")["exhausted"] is True
+        assert go("400000")["exhausted"] is False

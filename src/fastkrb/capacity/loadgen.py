@@ -131,6 +131,7 @@ class Stats:
         self.lat: list[float] = []
         self.record = False
         self.first_error = ""   # the first answer that was not an acceptance, as the sidecar worded it
+        self.dry = False        # a connection had nothing left to send while recording: the figures undercount
 
 
 class _Base(asyncio.Protocol):
@@ -161,7 +162,8 @@ class _Base(asyncio.Protocol):
         chunk = []
         now = time.perf_counter()
         for _ in range(k):
-            if not self.work:
+            if not self.work:   # before the window closed (stopped is set after it): every figure undercounts
+                self.st.dry = True
                 break
             rid, frame = self.work.pop()
             chunk.append(frame)
@@ -333,7 +335,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
 
     return {"mode": a.mode, "connections": a.connections, "depth": a.depth, "rate": a.rate, "seconds": a.seconds,
             "throughput": round(done / elapsed), "measured": done, "elapsed": round(elapsed, 4), "answers": st.codes,
-            "sent": st.sent, "first_error": st.first_error,
+            "sent": st.sent, "first_error": st.first_error, "exhausted": st.dry,
             "latency_us": {"min": us(lat.min_us), "mean": us(lat.mean_us), "p50": us(lat.p50_us),
                            "p90": us(lat.p90_us), "p99": us(lat.p99_us), "max": us(lat.max_us), "n": lat.n},
             "mint_seconds": round(t_mint, 2)}
