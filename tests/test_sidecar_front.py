@@ -491,11 +491,13 @@ def test_native_lines_keep_their_order_and_survive_close(pair: Any, keytab: Path
 def test_daemon_counts_logs_and_drains_native_decisions(tmp_path: Path, keytab: Path) -> None:
     """A real `fastkrb serve`: /metrics counts what the native path accepted (binary and HTTP), and SIGTERM in
     the middle of a pipelined batch loses no decision line."""
-    wall = time.clock_gettime(time.CLOCK_REALTIME) + 1   # time.time is this module's fixed clock; the daemon's is not
-    m = testing.mint(Keytab.load(keytab), now=wall, rng=random.Random(21))
-    toks = m.variants(2300, now=wall)
     sc = Sidecar(tmp_path, keytab).start()
     try:
+        # minted once the daemon is up: an authenticator from before its replay cache started is refused for the
+        # first clock_skew seconds (RFC 4120 §3.2.3), and a start on a busy machine can take more than a second
+        wall = time.clock_gettime(time.CLOCK_REALTIME) + 1   # time.time is this module's fixed clock; the daemon's is not
+        m = testing.mint(Keytab.load(keytab), now=wall, rng=random.Random(21))
+        toks = m.variants(2300, now=wall)
         s = sc.connect()
         s.sendall(b"".join(protocol.encode_validate(i + 1, t) for i, t in enumerate(toks[:200])))
         got = b""
