@@ -494,8 +494,9 @@ def test_daemon_counts_logs_and_drains_native_decisions(tmp_path: Path, keytab: 
     sc = Sidecar(tmp_path, keytab).start()
     try:
         # minted once the daemon is up: an authenticator from before its replay cache started is refused for the
-        # first clock_skew seconds (RFC 4120 §3.2.3), and a start on a busy machine can take more than a second
-        wall = time.clock_gettime(time.CLOCK_REALTIME) + 1   # time.time is this module's fixed clock; the daemon's is not
+        # first clock_skew seconds (RFC 4120 §3.2.3), and a start on a busy machine can take more than a second.
+        # time.time is this module's fixed clock; the daemon's is not
+        wall = time.clock_gettime(time.CLOCK_REALTIME) + 1
         m = testing.mint(Keytab.load(keytab), now=wall, rng=random.Random(21))
         toks = m.variants(2300, now=wall)
         s = sc.connect()
