@@ -6,7 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <time.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 int fk_out_reserve(fk_out *o, size_t more)
 {
@@ -52,20 +57,25 @@ static int append(fk_out *o, const void *p, size_t n)
 
 static void be16(fk_out *o, uint32_t v)
 {
-    o->p[o->n++] = (uint8_t)(v >> 8);
-    o->p[o->n++] = (uint8_t)v;
+    uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    memcpy(o->p + o->n, b, 2);
+    o->n += 2;
 }
 
 static void be32(fk_out *o, uint32_t v)
 {
-    for (int s = 24; s >= 0; s -= 8)
-        o->p[o->n++] = (uint8_t)(v >> s);
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    memcpy(o->p + o->n, b, 4);
+    o->n += 4;
 }
 
 static void be64(fk_out *o, uint64_t v)
 {
-    for (int s = 56; s >= 0; s -= 8)
-        o->p[o->n++] = (uint8_t)(v >> s);
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (56 - 8 * i));
+    memcpy(o->p + o->n, b, 8);
+    o->n += 8;
 }
 
 static void f64(fk_out *o, double d)    /* struct ">d": IEEE 754 binary64, big-endian */
@@ -110,28 +120,6 @@ __attribute__((constructor)) static void init_classes(void)   /* at load, before
 
 #define IS(c, k) (cls[(uint8_t)(c)] & (k))
 
-/* Every byte of s[0..n) is a field-value byte (C_VBYTE): eight at a time, one by one only around a byte
- * that may not be (a control, DEL, obs-text, or a tab, which is allowed). */
-static int vbytes(const uint8_t *s, size_t n)
-{
-    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x;
-        memcpy(&x, s + i, 8);
-        /* a byte below 0x20, or from 0x7f up (no false negatives; a false positive is checked below) */
-        if ((((x - 0x20 * ones) & ~x) | ((x + ones) | x)) & highs) {
-            for (size_t j = i; j < i + 8; j++)
-                if (!IS(s[j], C_VBYTE))
-                    return 0;
-        }
-    }
-    for (; i < n; i++)
-        if (!IS(s[i], C_VBYTE))
-            return 0;
-    return 1;
-}
-
 static int ieq(const uint8_t *p, size_t n, const char *lit)   /* case-insensitive ASCII equality */
 {
     size_t m = strlen(lit);
@@ -172,12 +160,70 @@ static int partial_ok(const uint8_t *p, size_t n)
     return 1;
 }
 
+/* The first CRLF CRLF of p[0..n), as memmem finds it, from one memchr per line: a head is a few dozen lines, and
+ * memmem's general search cost more than the rest of the head reader. */
+static const uint8_t *head_end(const uint8_t *p, size_t n)
+{
+    size_t i = 3;
+    while (i < n) {
+        const uint8_t *q = memchr(p + i, '\n', n - i);
+        if (q == NULL)
+            return NULL;
+        i = (size_t)(q - p);
+        if (q[-1] == '\r' && q[-2] == '\n' && q[-3] == '\r')
+            return q - 3;
+        i++;
+    }
+    return NULL;
+}
+
+/* The CR that ends the field value starting at p[i], when every byte before it is a field-value byte (C_VBYTE);
+ * (size_t)-1 when another byte comes first. A CR is known to come before end. One pass, sixteen (SSE2) or eight
+ * bytes at a time up to a byte that may not be plain (a control, DEL, obs-text; a tab is allowed), which is then
+ * looked at alone. */
+static size_t value_end(const uint8_t *p, size_t i, size_t end)
+{
+    for (;;) {
+#if defined(__SSE2__)
+        const __m128i sp = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
+        while (i + 16 <= end) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+            /* signed compare: 0x80-0xff are negative, below 0x20 like the controls */
+            int m = _mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi8(x, sp), _mm_cmpeq_epi8(x, del)));
+            if (m) {
+                i += (size_t)__builtin_ctz((unsigned)m);
+                break;
+            }
+            i += 16;
+        }
+#else
+        const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+        while (i + 8 <= end) {
+            uint64_t x;
+            memcpy(&x, p + i, 8);
+            /* a byte below 0x20, or from 0x7f up (no false negatives; a false positive is looked at alone) */
+            if ((((x - 0x20 * ones) & ~x) | ((x + ones) | x)) & highs)
+                break;
+            i += 8;
+        }
+#endif
+        if (i >= end)
+            return (size_t)-1;
+        uint8_t c = p[i];
+        if (c == '\r')
+            return i;
+        if (!IS(c, C_VBYTE))
+            return (size_t)-1;
+        i++;
+    }
+}
+
 int fk_http_read_head(const uint8_t *p, size_t n, size_t max_head, fk_http_head *h)
 {
     memset(h, 0, sizeof(*h));
     if (n == 0)
         return FK_HEAD_PARTIAL;
-    const uint8_t *e = memmem(p, n, "\r\n\r\n", 4);
+    const uint8_t *e = head_end(p, n);
     if (e == NULL) {
         if (n > FK_HEAD_PARTIAL_MAX || n > max_head || !partial_ok(p, n))
             return FK_HEAD_SLOW_CONN;
@@ -230,8 +276,8 @@ int fk_http_read_head(const uint8_t *p, size_t n, size_t max_head, fk_http_head 
         while (p[i] == ' ' || p[i] == '\t')
             i++;
         size_t v0 = i;
-        i = (size_t)((const uint8_t *)memchr(p + i, '\r', end - i) - p);   /* found: the head ends in CRLFCRLF */
-        if (p[i + 1] != '\n' || !vbytes(p + v0, i - v0))
+        i = value_end(p, i, end);   /* a CR comes: the head ends in CRLFCRLF */
+        if (i == (size_t)-1 || p[i + 1] != '\n')
             return FK_HEAD_SLOW_CONN;
         size_t v1 = i;
         while (v1 > v0 && (p[v1 - 1] == ' ' || p[v1 - 1] == '\t'))
@@ -337,6 +383,11 @@ static int utf8_ok(const uint8_t *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
+        uint64_t x;
+        if (i + 8 <= n && (memcpy(&x, s + i, 8), !(x & 0x8080808080808080ULL))) {   /* eight ASCII bytes */
+            i += 8;
+            continue;
+        }
         uint8_t c = s[i];
         if (c < 0x80) {
             i++;
@@ -379,23 +430,25 @@ static int unparse(fk_out *o, const fk_buf *comp, int ncomp, fk_buf realm)
         cap += 2 * comp[i].n + 1;
     if (fk_out_reserve(o, cap) != 0)
         return -1;
+    uint8_t *d = o->p + o->n;   /* a local cursor: a byte store through o->p may alias o->n */
     for (int i = 0; i < ncomp; i++) {
         if (i)
-            o->p[o->n++] = '/';
+            *d++ = '/';
         for (size_t j = 0; j < comp[i].n; j++) {
             uint8_t ch = comp[i].p[j];
             if (ch == '/' || ch == '@' || ch == '\\')
-                o->p[o->n++] = '\\';
-            o->p[o->n++] = ch;
+                *d++ = '\\';
+            *d++ = ch;
         }
     }
-    o->p[o->n++] = '@';
+    *d++ = '@';
     for (size_t j = 0; j < realm.n; j++) {
         uint8_t ch = realm.p[j];
         if (ch == '@' || ch == '\\')
-            o->p[o->n++] = '\\';
-        o->p[o->n++] = ch;
+            *d++ = '\\';
+        *d++ = ch;
     }
+    o->n = (size_t)(d - o->p);
     return 0;
 }
 
@@ -492,16 +545,18 @@ static int header_value(fk_out *o, const uint8_t *s, size_t n)
     if (fk_out_reserve(o, 3 * n) != 0)
         return -1;
     static const char hex[] = "0123456789ABCDEF";
+    uint8_t *d = o->p + o->n;   /* a local cursor: a byte store through o->p may alias o->n */
     for (size_t i = 0; i < n; i++) {
         uint8_t c = s[i];
         if (c < 0x20 || c == 0x7f) {
-            o->p[o->n++] = '%';
-            o->p[o->n++] = (uint8_t)hex[c >> 4];
-            o->p[o->n++] = (uint8_t)hex[c & 15];
+            *d++ = '%';
+            *d++ = (uint8_t)hex[c >> 4];
+            *d++ = (uint8_t)hex[c & 15];
         } else {
-            o->p[o->n++] = c;
+            *d++ = c;
         }
     }
+    o->n = (size_t)(d - o->p);
     return 0;
 }
 
@@ -564,6 +619,15 @@ static int json_str(fk_out *o, const uint8_t *s, size_t n, int latin1)
         return -1;
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
+        size_t j = i;   /* a run of bytes written as they are (the common case: all of them) */
+        while (j < n && s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' && !(latin1 && s[j] >= 0x80))
+            j++;
+        if (j > i) {
+            put(o, s + i, j - i);
+            i = j;
+            if (i == n)
+                break;
+        }
         uint8_t c = s[i];
         if (c == '"' || c == '\\') {
             o->p[o->n++] = '\\';
@@ -613,6 +677,54 @@ static int fmt(fk_out *o, const char *format, ...)
     }
 }
 
+/* x with d decimals (d <= 3) exactly as printf("%.*f") and Python's format(x, ".3f") write it: the exact
+ * binary value rounded half to even. x = m * 2^-s with m a 53-bit integer, so x * 10^d = m * 10^d * 2^-s and
+ * m * 10^d < 2^63: one shift and the bits shifted out decide the rounding, no floating-point arithmetic.
+ * NaN, infinities and magnitudes from 2^40 on (never a skew or a latency) go to printf. */
+static int fixed(fk_out *o, double x, int d)
+{
+    static const uint64_t p10[4] = {1, 10, 100, 1000};
+    double a = fabs(x);
+    if (!(a < 1099511627776.0))
+        return fmt(o, "%.*f", d, x);
+    if (fk_out_reserve(o, 32) != 0)
+        return -1;
+    uint64_t bits, q = 0;
+    memcpy(&bits, &a, 8);
+    if (a != 0) {
+        int be = (int)(bits >> 52);                          /* the sign bit is clear: a >= 0 */
+        uint64_t m = bits & ((1ULL << 52) - 1);
+        int s = 1074;                                        /* subnormal: a = m * 2^-1074 */
+        if (be) {
+            m |= 1ULL << 52;
+            s = 1075 - be;                                   /* a = m * 2^-s, s > 12 as a < 2^40 */
+        }
+        uint64_t v = m * p10[d];
+        if (s < 64) {
+            q = v >> s;
+            uint64_t r = v & ((1ULL << s) - 1), half = 1ULL << (s - 1);
+            if (r > half || (r == half && (q & 1)))
+                q++;
+        }   /* else v < 2^63 <= half: rounds to 0 */
+    }
+    if (signbit(x))
+        o->p[o->n++] = '-';
+    char tmp[24];
+    int k = 0;
+    uint64_t ip = q / p10[d], fp = q % p10[d];
+    for (int i = 0; i < d; i++, fp /= 10)
+        tmp[k++] = (char)('0' + fp % 10);
+    if (d)
+        tmp[k++] = '.';
+    do {
+        tmp[k++] = (char)('0' + ip % 10);
+        ip /= 10;
+    } while (ip);
+    while (k)
+        o->p[o->n++] = (uint8_t)tmp[--k];
+    return 0;
+}
+
 static int dec(fk_out *o, int32_t v)   /* a JSON integer */
 {
     char tmp[12];
@@ -644,8 +756,24 @@ int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double late
         f->stamp_sec = sec;
     }
     const uint8_t *names = f->names.p;
-    if (fmt(o, "{\"time\":\"%s.%03dZ\",", f->stamp, (int)((now - (double)sec) * 1000)) != 0
-        || APPENDS(o, "\"event\":\"decision\",\"outcome\":\"accepted\",\"code\":\"ok\",\"client\":\"") != 0
+    int ms = (int)((now - (double)sec) * 1000);
+    if (ms >= 0 && ms < 1000) {
+        size_t ls = strlen(f->stamp);
+        if (fk_out_reserve(o, ls + 16) != 0)
+            return -1;
+        PUTS(o, "{\"time\":\"");
+        put(o, f->stamp, ls);
+        uint8_t *d = o->p + o->n;
+        d[0] = '.';
+        d[1] = (uint8_t)('0' + ms / 100);
+        d[2] = (uint8_t)('0' + ms / 10 % 10);
+        d[3] = (uint8_t)('0' + ms % 10);
+        o->n += 4;
+        PUTS(o, "Z\",");
+    } else if (fmt(o, "{\"time\":\"%s.%03dZ\",", f->stamp, ms) != 0) {
+        return -1;
+    }
+    if (APPENDS(o, "\"event\":\"decision\",\"outcome\":\"accepted\",\"code\":\"ok\",\"client\":\"") != 0
         || json_str(o, names, f->client_n, 0) != 0 || APPENDS(o, "\",\"server\":\"") != 0
         || json_str(o, names + f->client_n, f->server_n, 0) != 0
         || APPENDS(o, "\",\"enctype\":") != 0 || dec(o, r->req.tkt_etype) != 0 || APPENDS(o, ",\"kvno\":") != 0
@@ -653,8 +781,9 @@ int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double late
         || APPENDS(o, ",\"frontend\":\"") != 0 || append(o, http ? "http" : "wire", 4) != 0
         || APPENDS(o, "\",\"worker\":") != 0
         || (f->worker < 0 ? APPENDS(o, "null") : dec(o, f->worker)) != 0
-        || fmt(o, ",\"mutual\":%s,\"skew\":%.3f,\"latency_us\":%.1f,\"peer\":\"", r->mutual ? "true" : "false",
-               r->skew_seconds, latency * 1e6) != 0
+        || (r->mutual ? APPENDS(o, ",\"mutual\":true,\"skew\":") : APPENDS(o, ",\"mutual\":false,\"skew\":")) != 0
+        || fixed(o, r->skew_seconds, 3) != 0 || APPENDS(o, ",\"latency_us\":") != 0 || fixed(o, latency * 1e6, 1) != 0
+        || APPENDS(o, ",\"peer\":\"") != 0
         || append(o, peer.p, peer.n) != 0)
         return -1;
     if (xff.p != NULL) {   /* http.py: f"{peer} for={xff.decode('latin-1')[:200]}" */

@@ -48,6 +48,10 @@ cdef class NativeFront:
     # session cookies on (sidecar/sessions.py): Negotiate heads go to Python (for the Set-Cookie), and a head
     # carrying a registered cookie is answered from this table (sesscache.pxi)
     cdef public NativeSessions sessions
+    # the clocks: CLOCK_REALTIME read once per chunk (a request's `now` is that plus the monotonic time since), and
+    # one CLOCK_MONOTONIC read per request: the end of one natively answered request starts the next (chain)
+    cdef double base_real, base_mono, t_end
+    cdef bint chain
 
     def __cinit__(self):
         memset(&self.f, 0, sizeof(self.f))
@@ -126,8 +130,8 @@ cdef class NativeFront:
             free(self.scratch)
             self.scratch = s
             self.scratch_cap = need
-        now[0] = self.fixed_now if self.fixed_now > 0 else _clock(CLOCK_REALTIME)
-        t0[0] = _clock(CLOCK_MONOTONIC)
+        t0[0] = self.t_end if self.chain else _clock(CLOCK_MONOTONIC)
+        now[0] = self.fixed_now if self.fixed_now > 0 else self.base_real + (t0[0] - self.base_mono)
         return fk_validate(&nv.v, tok, toklen, now[0], cb, cblen, self.scratch, need, r)
 
     cdef object _error(self, NativeValidator nv, int code, fk_result *r, double now):
@@ -138,6 +142,18 @@ cdef class NativeFront:
         except Exception as exc:
             return exc
 
+    cdef inline void _begin(self) noexcept:
+        """A chunk starts: read both clocks."""
+        self.base_real = _clock(CLOCK_REALTIME)
+        self.base_mono = self.t_end = _clock(CLOCK_MONOTONIC)
+        self.chain = True
+
+    cdef inline double _lap(self, double t0) noexcept:
+        """The latency of a request answered here; its end is the next request's start."""
+        self.t_end = _clock(CLOCK_MONOTONIC)
+        self.chain = True
+        return self.t_end - t0
+
     cdef int _flush(self, list wbuf) except -1:
         if self.f.out.n:
             wbuf.append(PyBytes_FromStringAndSize(<const char *>self.f.out.p, self.f.out.n))
@@ -147,6 +163,7 @@ cdef class NativeFront:
     cdef int _settle(self, list wbuf, conn, bint acc) except -1:
         """Before Python answers (or at the end of the chunk): our answers first, and an acceptance resets the
         connection's run of malformed tokens (conn.verdict, as the Python path does per answer)."""
+        self.chain = False   # Python runs next: the next request reads its own start
         self._flush(wbuf)
         if acc and conn.bad:
             conn.verdict(False)
@@ -177,6 +194,7 @@ cdef class NativeFront:
         cdef fk_buf pj = fk_buf(<const uint8_t *>PyBytes_AS_STRING(peer), PyBytes_GET_SIZE(peer))
         cdef fk_buf noxff = fk_buf(NULL, 0)
         self.f.out.n = 0
+        self._begin()
         while n - pos >= 4:
             length = _be32(p + pos)
             if length < 5 or length > self.max_frame:   # protocol.split_frames' refusal, and its answer
@@ -225,7 +243,7 @@ cdef class NativeFront:
                     if rc < 0:
                         raise MemoryError()
                     if rc == 0:
-                        lat = _clock(CLOCK_MONOTONIC) - t0
+                        lat = self._lap(t0)
                         fk_front_observe(&self.f, &r, lat)
                         if self.f.log_decisions and fk_front_log_accepted(&self.f, &r, 0, lat, now + lat, pj,
                                                                           noxff) < 0:
@@ -267,6 +285,7 @@ cdef class NativeFront:
         cdef double now = 0, t0 = 0, lat
         cdef fk_buf pj = fk_buf(<const uint8_t *>PyBytes_AS_STRING(peer), PyBytes_GET_SIZE(peer))
         self.f.out.n = 0
+        self._begin()
         while pos < n:
             st = fk_http_read_head(p + pos, n - pos, self.max_head, &h)
             if st == FK_HEAD_PARTIAL:
@@ -311,7 +330,7 @@ cdef class NativeFront:
                     if rc == 0 and not fk_front_has_identity(&r):
                         if fk_front_http_accepted(&self.f, &r, close) < 0:
                             raise MemoryError()
-                        lat = _clock(CLOCK_MONOTONIC) - t0
+                        lat = self._lap(t0)
                         fk_front_observe(&self.f, &r, lat)
                         if self.f.log_decisions and fk_front_log_accepted(&self.f, &r, 1, lat, now + lat, pj,
                                                                           h.xff) < 0:

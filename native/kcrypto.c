@@ -236,7 +236,9 @@ enum { C_ECB128, C_ECB256, C_CBC128, C_CBC256, C_COUNT };
 static const char *const CIPHER_NAMES[C_COUNT] = {"AES-128-ECB", "AES-256-ECB", "AES-128-CBC", "AES-256-CBC"};
 
 /* ECB-decryption contexts stay keyed: the service's long-term Ke decrypts every ticket, and
- * re-keying an EVP context costs more than the decryption itself (~170 ns, mostly OSSL_PARAM work). */
+ * re-keying an EVP context costs more than the decryption itself (~170 ns, mostly OSSL_PARAM work).
+ * Least recently used goes: every ticket also brings a session key seen once (its authenticator), and
+ * a round-robin cache evicted the service key for one of those every DEC_CACHE tickets. */
 #define DEC_CACHE 4
 #define RND_BUF 512
 
@@ -244,12 +246,15 @@ typedef struct {
     EVP_CIPHER_CTX *ctx;
     uint8_t key[FK_MAX_KEY];
     int valid;
+    uint64_t used;                 /* dec_tick at the last use */
 } dec_slot;
 
 typedef struct {
-    EVP_CIPHER_CTX *ctx[C_COUNT];  /* encryption, re-keyed on every use */
+    EVP_CIPHER_CTX *ctx[C_COUNT];  /* encryption, re-keyed when the key changes (CBC: on every use) */
+    uint8_t ecb_key[2][FK_MAX_KEY]; /* the key ctx[C_ECB128 / C_ECB256] holds (a session key derives twice) */
+    int ecb_valid[2];
     dec_slot dec[2][DEC_CACHE];    /* [0] AES-128, [1] AES-256 */
-    unsigned dec_next[2];
+    uint64_t dec_tick[2];
     uint8_t rnd[RND_BUF];          /* confounders: one DRBG call per RND_BUF bytes */
     size_t rnd_left;
     unsigned rnd_gen;
@@ -338,23 +343,6 @@ static EVP_CIPHER_CTX *new_ctx(int which, const uint8_t *key, const uint8_t *iv,
     return c;
 }
 
-/* This thread's encryption context for cipher `which`, keyed and ready; NULL on failure. */
-static EVP_CIPHER_CTX *enc_ctx(int which, const uint8_t *key, const uint8_t *iv)
-{
-    fk_tls *t = tls_get();
-    EVP_CIPHER_CTX *c;
-
-    if (t == NULL)
-        return NULL;
-    c = t->ctx[which];
-    if (c == NULL)
-        return t->ctx[which] = new_ctx(which, key, iv, 1);
-    /* cipher == NULL keeps the provider context: only the key schedule (and IV) is redone. */
-    if (!EVP_CipherInit_ex2(c, NULL, key, iv, 1, NULL))
-        return NULL;
-    return c;
-}
-
 /* Constant-time equality of two 16- or 32-byte keys, a word at a time (CRYPTO_memcmp goes byte by byte). */
 static inline int key_eq(const uint8_t *a, const uint8_t *b, size_t n)
 {
@@ -369,6 +357,39 @@ static inline int key_eq(const uint8_t *a, const uint8_t *b, size_t n)
     return acc == 0;
 }
 
+/* This thread's encryption context for cipher `which`, keyed and ready; NULL on failure. */
+static EVP_CIPHER_CTX *enc_ctx(int which, const uint8_t *key, const uint8_t *iv)
+{
+    fk_tls *t = tls_get();
+    EVP_CIPHER_CTX *c;
+
+    if (t == NULL)
+        return NULL;
+    c = t->ctx[which];
+    if (which == C_ECB128 || which == C_ECB256) {
+        /* ECB keeps no state between calls of whole blocks (all our calls): the same key needs no re-keying */
+        size_t kl = which == C_ECB256 ? 32 : 16;
+        if (c != NULL && t->ecb_valid[which] && key_eq(t->ecb_key[which], key, kl))
+            return c;
+        t->ecb_valid[which] = 0;
+        if (c == NULL) {
+            if ((c = t->ctx[which] = new_ctx(which, key, iv, 1)) == NULL)
+                return NULL;
+        } else if (!EVP_CipherInit_ex2(c, NULL, key, iv, 1, NULL)) {
+            return NULL;
+        }
+        memcpy(t->ecb_key[which], key, kl);
+        t->ecb_valid[which] = 1;
+        return c;
+    }
+    if (c == NULL)
+        return t->ctx[which] = new_ctx(which, key, iv, 1);
+    /* cipher == NULL keeps the provider context: only the key schedule (and IV) is redone. */
+    if (!EVP_CipherInit_ex2(c, NULL, key, iv, 1, NULL))
+        return NULL;
+    return c;
+}
+
 /* An ECB-decryption context keyed with key, from this thread's cache when it holds that key. */
 static EVP_CIPHER_CTX *ecb_dec_ctx(const uint8_t *key, size_t keylen)
 {
@@ -380,11 +401,17 @@ static EVP_CIPHER_CTX *ecb_dec_ctx(const uint8_t *key, size_t keylen)
         return NULL;
     for (i = 0; i < DEC_CACHE; i++) {
         d = &t->dec[sz][i];
-        if (d->valid && key_eq(d->key, key, keylen))
+        if (d->valid && key_eq(d->key, key, keylen)) {
+            d->used = ++t->dec_tick[sz];
             return d->ctx;
+        }
     }
-    d = &t->dec[sz][t->dec_next[sz]++ % DEC_CACHE];
+    d = &t->dec[sz][0];   /* the least recently used slot (an empty one first) */
+    for (i = 1; i < DEC_CACHE && d->valid; i++)
+        if (!t->dec[sz][i].valid || t->dec[sz][i].used < d->used)
+            d = &t->dec[sz][i];
     d->valid = 0;
+    d->used = ++t->dec_tick[sz];
     if (d->ctx == NULL) {
         if ((d->ctx = new_ctx(sz ? C_ECB256 : C_ECB128, key, NULL, 0)) == NULL)
             return NULL;

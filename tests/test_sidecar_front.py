@@ -472,6 +472,34 @@ def test_http_draining_closes_after_the_answer(pair: Any, keytab: Path) -> None:
     assert b"Connection: close\r\n" in out and out.count(b"HTTP/1.1") == 1
 
 
+def test_log_numbers_read_as_python_writes_them(pair: Any, keytab: Path) -> None:
+    """front.c writes a line's skew without printf (exact binary value, rounded half to even): the text is
+    Python's f"{skew:.3f}", for skews across the window, ties in binary, and the sign of a skew that rounds to
+    zero (-0.000). Compared as text: json.loads would read -0.000 and 0.000 alike."""
+    a, b = pair()
+    rng = random.Random(11)
+    offsets = [0.0, 0.0625, -0.0625, 0.03125, -0.03125, 0.0005, -0.0005, 0.0004, -0.0004, 0.0015, -0.0015,
+               0.0025, 1.0005, -1.0005, 299.9995, -299.9995, 0.999999, -0.999999, 0.000001, -0.000001]
+    offsets += [rng.uniform(-299, 299) for _ in range(120)] + [rng.randrange(-2**12, 2**12) / 2**13 for _ in range(60)]
+    base = _mint(keytab)
+    toks = []
+    for off in offsets:   # the authenticator's time NOW + off, to the microsecond (ctime, cusec)
+        c, u = divmod(round(off * 1e6), 1_000_000)
+        toks.append(base.again(ctime=int(NOW) + c, cusec=u, rng=rng))
+    frames = [protocol.encode_validate(i + 1, _raw(t)) for i, t in enumerate(toks)]
+    _same(a, b, [b"".join(frames[i:i + 20]) for i in range(0, len(frames), 20)])   # each chunk within BUDGET
+
+    def text(w: Worker) -> list[str]:
+        w.log.flush()
+        lines = [x for x in w.log_path.read_text().splitlines() if json.loads(x).get("event") == "decision"]
+        return [re.sub(r'"latency_us":[-0-9.]+', "", re.sub(r'"time":"[^"]*"', "", x)) for x in lines]
+
+    native, python = text(a), text(b)
+    assert len(native) == len(offsets) and native == python
+    skews = [re.search(r'"skew":(-?[0-9.]+)', x).group(1) for x in native]   # type: ignore[union-attr]
+    assert "-0.000" in skews and "0.000" in skews and all(re.fullmatch(r"-?[0-9]+\.[0-9]{3}", x) for x in skews)
+
+
 def test_native_lines_keep_their_order_and_survive_close(pair: Any, keytab: Path, tmp_path: Path) -> None:
     """Accepted lines wait in C; a rejection's line (Python's) comes after them, and close() writes them all."""
     a, _ = pair()
@@ -491,11 +519,14 @@ def test_native_lines_keep_their_order_and_survive_close(pair: Any, keytab: Path
 def test_daemon_counts_logs_and_drains_native_decisions(tmp_path: Path, keytab: Path) -> None:
     """A real `fastkrb serve`: /metrics counts what the native path accepted (binary and HTTP), and SIGTERM in
     the middle of a pipelined batch loses no decision line."""
-    wall = time.clock_gettime(time.CLOCK_REALTIME) + 1   # time.time is this module's fixed clock; the daemon's is not
-    m = testing.mint(Keytab.load(keytab), now=wall, rng=random.Random(21))
-    toks = m.variants(2300, now=wall)
     sc = Sidecar(tmp_path, keytab).start()
     try:
+        # minted once the daemon is up: an authenticator from before its replay cache started is refused for the
+        # first clock_skew seconds (RFC 4120 §3.2.3), and a start on a busy machine can take more than a second.
+        # time.time is this module's fixed clock; the daemon's is not
+        wall = time.clock_gettime(time.CLOCK_REALTIME) + 1
+        m = testing.mint(Keytab.load(keytab), now=wall, rng=random.Random(21))
+        toks = m.variants(2300, now=wall)
         s = sc.connect()
         s.sendall(b"".join(protocol.encode_validate(i + 1, t) for i, t in enumerate(toks[:200])))
         got = b""

@@ -93,12 +93,13 @@ class WorkerContext:
 class Connection(asyncio.Protocol):
     """The asyncio Protocol for one connection of either front door."""
 
-    __slots__ = ("_backlog", "_feed", "_paused_fair", "_paused_pending", "_paused_write", "bad", "budget", "closing",
-                 "ctx",
+    __slots__ = ("_backlog", "_feed", "_paused_fair", "_paused_pending", "_paused_write", "_time", "bad", "budget",
+                 "closing", "ctx",
                  "frontend", "handler", "inflight", "last", "partial_since", "peer", "transport", "wbuf")
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
+        self._time = ctx.loop.time   # bound once: data_received reads it per chunk
         self.transport: asyncio.Transport | None = None
         self.peer = "-"
         self.wbuf: list[bytes] = []
@@ -184,16 +185,20 @@ class Connection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        # the per-chunk path of every request (flush() inlined: one Python call fewer per chunk)
         if self.closing:
             return
-        self.last = self.ctx.loop.time()
+        self.last = self._time()
         budget = self.budget
         if len(data) > budget:
             self._backlog = data[budget:]
             data = data[:budget]
             self._pause_fair()
         self._feed(data)
-        self.flush()
+        buf = self.wbuf
+        if buf and self.transport is not None:
+            self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
+            buf.clear()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; answers already written are still delivered
