@@ -14,6 +14,20 @@ replay cache, decision log on, written to a file):
   flood        one process floods malformed tokens (binary, pipelined, full speed) while another sends
                legitimate requests at 2,000/s: their p50/p99 and whether all were answered, next to
                the same legitimate load without the flood (legit-baseline)
+  nginx-1w     HTTP as nginx's auth_request sends it from a browser request (about 15 headers besides
+               Authorization), 64 connections x 1 in flight, 1 worker
+  python-wire-1w, python-nginx-1w
+               wire-1w and nginx-1w against a daemon with --no-native-front (the Python request path), in
+               the same run: what the native path saves
+  cookie-1w    sessions on (--session-keys): the nginx-shaped request carrying a session cookie and no
+               Authorization; beside it sessions-nginx-1w, a Negotiate request with sessions on (it gets
+               the Set-Cookie)
+  redis-wire-1w, redis-shm-wire-1w
+               wire-1w against a daemon whose replay cache is a local redis-server, and the same load
+               against the shared-memory cache in the same run (the ratio is the issue's target)
+
+Every scenario reports the daemon's own CPU per answered request (user + system of the daemon processes,
+``daemon_cpu_us_per_request``) beside throughput and latency.
 
 On a 2-core machine the load generator competes with the daemon for the cores; the numbers are what
 this machine gives with both on it. Not run by pytest: capacity figures, not assertions.
@@ -97,8 +111,61 @@ def _run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
                 out["http-2w"]["scaling"] = round(out["http-2w"]["throughput"] / out["http-1w"]["throughput"], 2)
         finally:
             d2.stop()
+    _more(a, work, kt, s, want, out)
     out["machine"]["loadavg_after"] = os.getloadavg()
     return out
+
+
+def _more(a: argparse.Namespace, work: Path, kt: Path, s: str, want: Any, out: dict[str, Any]) -> None:
+    """The scenarios of issue 15 and 16: nginx-shaped HTTP, the Python path beside the native one, session
+    cookies, Redis."""
+    import subprocess
+
+    wire = ("--mode", "wire", "--connections", "4", "--depth", "64", "--seconds", s, "--expect", "300000")
+    nginx = ("--mode", "http", "--shape", "nginx", "--connections", "64", "--depth", "1", "--seconds", s,
+             "--expect", "60000")
+    for prefix, extra in (("", ()), ("python-", ("--no-native-front",))):
+        names = [f"{prefix}nginx-1w"] + ([f"{prefix}wire-1w"] if prefix else [])
+        if not any(want(n) for n in names):
+            continue
+        d = Daemon(work, kt, 1, ("--replay-capacity", str(1 << 23), *extra))
+        try:
+            if prefix and want(f"{prefix}wire-1w"):
+                (out[f"{prefix}wire-1w"],) = measured(d, load(d.sock, kt, *wire))
+            if want(f"{prefix}nginx-1w"):
+                (out[f"{prefix}nginx-1w"],) = measured(d, load(d.sock, kt, *nginx))
+        finally:
+            d.stop()
+    if want("cookie-1w") or want("sessions-nginx-1w"):
+        keys = work / "session-keys.json"
+        subprocess.run([sys.executable, "-m", "fastkrb", "keys", "session", "new", str(keys)], check=True,
+                       stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(HERE.parent / "src")})
+        d = Daemon(work, kt, 1, ("--replay-capacity", str(1 << 23), "--session-keys", str(keys)))
+        try:
+            if want("sessions-nginx-1w"):
+                (out["sessions-nginx-1w"],) = measured(d, load(d.sock, kt, *nginx))
+            if want("cookie-1w"):
+                cookie = ("--mode", "cookie-http", *nginx[2:])
+                (out["cookie-1w"],) = measured(d, load(d.sock, kt, *cookie))
+        finally:
+            d.stop()
+    if want("redis-wire-1w"):
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        from support.redis_server import RedisServer
+
+        server = RedisServer(work / "redis")
+        server.start()
+        try:
+            for name, cache in (("redis-shm-wire-1w", ()), ("redis-wire-1w", ("--replay-cache", server.url))):
+                d = Daemon(work, kt, 1, ("--replay-capacity", str(1 << 23), *cache))
+                try:
+                    (out[name],) = measured(d, load(d.sock, kt, *wire))
+                finally:
+                    d.stop()
+            out["redis-wire-1w"]["of_shm"] = round(out["redis-wire-1w"]["throughput"]
+                                                   / max(1, out["redis-shm-wire-1w"]["throughput"]), 2)
+        finally:
+            server.stop()
 
 
 def main() -> int:
