@@ -123,7 +123,7 @@ def _more(a: argparse.Namespace, work: Path, kt: Path, s: str, want: Any, out: d
 
     wire = ("--mode", "wire", "--connections", "4", "--depth", "64", "--seconds", s, "--expect", "300000")
     nginx = ("--mode", "http", "--shape", "nginx", "--connections", "64", "--depth", "1", "--seconds", s,
-             "--expect", "60000")
+             "--expect", "150000")
     for prefix, extra in (("", ()), ("python-", ("--no-native-front",))):
         names = [f"{prefix}nginx-1w"] + ([f"{prefix}wire-1w"] if prefix else [])
         if not any(want(n) for n in names):
