@@ -75,7 +75,7 @@ def _run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
                                                   "--depth", "64", "--seconds", s, "--expect", "300000"))
         if want("http-1w") or want("http-lat") or want("http-2w"):
             (out["http-1w"],) = measured(d1, load(d1.sock, kt, "--mode", "http", "--connections", "64",
-                                                  "--depth", "1", "--seconds", s, "--expect", "50000"))
+                                                  "--depth", "1", "--seconds", s, "--expect", "150000"))
         if want("wire-lat"):
             rate = out["wire-1w"]["throughput"] / 2
             out["wire-lat"] = result(load(d1.sock, kt, "--mode", "wire", "--connections", "4", "--rate",
@@ -105,7 +105,7 @@ def _run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
                 out["wire-2w"]["scaling"] = round(out["wire-2w"]["throughput"] / out["wire-1w"]["throughput"], 2)
             if want("http-2w"):
                 ps = [load(d2.sock, kt, "--mode", "http", "--connections", "64", "--depth", "1", "--seconds", s,
-                           "--expect", "40000") for _ in range(2)]
+                           "--expect", "100000") for _ in range(2)]
                 rs = [result(p) for p in ps]
                 out["http-2w"] = {"throughput": sum(r["throughput"] for r in rs), "runs": rs}
                 out["http-2w"]["scaling"] = round(out["http-2w"]["throughput"] / out["http-1w"]["throughput"], 2)

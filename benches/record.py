@@ -323,6 +323,8 @@ def summary(d: Path) -> str:
             lat = v.get("latency_us") or {}
             cpu = v.get("daemon_cpu_us_per_request")
             rate = f"{v['throughput']:,}" + (f" (x{v['scaling']} of 1 worker)" if "scaling" in v else "")
+            if v.get("exhausted") or any(r.get("exhausted") for r in v.get("runs", [])):
+                rate += " (undercounted: the load generator ran out of distinct tokens)"
             p50 = f"{lat['p50'] / 1000:.2f} ms" if lat else DASH
             p99 = f"{lat['p99'] / 1000:.2f} ms" if lat else DASH
             lines.append(f"| {k} | {rate} | {p50} | {p99} | " + (f"{cpu} µs" if cpu is not None else DASH) + " |")

@@ -45,9 +45,8 @@ static void put(fk_out *o, const void *p, size_t n)   /* room reserved by the ca
 }
 
 #define PUTS(o, s) put((o), (s), sizeof(s) - 1)
-#define APPENDS(o, s) append((o), (s), sizeof(s) - 1)
 
-static int append(fk_out *o, const void *p, size_t n)
+int fk_out_append(fk_out *o, const void *p, size_t n)
 {
     if (fk_out_reserve(o, n) != 0)
         return -1;
@@ -120,7 +119,7 @@ __attribute__((constructor)) static void init_classes(void)   /* at load, before
 
 #define IS(c, k) (cls[(uint8_t)(c)] & (k))
 
-static int ieq(const uint8_t *p, size_t n, const char *lit)   /* case-insensitive ASCII equality */
+int fk_ascii_ieq(const uint8_t *p, size_t n, const char *lit)
 {
     size_t m = strlen(lit);
     if (n != m)
@@ -288,28 +287,28 @@ int fk_http_read_head(const uint8_t *p, size_t n, size_t max_head, fk_http_head 
         head_size += nlen + vlen + 4;
         switch (nlen) {
         case 6:
-            if (ieq(name, nlen, "expect"))
+            if (fk_ascii_ieq(name, nlen, "expect"))
                 return FK_HEAD_SLOW_CONN;   /* 100-continue: a body follows */
             break;
         case 7:
-            if (ieq(name, nlen, "upgrade"))
+            if (fk_ascii_ieq(name, nlen, "upgrade"))
                 return FK_HEAD_SLOW_CONN;
             break;
         case 10:
-            if (ieq(name, nlen, "connection")) {
+            if (fk_ascii_ieq(name, nlen, "connection")) {
                 /* RFC 9110 §7.6.1; only the single options llhttp and we agree on without a list parse */
                 if (seen_conn++)
                     return FK_HEAD_SLOW_CONN;
-                if (ieq(val, vlen, "close"))
+                if (fk_ascii_ieq(val, vlen, "close"))
                     conn_close = 1;
-                else if (ieq(val, vlen, "keep-alive"))
+                else if (fk_ascii_ieq(val, vlen, "keep-alive"))
                     conn_keep = 1;
                 else
                     return FK_HEAD_SLOW_CONN;
             }
             break;
         case 13:
-            if (ieq(name, nlen, "authorization")) {
+            if (fk_ascii_ieq(name, nlen, "authorization")) {
                 if (auth != NULL)
                     slow_one = 1;   /* two: http.py keeps the last; let it */
                 auth = val;
@@ -317,14 +316,14 @@ int fk_http_read_head(const uint8_t *p, size_t n, size_t max_head, fk_http_head 
             }
             break;
         case 14:
-            if (ieq(name, nlen, "content-length")) {
+            if (fk_ascii_ieq(name, nlen, "content-length")) {
                 /* RFC 9112 §6.3: only an explicit empty body keeps the head bodiless */
                 if (seen_cl++ || !(vlen == 1 && val[0] == '0'))
                     return FK_HEAD_SLOW_CONN;
             }
             break;
         case 15:
-            if (ieq(name, nlen, "x-forwarded-for")) {
+            if (fk_ascii_ieq(name, nlen, "x-forwarded-for")) {
                 if (h->xff.p != NULL)
                     slow_one = 1;
                 h->xff.p = val;
@@ -332,11 +331,11 @@ int fk_http_read_head(const uint8_t *p, size_t n, size_t max_head, fk_http_head 
             }
             break;
         case 16:
-            if (ieq(name, nlen, "proxy-connection"))
+            if (fk_ascii_ieq(name, nlen, "proxy-connection"))
                 return FK_HEAD_SLOW_CONN;   /* llhttp reads it like Connection */
             break;
         case 17:
-            if (ieq(name, nlen, "transfer-encoding"))
+            if (fk_ascii_ieq(name, nlen, "transfer-encoding"))
                 return FK_HEAD_SLOW_CONN;   /* a chunked (or any coded) body, RFC 9112 §6.1 */
             break;
         default:
@@ -368,7 +367,7 @@ int fk_http_read_head(const uint8_t *p, size_t n, size_t max_head, fk_http_head 
     /* Authorization: Negotiate <token> (RFC 4559 §4.2; the scheme is case-blind, RFC 9110 §11.1) with exactly
      * one space: then krb/negotiate.py's reader (partition at the first space, strip) gives the same bytes,
      * which the validator reads as base64 (or refuses) the same way. Anything else is that reader's. */
-    if (auth == NULL || auth_n < 11 || !ieq(auth, 9, "negotiate") || auth[9] != ' ' || auth[10] == ' '
+    if (auth == NULL || auth_n < 11 || !fk_ascii_ieq(auth, 9, "negotiate") || auth[9] != ' ' || auth[10] == ' '
         || auth[10] == '\t')
         return FK_HEAD_SLOW_ONE;
     h->token.p = auth + 10;
@@ -565,10 +564,10 @@ int fk_front_http_accepted(fk_front *f, const fk_result *r, int close)
     fk_out *o = &f->out;
     const uint8_t *names = f->names.p;
     static const char status[] = "HTTP/1.1 200 OK\r\nX-Remote-User: ";
-    if (APPENDS(o, status) != 0 || header_value(o, names, f->short_n) != 0
-        || APPENDS(o, "\r\nX-Remote-Principal: ") != 0 || header_value(o, names, f->client_n) != 0
-        || APPENDS(o, "\r\nX-Remote-Realm: ") != 0 || header_value(o, r->tkt.crealm.p, r->tkt.crealm.n) != 0
-        || APPENDS(o, "\r\n") != 0)
+    if (FK_OUT_APPENDS(o, status) != 0 || header_value(o, names, f->short_n) != 0
+        || FK_OUT_APPENDS(o, "\r\nX-Remote-Principal: ") != 0 || header_value(o, names, f->client_n) != 0
+        || FK_OUT_APPENDS(o, "\r\nX-Remote-Realm: ") != 0 || header_value(o, r->tkt.crealm.p, r->tkt.crealm.n) != 0
+        || FK_OUT_APPENDS(o, "\r\n") != 0)
         return -1;
     if (r->reply.n) {   /* RFC 4559 §5: the AP-REP for mutual authentication */
         static const char www[] = "WWW-Authenticate: Negotiate ";
@@ -613,7 +612,7 @@ void fk_front_observe(fk_front *f, const fk_result *r, double latency)
 /* A JSON string body as json.dumps(ensure_ascii=False) writes it: '"' and '\' escaped, \n \r \t \b \f, other
  * controls as \u00xx; everything else (valid UTF-8 here) as is. latin1: the input is Latin-1 text, each
  * byte from 0x80 on written as its UTF-8 pair. */
-static int json_str(fk_out *o, const uint8_t *s, size_t n, int latin1)
+int fk_json_str(fk_out *o, const uint8_t *s, size_t n, int latin1)
 {
     if (fk_out_reserve(o, 6 * n) != 0)
         return -1;
@@ -773,24 +772,24 @@ int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double late
     } else if (fmt(o, "{\"time\":\"%s.%03dZ\",", f->stamp, ms) != 0) {
         return -1;
     }
-    if (APPENDS(o, "\"event\":\"decision\",\"outcome\":\"accepted\",\"code\":\"ok\",\"client\":\"") != 0
-        || json_str(o, names, f->client_n, 0) != 0 || APPENDS(o, "\",\"server\":\"") != 0
-        || json_str(o, names + f->client_n, f->server_n, 0) != 0
-        || APPENDS(o, "\",\"enctype\":") != 0 || dec(o, r->req.tkt_etype) != 0 || APPENDS(o, ",\"kvno\":") != 0
+    if (FK_OUT_APPENDS(o, "\"event\":\"decision\",\"outcome\":\"accepted\",\"code\":\"ok\",\"client\":\"") != 0
+        || fk_json_str(o, names, f->client_n, 0) != 0 || FK_OUT_APPENDS(o, "\",\"server\":\"") != 0
+        || fk_json_str(o, names + f->client_n, f->server_n, 0) != 0
+        || FK_OUT_APPENDS(o, "\",\"enctype\":") != 0 || dec(o, r->req.tkt_etype) != 0 || FK_OUT_APPENDS(o, ",\"kvno\":") != 0
         || dec(o, (int32_t)r->key->kvno) != 0   /* AuthResult.kvno is a C int */
-        || APPENDS(o, ",\"frontend\":\"") != 0 || append(o, http ? "http" : "wire", 4) != 0
-        || APPENDS(o, "\",\"worker\":") != 0
-        || (f->worker < 0 ? APPENDS(o, "null") : dec(o, f->worker)) != 0
-        || (r->mutual ? APPENDS(o, ",\"mutual\":true,\"skew\":") : APPENDS(o, ",\"mutual\":false,\"skew\":")) != 0
-        || fixed(o, r->skew_seconds, 3) != 0 || APPENDS(o, ",\"latency_us\":") != 0 || fixed(o, latency * 1e6, 1) != 0
-        || APPENDS(o, ",\"peer\":\"") != 0
-        || append(o, peer.p, peer.n) != 0)
+        || FK_OUT_APPENDS(o, ",\"frontend\":\"") != 0 || fk_out_append(o, http ? "http" : "wire", 4) != 0
+        || FK_OUT_APPENDS(o, "\",\"worker\":") != 0
+        || (f->worker < 0 ? FK_OUT_APPENDS(o, "null") : dec(o, f->worker)) != 0
+        || (r->mutual ? FK_OUT_APPENDS(o, ",\"mutual\":true,\"skew\":") : FK_OUT_APPENDS(o, ",\"mutual\":false,\"skew\":")) != 0
+        || fixed(o, r->skew_seconds, 3) != 0 || FK_OUT_APPENDS(o, ",\"latency_us\":") != 0 || fixed(o, latency * 1e6, 1) != 0
+        || FK_OUT_APPENDS(o, ",\"peer\":\"") != 0
+        || fk_out_append(o, peer.p, peer.n) != 0)
         return -1;
     if (xff.p != NULL) {   /* http.py: f"{peer} for={xff.decode('latin-1')[:200]}" */
-        if (APPENDS(o, " for=") != 0 || json_str(o, xff.p, xff.n < 200 ? xff.n : 200, 1) != 0)
+        if (FK_OUT_APPENDS(o, " for=") != 0 || fk_json_str(o, xff.p, xff.n < 200 ? xff.n : 200, 1) != 0)
             return -1;
     }
-    if (APPENDS(o, "\"}\n") != 0)
+    if (FK_OUT_APPENDS(o, "\"}\n") != 0)
         return -1;
     f->log_lines++;
     return 0;

@@ -21,6 +21,14 @@ typedef struct fk_out {
 /* Room for `more` bytes after p[n]: 0, or -1 when memory is short. */
 int fk_out_reserve(fk_out *o, size_t more);
 void fk_out_free(fk_out *o);
+/* Append n bytes (0, or -1 when memory is short); FK_OUT_APPENDS a string literal. */
+int fk_out_append(fk_out *o, const void *p, size_t n);
+#define FK_OUT_APPENDS(o, s) fk_out_append((o), (s), sizeof(s) - 1)
+/* Case-insensitive ASCII equality of p[0..n) and the lower-case literal lit (header names, RFC 9110 §5.1). */
+int fk_ascii_ieq(const uint8_t *p, size_t n, const char *lit);
+/* s[0..n) as the inside of a JSON string, as Python's json.dumps(ensure_ascii=False) writes it; latin1: each
+ * byte from 0x80 on is a character (its UTF-8 pair), as bytes.decode("latin-1") makes it. */
+int fk_json_str(fk_out *o, const uint8_t *s, size_t n, int latin1);
 
 #define FK_FRONT_MAX_BOUNDS 32
 

@@ -174,21 +174,6 @@ double fk_sess_end(const fk_sess *s, const uint8_t *value, size_t value_n)
 
 /* -- the request -------------------------------------------------------------------------------------------- */
 
-static int lower_eq(const uint8_t *p, size_t n, const char *lit)   /* case-insensitive ASCII equality */
-{
-    size_t m = strlen(lit);
-    if (n != m)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (uint8_t)(c + 32);
-        if (c != (uint8_t)lit[i])
-            return 0;
-    }
-    return 1;
-}
-
 static int ws(uint8_t c)
 {
     return c == ' ' || c == '\t';
@@ -234,17 +219,6 @@ static double mono(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int add(fk_out *o, const void *p, size_t n)
-{
-    if (fk_out_reserve(o, n) != 0)
-        return -1;
-    memcpy(o->p + o->n, p, n);
-    o->n += n;
-    return 0;
-}
-
-#define ADDS(o, s) add((o), (s), sizeof(s) - 1)
-
 /* log.py's session line: {"time", <mid: event .. worker, "latency_us":>, latency, "peer", <tail: "kid"}>. */
 static int log_line(fk_sess *s, fk_front *f, const fk_sess_entry *e, double now, double latency, fk_buf peer,
                     fk_buf xff)
@@ -260,32 +234,19 @@ static int log_line(fk_sess *s, fk_front *f, const fk_sess_entry *e, double now,
     }
     char tmp[96];
     int k = snprintf(tmp, sizeof(tmp), "{\"time\":\"%s.%03dZ\",", s->stamp, (int)((now - (double)sec) * 1000));
-    if (k < 0 || (size_t)k >= sizeof(tmp) || add(o, tmp, (size_t)k) != 0)
+    if (k < 0 || (size_t)k >= sizeof(tmp) || fk_out_append(o, tmp, (size_t)k) != 0)
         return -1;
     const uint8_t *b = e->blob + e->value_n + e->head_n;
-    if (add(o, b, e->mid_n) != 0)
+    if (fk_out_append(o, b, e->mid_n) != 0)
         return -1;
     k = snprintf(tmp, sizeof(tmp), "%.1f,\"peer\":\"", latency * 1e6);
-    if (k < 0 || (size_t)k >= sizeof(tmp) || add(o, tmp, (size_t)k) != 0 || add(o, peer.p, peer.n) != 0)
+    if (k < 0 || (size_t)k >= sizeof(tmp) || fk_out_append(o, tmp, (size_t)k) != 0 || fk_out_append(o, peer.p, peer.n) != 0)
         return -1;
-    if (xff.p != NULL) {   /* http.py: f"{peer} for={xff.decode('latin-1')[:200]}"; head bytes: VCHAR, SP, HTAB */
-        size_t m = xff.n < 200 ? xff.n : 200;
-        if (ADDS(o, " for=") != 0 || fk_out_reserve(o, 2 * m) != 0)
+    if (xff.p != NULL) {   /* http.py: f"{peer} for={xff.decode('latin-1')[:200]}" */
+        if (FK_OUT_APPENDS(o, " for=") != 0 || fk_json_str(o, xff.p, xff.n < 200 ? xff.n : 200, 1) != 0)
             return -1;
-        for (size_t i = 0; i < m; i++) {
-            uint8_t c = xff.p[i];
-            if (c == '"' || c == '\\') {
-                o->p[o->n++] = '\\';
-                o->p[o->n++] = c;
-            } else if (c == '\t') {
-                o->p[o->n++] = '\\';
-                o->p[o->n++] = 't';
-            } else {
-                o->p[o->n++] = c;
-            }
-        }
     }
-    if (ADDS(o, "\"") != 0 || add(o, b + e->mid_n, e->tail_n) != 0)
+    if (FK_OUT_APPENDS(o, "\"") != 0 || fk_out_append(o, b + e->mid_n, e->tail_n) != 0)
         return -1;
     f->log_lines++;
     return 0;
@@ -343,14 +304,14 @@ int fk_sess_http(fk_sess *s, fk_front *f, const uint8_t *p, size_t n, int close,
             v1--;
         const uint8_t *name = p + i;
         size_t nlen = c - i;
-        if (nlen == 6 && lower_eq(name, nlen, "cookie")) {
+        if (nlen == 6 && fk_ascii_ieq(name, nlen, "cookie")) {
             if (cookie != NULL)
                 return 0;   /* two Cookie headers: value_from's order over them is Python's */
             cookie = p + v0;
             cookie_n = v1 - v0;
-        } else if (nlen == 13 && lower_eq(name, nlen, "authorization")) {
+        } else if (nlen == 13 && fk_ascii_ieq(name, nlen, "authorization")) {
             return 0;       /* Negotiate, bearer or anything else: http.py decides */
-        } else if (nlen == 15 && lower_eq(name, nlen, "x-forwarded-for")) {
+        } else if (nlen == 15 && fk_ascii_ieq(name, nlen, "x-forwarded-for")) {
             if (xff != NULL)
                 return 0;
             xff = p + v0;

@@ -10,30 +10,19 @@ NTLM NEGOTIATE message (pyspnego's NTLM initiator, MS-NLMP §2.2.1.1).
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
 from typing import Any
 
 import httpx
 import pytest
 import spnego
-from aiohttp import web
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from fastkrb.challenge import DEFAULT_FALLBACK_PAGE, ChallengeRule, Fallback, Offer, client_address
 from fastkrb.errors import ConfigurationError
-from fastkrb.web import aiohttp as fk_aiohttp
-from fastkrb.web import asgi as fk_asgi
-from fastkrb.web import wsgi as fk_wsgi
 from fastkrb.web.negotiate import rejection_log
-from support.http_clients import aiohttp_server, negotiate_header, service_validator, wsgiref_server
+from support.http_clients import behind_middleware, negotiate_header, service_validator
 
 KINDS = ["asgi", "wsgi", "aiohttp"]
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -132,57 +121,9 @@ def test_configuration_errors(kw: dict[str, Any], words: str) -> None:
 
 # -- through real servers --------------------------------------------------------------------------------------
 
-async def _asgi_hello(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(request.user.display_name)
-
-
-def _wsgi_hello(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [environ["REMOTE_USER"].encode()]
-
-
-async def _aiohttp_hello(request: web.Request) -> web.Response:
-    return web.Response(text=request[fk_aiohttp.USER].principal)
-
-
-@contextlib.contextmanager
-def raw_uvicorn(app: Any) -> Iterator[int]:
-    """uvicorn with its proxy-headers rewrite off (``--no-proxy-headers``): by default it trusts
-    X-Forwarded-For from 127.0.0.1 and rewrites ``scope["client"]`` before any middleware sees the TCP peer
-    (docs/integrations/asgi.md says so)."""
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False,
-                            proxy_headers=False)
-    server = uvicorn.Server(config)
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not t.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield int(server.servers[0].sockets[0].getsockname()[1])
-    finally:
-        server.should_exit = True
-        t.join(10)
-
-
-@contextlib.contextmanager
-def serve(kind: str, validator: Any, **kw: Any) -> Iterator[int]:
-    if kind == "asgi":
-        with raw_uvicorn(fk_asgi.NegotiateMiddleware(Starlette(routes=[Route("/", _asgi_hello)]), validator,
-                                                     **kw)) as port:
-            yield port
-    elif kind == "wsgi":
-        with wsgiref_server(fk_wsgi.NegotiateMiddleware(_wsgi_hello, validator, **kw)) as port:
-            yield port
-    else:
-        app = web.Application(middlewares=[fk_aiohttp.negotiate_middleware(validator, **kw)])
-        app.router.add_get("/", _aiohttp_hello)
-        with aiohttp_server(app) as port:
-            yield port
+def serve(kind: str, validator: Any, **kw: Any) -> Any:
+    """The middleware with uvicorn's proxy-headers rewrite off (docs/integrations/asgi.md says why)."""
+    return behind_middleware(kind, validator, proxy_headers=False, **kw)
 
 
 def get(port: int, **headers: str) -> httpx.Response:

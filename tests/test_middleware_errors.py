@@ -7,7 +7,6 @@ logging the cause reaches the terminal (Python's last-resort handler), which is 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -17,32 +16,18 @@ import subprocess
 import sys
 import time
 import wsgiref.util
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from fastkrb import Validator
 from fastkrb.errors import KerberosError, MalformedToken, Replay
 from fastkrb.testing import make_keytab, mint
-from fastkrb.web import aiohttp as fk_aiohttp
-from fastkrb.web import asgi as fk_asgi
 from fastkrb.web import wsgi as fk_wsgi
 from fastkrb.web.negotiate import RejectionLog, rejection_log, wants_json
-from support.http_clients import (
-    EXAMPLES,
-    aiohttp_server,
-    negotiate_header,
-    service_validator,
-    uvicorn_server,
-    wsgiref_server,
-)
+from support.http_clients import EXAMPLES, Apps, behind_middleware, negotiate_header, service_validator
 from support.mitgss import initiator_verdict
 
 JSON = "application/json"
@@ -50,36 +35,7 @@ KINDS = ["asgi", "wsgi", "aiohttp"]
 ROOT = EXAMPLES.parent
 
 
-# -- one small app per framework, behind its middleware -----------------------------------------------------------
-
-async def _asgi_hello(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(request.user.display_name)
-
-
-def _wsgi_hello(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [environ["REMOTE_USER"].encode()]
-
-
-async def _aiohttp_hello(request: web.Request) -> web.Response:
-    return web.Response(text=request[fk_aiohttp.USER].principal)
-
-
-@contextlib.contextmanager
-def serve(kind: str, validator: Any, **kw: Any) -> Iterator[int]:
-    """The framework's server with the middleware in front of a hello app, on a free port."""
-    if kind == "asgi":
-        with uvicorn_server(fk_asgi.NegotiateMiddleware(Starlette(routes=[Route("/", _asgi_hello)]), validator,
-                                                        **kw)) as port:
-            yield port
-    elif kind == "wsgi":
-        with wsgiref_server(fk_wsgi.NegotiateMiddleware(_wsgi_hello, validator, **kw)) as port:
-            yield port
-    else:
-        app = web.Application(middlewares=[fk_aiohttp.negotiate_middleware(validator, **kw)])
-        app.router.add_get("/", _aiohttp_hello)
-        with aiohttp_server(app) as port:
-            yield port
+serve = behind_middleware   # the framework's server with the middleware in front of a hello app, on a free port
 
 
 def get(port: int, authorization: str | None = None, accept: str | None = None) -> httpx.Response:
@@ -253,7 +209,7 @@ def test_no_secret_in_any_refusal(code: str, caplog: pytest.LogCaptureFixture) -
     with pytest.raises(KerberosError) as direct:
         Validator(keytab, cold_start=False).validate(minted.header)
     assert direct.value.code == code
-    app = fk_wsgi.NegotiateMiddleware(_wsgi_hello, v)
+    app = fk_wsgi.NegotiateMiddleware(Apps().wsgi, v)
     secrets = [minted.token_bytes, minted.session_key, minted.server_key, minted.authenticator,
                minted.enc_ticket_part, minted.ticket]
     for accept in ("*/*", JSON):

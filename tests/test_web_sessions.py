@@ -11,7 +11,6 @@ request was authenticated (``via``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
@@ -22,10 +21,8 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from fastkrb import CookieSettings, Policy, SessionCookies, TokenIssuer, TokenVerifier, Validator
 from fastkrb.sessions.bearer import new_signing_key
@@ -33,15 +30,14 @@ from fastkrb.sessions.cookie import new_session_key
 from fastkrb.testing import make_keytab, mint
 from fastkrb.web import aiohttp as fk_aiohttp
 from fastkrb.web import asgi as fk_asgi
-from fastkrb.web import wsgi as fk_wsgi
 from fastkrb.web.negotiate import VIA_KEY, rejection_log
 from support.http_clients import (
+    Apps,
     CountingValidator,
-    aiohttp_server,
+    behind_middleware,
     negotiate_header,
     service_validator,
     uvicorn_server,
-    wsgiref_server,
 )
 
 KINDS = ["asgi", "wsgi", "aiohttp"]
@@ -68,20 +64,11 @@ async def _aiohttp_who(request: web.Request) -> web.Response:
     return web.Response(text=f"{user.principal} {request[fk_aiohttp.VIA]} {user.via} {user.name} {user.sid}")
 
 
-@contextlib.contextmanager
-def serve(kind: str, validator: Any, **kw: Any) -> Iterator[int]:
-    if kind == "asgi":
-        app = fk_asgi.NegotiateMiddleware(Starlette(routes=[Route("/", _asgi_who)]), validator, **kw)
-        with uvicorn_server(app) as port:
-            yield port
-    elif kind == "wsgi":
-        with wsgiref_server(fk_wsgi.NegotiateMiddleware(_wsgi_who, validator, **kw)) as port:
-            yield port
-    else:
-        aio = web.Application(middlewares=[fk_aiohttp.negotiate_middleware(validator, **kw)])
-        aio.router.add_get("/", _aiohttp_who)
-        with aiohttp_server(aio) as port:
-            yield port
+WHO = Apps(asgi=_asgi_who, wsgi=_wsgi_who, aiohttp=_aiohttp_who)
+
+
+def serve(kind: str, validator: Any, **kw: Any) -> Any:
+    return behind_middleware(kind, validator, WHO, **kw)
 
 
 def get(port: int, authorization: str | None = None, cookie: str | None = None) -> httpx.Response:

@@ -178,10 +178,13 @@ def replayed(lab: Any, port: int, path: str = "/") -> Reply:
 
 
 @contextlib.contextmanager
-def uvicorn_server(app: Any) -> Iterator[int]:
+def uvicorn_server(app: Any, *, proxy_headers: bool = True) -> Iterator[int]:
+    """``proxy_headers=False``: uvicorn's X-Forwarded-For rewrite off (by default it trusts 127.0.0.1 and
+    rewrites ``scope["client"]`` before any middleware sees the TCP peer)."""
     import uvicorn
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False,
+                            proxy_headers=proxy_headers)
     server = uvicorn.Server(config)
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
@@ -250,3 +253,63 @@ def aiohttp_server(app: Any) -> Iterator[int]:
         loop.call_soon_threadsafe(loop.stop)
         t.join(10)
         loop.close()
+
+
+# --- one small app per framework behind fastkrb's middleware -----------------------------------------------------
+
+async def _asgi_hello(request: Any) -> Any:
+    from starlette.responses import PlainTextResponse
+
+    return PlainTextResponse(request.user.display_name)
+
+
+def _wsgi_hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["REMOTE_USER"].encode()]
+
+
+async def _aiohttp_hello(request: Any) -> Any:
+    from aiohttp import web
+
+    from fastkrb.web import aiohttp as fk_aiohttp
+
+    return web.Response(text=request[fk_aiohttp.USER].principal)
+
+
+@dataclass(frozen=True)
+class Apps:
+    """The app each framework serves at ``/`` behind the middleware (default: the client's name)."""
+
+    asgi: Any = _asgi_hello
+    wsgi: Any = _wsgi_hello
+    aiohttp: Any = _aiohttp_hello
+
+
+@contextlib.contextmanager
+def behind_middleware(kind: str, validator: Any, apps: Apps = Apps(), *, proxy_headers: bool = True,
+                      **kw: Any) -> Iterator[int]:
+    """``kind``'s server (uvicorn, wsgiref, aiohttp) with fastkrb's middleware (``**kw`` its options) in front of
+    ``apps``, on a free port."""
+    if kind == "asgi":
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        from fastkrb.web import asgi as fk_asgi
+
+        app = fk_asgi.NegotiateMiddleware(Starlette(routes=[Route("/", apps.asgi)]), validator, **kw)
+        with uvicorn_server(app, proxy_headers=proxy_headers) as port:
+            yield port
+    elif kind == "wsgi":
+        from fastkrb.web import wsgi as fk_wsgi
+
+        with wsgiref_server(fk_wsgi.NegotiateMiddleware(apps.wsgi, validator, **kw)) as port:
+            yield port
+    else:
+        from aiohttp import web
+
+        from fastkrb.web import aiohttp as fk_aiohttp
+
+        aio = web.Application(middlewares=[fk_aiohttp.negotiate_middleware(validator, **kw)])
+        aio.router.add_get("/", apps.aiohttp)
+        with aiohttp_server(aio) as port:
+            yield port
