@@ -20,6 +20,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+from fastkrb.sidecar.challenge import SidecarChallenge
 from fastkrb.sidecar.config import ServerConfig
 from fastkrb.sidecar.engine import Engine
 from fastkrb.sidecar.log import JsonLog
@@ -76,6 +77,8 @@ class WorkerContext:
         self.front: Any = engine.native_front(self.max_frame, cfg.max_request_size) if cfg.native_front else None
         if sessions is not None and self.front is not None:
             sessions.attach(self.front)   # opened session cookies answered natively (sidecar/sessions.py)
+        # whom /auth offers Negotiate (None: everyone, the rule is off); its page files are read here, once
+        self.challenge: SidecarChallenge | None = SidecarChallenge.from_config(cfg)
 
     def sweep(self) -> None:
         """Once a second: close connections past their request or idle timeout."""

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -171,18 +172,6 @@ def _response(status: int, headers: list[bytes], body: bytes, close: bool) -> by
                      b"Content-Length: %d\r\n\r\n" % len(body), body))
 
 
-_CHALLENGES: dict[int, SidecarChallenge | None] = {}   # id(cfg) -> the worker's rule, built once
-
-
-def _challenge_of(cfg: Any) -> SidecarChallenge | None:
-    """The worker's challenge rule (built at its first connection; its page files read then)."""
-    key = id(cfg)
-    if key not in _CHALLENGES:
-        _CHALLENGES.clear()
-        _CHALLENGES[key] = SidecarChallenge.from_config(cfg)
-    return _CHALLENGES[key]
-
-
 _ERROR_STATUS = {"internal": 500, "replay_cache_unavailable": 503, "forbidden": 403}
 
 
@@ -197,7 +186,9 @@ def _challenge(exc: KerberosError, token: bytes | None) -> bytes:
         return b"Negotiate"
     try:
         value = error_header(exc, token)
-    except Exception:   # the refusal stands whatever its answer token's fate: a bare challenge then
+    except Exception as exc2:   # the refusal stands whatever its answer token's fate: a bare challenge then
+        logging.getLogger("fastkrb").warning("fastkrb: no KRB-ERROR answer for a refused %s token (%s); the 401 "
+                                             "carries a bare Negotiate", exc.code, type(exc2).__name__)
         value = None
     return value.encode("ascii") if value else b"Negotiate"
 
@@ -236,7 +227,7 @@ class HttpHandler:
         self.front = (conn.ctx.front if sess is None or sess.cookies is None or sess.native is not None
                       else None)
         # the challenge rule (None: off). With a tried cookie every acceptance may have to clear it: Python's path.
-        self.chal = _challenge_of(conn.ctx.cfg)
+        self.chal = conn.ctx.challenge
         self.ua: bytes | None = None
         self.peer_addr: str | None = None   # the TCP peer's host for the rule; None on the Unix socket
         if self.chal is not None:
