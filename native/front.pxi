@@ -11,6 +11,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from libc.stdint cimport uint8_t, uint32_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
+from libc.errno cimport errno, EINTR
+from posix.unistd cimport write
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME, CLOCK_MONOTONIC
 
 from der cimport fk_buf
@@ -105,6 +107,27 @@ cdef class NativeFront:
         self.f.log.n = 0
         self.f.log_lines = 0
         return out
+
+    def write_log(self, int fd):
+        """Writes the decision lines formatted since the last take straight from the native buffer to fd (no
+        copy into Python objects: at 200,000 decisions/s the copies cost more than the formatting). Like
+        JsonLog.flush, a file descriptor that will not take more (a full non-blocking pipe) or fails drops
+        the rest rather than stall the event loop. Returns the bytes written."""
+        cdef size_t off = 0
+        cdef ssize_t w
+        cdef const char *p = <const char *>self.f.log.p
+        cdef size_t n = self.f.log.n
+        with nogil:
+            while off < n:
+                w = write(fd, p + off, n - off)
+                if w < 0:
+                    if errno == EINTR:
+                        continue
+                    break
+                off += <size_t>w
+        self.f.log.n = 0
+        self.f.log_lines = 0
+        return off
 
     def take_stats(self):
         """(accepted, latency counts, latency sum, |skew| counts, |skew| sum) since the last call."""

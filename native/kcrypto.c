@@ -240,7 +240,7 @@ static const char *const CIPHER_NAMES[C_COUNT] = {"AES-128-ECB", "AES-256-ECB", 
  * Least recently used goes: every ticket also brings a session key seen once (its authenticator), and
  * a round-robin cache evicted the service key for one of those every DEC_CACHE tickets. */
 #define DEC_CACHE 4
-#define RND_BUF 512
+#define RND_BUF 4096
 
 typedef struct {
     EVP_CIPHER_CTX *ctx;

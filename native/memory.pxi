@@ -6,7 +6,8 @@ import time as _time
 from libc.stdint cimport uint8_t
 
 from rcache cimport (fk_rcache, fk_rc_backend, fk_rcache_stats, fk_rcache_new_sized, fk_rcache_close,
-                     fk_rcache_closed, fk_rcache_free, fk_rcache_insert, fk_rcache_insert_cb, fk_rcache_stats_get)
+                     fk_rcache_closed, fk_rcache_free, fk_rcache_insert, fk_rcache_insert_cb, fk_rcache_prefetch_cb,
+                     fk_rcache_stats_get)
 
 
 cdef class MemoryReplayCache(NativeReplayBackend):
@@ -34,6 +35,7 @@ cdef class MemoryReplayCache(NativeReplayBackend):
     cdef fk_rc_backend backend(self):
         cdef fk_rc_backend b
         b.insert = fk_rcache_insert_cb
+        b.prefetch = fk_rcache_prefetch_cb
         b.ctx = <void *>self.rc
         return b
 

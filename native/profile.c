@@ -29,7 +29,8 @@ int fk_profile_stages(const fk_validator *v, const uint8_t *tok, size_t toklen, 
     if (!scratch || !plain)
         goto end;
     fk_validator nv = *v;
-    nv.rc.insert = NULL;   /* the full run must not fill the cache: replay is measured on its own */
+    nv.rc.insert = NULL;
+    nv.rc.prefetch = NULL;   /* the full run must not fill the cache: replay is measured on its own */
     nv.cold_start = 0;
     code = fk_validate(&nv, tok, toklen, now, NULL, 0, scratch, need, &r);
     if (code != FK_V_OK)

@@ -18,6 +18,7 @@ def profile_stages(NativeValidator nv, bytes token, double now, long iters=20000
     cdef int code
     cdef fk_rc_backend rc
     rc.insert = NULL
+    rc.prefetch = NULL
     rc.ctx = NULL
     if rcache is not None:
         rc = rcache.backend()

@@ -95,6 +95,12 @@ int fk_rcache_insert_cb(void *ctx, const uint8_t key[16], double expiry, double 
     return fk_rcache_insert((fk_rcache *)ctx, key, expiry, now, first_seen);
 }
 
+void fk_rcache_prefetch_cb(void *ctx, const uint8_t key[16])
+{
+    fk_tab_probe p;   /* fk_gtab_probe prefetches the buckets' tag lines, lock-free */
+    fk_gtab_probe(&((fk_rcache *)ctx)->g, key, &p);
+}
+
 void fk_rcache_stats_get(fk_rcache *rc, fk_rcache_stats *out)
 {
     fk_gtab_stats st;

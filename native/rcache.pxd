@@ -17,8 +17,11 @@ cdef extern from "rcache.h" nogil:
     ctypedef int (*fk_rc_insert_fn)(void *ctx, const uint8_t *key, double expiry, double now,
                                     double *first_seen) nogil
 
+    ctypedef void (*fk_rc_prefetch_fn)(void *ctx, const uint8_t *key) nogil
+
     ctypedef struct fk_rc_backend:
         fk_rc_insert_fn insert
+        fk_rc_prefetch_fn prefetch
         void *ctx
 
     ctypedef struct fk_rcache_stats:
@@ -32,5 +35,6 @@ cdef extern from "rcache.h" nogil:
     void fk_rcache_free(fk_rcache *rc)
     int fk_rcache_insert(fk_rcache *rc, const uint8_t *key, double expiry, double now, double *first_seen)
     int fk_rcache_insert_cb(void *ctx, const uint8_t *key, double expiry, double now, double *first_seen)
+    void fk_rcache_prefetch_cb(void *ctx, const uint8_t *key) nogil
     void fk_rcache_stats_get(fk_rcache *rc, fk_rcache_stats *out)
     double fk_rc_bench(fk_rc_backend b, size_t live, size_t n, uint64_t seed)

@@ -19,6 +19,7 @@ cdef class NativeReplayBackend:
     cdef fk_rc_backend backend(self):
         cdef fk_rc_backend b
         b.insert = NULL
+        b.prefetch = NULL
         b.ctx = NULL
         return b
 

@@ -52,6 +52,8 @@ void fk_shm_close(fk_shm *s);
 void fk_shm_free(fk_shm *s);
 int fk_shm_insert(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen);
 int fk_shm_insert_cb(void *ctx, const uint8_t key[16], double expiry, double now, double *first_seen);
+/* rcache.h's prefetch hint: the key's two buckets' tag lines, no lock, no state changed. */
+void fk_shm_prefetch_cb(void *ctx, const uint8_t key[16]);
 /* Tests only: take the lock and run the insert of `key` up to `stage` (fk_tab_insert's stop: 1..5),
  * then return holding the lock, as a process killed there would leave it. */
 int fk_shm_die_in_insert(fk_shm *s, const uint8_t key[16], double expiry, double now, int stage);

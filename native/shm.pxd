@@ -18,6 +18,7 @@ cdef extern from "shm.h" nogil:
     void fk_shm_free(fk_shm *s)
     int fk_shm_insert(fk_shm *s, const uint8_t *key, double expiry, double now, double *first_seen)
     int fk_shm_insert_cb(void *ctx, const uint8_t *key, double expiry, double now, double *first_seen)
+    void fk_shm_prefetch_cb(void *ctx, const uint8_t *key) nogil
     int fk_shm_die_in_insert(fk_shm *s, const uint8_t *key, double expiry, double now, int stage)
     double fk_shm_started(fk_shm *s)
     uint64_t fk_shm_capacity(fk_shm *s)

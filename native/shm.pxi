@@ -5,7 +5,7 @@ import os as _os
 from libc.stdint cimport uint8_t
 
 from rcache cimport fk_rc_backend, FK_RC_ERROR, FK_RC_COLD
-from shm cimport (fk_shm, fk_shm_stats, fk_shm_open, fk_shm_close, fk_shm_free, fk_shm_insert, fk_shm_insert_cb,
+from shm cimport (fk_shm, fk_shm_stats, fk_shm_open, fk_shm_close, fk_shm_free, fk_shm_insert, fk_shm_insert_cb, fk_shm_prefetch_cb,
                   fk_shm_die_in_insert, fk_shm_started, fk_shm_capacity, fk_shm_created, fk_shm_stats_get,
                   FK_SHM_VERSION)
 
@@ -46,6 +46,7 @@ cdef class ShmReplayCache(NativeReplayBackend):
     cdef fk_rc_backend backend(self):
         cdef fk_rc_backend b
         b.insert = fk_shm_insert_cb
+        b.prefetch = fk_shm_prefetch_cb
         b.ctx = <void *>self.shm
         return b
 

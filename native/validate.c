@@ -379,6 +379,16 @@ static int check_transited(const fk_validator *v, fk_result *r)
     return FK_V_OK;
 }
 
+/* Step 8's replay identity: 12 bytes of the authenticator's MAC (the tail for AES, the head for RC4) and
+ * the hash of the principal whose key decrypted the ticket. The ciphertext holds at least 12 + hlen bytes
+ * (the caller's check, or a decryption that succeeded). */
+static void replay_key(const fk_ekey *sk, fk_buf cipher, uint32_t princ_hash, uint8_t out[16])
+{
+    const uint8_t *mac = sk->enctype == 23 ? cipher.p : cipher.p + cipher.n - sk->hlen;
+    memcpy(out, mac, 12);
+    memcpy(out + 12, &princ_hash, 4);
+}
+
 /* Build EncAPRepPart, encrypt it in the session key (usage 12), frame it like the request. */
 static int build_reply(const fk_result *r, const fk_ekey *sk, uint8_t *out, size_t cap, fk_buf *reply)
 {
@@ -571,6 +581,12 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
         r->what = "session key has the wrong length for its enctype";
         return done(r, FK_V_MALFORMED);
     }
+    /* the replay key (step 8) is known now, before the decryption: its table lines start on their way */
+    if (v->rc.prefetch && q->auth_cipher.n >= 12 && q->auth_cipher.n >= sk.hlen) {
+        uint8_t k[16];
+        replay_key(&sk, q->auth_cipher, r->key->princ_hash, k);
+        v->rc.prefetch(v->rc.ctx, k);
+    }
     size_t alen;
     rc = fk_decrypt(&sk, q->auth_cipher.p, q->auth_cipher.n, auth_plain, &alen);
     used(r, scratch, auth_plain, q->auth_cipher.n);
@@ -628,10 +644,7 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
 
     /* 8. replay: identity = MAC of the authenticator ciphertext + the principal whose key decrypted
      * the ticket (never the clear-text sname). The MAC is the tail (AES) or the head (RC4). */
-    const uint8_t *mac = sk.enctype == 23 ? q->auth_cipher.p : q->auth_cipher.p + q->auth_cipher.n - sk.hlen;
-    memcpy(r->replay_key, mac, 12);
-    uint32_t ph = r->key->princ_hash;
-    memcpy(r->replay_key + 12, &ph, 4);
+    replay_key(&sk, q->auth_cipher, r->key->princ_hash, r->replay_key);
     r->replay_expiry = atime + v->skew + 1.0;
     if (v->cold_start && now < v->rc_started + v->skew && atime < v->rc_started)
         return done(r, FK_V_RC_COLD);

@@ -168,6 +168,7 @@ def test_a_starved_load_generator_gives_no_figure() -> None:
 def test_the_load_generator_says_when_it_ran_dry(tmp_path: Any) -> None:
     """loadgen's "exhausted": a pool minted for 200 requests/s against a daemon that answers far more."""
     import json
+    import os
     import random
     import subprocess
     import sys
@@ -186,3 +187,6 @@ def test_the_load_generator_says_when_it_ran_dry(tmp_path: Any) -> None:
             return json.loads(out.stdout)  # type: ignore[no-any-return]
         assert go("200")["exhausted"] is True
         assert go("400000")["exhausted"] is False
+        # the replay table on a memory file system, as under /run in a deployment, not in the workdir
+        assert d.shm is not None and d.shm.startswith("/dev/shm/") and os.path.exists(d.shm)
+    assert not os.path.exists(d.shm) and not os.path.exists(d.shm + ".lock")

@@ -390,3 +390,44 @@ def test_opening_while_others_insert_never_replaces_the_table(tmp_path: Path) ->
         for p in ps:
             p.kill()
             p.join(10)
+
+
+def _mapping_kib(path: str, field: str) -> int:
+    """``field`` (Rss, Size, ...) in KiB of this process's mapping of ``path``, from /proc/self/smaps."""
+    cur = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if len(head) >= 6 and "-" in head[0] and ":" not in head[0]:
+            cur = head[5] if len(head) >= 6 else None
+        elif cur == path and line.startswith(field + ":"):
+            return int(head[1])
+    raise AssertionError(f"{path} is not mapped")
+
+
+def test_a_table_on_tmpfs_is_mapped_in_whole_at_open() -> None:
+    """native/shm.c prefaults a memory file system's table when a process maps it: the first insert into each
+    page no longer faults (a fault every few inserts for minutes after a worker starts, in a big table)."""
+    path = f"/dev/shm/fastkrb-test-{os.getpid()}.shm"
+    try:
+        c = ShmReplayCache(path, 200_000, 300.0, False)
+        size, rss = _mapping_kib(path, "Size"), _mapping_kib(path, "Rss")
+        assert size * 1024 == os.path.getsize(path)
+        assert rss == size, (rss, size)
+        c.close()
+    finally:
+        for p in (path, path + ".lock"):
+            if os.path.exists(p):
+                os.unlink(p)
+
+
+def test_a_table_on_a_disk_file_system_is_not_prefaulted(tmp_path: Path) -> None:
+    """On a disk file system prefaulting would dirty the whole file for writeback (and --check says the file
+    belongs on tmpfs): the pages come in as they are used."""
+    from fastkrb.sidecar.config import MEMORY_FS, mount_of
+
+    if mount_of(str(tmp_path))[1] in MEMORY_FS:
+        pytest.skip("this host's temporary directory is itself on a memory file system")
+    path = str(tmp_path / "r.shm")
+    c = ShmReplayCache(path, 200_000, 300.0, False)
+    assert _mapping_kib(path, "Rss") < _mapping_kib(path, "Size") // 2
+    c.close()

@@ -7,6 +7,7 @@ that other jobs on the machine do not distort (they take cores away, not CPU tim
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -62,6 +63,22 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _tmpfs_replay_file() -> str | None:
+    """A path for the shared-memory replay file on a memory file system, as a deployment has it (the
+    default beside the socket in /run/fastkrb): a workdir under $TMPDIR is often on disk, where the table's
+    pages fault into the file system and are written back (`fastkrb serve --check` warns of that), which
+    no production daemon pays. None: no tmpfs here, the default beside the socket is used."""
+    from fastkrb.sidecar.config import MEMORY_FS, mount_of
+
+    for d in ("/dev/shm", "/run"):
+        if os.path.isdir(d) and os.access(d, os.W_OK) and mount_of(d)[1] in MEMORY_FS:
+            return os.path.join(d, f"fastkrb-bench-{os.getpid()}-{next(_serial)}.shm")
+    return None
+
+
+_serial = itertools.count()
+
+
 class Daemon:
     """`fastkrb serve` with ``workers`` processes on a Unix socket in ``workdir``; ready when every worker is."""
 
@@ -73,8 +90,10 @@ class Daemon:
                                f"({SUN_PATH_MAX} bytes): use a shorter TMPDIR")
         metrics = workdir / f"bench-{workers}.metrics"   # not a private dir in $TMPDIR: all under workdir
         metrics.mkdir(exist_ok=True)
+        self.shm = _tmpfs_replay_file() if "--replay-cache" not in extra else None
+        cache = ("--replay-cache", f"shm:{self.shm}") if self.shm else ()
         cmd = [PY, "-m", "fastkrb", "serve", "--keytab", str(keytab), "--socket", str(self.sock), "--workers",
-               str(workers), "--log-file", str(self.log), "--metrics-dir", str(metrics), *extra]
+               str(workers), "--log-file", str(self.log), "--metrics-dir", str(metrics), *cache, *extra]
         self.proc = _spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -102,6 +121,12 @@ class Daemon:
 
     def stop(self) -> None:
         _end_group(self.proc, grace=30.0)
+        if self.shm:
+            for p in (self.shm, self.shm + ".lock"):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
 
     def __enter__(self) -> Daemon:
         return self

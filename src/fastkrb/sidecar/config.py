@@ -770,7 +770,7 @@ def mount_of(path: str) -> tuple[str, str]:
     return best, fstype
 
 
-_MEMORY_FS = {"tmpfs", "ramfs", "hugetlbfs"}
+MEMORY_FS = {"tmpfs", "ramfs", "hugetlbfs"}
 
 
 def shm_file_size(capacity: int) -> int:
@@ -806,9 +806,9 @@ def shm_facts(cfg: ServerConfig, path: str) -> tuple[list[str], list[str]]:
     facts.append(f"replay cache {path}: {cap} live entries, enough for a peak of {rate:,} validations/s "
                  f"(capacity >= peak validations/s x 2 x clock_skew {skew:g} s; a full cache refuses tokens, "
                  f"fail closed); the file takes {size} bytes ({_mib(size)}) of "
-                 f"{'memory' if fstype in _MEMORY_FS else 'disk and page cache'} on {mnt} ({fstype})")
-    if fstype not in _MEMORY_FS:
-        tmpfs = [d for d in ("/run", "/dev/shm") if mount_of(d)[1] in _MEMORY_FS]
+                 f"{'memory' if fstype in MEMORY_FS else 'disk and page cache'} on {mnt} ({fstype})")
+    if fstype not in MEMORY_FS:
+        tmpfs = [d for d in ("/run", "/dev/shm") if mount_of(d)[1] in MEMORY_FS]
         where = " or ".join(tmpfs) if tmpfs else "/run or /dev/shm"
         warnings.append(f"the replay cache file {path} is on {mnt} ({fstype}), a disk file system, not tmpfs: the "
                         f"kernel keeps writing the table back to disk; put it on a tmpfs such as {where} "

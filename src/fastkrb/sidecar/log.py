@@ -142,6 +142,10 @@ class JsonLog:
         self.flush()
 
     def flush(self) -> None:
+        front = self._native
+        if not self._buf and front is not None and front.log_lines:
+            front.write_log(self._fd)   # only native lines pending: written from the native buffer, no copies
+            return
         self._take()
         if not self._buf:
             return
