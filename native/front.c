@@ -742,6 +742,35 @@ static int dec(fk_out *o, int32_t v)   /* a JSON integer */
     return 0;
 }
 
+/* f->mid for this answer: taken from the cache when its names, enctype, kvno and front door are the last
+ * line's, formatted again otherwise. 0 / -1. */
+static int middle(fk_front *f, const fk_result *r, int http)
+{
+    const uint8_t *names = f->names.p;
+    int32_t tail[5] = {r->req.tkt_etype, (int32_t)r->key->kvno, http, (int32_t)f->client_n, f->worker};
+    size_t nn = f->client_n + f->server_n;
+    fk_out *k = &f->mid_key;
+    if (k->n == nn + sizeof tail && memcmp(k->p, names, nn) == 0 && memcmp(k->p + nn, tail, sizeof tail) == 0)
+        return 0;
+    k->n = 0;
+    fk_out *o = &f->mid;
+    o->n = 0;
+    if (FK_OUT_APPENDS(o, "\"event\":\"decision\",\"outcome\":\"accepted\",\"code\":\"ok\",\"client\":\"") != 0
+        || fk_json_str(o, names, f->client_n, 0) != 0 || FK_OUT_APPENDS(o, "\",\"server\":\"") != 0
+        || fk_json_str(o, names + f->client_n, f->server_n, 0) != 0
+        || FK_OUT_APPENDS(o, "\",\"enctype\":") != 0 || dec(o, r->req.tkt_etype) != 0 || FK_OUT_APPENDS(o, ",\"kvno\":") != 0
+        || dec(o, (int32_t)r->key->kvno) != 0   /* AuthResult.kvno is a C int */
+        || FK_OUT_APPENDS(o, ",\"frontend\":\"") != 0 || fk_out_append(o, http ? "http" : "wire", 4) != 0
+        || FK_OUT_APPENDS(o, "\",\"worker\":") != 0
+        || (f->worker < 0 ? FK_OUT_APPENDS(o, "null") : dec(o, f->worker)) != 0)
+        return -1;
+    if (fk_out_append(k, names, nn) != 0 || fk_out_append(k, tail, sizeof tail) != 0) {
+        k->n = 0;
+        return -1;
+    }
+    return 0;
+}
+
 int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double latency, double now, fk_buf peer,
                           fk_buf xff)
 {
@@ -754,7 +783,6 @@ int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double late
             return -1;
         f->stamp_sec = sec;
     }
-    const uint8_t *names = f->names.p;
     int ms = (int)((now - (double)sec) * 1000);
     if (ms >= 0 && ms < 1000) {
         size_t ls = strlen(f->stamp);
@@ -772,14 +800,7 @@ int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double late
     } else if (fmt(o, "{\"time\":\"%s.%03dZ\",", f->stamp, ms) != 0) {
         return -1;
     }
-    if (FK_OUT_APPENDS(o, "\"event\":\"decision\",\"outcome\":\"accepted\",\"code\":\"ok\",\"client\":\"") != 0
-        || fk_json_str(o, names, f->client_n, 0) != 0 || FK_OUT_APPENDS(o, "\",\"server\":\"") != 0
-        || fk_json_str(o, names + f->client_n, f->server_n, 0) != 0
-        || FK_OUT_APPENDS(o, "\",\"enctype\":") != 0 || dec(o, r->req.tkt_etype) != 0 || FK_OUT_APPENDS(o, ",\"kvno\":") != 0
-        || dec(o, (int32_t)r->key->kvno) != 0   /* AuthResult.kvno is a C int */
-        || FK_OUT_APPENDS(o, ",\"frontend\":\"") != 0 || fk_out_append(o, http ? "http" : "wire", 4) != 0
-        || FK_OUT_APPENDS(o, "\",\"worker\":") != 0
-        || (f->worker < 0 ? FK_OUT_APPENDS(o, "null") : dec(o, f->worker)) != 0
+    if (middle(f, r, http) != 0 || fk_out_append(o, f->mid.p, f->mid.n) != 0
         || (r->mutual ? FK_OUT_APPENDS(o, ",\"mutual\":true,\"skew\":") : FK_OUT_APPENDS(o, ",\"mutual\":false,\"skew\":")) != 0
         || fixed(o, r->skew_seconds, 3) != 0 || FK_OUT_APPENDS(o, ",\"latency_us\":") != 0 || fixed(o, latency * 1e6, 1) != 0
         || FK_OUT_APPENDS(o, ",\"peer\":\"") != 0

@@ -56,6 +56,9 @@ typedef struct fk_front {
     size_t client_n, server_n, short_n;
     long long stamp_sec;     /* the log time stamp's second, cached */
     char stamp[32];
+    /* the constant middle of an accepted line ("event" .. the "worker" value) for the last names, enctype,
+     * kvno and front door (log.py's _static): a sidecar mostly sees few principals */
+    fk_out mid, mid_key;
 } fk_front;
 
 /* -- HTTP/1.1 request heads (RFC 9112) -------------------------------------------------------------- */

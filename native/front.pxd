@@ -41,6 +41,8 @@ cdef extern from "front.h" nogil:
         int nskew
         fk_front_stats st
         fk_out names
+        fk_out mid
+        fk_out mid_key
 
     ctypedef struct fk_http_head:
         size_t len

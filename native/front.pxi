@@ -83,6 +83,8 @@ cdef class NativeFront:
         fk_out_free(&self.f.out)
         fk_out_free(&self.f.log)
         fk_out_free(&self.f.names)
+        fk_out_free(&self.f.mid)
+        fk_out_free(&self.f.mid_key)
         free(self.scratch)   # wiped after every validation (fk_scratch_wipe)
 
     cdef NativeValidator _nv(self):
