@@ -25,9 +25,15 @@ replay cache, decision log on, written to a file):
   redis-wire-1w, redis-shm-wire-1w
                wire-1w against a daemon whose replay cache is a local redis-server, and the same load
                against the shared-memory cache in the same run (the ratio is the issue's target)
+  floor-http, floor-uvloop-http
+               nginx-1w's load against servers that do nothing but answer each request head with a
+               fixed response of the size fastkrb's answer has: benches/floor/http_floor.c (one epoll
+               loop in C: the kernel's share of a request at this depth, whatever the server) and
+               benches/floor/uvloop_floor.py (uvloop with a Python protocol: the event loop's floor)
 
-Every scenario reports the daemon's own CPU per answered request (user + system of the daemon processes,
-``daemon_cpu_us_per_request``) beside throughput and latency.
+The shared-memory replay table is put on a memory file system (/dev/shm), as it is under /run in a
+deployment (sidecar_load.Daemon). Every scenario reports the daemon's own CPU per answered request (user +
+system of the daemon processes, ``daemon_cpu_us_per_request``) beside throughput and latency.
 
 On a 2-core machine the load generator competes with the daemon for the cores; the numbers are what
 this machine gives with both on it. Not run by pytest: capacity figures, not assertions.
@@ -125,7 +131,7 @@ def _more(a: argparse.Namespace, work: Path, kt: Path, s: str, want: Any, out: d
     nginx = ("--mode", "http", "--shape", "nginx", "--connections", "64", "--depth", "1", "--seconds", s,
              "--expect", "150000")
     for prefix, extra in (("", ()), ("python-", ("--no-native-front",))):
-        names = [f"{prefix}nginx-1w"] + ([f"{prefix}wire-1w"] if prefix else [])
+        names = [f"{prefix}nginx-1w"] + ([f"{prefix}wire-1w"] if prefix else ["floor-http", "floor-uvloop-http"])
         if not any(want(n) for n in names):
             continue
         d = Daemon(work, kt, 1, ("--replay-capacity", str(1 << 23), *extra))
@@ -134,6 +140,8 @@ def _more(a: argparse.Namespace, work: Path, kt: Path, s: str, want: Any, out: d
                 (out[f"{prefix}wire-1w"],) = measured(d, load(d.sock, kt, *wire))
             if want(f"{prefix}nginx-1w"):
                 (out[f"{prefix}nginx-1w"],) = measured(d, load(d.sock, kt, *nginx))
+            if not prefix:
+                _floors(work, kt, s, want, out, d)
         finally:
             d.stop()
     if want("cookie-1w") or want("sessions-nginx-1w"):
@@ -168,13 +176,92 @@ def _more(a: argparse.Namespace, work: Path, kt: Path, s: str, want: Any, out: d
             server.stop()
 
 
+def repeated(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per scenario: the median of each run's daemon CPU per request and throughput, their range, all runs."""
+    import statistics
+
+    med: dict[str, Any] = {}
+    for name in runs[0]:
+        vals = [r[name] for r in runs if isinstance(r.get(name), dict) and "daemon_cpu_us_per_request" in r[name]]
+        if len(vals) != len(runs):
+            continue
+        cpu = [v["daemon_cpu_us_per_request"] for v in vals]
+        thr = [v["throughput"] for v in vals]
+        med[name] = {"daemon_cpu_us_per_request": statistics.median(cpu), "cpu_min": min(cpu), "cpu_max": max(cpu),
+                     "throughput": statistics.median(thr), "throughput_min": min(thr), "throughput_max": max(thr),
+                     "exhausted": any(v.get("exhausted") for v in vals)}
+    return {"repeat": len(runs), "median": med, "runs": runs}
+
+
+def _floors(work: Path, kt: Path, s: str, want: Any, out: dict[str, Any], d: Daemon) -> None:
+    """floor-http and floor-uvloop-http: nginx-1w's load against do-nothing servers answering with as many
+    bytes as ``d``, the real daemon, answers one such request."""
+    import subprocess
+
+    size = _answer_size(d, kt)
+    nginx = ("--mode", "http", "--shape", "nginx", "--connections", "64", "--depth", "1", "--seconds", s,
+             "--expect", "150000")
+    binary = work / "http_floor"
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary),
+                    str(HERE / "floor" / "http_floor.c")], check=True)
+    for name, cmd in (("floor-http", [str(binary)]),
+                      ("floor-uvloop-http", [sys.executable, str(HERE / "floor" / "uvloop_floor.py")])):
+        if not want(name):
+            continue
+        sock = work / f"{name}.sock"
+        srv = subprocess.Popen([*cmd, str(sock), str(size)], stdout=subprocess.PIPE)
+        try:
+            assert srv.stdout is not None and srv.stdout.readline().strip() == b"ready", name
+            c0 = _cpu(srv.pid)
+            r = result(load(sock, kt, *nginx))
+            answered = sum(r["answers"].values())
+            r["daemon_cpu_us_per_request"] = round((_cpu(srv.pid) - c0) / max(1, answered) * 1e6, 2)
+            r["answer_bytes"] = size
+            out[name] = r
+        finally:
+            srv.kill()
+            srv.wait()
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _answer_size(d: Daemon, kt: Path) -> int:
+    """Bytes of the daemon's answer to one nginx-shaped request with a fresh token."""
+    import socket
+
+    from fastkrb import Keytab
+    from fastkrb.capacity.loadgen import http_requests
+    from fastkrb.testing import mint
+
+    tok = mint(Keytab.load(kt), rng=random.Random(7)).token_bytes
+    ((_, req),) = http_requests([tok], "nginx")
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(str(d.sock))
+        c.sendall(req)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    if not got.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"the daemon did not accept the probe request: {got[:200]!r}")
+    return got.index(b"\r\n\r\n") + 4
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--only", default="", help="comma list of scenarios")
     p.add_argument("--json", default="", help="also write the results here")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the scenarios this many times (fresh daemons each time) and report each scenario's "
+                        "median run beside all runs: one run's daemon CPU per request moves by 10%% here")
     a = p.parse_args()
-    res = run(a)
+    res = run(a) if a.repeat <= 1 else repeated([run(a) for _ in range(a.repeat)])
     text = json.dumps(res, indent=2)
     print(text)
     if a.json:

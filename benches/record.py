@@ -17,6 +17,8 @@ fastkrb):
                                                                                    planner-report.md
   sidecar   benches/bench_sidecar.py: the daemon under load from separate processes (docs/sidecar.md)
                                                                                 -> sidecar.json, sidecar.txt
+  targets   benches/bench_sidecar.py --repeat 5 on the daemon-cost scenarios (wire-1w, nginx-1w and the
+            transport floors): the median of five runs, as one run moves by 10% -> targets.json, targets.txt
   middleware  benches/bench_middleware.py: ASGI/WSGI/aiohttp cost per request beyond validate()
             (docs/integrations/); exits 1 when an overhead exceeds its 10 µs budget  -> middleware.txt
   fresh     benches/bench_fresh_validator.py: a fresh Validator in new processes (RSS added by its first
@@ -59,7 +61,7 @@ from fastkrb.capacity.host import command_output, host_facts, loadavg  # noqa: E
 PY = sys.executable
 DASH = "\u2013"   # an en dash: "not measured" in a table
 TIMES = "\u00d7"  # the multiplication sign of a ratio
-STEPS = ("compare", "stages", "rcache", "planner", "sidecar", "middleware", "fresh")
+STEPS = ("compare", "stages", "rcache", "planner", "sidecar", "targets", "middleware", "fresh")
 PYTEST_BENCH = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-enable", "--benchmark-only",
                 "--benchmark-disable-gc", "--benchmark-sort=name",
                 "--benchmark-columns=min,median,mean,stddev,rounds", "-s")
@@ -121,6 +123,9 @@ def step_commands(name: str, out: Path, report: Path) -> list[str]:
         return [PY, "-m", "fastkrb", "bench", "--target-rps", "100000", "--report", str(report)]
     if name == "sidecar":
         return [PY, str(HERE / "bench_sidecar.py"), "--seconds", "5", "--json", str(out / "sidecar.json")]
+    if name == "targets":
+        return [PY, str(HERE / "bench_sidecar.py"), "--seconds", "5", "--repeat", "5", "--only",
+                "wire-1w,nginx-1w,floor-http,floor-uvloop-http", "--json", str(out / "targets.json")]
     if name == "middleware":
         return [PY, str(HERE / "bench_middleware.py")]
     if name == "fresh":
@@ -328,6 +333,16 @@ def summary(d: Path) -> str:
             p50 = f"{lat['p50'] / 1000:.2f} ms" if lat else DASH
             p99 = f"{lat['p99'] / 1000:.2f} ms" if lat else DASH
             lines.append(f"| {k} | {rate} | {p50} | {p99} | " + (f"{cpu} µs" if cpu is not None else DASH) + " |")
+    tg = _load(d, "targets.json")
+    if tg:
+        lines += ["", f"From `{rel}/targets.json` (`benches/bench_sidecar.py --seconds 5 --repeat {tg['repeat']}`, "
+                  "fresh daemons each run; the median run and the range):", "",
+                  "| scenario | daemon CPU per request (median, range) | answered/s (median, range) |",
+                  "|---|---:|---:|"]
+        for k, v in tg["median"].items():
+            dry = " (undercounted: the load generator ran out of distinct tokens)" if v.get("exhausted") else ""
+            lines.append(f"| {k} | {v['daemon_cpu_us_per_request']} µs ({v['cpu_min']}{DASH}{v['cpu_max']}) | "
+                         f"{v['throughput']:,.0f} ({v['throughput_min']:,}{DASH}{v['throughput_max']:,}){dry} |")
     return "\n".join(lines)
 
 

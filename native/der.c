@@ -135,29 +135,57 @@ static inline ALWAYS_INLINE int field_flags(dctx *c, fk_buf *in, int n, uint32_t
     return 0;
 }
 
+/* The last "YYYYMMDD" this thread converted: a ticket's times and its authenticator's mostly share a day. */
+static _Thread_local struct {
+    uint64_t ymd;   /* the eight digits as read */
+    int64_t days;
+    int held;       /* 0 until a date was converted: eight NUL bytes are no date */
+} t_day;
+
+static int digits(const uint8_t *p, int n, int *d)
+{
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        d[i] = p[i] - '0';
+    }
+    return 0;
+}
+
 int fk_parse_time(fk_buf v, int64_t *out)
 {
     /* GeneralizedTime restricted by RFC 4120 §5.2.3 to "YYYYMMDDHHMMSSZ". */
     if (v.n != 15 || v.p[14] != 'Z')
         return -1;
-    int d[14];
-    for (int i = 0; i < 14; i++) {
-        if (v.p[i] < '0' || v.p[i] > '9')
+    int d[8];
+    uint64_t ymd;
+    int64_t days;
+    memcpy(&ymd, v.p, 8);
+    if (t_day.held && ymd == t_day.ymd) {
+        days = t_day.days;
+    } else {
+        if (digits(v.p, 8, d) != 0)
             return -1;
-        d[i] = v.p[i] - '0';
+        int64_t y = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3];
+        int mo = d[4] * 10 + d[5], dd = d[6] * 10 + d[7];
+        if (mo < 1 || mo > 12 || dd < 1 || dd > 31)
+            return -1;
+        /* days from civil (proleptic Gregorian) */
+        y -= mo <= 2;
+        int64_t era = (y >= 0 ? y : y - 399) / 400;
+        int64_t yoe = y - era * 400;
+        int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + dd - 1;
+        int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        days = era * 146097 + doe - 719468;
+        t_day.ymd = ymd;
+        t_day.days = days;
+        t_day.held = 1;
     }
-    int64_t y = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3];
-    int mo = d[4] * 10 + d[5], dd = d[6] * 10 + d[7];
-    int hh = d[8] * 10 + d[9], mi = d[10] * 10 + d[11], ss = d[12] * 10 + d[13];
-    if (mo < 1 || mo > 12 || dd < 1 || dd > 31 || hh > 23 || mi > 59 || ss > 60)
+    if (digits(v.p + 8, 6, d) != 0)
         return -1;
-    /* days from civil (proleptic Gregorian) */
-    y -= mo <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + dd - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    int64_t days = era * 146097 + doe - 719468;
+    int hh = d[0] * 10 + d[1], mi = d[2] * 10 + d[3], ss = d[4] * 10 + d[5];
+    if (hh > 23 || mi > 59 || ss > 60)
+        return -1;
     *out = days * 86400 + hh * 3600 + mi * 60 + ss;
     return 0;
 }

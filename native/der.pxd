@@ -71,5 +71,6 @@ cdef extern from "der.h" nogil:
 
     int fk_unframe(const uint8_t *tok, size_t n, fk_frame *f, fk_derr *e)
     int fk_decode_apreq(fk_buf inp, fk_apreq *r, fk_derr *e)
+    int fk_parse_time(fk_buf v, int64_t *out)
     size_t fk_b64_encode(const uint8_t *inp, size_t n, char *out)
     int fk_b64_decode(const uint8_t *inp, size_t n, uint8_t *out, size_t *outlen)

@@ -2,9 +2,10 @@
 # on the validation path (the validator decodes inside fk_validate).
 
 from cpython.bytes cimport PyBytes_AS_STRING
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, int64_t
 
-from der cimport fk_buf, fk_frame, fk_apreq, fk_derr, fk_unframe, fk_decode_apreq
+from der cimport fk_buf, fk_frame, fk_apreq, fk_derr, fk_unframe, fk_decode_apreq, fk_parse_time
+
 from der cimport FK_FRAME_RAW, FK_FRAME_SPNEGO, FK_UNFRAME_OK, FK_UNFRAME_NTLM, FK_UNFRAME_NO_KRB5
 from validate cimport fk_token_bytes
 
@@ -43,3 +44,11 @@ def decode_token(token):
         "mutual_required": bool((q.ap_options >> 29) & 1), "use_session_key": bool((q.ap_options >> 30) & 1),
     })
     return out
+
+
+def parse_kerberos_time(bytes text):
+    """The seconds since the epoch of a KerberosTime ("YYYYMMDDHHMMSSZ", RFC 4120 §5.2.3) as the decoder reads
+    it, or None when the decoder refuses it (tests/test_asn1.py)."""
+    cdef int64_t t
+    cdef fk_buf v = fk_buf(<const uint8_t *>PyBytes_AS_STRING(text), len(text))
+    return t if fk_parse_time(v, &t) == 0 else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,28 @@ def test_times() -> None:
     for bad in ("20090109173039.5Z", "20090109173039", "2009010917303Z", "20090109173039+0100"):
         with pytest.raises(MalformedToken):
             asn1.decode_time(bad)
+
+
+def test_native_time_decoder_and_its_day_cache() -> None:
+    """native/der.c's fk_parse_time keeps the last day it converted per thread: a cached day never lets a bad
+    time through, and every time reads as calendar.timegm reads it, in any order."""
+    import calendar
+
+    from fastkrb._native import parse_kerberos_time as parse
+
+    def want(s: str) -> int:
+        return calendar.timegm(time.strptime(s, "%Y%m%d%H%M%SZ"))
+
+    good = ["20261206101010Z", "20261206235960Z", "20261206000000Z", "19700101000000Z", "20000229120000Z",
+            "20261206101011Z", "99991231235959Z", "00010101000000Z"]
+    bad = [b"\x00" * 8 + b"101010Z", b"20261206" + b"2a1010Z", b"20261206241010Z", b"20261206106010Z",
+           b"20261206101061Z", b"20261306101010Z", b"20261200101010Z", b"2026120610101Z", b"20261206101010X",
+           b"2026-206101010Z"]
+    for s in good:
+        assert parse(s.encode()) == want(s.replace("235960", "235959")) + (1 if s.endswith("235960Z") else 0), s
+        for b in bad:   # after a good day is cached, every refusal still refuses, and the good one still reads
+            assert parse(b) is None, b
+            assert parse(s.encode()) is not None
 
 
 # --- round trips of every message -------------------------------------------------------------------------------
