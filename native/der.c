@@ -135,12 +135,14 @@ static inline ALWAYS_INLINE int field_flags(dctx *c, fk_buf *in, int n, uint32_t
     return 0;
 }
 
-/* The last "YYYYMMDD" this thread converted: a ticket's times and its authenticator's mostly share a day. */
-static _Thread_local struct {
+/* The last two "YYYYMMDD" this thread converted: a ticket's times and its authenticator's fall on one or
+ * two days (a ticket ends the day after it starts). */
+typedef struct {
     uint64_t ymd;   /* the eight digits as read */
     int64_t days;
     int held;       /* 0 until a date was converted: eight NUL bytes are no date */
-} t_day;
+} day_memo;
+static _Thread_local day_memo t_day[2];
 
 static int digits(const uint8_t *p, int n, int *d)
 {
@@ -161,8 +163,10 @@ int fk_parse_time(fk_buf v, int64_t *out)
     uint64_t ymd;
     int64_t days;
     memcpy(&ymd, v.p, 8);
-    if (t_day.held && ymd == t_day.ymd) {
-        days = t_day.days;
+    if (t_day[0].held && ymd == t_day[0].ymd) {
+        days = t_day[0].days;
+    } else if (t_day[1].held && ymd == t_day[1].ymd) {
+        days = t_day[1].days;
     } else {
         if (digits(v.p, 8, d) != 0)
             return -1;
@@ -177,9 +181,8 @@ int fk_parse_time(fk_buf v, int64_t *out)
         int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + dd - 1;
         int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
         days = era * 146097 + doe - 719468;
-        t_day.ymd = ymd;
-        t_day.days = days;
-        t_day.held = 1;
+        t_day[1] = t_day[0];
+        t_day[0] = (day_memo){ymd, days, 1};
     }
     if (digits(v.p + 8, 6, d) != 0)
         return -1;

@@ -78,6 +78,12 @@ void fk_tab_probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_
     probe_hashed(t, h, key, p);
 }
 
+void fk_tab_prefetch_records(const fk_tab *t, const fk_tab_probe *p)
+{
+    __builtin_prefetch(&t->recs[p->b[0] * BUCKET], 1);
+    __builtin_prefetch(&t->recs[p->b[1] * BUCKET], 1);
+}
+
 static inline __attribute__((always_inline)) void
 probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p)
 {

@@ -106,6 +106,10 @@ static inline void fk_cpu_relax(void)
 void fk_tab_probe_of(const fk_tab *t, const uint8_t key[16], fk_tab_probe *p);
 /* The same from the key's fk_sip16 under t->seed, computed by the caller (shm.c picks a shard with it). */
 void fk_tab_probe_hashed(const fk_tab *t, uint64_t h, const uint8_t key[16], fk_tab_probe *p);
+/* Ahead of an insert (rcache.h's prefetch hint): a line of each probed bucket's records too, so the page
+ * walk for the record the insert will write (a TLB miss in a table of hundreds of MiB without huge pages)
+ * is done while the caller still decrypts; fk_tab_probe_hashed has the tag lines on their way already. */
+void fk_tab_prefetch_records(const fk_tab *t, const fk_tab_probe *p);
 
 /* FK_RC_OK, FK_RC_REPLAY (*first_seen set) or FK_RC_FULL. */
 int fk_tab_insert(fk_tab *t, const fk_tab_probe *p, double expiry, double now, double *first_seen);

@@ -709,7 +709,8 @@ void fk_shm_prefetch_cb(void *ctx, const uint8_t key[16])
     if (atomic_load_explicit(&s->closed, memory_order_relaxed))
         return;
     fk_tab_probe p;   /* the map in use, without current()'s clock read: a replaced one is a wasted hint */
-    (void)probe(atomic_load_explicit(&s->cur, memory_order_acquire), key, &p);
+    const map *m = atomic_load_explicit(&s->cur, memory_order_acquire);
+    fk_tab_prefetch_records(&m->tabs[probe(m, key, &p)], &p);
 }
 
 static int insert(fk_shm *s, const uint8_t key[16], double expiry, double now, double *first_seen, int stop)
