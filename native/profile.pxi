@@ -5,7 +5,10 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint64_t
 
 from rcache cimport fk_rc_backend, fk_rc_bench
-from validate cimport fk_profile_stages, fk_stage_name, FK_NSTAGES
+from validate cimport (fk_profile_stages, fk_stage_name, FK_NSTAGES, fk_result, fk_scratch_size, fk_scratch_wipe,
+                      fk_validate)
+from libc.stdlib cimport calloc, free
+from libc.string cimport memset
 
 # stage names in out[] order, read from validate.h's FK_STAGES list
 STAGES = tuple(fk_stage_name(i).decode("ascii").lower() for i in range(FK_NSTAGES))
@@ -50,3 +53,23 @@ def rcache_bench(str kind, size_t live, size_t n=1000000, path=None, uint64_t se
     if ns < 0:
         raise RuntimeError(f"{kind} cache refused an insert during the benchmark")
     return ns
+
+
+def scratch_residue(NativeValidator nv, bytes token, double now, bint wipe=True):
+    """(verdict code, the scratch after the decoded token once fk_validate is done, and fk_scratch_wipe when
+    ``wipe``): what a validation leaves behind in its working memory (tests/test_validator.py)."""
+    cdef size_t toklen = PyBytes_GET_SIZE(token)
+    cdef size_t need = fk_scratch_size(toklen)
+    cdef uint8_t *s = <uint8_t *>calloc(need, 1)
+    cdef fk_result r
+    cdef int code
+    if s == NULL:
+        raise MemoryError()
+    try:
+        code = fk_validate(&nv.v, <const uint8_t *>PyBytes_AS_STRING(token), toklen, now, NULL, 0, s, need, &r)
+        if wipe:
+            fk_scratch_wipe(&r, s, toklen)
+        return code, (<char *>s)[toklen:need]
+    finally:
+        memset(s, 0, need)
+        free(s)

@@ -103,20 +103,24 @@ static int done(fk_result *r, int code)
     return code;
 }
 
+/* The scratch regions after the decoded token (which is no secret), each toklen bytes but the last: see the
+ * layout in validate(). */
+enum { SC_TKT, SC_AUTH, SC_PAC, SC_ANSWER };
+
 void fk_scratch_wipe(const fk_result *r, uint8_t *scratch, size_t toklen)
 {
-    /* the decoded token (first toklen bytes) is no secret; plaintexts, PAC copy and answer follow it.
+    /* only the bytes written: a whole scratch is 4 KiB and more a request, its plaintexts a fraction of it.
      * explicit_bzero is a full-speed memset the compiler may not drop. */
-    if (r->scratch_end > toklen)
-        explicit_bzero(scratch + toklen, r->scratch_end - toklen);
+    for (int i = SC_TKT; i <= SC_ANSWER; i++)
+        if (r->scratch_used[i])
+            explicit_bzero(scratch + (size_t)(i + 1) * toklen, r->scratch_used[i]);
 }
 
-/* Record that scratch up to p+n holds data (plaintexts, keys) the caller must wipe. */
-static void used(fk_result *r, const uint8_t *scratch, const uint8_t *p, size_t n)
+/* Record that the first n bytes of scratch region `region` hold data (plaintexts, keys) to wipe. */
+static void used(fk_result *r, int region, size_t n)
 {
-    size_t end = (size_t)(p - scratch) + n;
-    if (end > r->scratch_end)
-        r->scratch_end = end;
+    if (n > r->scratch_used[region])
+        r->scratch_used[region] = n;
 }
 
 static int malformed(fk_result *r, const fk_derr *e, size_t base_off)
@@ -561,7 +565,7 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
     /* 3. key selection and ticket decryption (usage 2) */
     size_t plen;
     int rc = decrypt_ticket(v, r, tkt_plain, &plen);
-    used(r, scratch, tkt_plain, q->tkt_cipher.n);
+    used(r, SC_TKT, q->tkt_cipher.n);
     if (rc != FK_V_OK)
         return done(r, rc);
     fk_enc_ticket *t = &r->tkt;
@@ -589,7 +593,7 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
     }
     size_t alen;
     rc = fk_decrypt(&sk, q->auth_cipher.p, q->auth_cipher.n, auth_plain, &alen);
-    used(r, scratch, auth_plain, q->auth_cipher.n);
+    used(r, SC_AUTH, q->auth_cipher.n);
     if (rc != FK_OK)
         return done(r, rc == FK_ERR_INTEGRITY ? FK_V_AUTH_INTEGRITY : FK_V_MALFORMED);
     fk_authenticator *a = &r->auth;
@@ -636,7 +640,7 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
             return done(r, FK_V_MALFORMED);
         }
         if (f == 1 && v->verify_pac) {
-            used(r, scratch, pac_copy, r->pac.n);
+            used(r, SC_PAC, r->pac.n);
             if ((rc = fk_check_pac(r->key, r->pac, pac_copy, t, q->realm, r)) != FK_V_OK)
                 return done(r, rc);
         }
@@ -661,17 +665,18 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
     }
 
     /* 9. the answer: AP-REP for mutual authentication; SPNEGO always gets accept-completed */
+    /* (build_reply and spnego_wrap write their output only once it is whole: what they wrote is reply.n) */
     if (r->mutual) {
-        used(r, scratch, answer, answer_cap);
         if (fk_ekey_init_flags(tmp, t->keytype, t->key.p, t->key.n, KU_AP_REP, FK_EKEY_NO_CHECKSUM) != FK_OK)
             return done(r, FK_V_INTERNAL);
         if ((rc = build_reply(r, tmp, answer, answer_cap, &r->reply)) != FK_V_OK)
             return done(r, rc);
+        used(r, SC_ANSWER, r->reply.n);
     }
-    used(r, scratch, answer, answer_cap);
     if (r->frame.kind == FK_FRAME_SPNEGO || r->frame.kind == FK_FRAME_SPNEGO_RESP) {
         if ((rc = spnego_wrap(r, answer + 600, answer_cap > 600 ? answer_cap - 600 : 0, &r->reply)) != FK_V_OK)
             return done(r, rc);
+        used(r, SC_ANSWER, 600 + r->reply.n);
     }
     return done(r, FK_V_OK);
 }

@@ -127,7 +127,8 @@ typedef struct fk_result {
     double first_seen;               /* replay: when the authenticator was first accepted */
     fk_buf reply;                    /* the response token (framed like the request), if any */
     fk_buf transited_bad;            /* the transited realm that is not allowed */
-    size_t scratch_end;              /* bytes of scratch written (wiped by the caller) */
+    size_t scratch_used[4];          /* bytes written in each scratch region after the decoded token (ticket
+                                      * plaintext, authenticator plaintext, PAC copy, answer): fk_scratch_wipe's */
 } fk_result;
 
 size_t fk_scratch_size(size_t toklen);

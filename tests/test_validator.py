@@ -442,3 +442,21 @@ def test_python_backend_sync_and_async(kt: Keytab) -> None:
     with pytest.raises(KerberosError) as ei:
         asyncio.run(v.avalidate(c.token, now=NOW))
     assert ei.value.code == "replay_cache_unavailable"
+
+
+@pytest.mark.parametrize("kind", ["spnego-mutual", "krb5", "raw-no-mutual", "pac"])
+def test_validation_leaves_no_plaintext_in_its_scratch(kt: Keytab, kind: str) -> None:
+    """fk_scratch_wipe zeroes every byte a validation wrote after the decoded token (ticket and authenticator
+    plaintexts, the PAC copy, the answer), accepted or refused; without the wipe the session key is there."""
+    from fastkrb import _native
+
+    kw: dict[str, object] = {"spnego-mutual": {}, "krb5": {"framing": "krb5"},
+                             "raw-no-mutual": {"framing": "raw", "ap_options": ()}, "pac": {"pac": True}}[kind]
+    m = mint(kt, now=NOW, rng=random.Random(5), **kw)  # type: ignore[arg-type]
+    v = v_(kt, replay_cache=None)
+    nv = v._native
+    code, left = _native.scratch_residue(nv, m.token_bytes, NOW, wipe=False)
+    assert code == 0 and m.session_key in left   # the test can fail: the plaintexts are there before the wipe
+    for token in (m.token_bytes, m.token_bytes[:-1] + bytes([m.token_bytes[-1] ^ 1])):   # accepted, refused
+        code, left = _native.scratch_residue(nv, token, NOW)
+        assert left == bytes(len(left)), (code, kind)
