@@ -28,13 +28,14 @@ static void check_result(const fk_validator *v, const fk_result *r, int code, co
 {
     FZ_CHECK(code == r->code && code >= FK_V_OK && code <= FK_V_INTERNAL);
     FZ_CHECK(code != FK_V_INTERNAL);
-    FZ_CHECK(r->scratch_end <= need);
+    for (int i = 0; i < 4; i++)   /* ticket, authenticator, PAC copy: toklen each; the answer: the rest */
+        FZ_CHECK(r->scratch_used[i] <= (i < 3 ? toklen : need - 4 * toklen));
     if (code == FK_V_OK) {
         FZ_CHECK(r->key != NULL && r->key >= v->keys && r->key < v->keys + v->nkeys);
         FZ_CHECK(r->key->accepted);
         FZ_CHECK(r->have_tkt && r->have_auth);
-        FZ_CHECK(r->tkt.key.n > 0 && inside(r->tkt.key, scratch + toklen, r->scratch_end - toklen));
-        FZ_CHECK(inside(r->reply, scratch, need));
+        FZ_CHECK(r->tkt.key.n > 0 && inside(r->tkt.key, scratch + toklen, r->scratch_used[0]));
+        FZ_CHECK(inside(r->reply, scratch + 4 * toklen, r->scratch_used[3]));
         /* the ticket's enctype and the session key's are both permitted */
         FZ_CHECK((v->permitted >> r->req.tkt_etype) & 1);
         FZ_CHECK((v->permitted >> r->tkt.keytype) & 1);
@@ -61,6 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc = fk_rcache_new(16);
         FZ_CHECK(rc != NULL);
         v.rc.insert = fk_rcache_insert_cb;
+        v.rc.prefetch = fk_rcache_prefetch_cb;
         v.rc.ctx = rc;
     }
     const uint8_t *cb = (opts & FZ_OPT_CB) ? FZ_CB : NULL;
@@ -91,16 +93,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(echo);
     }
 
-    /* secrets: after the wipe, everything the call wrote past the decoded token is zero */
+    /* secrets: after the wipe, everything the call wrote past the decoded token is zero, and what it did not
+     * mark as written still holds the 0xa5 it was filled with (nothing was written outside the marks) */
     fk_scratch_wipe(&r, scratch, toklen);
-    for (size_t i = toklen; i < r.scratch_end; i++)
-        FZ_CHECK(scratch[i] == 0);
+    for (size_t i = toklen; i < need; i++) {
+        size_t region = toklen && i / toklen - 1 < 3 ? i / toklen - 1 : 3, off = i - (region + 1) * toklen;
+        FZ_CHECK(scratch[i] == (off < r.scratch_used[region] ? 0 : 0xa5));
+    }
 
     /* the same token on a scratch of other junk: the same verdict */
     memset(scratch, 0x5a, need);
     fk_result r2;
     fk_validator v2 = v;
     v2.rc.insert = NULL;   /* no second insert: this run only checks determinism */
+    v2.rc.prefetch = NULL;
     int code2 = fk_validate(&v2, t, toklen, now, cb, cblen, scratch, need, &r2);
     FZ_CHECK(code2 == code || (code == FK_V_REPLAY && code2 == FK_V_OK));
     fk_scratch_wipe(&r2, scratch, toklen);

@@ -936,66 +936,63 @@ size_t fk_encode_enc_ap_rep_part(int64_t ctime, int32_t cusec, int32_t subkey_ty
     return finish(&w, out, cap);
 }
 
-size_t fk_encode_ap_rep(int32_t etype, const uint8_t *cipher, size_t clen, uint8_t *out, size_t cap)
-{
-    wbuf w = {out, cap, 0};
-    size_t end = w.pos, e2, e3;
-    /* enc-part [2] EncryptedData */
-    e2 = w.pos;
-    e3 = w.pos;
-    w_octets(&w, cipher, clen, 0x04);
-    w_hdr(&w, 0xa2, e3);
-    e3 = w.pos;
-    w_int(&w, etype);
-    w_hdr(&w, 0xa0, e3);
-    w_hdr(&w, 0x30, e2);
-    w_hdr(&w, 0xa2, e2);
-    e2 = w.pos;
-    w_int(&w, 15);        /* msg-type KRB_AP_REP */
-    w_hdr(&w, 0xa1, e2);
-    e2 = w.pos;
-    w_int(&w, 5);         /* pvno */
-    w_hdr(&w, 0xa0, e2);
-    w_hdr(&w, 0x30, end);
-    w_hdr(&w, 0x6f, end); /* [APPLICATION 15] */
-    return finish(&w, out, cap);
-}
-
 static const uint8_t *mech_oid(int mech, size_t *n)
 {
     *n = sizeof OID_KRB5;
     return mech == FK_MECH_MS_KRB5 ? OID_MS_KRB5 : OID_KRB5;
 }
 
-size_t fk_encode_gss_ap_rep(int mech, const uint8_t *aprep, size_t n, uint8_t *out, size_t cap)
+size_t fk_encode_answer(int32_t etype, const uint8_t *cipher, size_t clen, int gss_mech, int spnego_mech,
+                        uint8_t *out, size_t cap)
 {
-    wbuf w = {out, cap, 0};
-    size_t end = w.pos, on;
-    const uint8_t *oid = mech_oid(mech, &on);
-    static const uint8_t tok_id[2] = {0x02, 0x00};
-    w_bytes(&w, aprep, n);
-    w_bytes(&w, tok_id, 2);
-    w_octets(&w, oid, on, 0x06);
-    w_hdr(&w, 0x60, end);
-    return finish(&w, out, cap);
-}
-
-size_t fk_encode_spnego_accept(int mech, const uint8_t *resp, size_t n, uint8_t *out, size_t cap)
-{
-    wbuf w = {out, cap, 0};
-    size_t end = w.pos, e2, on;
-    const uint8_t *oid = mech_oid(mech, &on);
-    if (resp && n) {
+    uint8_t buf[1024];   /* written backwards, from the innermost field: each length is known when its header is */
+    wbuf w = {buf, sizeof buf, 0};
+    size_t end = w.pos, e2, e3, on;
+    const uint8_t *oid;
+    if (cipher) {
+        /* AP-REP ::= [APPLICATION 15] SEQUENCE { pvno [0], msg-type [1], enc-part [2] EncryptedData } */
         e2 = w.pos;
-        w_octets(&w, resp, n, 0x04);
+        e3 = w.pos;
+        w_octets(&w, cipher, clen, 0x04);
+        w_hdr(&w, 0xa2, e3);
+        e3 = w.pos;
+        w_int(&w, etype);
+        w_hdr(&w, 0xa0, e3);
+        w_hdr(&w, 0x30, e2);
         w_hdr(&w, 0xa2, e2);
+        e2 = w.pos;
+        w_int(&w, 15);        /* msg-type KRB_AP_REP */
+        w_hdr(&w, 0xa1, e2);
+        e2 = w.pos;
+        w_int(&w, 5);         /* pvno */
+        w_hdr(&w, 0xa0, e2);
+        w_hdr(&w, 0x30, end);
+        w_hdr(&w, 0x6f, end);
+        if (gss_mech >= 0) {
+            static const uint8_t tok_id[2] = {0x02, 0x00};
+            oid = mech_oid(gss_mech, &on);
+            w_bytes(&w, tok_id, 2);
+            w_octets(&w, oid, on, 0x06);
+            w_hdr(&w, 0x60, end);
+        }
     }
-    e2 = w.pos;
-    w_octets(&w, oid, on, 0x06);
-    w_hdr(&w, 0xa1, e2);
-    static const uint8_t accept_completed[5] = {0xa0, 0x03, 0x0a, 0x01, 0x00};
-    w_bytes(&w, accept_completed, 5);
-    w_hdr(&w, 0x30, end);
-    w_hdr(&w, 0xa1, end);
-    return finish(&w, out, cap);
+    if (spnego_mech >= 0) {
+        if (w.pos != end) {   /* responseToken [2] OCTET STRING: the token written above */
+            w_hdr(&w, 0x04, end);
+            w_hdr(&w, 0xa2, end);
+        }
+        oid = mech_oid(spnego_mech, &on);
+        e2 = w.pos;
+        w_octets(&w, oid, on, 0x06);
+        w_hdr(&w, 0xa1, e2);
+        static const uint8_t accept_completed[5] = {0xa0, 0x03, 0x0a, 0x01, 0x00};
+        w_bytes(&w, accept_completed, 5);
+        w_hdr(&w, 0x30, end);
+        w_hdr(&w, 0xa1, end);
+    }
+    size_t n = end - w.pos;
+    if (w.err || n > cap)
+        return 0;
+    memcpy(out, buf + w.pos, n);
+    return n;
 }

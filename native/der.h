@@ -123,11 +123,12 @@ size_t fk_b64_encode(const uint8_t *in, size_t n, char *out);
 /* EncAPRepPart (RFC 4120 §5.5.2) with ctime, cusec, optional subkey (subkey_type < 0: none), seq. */
 size_t fk_encode_enc_ap_rep_part(int64_t ctime, int32_t cusec, int32_t subkey_type, const uint8_t *subkey,
                                  size_t subkeylen, int has_seq, uint32_t seq, uint8_t *out, size_t cap);
-/* AP-REP around an EncryptedData (etype, no kvno, cipher). */
-size_t fk_encode_ap_rep(int32_t etype, const uint8_t *cipher, size_t clen, uint8_t *out, size_t cap);
-/* GSS InitialContextToken framing (mech OID + TOK_ID 02 00) around an AP-REP. */
-size_t fk_encode_gss_ap_rep(int mech, const uint8_t *aprep, size_t n, uint8_t *out, size_t cap);
-/* SPNEGO NegTokenResp accept-completed with supportedMech and an optional responseToken. */
-size_t fk_encode_spnego_accept(int mech, const uint8_t *resp, size_t n, uint8_t *out, size_t cap);
+/* The acceptor's whole answer token in one pass, nested from the inside out: when cipher is not NULL an AP-REP
+ * around EncryptedData (etype, no kvno, cipher; RFC 4120 §5.5.2), in the GSS InitialContextToken framing
+ * (RFC 4121 §4.1: mech OID, TOK_ID 02 00) when gss_mech >= 0; then, when spnego_mech >= 0, SPNEGO's
+ * NegTokenResp accept-completed with supportedMech and that token as responseToken (RFC 4178 §4.2.2).
+ * 0 when it does not fit in cap. */
+size_t fk_encode_answer(int32_t etype, const uint8_t *cipher, size_t clen, int gss_mech, int spnego_mech,
+                        uint8_t *out, size_t cap);
 
 #endif

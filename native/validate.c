@@ -393,47 +393,29 @@ static void replay_key(const fk_ekey *sk, fk_buf cipher, uint32_t princ_hash, ui
     memcpy(out + 12, &princ_hash, 4);
 }
 
-/* Build EncAPRepPart, encrypt it in the session key (usage 12), frame it like the request. */
-static int build_reply(const fk_result *r, const fk_ekey *sk, uint8_t *out, size_t cap, fk_buf *reply)
+/* The answer token into out (0 / FK_V_INTERNAL): for mutual authentication EncAPRepPart encrypted in the
+ * session key (usage 12, key sk) as an AP-REP framed like the request; SPNEGO always gets accept-completed.
+ * out is written only once the token is whole (reply->n bytes). */
+static int build_answer(const fk_result *r, const fk_ekey *sk, uint8_t *out, size_t cap, fk_buf *reply)
 {
-    uint8_t part[96], apbuf[256], rep[512], tmp[512];
-    uint32_t seq;
-    if (fk_random_nonce((uint8_t *)&seq, sizeof seq) != FK_OK)
-        return FK_V_INTERNAL;
-    seq &= 0x3fffffff;
-    size_t plen = fk_encode_enc_ap_rep_part(r->auth.ctime, r->auth.cusec, -1, NULL, 0, 1, seq, part, sizeof part);
-    size_t clen = fk_encrypt_len(sk, plen);
-    if (plen == 0 || clen > sizeof tmp)
-        return FK_V_INTERNAL;
-    if (fk_encrypt(sk, NULL, part, plen, tmp, &clen) != FK_OK)
-        return FK_V_INTERNAL;
-    size_t alen = fk_encode_ap_rep(sk->enctype, tmp, clen, apbuf, sizeof apbuf);
-    if (alen == 0)
-        return FK_V_INTERNAL;
-    const uint8_t *src = apbuf;
-    size_t n = alen;
-    if (r->frame.kind != FK_FRAME_RAW) {
-        n = fk_encode_gss_ap_rep(r->frame.gss_mech, apbuf, alen, rep, sizeof rep);
-        src = rep;
-        if (n == 0)
+    uint8_t part[96], cipher[512];
+    size_t clen = 0;
+    if (r->mutual) {
+        uint32_t seq;
+        if (fk_random_nonce((uint8_t *)&seq, sizeof seq) != FK_OK)
+            return FK_V_INTERNAL;
+        seq &= 0x3fffffff;
+        size_t plen = fk_encode_enc_ap_rep_part(r->auth.ctime, r->auth.cusec, -1, NULL, 0, 1, seq, part, sizeof part);
+        clen = fk_encrypt_len(sk, plen);
+        if (plen == 0 || clen > sizeof cipher || fk_encrypt(sk, NULL, part, plen, cipher, &clen) != FK_OK)
             return FK_V_INTERNAL;
     }
-    if (n > cap)
+    int spnego = r->frame.kind == FK_FRAME_SPNEGO || r->frame.kind == FK_FRAME_SPNEGO_RESP;
+    size_t n = fk_encode_answer(clen ? sk->enctype : 0, clen ? cipher : NULL, clen,
+                                r->frame.kind != FK_FRAME_RAW ? r->frame.gss_mech : -1,
+                                spnego ? r->frame.spnego_mech : -1, out, cap);
+    if (n == 0)
         return FK_V_INTERNAL;
-    memcpy(out, src, n);
-    reply->p = out;
-    reply->n = n;
-    return FK_V_OK;
-}
-
-static int spnego_wrap(const fk_result *r, uint8_t *out, size_t cap, fk_buf *reply)
-{
-    uint8_t tmp[600];
-    size_t n = fk_encode_spnego_accept(r->frame.spnego_mech, reply->n ? reply->p : NULL, reply->n, tmp,
-                                       sizeof tmp);
-    if (n == 0 || n > cap)
-        return FK_V_INTERNAL;
-    memcpy(out, tmp, n);
     reply->p = out;
     reply->n = n;
     return FK_V_OK;
@@ -665,18 +647,13 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
     }
 
     /* 9. the answer: AP-REP for mutual authentication; SPNEGO always gets accept-completed */
-    /* (build_reply and spnego_wrap write their output only once it is whole: what they wrote is reply.n) */
-    if (r->mutual) {
-        if (fk_ekey_init_flags(tmp, t->keytype, t->key.p, t->key.n, KU_AP_REP, FK_EKEY_NO_CHECKSUM) != FK_OK)
+    if (r->mutual || r->frame.kind == FK_FRAME_SPNEGO || r->frame.kind == FK_FRAME_SPNEGO_RESP) {
+        if (r->mutual && fk_ekey_init_flags(tmp, t->keytype, t->key.p, t->key.n, KU_AP_REP,
+                                            FK_EKEY_NO_CHECKSUM) != FK_OK)
             return done(r, FK_V_INTERNAL);
-        if ((rc = build_reply(r, tmp, answer, answer_cap, &r->reply)) != FK_V_OK)
+        if ((rc = build_answer(r, tmp, answer, answer_cap, &r->reply)) != FK_V_OK)
             return done(r, rc);
         used(r, SC_ANSWER, r->reply.n);
-    }
-    if (r->frame.kind == FK_FRAME_SPNEGO || r->frame.kind == FK_FRAME_SPNEGO_RESP) {
-        if ((rc = spnego_wrap(r, answer + 600, answer_cap > 600 ? answer_cap - 600 : 0, &r->reply)) != FK_V_OK)
-            return done(r, rc);
-        used(r, SC_ANSWER, 600 + r->reply.n);
     }
     return done(r, FK_V_OK);
 }
