@@ -76,6 +76,29 @@ def test_one_turn_of_the_loop_is_one_round_trip_and_the_first_insert_wins(redis_
     asyncio.run(go())
 
 
+def test_a_large_batch_reads_its_replies_through_hiredis(redis_srv: RedisServer) -> None:
+    """The replies of a batch come from hiredis's reader one C call each (RedisReplayCache._read_replies), not
+    a redis-py coroutine per reply: a batch larger than one recv brings, its answers in order."""
+    from redis._parsers.hiredis import _AsyncHiredisParser
+
+    k = _keys(3000, seed=7)
+
+    async def go() -> None:
+        c = _cache(redis_srv)
+        conn = await c._apool.get_connection()
+        try:
+            assert isinstance(conn._parser, _AsyncHiredisParser)   # hiredis is a dependency: its parser in use
+        finally:
+            await c._apool.release(conn)
+        first = await c.ainsert_many([(key, NOW + 301) for key in k[:2000]], NOW)
+        again = await c.ainsert_many([(key, NOW + 301) for key in k[1000:]], NOW + 2)
+        assert first == [(True, None)] * 2000
+        assert again == [(False, pytest.approx(NOW, abs=1e-6))] * 1000 + [(True, None)] * 1000
+        await c.aclose()
+
+    asyncio.run(go())
+
+
 def test_a_failed_round_trip_fails_every_insert_of_the_batch_closed(redis_srv: RedisServer) -> None:
     k = _keys(6, seed=2)
 
@@ -290,3 +313,42 @@ def test_a_closed_cache_fails_the_batch_closed_through_its_future(redis_srv: Red
             await c.ainsert(_keys(1, seed=6)[0], NOW + 301, NOW)
 
     asyncio.run(go())
+
+
+def test_the_native_payload_is_the_resp_of_each_set() -> None:
+    """_native.redis_set_payload writes, byte for byte, what RESP makes of each ``SET name value PX ttl NX GET``
+    (the reference below formats it in Python, as RedisReplayCache did before), values included."""
+    import math
+    from binascii import hexlify
+
+    from fastkrb import _native
+
+    def bulk(b: bytes) -> bytes:
+        return b"$%d\r\n%s\r\n" % (len(b), b)
+
+    def reference(prefix: bytes, tag: bytes, entries: list[tuple[bytes, float, float]], seq0: int,
+                  tail: bytes) -> tuple[bytes, list[bytes]]:
+        out, values = [], []
+        for i, (key, expiry, now) in enumerate(entries):
+            value = b"%.6f %s %d" % (now, tag, seq0 + i)
+            ttl = b"%d" % max(1, math.ceil((expiry - now) * 1000.0))
+            values.append(value)
+            out.append(b"*7\r\n" + b"".join(bulk(x) for x in (b"SET", prefix + hexlify(key), value, b"PX", ttl,
+                                                                b"NX", b"GET")))
+        return b"".join(out) + tail, values
+
+    rng = random.Random(3)
+    for prefix in (b"", b"fastkrb:rc:", b"p" * 300):
+        entries = []
+        for _ in range(200):
+            now = rng.choice([NOW, NOW + rng.random(), 1e9 + rng.random() * 1e-3, 0.0, 12345.6789125])
+            expiry = now + rng.choice([301.0, 300.0000001, 0.0, -5.0, 1e-9, rng.random() * 1e6, 0.0015])
+            entries.append((rng.randbytes(16), expiry, now))
+        tail = b"*2\r\n$3\r\nGET\r\n" + bulk(prefix + b"started")
+        for seq0 in (0, 7, 2**40):
+            assert _native.redis_set_payload(prefix, b"0a1b2c3d4e5f", entries, seq0, tail) == \
+                reference(prefix, b"0a1b2c3d4e5f", entries, seq0, tail)
+    with pytest.raises(ValueError):
+        _native.redis_set_payload(b"", b"t", [(b"short", 1.0, 0.0)], 0, b"")
+    with pytest.raises(TypeError):
+        _native.redis_set_payload(b"", b"t", [(bytes(16), 1.0)], 0, b"")

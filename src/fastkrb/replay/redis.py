@@ -33,7 +33,6 @@ a shard that loses its data without the marker's shard noticing is not detected:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import os
@@ -45,12 +44,15 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from fastkrb import _native
 from fastkrb.errors import ReplayCacheUnavailable, replay_unavailable
 
 __all__ = ["RedisReplayCache", "DEFAULT_PREFIX"]
@@ -81,6 +83,17 @@ def _pack(cmd: tuple[Any, ...]) -> bytes:
     return head + _bulk(cmd[1]) + _bulk(cmd[2]) + tail
 
 
+_FRESH = (True, None)
+
+
+def _first_seen(value: Any) -> float | None:
+    """The time stamp at the head of a value we SET ("<time> <tag> <seq>"); None for anything else."""
+    try:
+        return float(value.split(b" ", 1)[0])
+    except (AttributeError, ValueError):
+        return None
+
+
 def _truthy(v: str) -> bool:
     return v.lower() in ("1", "true", "yes", "on")
 
@@ -103,8 +116,10 @@ class RedisReplayCache:
         self._legacy = legacy
         self._desc = description
         self._tag = os.urandom(6).hex()
-        self._seq = itertools.count()
+        self._next_seq = 0   # the sequence number of the next value we SET: our own writes are told apart
         self._marker_key = prefix + "started"
+        self._prefix_b, self._tag_b = prefix.encode(), self._tag.encode()
+        self._marker_get = _pack(("get", self._marker_key.encode()))
         self._marker: bytes | None = None
         self._started = time.time()   # until the marker is read: as if empty from now (conservative)
         self._closed = False
@@ -289,28 +304,14 @@ class RedisReplayCache:
         return self._answers(entries, values, replies)
 
     def _payload(self, entries: Sequence[Entry]) -> tuple[bytes, list[bytes]]:
-        """``_commands`` packed for the wire (RESP: arrays of bulk strings), in one format per entry."""
+        """``_commands`` packed for the wire (RESP: arrays of bulk strings), formatted in C
+        (``_native.redis_set_payload``), the marker's GET last (see the module docstring)."""
         if self._closed:
             raise self._fail("closed")
-        prefix = self.prefix.encode()
-        tag = self._tag.encode()
-        seq = self._seq
-        parts: list[bytes] = []
-        values: list[bytes] = []
-        last = -1.0
-        stamp = b""
-        for key, expiry, now in entries:
-            if now != last:   # a batch's entries mostly share their clock: one float format per batch
-                last = now
-                stamp = b"%.6f %s " % (now, tag)
-            value = stamp + b"%d" % next(seq)
-            values.append(value)
-            name = prefix + hexlify(key)
-            ttl = b"%d" % max(1, math.ceil((expiry - now) * 1000.0))
-            parts.append(b"*7\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nPX\r\n$%d\r\n%s\r\n"
-                         b"$2\r\nNX\r\n$3\r\nGET\r\n" % (len(name), name, len(value), value, len(ttl), ttl))
-        parts.append(_pack(("get", self._marker_key.encode())))   # after the SETs: see the module docstring
-        return b"".join(parts), values
+        seq0 = self._next_seq
+        self._next_seq += len(entries)
+        return _native.redis_set_payload(self._prefix_b, self._tag_b, entries if isinstance(entries, list)
+                                         else list(entries), seq0, self._marker_get)
 
     async def _packed(self, payload: bytes, n: int) -> list[Any]:
         """The batch on one pooled connection of a single server: packed once, one send, the replies read back to
@@ -350,10 +351,25 @@ class RedisReplayCache:
 
     @staticmethod
     async def _read_replies(conn: Any, n: int) -> list[Any]:
-        # the connection's parser (hiredis when installed) reads what one recv brought without awaiting again;
         # an error reply is returned, not raised, so the connection stays in step
         parser = conn._parser
-        return [await parser.read_response() for _ in range(n)]
+        if not isinstance(parser, _AsyncHiredisParser):
+            return [await parser.read_response() for _ in range(n)]
+        # hiredis (a dependency): its reader's replies taken one C call each, the socket awaited only when it has
+        # none left; read_response() would spend a coroutine and redis-py's per-reply checks on each (a RESP2
+        # connection has no push replies between ours)
+        reader: Any = parser._reader
+        read = cast("Any", parser).read_from_socket
+        out: list[Any] = []
+        while len(out) < n:
+            reply = reader.gets()
+            if reply is _NOT_ENOUGH_DATA:
+                await read()
+            elif isinstance(reply, RedisConnectionError):
+                raise reply
+            else:
+                out.append(reply)
+        return out
 
     def stats(self, count_entries: bool = False) -> dict[str, int]:
         """Counters of this instance. ``entries`` is -1 unless ``count_entries`` (a SCAN of the prefix);
@@ -404,12 +420,12 @@ class RedisReplayCache:
         values: list[bytes] = []
         prefix = self.prefix.encode()
         tag = self._tag.encode()
-        seq = self._seq
         for key, expiry, now in entries:
             if len(key) != 16:
                 raise ValueError("replay key must be 16 bytes")
             ttl_ms = max(1, math.ceil((expiry - now) * 1000.0))
-            value = b"%.6f %s %d" % (now, tag, next(seq))
+            value = b"%.6f %s %d" % (now, tag, self._next_seq)
+            self._next_seq += 1
             name = prefix + hexlify(key)
             values.append(value)
             if self._legacy:
@@ -460,10 +476,23 @@ class RedisReplayCache:
         self._started = started
 
     def _answers(self, entries: Sequence[Entry], values: list[bytes], replies: list[Any]) -> list[Any]:
-        out: list[Any] = []
         legacy = bool(self._legacy)
         started = self._started
         skew = self.clock_skew
+        if not legacy and (not self.cold_start or min(e[2] for e in entries) >= started + skew):
+            # the common case, one comparison per entry: SET NX GET's reply, no entry inside the cold-start window
+            out: list[Any] = []
+            hits = 0
+            for seen, value in zip(replies[:-1], values, strict=True):   # the last reply is the marker's
+                if seen is None or seen == value:   # inserted, or our own write retried after a lost reply
+                    out.append(_FRESH)
+                else:
+                    hits += 1
+                    out.append((False, _first_seen(seen)))
+            self._st["inserts"] += len(out) - hits
+            self._st["hits"] += hits
+            return out
+        out = []
         for n, ((_, expiry, now), value) in enumerate(zip(entries, values, strict=True)):
             if legacy:
                 ok, seen = replies[2 * n], replies[2 * n + 1]
@@ -481,11 +510,7 @@ class RedisReplayCache:
                 out.append((True, None))
             else:
                 self._st["hits"] += 1
-                try:
-                    first: float | None = float(seen.split(b" ", 1)[0])
-                except (AttributeError, ValueError):
-                    first = None
-                out.append((False, first))
+                out.append((False, _first_seen(seen)))
         return out
 
     def _cold(self, ctime: float) -> ReplayCacheUnavailable:
