@@ -63,6 +63,28 @@ from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 cdef const char *_HEX = b"0123456789abcdef"
 
 
+cdef inline char *_put(char *w, const char *s, size_t n) noexcept:
+    memcpy(w, s, n)
+    return w + n
+
+
+cdef inline char *_dec(char *w, unsigned long long v) noexcept:
+    """v in decimal (printf's %llu without printf: vfprintf was the payload's largest cost)."""
+    cdef char tmp[24]
+    cdef int k = 0
+    while True:
+        tmp[k] = <char>(48 + v % 10)
+        k += 1
+        v //= 10
+        if v == 0:
+            break
+    while k:
+        k -= 1
+        w[0] = tmp[k]
+        w += 1
+    return w
+
+
 def redis_set_payload(bytes prefix, bytes tag, list entries, long long seq0, bytes tail):
     """RedisReplayCache._payload's wire bytes for ``entries`` ((16-byte key, expiry, now) each): one RESP
     ``SET <prefix><hex key> "<now %.6f> <tag> <seq>" PX <ttl ms, at least 1> NX GET`` per entry, sequence numbers
@@ -73,17 +95,19 @@ def redis_set_payload(bytes prefix, bytes tag, list entries, long long seq0, byt
     cdef size_t cap
     cdef char *o
     cdef char *w
-    cdef char num[32]
+    cdef char *v
     cdef char val[128]
-    cdef int vn, tn
-    cdef double expiry, now, ms
+    cdef char num[24]
+    cdef char stamp[64]
+    cdef int sn = -1, vn, tn
+    cdef double expiry, now, ms, last = 0.0
     cdef long long ttl
     cdef const uint8_t *key
     cdef list values = []
     cdef object e, kb
-    if tlen > 32 or plen > 4096:
-        raise ValueError("prefix or tag too long")
-    cap = <size_t>n * <size_t>(plen + 32 + sizeof(val) + 128) + <size_t>taillen + 1
+    if tlen > 32 or plen > 4096 or seq0 < 0:
+        raise ValueError("prefix or tag too long, or a negative sequence number")
+    cap = <size_t>n * <size_t>(plen + 32 + sizeof(val) + 96) + <size_t>taillen + 1
     o = <char *>malloc(cap)
     if o == NULL:
         raise MemoryError()
@@ -98,30 +122,43 @@ def redis_set_payload(bytes prefix, bytes tag, list entries, long long seq0, byt
                 raise ValueError("replay key must be 16 bytes")
             expiry = <object>PyTuple_GET_ITEM(e, 1)
             now = <object>PyTuple_GET_ITEM(e, 2)
-            # "%.6f %s %d" % (now, tag, seq) as Python writes it (both round the exact binary value)
-            vn = snprintf(val, sizeof(val), "%.6f %.*s %lld", now, <int>tlen, PyBytes_AS_STRING(tag), seq0 + i)
-            if vn <= 0 or vn >= <int>sizeof(val):
-                raise ValueError("time stamp out of range")
+            # "%.6f %s %d" % (now, tag, seq) as Python writes it (both round the exact binary value); a batch's
+            # entries mostly share their clock: one float format per batch
+            if sn < 0 or now != last:
+                sn = snprintf(stamp, sizeof(stamp), "%.6f ", now)
+                if sn <= 0 or sn >= <int>sizeof(stamp) - 1:
+                    raise ValueError("time stamp out of range")
+                last = now
+            v = _put(val, stamp, sn)
+            v = _put(v, PyBytes_AS_STRING(tag), tlen)
+            v[0] = 32
+            v = _dec(v + 1, <unsigned long long>(seq0 + i))
+            vn = <int>(v - val)
             values.append(PyBytes_FromStringAndSize(val, vn))
             ms = ceil((expiry - now) * 1000.0)   # max(1, math.ceil(...)), an integer number of ms
             if not (ms < 1e18):
                 raise ValueError("expiry out of range")
             ttl = <long long>ms if ms >= 1.0 else 1
-            tn = snprintf(num, sizeof(num), "%lld", ttl)
-            w += snprintf(w, 40, "*7\r\n$3\r\nSET\r\n$%d\r\n", <int>(plen + 32))
-            memcpy(w, PyBytes_AS_STRING(prefix), plen)
-            w += plen
+            tn = <int>(_dec(num, <unsigned long long>ttl) - num)
+            w = _put(w, "*7\r\n$3\r\nSET\r\n$", 14)
+            w = _dec(w, <unsigned long long>(plen + 32))
+            w = _put(w, "\r\n", 2)
+            w = _put(w, PyBytes_AS_STRING(prefix), plen)
             key = <const uint8_t *>PyBytes_AS_STRING(kb)
             for k in range(16):
                 w[0] = _HEX[key[k] >> 4]
                 w[1] = _HEX[key[k] & 15]
                 w += 2
-            w += snprintf(w, 24, "\r\n$%d\r\n", vn)
-            memcpy(w, val, vn)
-            w += vn
-            w += snprintf(w, 96, "\r\n$2\r\nPX\r\n$%d\r\n%s\r\n$2\r\nNX\r\n$3\r\nGET\r\n", tn, num)
-        memcpy(w, PyBytes_AS_STRING(tail), taillen)
-        w += taillen
+            w = _put(w, "\r\n$", 3)
+            w = _dec(w, <unsigned long long>vn)
+            w = _put(w, "\r\n", 2)
+            w = _put(w, val, vn)
+            w = _put(w, "\r\n$2\r\nPX\r\n$", 11)
+            w = _dec(w, <unsigned long long>tn)
+            w = _put(w, "\r\n", 2)
+            w = _put(w, num, tn)
+            w = _put(w, "\r\n$2\r\nNX\r\n$3\r\nGET\r\n", 19)
+        w = _put(w, PyBytes_AS_STRING(tail), taillen)
         return PyBytes_FromStringAndSize(o, w - o), values
     finally:
         free(o)
