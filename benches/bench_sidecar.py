@@ -190,6 +190,9 @@ def repeated(runs: list[dict[str, Any]]) -> dict[str, Any]:
         med[name] = {"daemon_cpu_us_per_request": statistics.median(cpu), "cpu_min": min(cpu), "cpu_max": max(cpu),
                      "throughput": statistics.median(thr), "throughput_min": min(thr), "throughput_max": max(thr),
                      "exhausted": any(v.get("exhausted") for v in vals)}
+        if all("of_shm" in v for v in vals):   # redis-wire-1w: its throughput over the shm run beside it, per run
+            ratios = [v["of_shm"] for v in vals]
+            med[name].update(of_shm=statistics.median(ratios), of_shm_min=min(ratios), of_shm_max=max(ratios))
     return {"repeat": len(runs), "median": med, "runs": runs}
 
 

@@ -17,8 +17,9 @@ fastkrb):
                                                                                    planner-report.md
   sidecar   benches/bench_sidecar.py: the daemon under load from separate processes (docs/sidecar.md)
                                                                                 -> sidecar.json, sidecar.txt
-  targets   benches/bench_sidecar.py --repeat 5 on the daemon-cost scenarios (wire-1w, nginx-1w and the
-            transport floors): the median of five runs, as one run moves by 10% -> targets.json, targets.txt
+  targets   benches/bench_sidecar.py --repeat 5 on the daemon-cost scenarios (wire-1w, nginx-1w, the
+            transport floors, Redis beside shm): the median of five runs, as one run moves by 10%
+                                                                                -> targets.json, targets.txt
   middleware  benches/bench_middleware.py: ASGI/WSGI/aiohttp cost per request beyond validate()
             (docs/integrations/); exits 1 when an overhead exceeds its 10 µs budget  -> middleware.txt
   fresh     benches/bench_fresh_validator.py: a fresh Validator in new processes (RSS added by its first
@@ -125,7 +126,7 @@ def step_commands(name: str, out: Path, report: Path) -> list[str]:
         return [PY, str(HERE / "bench_sidecar.py"), "--seconds", "5", "--json", str(out / "sidecar.json")]
     if name == "targets":
         return [PY, str(HERE / "bench_sidecar.py"), "--seconds", "5", "--repeat", "5", "--only",
-                "wire-1w,nginx-1w,floor-http,floor-uvloop-http", "--json", str(out / "targets.json")]
+                "wire-1w,nginx-1w,floor-http,floor-uvloop-http,redis-wire-1w", "--json", str(out / "targets.json")]
     if name == "middleware":
         return [PY, str(HERE / "bench_middleware.py")]
     if name == "fresh":
@@ -341,8 +342,10 @@ def summary(d: Path) -> str:
                   "|---|---:|---:|"]
         for k, v in tg["median"].items():
             dry = " (undercounted: the load generator ran out of distinct tokens)" if v.get("exhausted") else ""
+            ratio = (f"; {v['of_shm']}{TIMES} the shm run beside it ({v['of_shm_min']}{DASH}{v['of_shm_max']})"
+                     if "of_shm" in v else "")
             lines.append(f"| {k} | {v['daemon_cpu_us_per_request']} µs ({v['cpu_min']}{DASH}{v['cpu_max']}) | "
-                         f"{v['throughput']:,.0f} ({v['throughput_min']:,}{DASH}{v['throughput_max']:,}){dry} |")
+                         f"{v['throughput']:,.0f} ({v['throughput_min']:,}{DASH}{v['throughput_max']:,}){dry}{ratio} |")
     return "\n".join(lines)
 
 

@@ -62,6 +62,11 @@ cdef class ReplayBatch:
     def __len__(self):
         return self.n
 
+    def entries(self):
+        """items as a Redis batch takes them: (replay key, expiry, last_now) each, the keys 16 bytes."""
+        cdef object now = self.last_now
+        return [(k, e, now) for k, e in self.items]
+
     cdef void _release(self) noexcept:
         """Wipe and free every scratch still held (results not answered)."""
         cdef size_t i

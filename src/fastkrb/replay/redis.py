@@ -230,12 +230,18 @@ class RedisReplayCache:
         which add a callback instead of awaiting). Must be called on the running event loop."""
         return self._batched([(key, expiry, now) for key, expiry in items])
 
-    def _batched(self, entries: list[Entry]) -> asyncio.Future[list[Any]]:
+    def submit_entries(self, entries: list[Entry]) -> asyncio.Future[list[Any]]:
+        """submit_many for entries already in the batch's form, (16-byte key, expiry, now) each: the sidecar's
+        native batches (``_native.ReplayBatch.entries``), whose keys C made."""
+        return self._batched(entries, checked=True)
+
+    def _batched(self, entries: list[Entry], checked: bool = False) -> asyncio.Future[list[Any]]:
         """A future of ``entries``' answers, sent with everything else asked for in this turn of the loop. A cache
         that cannot answer at all (closed, no asyncio client) fails the future, never the caller's frame."""
-        for key, _, _ in entries:
-            if len(key) != 16:
-                raise ValueError("replay key must be 16 bytes")
+        if not checked:
+            for key, _, _ in entries:
+                if len(key) != 16:
+                    raise ValueError("replay key must be 16 bytes")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Any]] = loop.create_future()
         if self._closed or self._ar is None:
@@ -358,17 +364,20 @@ class RedisReplayCache:
         # hiredis (a dependency): its reader's replies taken one C call each, the socket awaited only when it has
         # none left; read_response() would spend a coroutine and redis-py's per-reply checks on each (a RESP2
         # connection has no push replies between ours)
-        reader: Any = parser._reader
+        gets = cast("Any", parser._reader).gets
         read = cast("Any", parser).read_from_socket
         out: list[Any] = []
-        while len(out) < n:
-            reply = reader.gets()
+        append = out.append
+        left = n
+        while left:
+            reply = gets()
             if reply is _NOT_ENOUGH_DATA:
                 await read()
             elif isinstance(reply, RedisConnectionError):
                 raise reply
             else:
-                out.append(reply)
+                append(reply)
+                left -= 1
         return out
 
     def stats(self, count_entries: bool = False) -> dict[str, int]:

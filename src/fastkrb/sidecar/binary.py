@@ -94,8 +94,8 @@ class WireHandler:
         conn = self.conn
         conn.track(len(batch))
         cache = self.ctx.engine.validator.replay_cache
-        submit = getattr(cache, "submit_many", None)   # RedisReplayCache's: a future, no task per chunk
-        fut = (submit(batch.items, batch.last_now) if submit is not None
+        submit = getattr(cache, "submit_entries", None)   # RedisReplayCache's: a future, no task per chunk
+        fut = (submit(batch.entries()) if submit is not None
                else asyncio.ensure_future(cache.ainsert_many(batch.items, batch.last_now)))
         fut.add_done_callback(lambda f: self._batch_done(slot, f))
 
