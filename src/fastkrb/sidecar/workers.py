@@ -427,6 +427,10 @@ class Supervisor:
         if self.cfg.socket and self.unix is not None and not self.activated:
             with contextlib.suppress(OSError):
                 os.unlink(self.cfg.socket)
+        # a worker that said ready before a SIGTERM the master took first (its byte still in the pipe, unread)
+        # served too: the pipe keeps the bytes after the writer is gone
+        with contextlib.suppress(OSError):
+            self.ready_seen = self.ready_seen or bool(os.read(self.ready_r, 64))
         if not self.ready_seen:   # a start that failed leaves nothing behind; a replay file in service stays
             _remove(self.created_files)
             _remove_if_empty(self.created_dir)
