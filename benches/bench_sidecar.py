@@ -75,6 +75,7 @@ def _run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         return only is None or name in only
 
     d1 = Daemon(work, kt, 1, ("--replay-capacity", str(1 << 23)))
+    out["machine"]["replay_file"] = d1.replay_file   # on tmpfs unless there was no room (then in the workdir)
     try:
         if want("wire-1w") or want("wire-lat") or want("wire-2w"):
             (out["wire-1w"],) = measured(d1, load(d1.sock, kt, "--mode", "wire", "--connections", "4",

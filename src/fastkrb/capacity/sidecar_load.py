@@ -63,16 +63,20 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _tmpfs_replay_file() -> str | None:
-    """A path for the shared-memory replay file on a memory file system, as a deployment has it (the
-    default beside the socket in /run/fastkrb): a workdir under $TMPDIR is often on disk, where the table's
-    pages fault into the file system and are written back (`fastkrb serve --check` warns of that), which
-    no production daemon pays. None: no tmpfs here, the default beside the socket is used."""
-    from fastkrb.sidecar.config import MEMORY_FS, mount_of
+def _tmpfs_replay_file(capacity: int) -> str | None:
+    """A path for the shared-memory replay file on a memory file system with room for it, as a deployment has
+    it (the default beside the socket in /run/fastkrb): a workdir under $TMPDIR is often on disk, where the
+    table's pages fault into the file system and are written back (`fastkrb serve --check` warns of that),
+    which no production daemon pays. None: no such tmpfs here (a container's /dev/shm is often 64 MiB), the
+    default beside the socket is used; ``Daemon.replay_file`` says which."""
+    from fastkrb.sidecar.config import MEMORY_FS, mount_of, shm_file_size
 
+    need = shm_file_size(capacity) * 11 // 10
     for d in ("/dev/shm", "/run"):
         if os.path.isdir(d) and os.access(d, os.W_OK) and mount_of(d)[1] in MEMORY_FS:
-            return os.path.join(d, f"fastkrb-bench-{os.getpid()}-{next(_serial)}.shm")
+            vfs = os.statvfs(d)
+            if vfs.f_bavail * vfs.f_frsize >= need:
+                return os.path.join(d, f"fastkrb-bench-{os.getpid()}-{next(_serial)}.shm")
     return None
 
 
@@ -90,8 +94,12 @@ class Daemon:
                                f"({SUN_PATH_MAX} bytes): use a shorter TMPDIR")
         metrics = workdir / f"bench-{workers}.metrics"   # not a private dir in $TMPDIR: all under workdir
         metrics.mkdir(exist_ok=True)
-        self.shm = _tmpfs_replay_file() if "--replay-cache" not in extra else None
+        capacity = int(extra[extra.index("--replay-capacity") + 1]) if "--replay-capacity" in extra else 1 << 20
+        self.shm = _tmpfs_replay_file(capacity) if "--replay-cache" not in extra else None
         cache = ("--replay-cache", f"shm:{self.shm}") if self.shm else ()
+        # where the replay table is, for the results: a tmpfs file, the default beside the socket, or extra's
+        self.replay_file = self.shm or ("(--replay-cache given)" if "--replay-cache" in extra
+                                        else str(workdir / "fastkrb-replay.shm"))
         cmd = [PY, "-m", "fastkrb", "serve", "--keytab", str(keytab), "--socket", str(self.sock), "--workers",
                str(workers), "--log-file", str(self.log), "--metrics-dir", str(metrics), *cache, *extra]
         self.proc = _spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
