@@ -851,6 +851,14 @@ static void w_int(wbuf *w, int64_t v)
     w_hdr(w, 0x02, end);
 }
 
+/* [tag] INTEGER v: a context-tagged field. */
+static void w_tagged_int(wbuf *w, uint8_t tag, int64_t v)
+{
+    size_t end = w->pos;
+    w_int(w, v);
+    w_hdr(w, tag, end);
+}
+
 static void w_time(wbuf *w, int64_t t)
 {
     /* KerberosTime has four year digits: 0000-01-01T00:00:00Z .. 9999-12-31T23:59:59Z (and the
@@ -909,25 +917,18 @@ size_t fk_encode_enc_ap_rep_part(int64_t ctime, int32_t cusec, int32_t subkey_ty
 {
     wbuf w = {out, cap, 0};
     size_t end = w.pos, e2, e3;
-    if (has_seq) {
-        e2 = w.pos;
-        w_int(&w, (int64_t)seq);
-        w_hdr(&w, 0xa3, e2);
-    }
+    if (has_seq)
+        w_tagged_int(&w, 0xa3, (int64_t)seq);
     if (subkey_type >= 0) {
         e2 = w.pos;
         e3 = w.pos;
         w_octets(&w, subkey, subkeylen, 0x04);
         w_hdr(&w, 0xa1, e3);
-        e3 = w.pos;
-        w_int(&w, subkey_type);
-        w_hdr(&w, 0xa0, e3);
+        w_tagged_int(&w, 0xa0, subkey_type);
         w_hdr(&w, 0x30, e2);
         w_hdr(&w, 0xa2, e2);
     }
-    e2 = w.pos;
-    w_int(&w, cusec);
-    w_hdr(&w, 0xa1, e2);
+    w_tagged_int(&w, 0xa1, cusec);
     e2 = w.pos;
     w_time(&w, ctime);
     w_hdr(&w, 0xa0, e2);
@@ -955,17 +956,11 @@ size_t fk_encode_answer(int32_t etype, const uint8_t *cipher, size_t clen, int g
         e3 = w.pos;
         w_octets(&w, cipher, clen, 0x04);
         w_hdr(&w, 0xa2, e3);
-        e3 = w.pos;
-        w_int(&w, etype);
-        w_hdr(&w, 0xa0, e3);
+        w_tagged_int(&w, 0xa0, etype);
         w_hdr(&w, 0x30, e2);
         w_hdr(&w, 0xa2, e2);
-        e2 = w.pos;
-        w_int(&w, 15);        /* msg-type KRB_AP_REP */
-        w_hdr(&w, 0xa1, e2);
-        e2 = w.pos;
-        w_int(&w, 5);         /* pvno */
-        w_hdr(&w, 0xa0, e2);
+        w_tagged_int(&w, 0xa1, 15);   /* msg-type KRB_AP_REP */
+        w_tagged_int(&w, 0xa0, 5);    /* pvno */
         w_hdr(&w, 0x30, end);
         w_hdr(&w, 0x6f, end);
         if (gss_mech >= 0) {

@@ -771,8 +771,7 @@ static int middle(fk_front *f, const fk_result *r, int http)
     return 0;
 }
 
-int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double latency, double now, fk_buf peer,
-                          fk_buf xff)
+int fk_front_log_time(fk_front *f, double now)
 {
     fk_out *o = &f->log;
     long long sec = (long long)now;   /* log.py's _time: int(now), then the milliseconds truncated */
@@ -800,7 +799,15 @@ int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double late
     } else if (fmt(o, "{\"time\":\"%s.%03dZ\",", f->stamp, ms) != 0) {
         return -1;
     }
-    if (middle(f, r, http) != 0 || fk_out_append(o, f->mid.p, f->mid.n) != 0
+    return 0;
+}
+
+int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double latency, double now, fk_buf peer,
+                          fk_buf xff)
+{
+    fk_out *o = &f->log;
+    if (fk_front_log_time(f, now) != 0
+        || middle(f, r, http) != 0 || fk_out_append(o, f->mid.p, f->mid.n) != 0
         || (r->mutual ? FK_OUT_APPENDS(o, ",\"mutual\":true,\"skew\":") : FK_OUT_APPENDS(o, ",\"mutual\":false,\"skew\":")) != 0
         || fixed(o, r->skew_seconds, 3) != 0 || FK_OUT_APPENDS(o, ",\"latency_us\":") != 0 || fixed(o, latency * 1e6, 1) != 0
         || FK_OUT_APPENDS(o, ",\"peer\":\"") != 0

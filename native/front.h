@@ -97,6 +97,9 @@ int fk_front_http_accepted(fk_front *f, const fk_result *r, int close);
 
 /* Count an accepted decision and its latency and |skew| (engine.py's _accepted). */
 void fk_front_observe(fk_front *f, const fk_result *r, double latency);
+/* A decision line's opening, `{"time":"<UTC second>.<ms>Z",` as log.py's _time writes it, into f->log (the
+ * second's text cached); the session lines (sesscache.c) open with it too. 0 / -1. */
+int fk_front_log_time(fk_front *f, double now);
 /* log.py's JsonLog.accepted line. peer: the connection's peer, JSON-escaped without quotes; xff (p may
  * be NULL): X-Forwarded-For, appended as " for=<first 200 bytes, Latin-1>". 0 / -1. */
 int fk_front_log_accepted(fk_front *f, const fk_result *r, int http, double latency, double now, fk_buf peer,

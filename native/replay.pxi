@@ -61,11 +61,21 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 
 cdef const char *_HEX = b"0123456789abcdef"
+# the fixed parts of `SET <name> <value> PX <ttl> NX GET` in RESP, their lengths taken from them
+cdef bytes _SET_NAME = b"*7\r\n$3\r\nSET\r\n$"
+cdef bytes _CRLF = b"\r\n"
+cdef bytes _CRLF_LEN = b"\r\n$"
+cdef bytes _PX_LEN = b"\r\n$2\r\nPX\r\n$"
+cdef bytes _NX_GET = b"\r\n$2\r\nNX\r\n$3\r\nGET\r\n"
 
 
 cdef inline char *_put(char *w, const char *s, size_t n) noexcept:
     memcpy(w, s, n)
     return w + n
+
+
+cdef inline char *_put_bytes(char *w, bytes b) noexcept:
+    return _put(w, PyBytes_AS_STRING(b), <size_t>PyBytes_GET_SIZE(b))
 
 
 cdef inline char *_dec(char *w, unsigned long long v) noexcept:
@@ -140,24 +150,24 @@ def redis_set_payload(bytes prefix, bytes tag, list entries, long long seq0, byt
                 raise ValueError("expiry out of range")
             ttl = <long long>ms if ms >= 1.0 else 1
             tn = <int>(_dec(num, <unsigned long long>ttl) - num)
-            w = _put(w, "*7\r\n$3\r\nSET\r\n$", 14)
+            w = _put_bytes(w, _SET_NAME)
             w = _dec(w, <unsigned long long>(plen + 32))
-            w = _put(w, "\r\n", 2)
+            w = _put_bytes(w, _CRLF)
             w = _put(w, PyBytes_AS_STRING(prefix), plen)
             key = <const uint8_t *>PyBytes_AS_STRING(kb)
             for k in range(16):
                 w[0] = _HEX[key[k] >> 4]
                 w[1] = _HEX[key[k] & 15]
                 w += 2
-            w = _put(w, "\r\n$", 3)
+            w = _put_bytes(w, _CRLF_LEN)
             w = _dec(w, <unsigned long long>vn)
-            w = _put(w, "\r\n", 2)
+            w = _put_bytes(w, _CRLF)
             w = _put(w, val, vn)
-            w = _put(w, "\r\n$2\r\nPX\r\n$", 11)
+            w = _put_bytes(w, _PX_LEN)
             w = _dec(w, <unsigned long long>tn)
-            w = _put(w, "\r\n", 2)
+            w = _put_bytes(w, _CRLF)
             w = _put(w, num, tn)
-            w = _put(w, "\r\n$2\r\nNX\r\n$3\r\nGET\r\n", 19)
+            w = _put_bytes(w, _NX_GET)
         w = _put(w, PyBytes_AS_STRING(tail), taillen)
         return PyBytes_FromStringAndSize(o, w - o), values
     finally:

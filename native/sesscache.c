@@ -220,21 +220,12 @@ static double mono(void)
 }
 
 /* log.py's session line: {"time", <mid: event .. worker, "latency_us":>, latency, "peer", <tail: "kid"}>. */
-static int log_line(fk_sess *s, fk_front *f, const fk_sess_entry *e, double now, double latency, fk_buf peer,
-                    fk_buf xff)
+static int log_line(fk_front *f, const fk_sess_entry *e, double now, double latency, fk_buf peer, fk_buf xff)
 {
     fk_out *o = &f->log;
-    long long sec = (long long)now;   /* log.py's _time: int(now), then the milliseconds truncated */
-    if (sec != s->stamp_sec || s->stamp[0] == 0) {
-        time_t t = (time_t)sec;
-        struct tm tm;
-        if (gmtime_r(&t, &tm) == NULL || strftime(s->stamp, sizeof(s->stamp), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
-            return -1;
-        s->stamp_sec = sec;
-    }
-    char tmp[96];
-    int k = snprintf(tmp, sizeof(tmp), "{\"time\":\"%s.%03dZ\",", s->stamp, (int)((now - (double)sec) * 1000));
-    if (k < 0 || (size_t)k >= sizeof(tmp) || fk_out_append(o, tmp, (size_t)k) != 0)
+    char tmp[64];
+    int k;
+    if (fk_front_log_time(f, now) != 0)
         return -1;
     const uint8_t *b = e->blob + e->value_n + e->head_n;
     if (fk_out_append(o, b, e->mid_n) != 0)
@@ -349,7 +340,7 @@ int fk_sess_http(fk_sess *s, fk_front *f, const uint8_t *p, size_t n, int close,
     s->hits++;
     if (f->log_decisions) {
         fk_buf xb = {xff, xff_n};
-        if (log_line(s, f, e, now, mono() - t0, peer, xb) != 0)
+        if (log_line(f, e, now, mono() - t0, peer, xb) != 0)
             return -1;
     }
     return 1;

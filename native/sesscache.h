@@ -35,8 +35,6 @@ typedef struct fk_sess {
     uint8_t name[FK_SESS_NAME_MAX];
     size_t name_n;
     uint64_t hits;           /* answers given, taken by Python's metrics */
-    long long stamp_sec;     /* the log time stamp's second, cached */
-    char stamp[32];
 } fk_sess;
 
 /* 0, or -1 (memory, or a name longer than FK_SESS_NAME_MAX, or max 0). */

@@ -567,11 +567,12 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
         r->what = "session key has the wrong length for its enctype";
         return done(r, FK_V_MALFORMED);
     }
-    /* the replay key (step 8) is known now, before the decryption: its table lines start on their way */
-    if (v->rc.prefetch && q->auth_cipher.n >= 12 && q->auth_cipher.n >= sk.hlen) {
-        uint8_t k[16];
-        replay_key(&sk, q->auth_cipher, r->key->princ_hash, k);
-        v->rc.prefetch(v->rc.ctx, k);
+    /* step 8's replay key is known now, before the decryption: its table lines start on their way. A
+     * ciphertext too short for it never decrypts, so step 8 always finds the key set. */
+    if (q->auth_cipher.n >= 12 && q->auth_cipher.n >= sk.hlen) {
+        replay_key(&sk, q->auth_cipher, r->key->princ_hash, r->replay_key);
+        if (v->rc.prefetch)
+            v->rc.prefetch(v->rc.ctx, r->replay_key);
     }
     size_t alen;
     rc = fk_decrypt(&sk, q->auth_cipher.p, q->auth_cipher.n, auth_plain, &alen);
@@ -629,8 +630,7 @@ static int validate(const fk_validator *v, const uint8_t *tok, size_t toklen, do
     }
 
     /* 8. replay: identity = MAC of the authenticator ciphertext + the principal whose key decrypted
-     * the ticket (never the clear-text sname). The MAC is the tail (AES) or the head (RC4). */
-    replay_key(&sk, q->auth_cipher, r->key->princ_hash, r->replay_key);
+     * the ticket (never the clear-text sname), set in step 4 (replay_key). */
     r->replay_expiry = atime + v->skew + 1.0;
     if (v->cold_start && now < v->rc_started + v->skew && atime < v->rc_started)
         return done(r, FK_V_RC_COLD);

@@ -190,3 +190,21 @@ def test_the_load_generator_says_when_it_ran_dry(tmp_path: Any) -> None:
         # the replay table on a memory file system, as under /run in a deployment, not in the workdir
         assert d.shm is not None and d.shm.startswith("/dev/shm/") and os.path.exists(d.shm)
     assert not os.path.exists(d.shm) and not os.path.exists(d.shm + ".lock")
+
+
+def test_kill_children_leaves_no_daemon_and_no_tmpfs_replay_file(tmp_path: Any) -> None:
+    """The way out of `fastkrb bench` and benches/bench_sidecar.py on a signal: the daemon's process group ends
+    and the replay table it was given on /dev/shm (hundreds of MiB of memory) is deleted, with no stop()."""
+    import os
+    import random
+
+    from fastkrb.capacity.sidecar_load import Daemon, kill_children
+    from fastkrb.testing import make_keytab
+
+    kt = tmp_path / "kt"
+    kt.write_bytes(make_keytab(("HTTP/api.example.test@EXAMPLE.TEST",), rng=random.Random(1)).to_bytes())
+    d = Daemon(tmp_path, kt, 1)
+    assert d.shm is not None and os.path.exists(d.shm)
+    kill_children()
+    assert d.proc.poll() is not None
+    assert not os.path.exists(d.shm) and not os.path.exists(d.shm + ".lock")

@@ -7,6 +7,7 @@ that other jobs on the machine do not distort (they take cores away, not CPU tim
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -24,6 +25,8 @@ SUN_PATH_MAX = 107   # bytes of a Unix socket's path (sockaddr_un.sun_path, 108 
 # every daemon and load generator started here and not yet reaped: kill_children() ends them (with their
 # own children: each runs in its own process group), whatever way the caller is leaving
 _children: set[subprocess.Popen[bytes]] = set()
+# the replay files Daemon put on tmpfs and not yet removed: in memory until someone deletes them
+_tmpfs_files: set[str] = set()
 
 
 def _spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[bytes]:
@@ -54,6 +57,15 @@ def kill_children() -> None:
     """End every daemon and load generator this process started and has not reaped (and their groups)."""
     for p in list(_children):
         _end_group(p, grace=5.0)
+    for path in list(_tmpfs_files):
+        _remove_replay_file(path)
+
+
+def _remove_replay_file(path: str) -> None:
+    for p in (path, path + ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+    _tmpfs_files.discard(path)
 
 
 def _env() -> dict[str, str]:
@@ -96,6 +108,8 @@ class Daemon:
         metrics.mkdir(exist_ok=True)
         capacity = int(extra[extra.index("--replay-capacity") + 1]) if "--replay-capacity" in extra else 1 << 20
         self.shm = _tmpfs_replay_file(capacity) if "--replay-cache" not in extra else None
+        if self.shm:
+            _tmpfs_files.add(self.shm)
         cache = ("--replay-cache", f"shm:{self.shm}") if self.shm else ()
         # where the replay table is, for the results: a tmpfs file, the default beside the socket, or extra's
         self.replay_file = self.shm or ("(--replay-cache given)" if "--replay-cache" in extra
@@ -130,11 +144,7 @@ class Daemon:
     def stop(self) -> None:
         _end_group(self.proc, grace=30.0)
         if self.shm:
-            for p in (self.shm, self.shm + ".lock"):
-                try:
-                    os.unlink(p)
-                except FileNotFoundError:
-                    pass
+            _remove_replay_file(self.shm)
 
     def __enter__(self) -> Daemon:
         return self
