@@ -6,7 +6,11 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t vhash(const uint8_t *p, size_t n)   /* a 64-bit mix; the values are ciphertext */
+/* A 64-bit mix, unkeyed, and that is safe here: only cookies that opened are stored (sessions.py remember:
+ * AEAD output sealed under the session key with a fresh nonce, which no client can choose), so no probe
+ * chain can be built on purpose; a looked-up value a client does choose walks at most one existing chain,
+ * and the table is kept at most half full (fk_sess_init). */
+static uint64_t vhash(const uint8_t *p, size_t n)
 {
     uint64_t h = 0x9e3779b97f4a7c15ULL ^ (uint64_t)n;
     size_t i = 0;
