@@ -18,4 +18,4 @@ include "inspect.pxi"     # decode_token, for fastkrb.tools.inspect_token
 include "profile.pxi"     # profile_stages and rcache_bench: stage costs timed in C
 include "sesscache.pxi"    # NativeSessions: opened session cookies answered in C (sesscache.c)
 include "front.pxi"       # NativeFront: the sidecar's request path for both front doors (front.c)
-include "front_batch.pxi" # the binary front door's path with a Redis replay cache: one round trip per chunk
+include "front_batch.pxi" # both front doors with a Redis replay cache: one round trip per chunk

@@ -1,5 +1,5 @@
-# The native request path with a network replay cache (Redis): a chunk's frames in two calls around one
-# round trip.
+# The native request path with a network replay cache (Redis): a chunk's requests in two calls around one
+# round trip, for both front doors (wire_batch/wire_batch_finish, http_batch/http_batch_finish).
 #
 # wire_batch() frames every request of a chunk and runs every check of each in C (the validator's "deferred"
 # twin: no replay insert), keeping each validated request's result and scratch in a ReplayBatch; it hands the
@@ -9,10 +9,16 @@
 # request of the batch) and answers every request of the batch in frame order. A result's plaintexts, session
 # keys and answer stay in its scratch only for the round trip, and are wiped on every path: finished, failed,
 # or dropped with its connection (__dealloc__).
+#
+# http_batch() does the same for the /auth heads of an HTTP chunk. HTTP answers go out in request order
+# (http.py's pending queue): a batch takes its place in that queue when it is handed over, so a head Python
+# answers (any head the native path does not read alone) first hands over the batch of the heads before it.
 
 from libc.stdlib cimport realloc
 
 from validate cimport FK_V_REPLAY
+
+cdef size_t _NO_XFF = <size_t>-1
 
 cdef enum:
     _B_PENDING = 0    # validated, its replay key awaits the cache's answer
@@ -29,8 +35,11 @@ cdef class ReplayBatch:
     cdef double *now
     cdef double *t0
     cdef double *lat       # rejected: the latency at the decision
-    cdef uint32_t *rid
+    cdef uint32_t *rid     # wire: the request id; http: 1 when the answer closes the connection
     cdef int *ex
+    cdef size_t *tok_at    # http: the token's (base64) offset in data, for the KRB-ERROR of a refusal
+    cdef size_t *xff_at    # http: X-Forwarded-For's offset in data, or _NO_XFF
+    cdef size_t *xff_n
     cdef int *state
     cdef size_t n, cap
     cdef list errors
@@ -42,6 +51,7 @@ cdef class ReplayBatch:
     def __cinit__(self):
         self.r = NULL
         self.scratch = NULL
+        self.tok_at = self.xff_at = self.xff_n = NULL
         self.n = self.cap = 0
         self.errors = []
         self.items = []
@@ -58,6 +68,9 @@ cdef class ReplayBatch:
         free(self.rid)
         free(self.ex)
         free(self.state)
+        free(self.tok_at)
+        free(self.xff_at)
+        free(self.xff_n)
 
     def __len__(self):
         return self.n
@@ -120,6 +133,18 @@ cdef class ReplayBatch:
         if p == NULL:
             raise MemoryError()
         self.state = <int *>p
+        p = realloc(self.tok_at, cap * sizeof(size_t))
+        if p == NULL:
+            raise MemoryError()
+        self.tok_at = <size_t *>p
+        p = realloc(self.xff_at, cap * sizeof(size_t))
+        if p == NULL:
+            raise MemoryError()
+        self.xff_at = <size_t *>p
+        p = realloc(self.xff_n, cap * sizeof(size_t))
+        if p == NULL:
+            raise MemoryError()
+        self.xff_n = <size_t *>p
         self.cap = cap
         return 0
 
@@ -142,6 +167,8 @@ cdef class ReplayBatch:
         self.toklen[i] = toklen
         self.rid[i] = rid
         self.ex[i] = ex
+        self.tok_at[i] = self.xff_at[i] = _NO_XFF
+        self.xff_n[i] = 0
         self.state[i] = _B_DONE
         memset(&self.r[i], 0, sizeof(fk_result))
         self.n += 1
@@ -317,3 +344,149 @@ def wire_batch_finish(NativeFront front, handler, ReplayBatch batch, answers, li
     front._settle(wbuf, conn, acc)
     front._log_check()
     return None
+
+
+def http_batch(NativeFront front, handler, bytes data, list wbuf, conn, bytes peer, bint draining):
+    """NativeFront.http for a validator whose replay cache is awaited: every complete /auth head of data the
+    native path reads alone is checked into a ReplayBatch, handed to handler._replay_batch(batch) (its answers
+    follow in http_batch_finish); any other head goes to Python as NativeFront.http sends it, after the batch
+    of the heads before it was handed over (answers in request order). Returns the bytes used (the rest is a
+    partial head), -1 (the connection closed, or its rest went to handler._slow_rest) or -2 (this path cannot
+    run the validator in service: a policy of the validator's own, or session cookies, which need Python)."""
+    cdef NativeValidator nv = _deferred(front)
+    if nv is None or front.sessions is not None:
+        return -2
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(data)
+    cdef size_t n = PyBytes_GET_SIZE(data)
+    cdef size_t pos = 0, end, i
+    cdef int st, code
+    cdef bint close
+    cdef fk_http_head h
+    cdef ReplayBatch batch = _http_batch_new(nv, data)
+    while pos < n:
+        st = fk_http_read_head(p + pos, n - pos, front.max_head, &h)
+        if st == FK_HEAD_PARTIAL:
+            break
+        end = pos + h.len
+        if st == FK_HEAD_SLOW_CONN or (not h.keep_alive and end < n):
+            # the rest is httptools' (see NativeFront.http): after the batch before it
+            _hand_over(handler, batch)
+            handler._slow_rest(data[pos:])
+            return -1
+        close = not h.keep_alive or draining
+        code = _SLOW
+        if st == FK_HEAD_FAST:
+            code = batch._check(front, h.token.p, h.token.n, NULL, 0, 1 if close else 0, -1)
+        if code == _SLOW:
+            _hand_over(handler, batch)
+            batch = _http_batch_new(nv, data)
+            handler._slow_head(data[pos:end])
+            if conn.closing:
+                return -1
+            pos = end
+            continue
+        i = batch.n - 1
+        batch.tok_at[i] = <size_t>(h.token.p - p)
+        if h.xff.p != NULL:
+            batch.xff_at[i] = <size_t>(h.xff.p - p)
+            batch.xff_n[i] = h.xff.n
+        pos = end
+        if close:   # the last head of the connection (nothing follows it: checked above)
+            break
+    _hand_over(handler, batch)
+    return pos
+
+
+cdef ReplayBatch _http_batch_new(NativeValidator nv, bytes data):
+    cdef ReplayBatch batch = ReplayBatch()
+    batch.nv = nv
+    batch.data = data
+    return batch
+
+
+cdef object _span(bytes data, size_t at, size_t n):
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + at, n)
+
+
+def http_batch_finish(NativeFront front, handler, ReplayBatch batch, answers, list wbuf, conn, bytes peer):
+    """Answer every request of an http_batch in order into wbuf (handler's answers, which it emits, too: see
+    http.py's _batch_finish), as NativeFront.http answers them; answers as for wire_batch_finish. Returns
+    True when an answer closes the connection (the batch's last)."""
+    cdef NativeValidator nv = batch.nv
+    cdef size_t i, k = 0, e = 0
+    cdef int rc, code
+    cdef bint acc = False, close, closed = False
+    cdef fk_result *r
+    cdef double lat, now
+    cdef fk_buf pj = fk_buf(<const uint8_t *>PyBytes_AS_STRING(peer), PyBytes_GET_SIZE(peer))
+    cdef fk_buf xff
+    cdef bytes data = batch.data
+    cdef bint failed = isinstance(answers, BaseException)
+    front.f.out.n = 0
+    try:
+        for i in range(batch.n):
+            close = batch.rid[i] != 0
+            closed = closed or close
+            xff = fk_buf(NULL, 0)
+            xb = None
+            if batch.xff_at[i] != _NO_XFF:
+                xff = fk_buf(<const uint8_t *>PyBytes_AS_STRING(data) + batch.xff_at[i], batch.xff_n[i])
+                xb = _span(data, batch.xff_at[i], batch.xff_n[i])
+            if batch.state[i] == _B_REJECTED:
+                err = batch.errors[e]
+                e += 1
+                batch.state[i] = _B_DONE
+                front._settle(wbuf, conn, acc)
+                acc = False
+                handler._native_rejected(err, batch.lat[i], close, xb, _span(data, batch.tok_at[i], batch.toklen[i]))
+                continue
+            if batch.state[i] != _B_PENDING:
+                continue
+            r = &batch.r[i]
+            now = batch.now[i]
+            answer = answers if failed else answers[k]
+            k += 1
+            try:
+                if isinstance(answer, BaseException):
+                    err = answer
+                    code = -1
+                else:
+                    fresh, first = answer
+                    code = FK_V_OK if fresh else FK_V_REPLAY
+                    if not fresh:
+                        r.first_seen = first if first is not None else 0.0
+                        err = front._error(nv, code, r, now)
+                if code == FK_V_OK:
+                    rc = fk_front_names(&front.f, r)
+                    if rc < 0:
+                        raise MemoryError()
+                    if rc == 0 and not fk_front_has_identity(r):
+                        if fk_front_http_accepted(&front.f, r, close) < 0:
+                            raise MemoryError()
+                        lat = _clock(CLOCK_MONOTONIC) - batch.t0[i]
+                        fk_front_observe(&front.f, r, lat)
+                        if front.f.log_decisions and fk_front_log_accepted(&front.f, r, 1, lat, now + lat, pj,
+                                                                           xff) < 0:
+                            raise MemoryError()
+                        acc = True
+                    else:
+                        res = _result(r, now)
+                        lat = _clock(CLOCK_MONOTONIC) - batch.t0[i]
+                        front._settle(wbuf, conn, acc)
+                        acc = False
+                        handler._native_accepted(res, lat, close, xb)
+                else:
+                    lat = _clock(CLOCK_MONOTONIC) - batch.t0[i]
+                    front._settle(wbuf, conn, acc)
+                    acc = False
+                    handler._native_rejected(err, lat, close, xb, _span(data, batch.tok_at[i], batch.toklen[i]))
+            finally:
+                fk_scratch_wipe(r, batch.scratch[i], batch.toklen[i])
+                free(batch.scratch[i])
+                batch.scratch[i] = NULL
+                batch.state[i] = _B_DONE
+    finally:
+        batch._release()
+    front._settle(wbuf, conn, acc)
+    front._log_check()
+    return closed

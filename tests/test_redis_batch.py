@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -352,3 +353,210 @@ def test_the_native_payload_is_the_resp_of_each_set() -> None:
         _native.redis_set_payload(b"", b"t", [(b"short", 1.0, 0.0)], 0, b"")
     with pytest.raises(TypeError):
         _native.redis_set_payload(b"", b"t", [(bytes(16), 1.0)], 0, b"")
+
+
+# -- the sidecar's HTTP front door ------------------------------------------------------------------------------
+
+
+def _http(auth: bytes | None, *, close: bool = False, xff: bytes | None = None, path: bytes = b"/auth") -> bytes:
+    head = b"GET " + path + b" HTTP/1.1\r\nHost: sidecar\r\nX-Original-URI: /reports\r\n"
+    if xff is not None:
+        head += b"X-Forwarded-For: " + xff + b"\r\n"
+    if auth is not None:
+        head += b"Authorization: " + auth + b"\r\n"
+    if close:
+        head += b"Connection: close\r\n"
+    return head + b"\r\n"
+
+
+def _negotiate(tok: bytes) -> bytes:
+    import base64
+
+    return b"Negotiate " + base64.b64encode(tok)
+
+
+def _http_exchange(sc: Sidecar, chunks: list[bytes], pause: float = 0.0) -> list[tuple[int, dict[str, str], bytes]]:
+    """Send the chunks on one connection, read until the sidecar closes it (the last request says close)."""
+    from support.sidecar import parse_responses
+
+    s = sc.connect()
+    try:
+        for c in chunks:
+            s.sendall(c)
+            if pause:
+                time.sleep(pause)
+        data = recv_all(s)
+    finally:
+        s.close()
+    return parse_responses(data)
+
+
+def _summary(responses: list[tuple[int, dict[str, str], bytes]]) -> list[tuple[Any, ...]]:
+    """What an answer says, but the AP-REP (random), the causes' timings and the health document (the worker's
+    own facts)."""
+    import json
+
+    return [(status, h.get("x-auth-error"), h.get("x-remote-user"), h.get("connection"),
+             h.get("www-authenticate", "").split(" ")[0] or None,
+             json.loads(body).get("code") if b'"code"' in body else None)
+            for status, h, body in responses]
+
+
+@pytest.fixture(scope="module")
+def http_pair(tmp_path_factory: pytest.TempPathFactory,
+              redis_srv: RedisServer) -> Iterator[tuple[Sidecar, Sidecar, Path]]:
+    """Two sidecars on the same Redis (each its own namespace): the native request path, and the Python one."""
+    d = tmp_path_factory.mktemp("batch-http")
+    kt = d / "http.keytab"
+    kt.write_bytes(make_keytab((SERVICE,), rng=random.Random(17)).to_bytes())
+    native = Sidecar(d, kt, name="native", args=("--replay-cache", redis_srv.url + "?prefix=fastkrb:hn:"))
+    python = Sidecar(d, kt, name="python", args=("--replay-cache", redis_srv.url + "?prefix=fastkrb:hp:",
+                                                  "--no-native-front"))
+    native.start()
+    python.start()
+    try:
+        yield native, python, kt
+    finally:
+        assert native.stop() == 0
+        assert python.stop() == 0
+
+
+def test_http_requests_are_answered_in_order_as_the_python_path_answers(
+        http_pair: tuple[Sidecar, Sidecar, Path]) -> None:
+    """A pipelined mix in one send: Negotiate heads checked in C around one Redis round trip, and between them
+    heads only Python answers (no token, /healthz), in request order; a replay inside the chunk and one of an
+    earlier connection's token; the same answers as the Python path gives."""
+    native, python, kt = http_pair
+    t = _tokens(kt, 4)
+    chunk = b"".join([
+        _http(_negotiate(t[0])),
+        _http(None),                                   # no token: Python's 401 challenge, between two batches
+        _http(_negotiate(t[0])),                       # the same authenticator again
+        _http(_negotiate(t[3])),                       # used by an earlier connection
+        _http(None, path=b"/healthz"),
+        _http(b"Negotiate AAAA"),                      # refused before the cache (malformed)
+        _http(_negotiate(t[1]), xff=b"192.0.2.17"),
+        _http(_negotiate(t[2]), close=True),
+    ])
+    got = {}
+    for sc in (native, python):
+        assert [s for s, _, _ in _http_exchange(sc, [_http(_negotiate(t[3]), close=True)])] == [200]
+        got[sc] = _http_exchange(sc, [chunk])
+    assert _summary(got[native]) == _summary(got[python])
+    assert [(s, h.get("x-auth-error")) for s, h, _ in got[native]] == [
+        (200, None), (401, "no_token"), (401, "replay"), (401, "replay"), (200, None), (401, "malformed"),
+        (200, None), (200, None)]
+    assert got[native][0][1]["x-remote-user"] == CLIENT.split("@")[0]
+    assert got[native][0][1]["www-authenticate"].startswith("Negotiate ")   # the AP-REP: mutual authentication
+    assert got[native][-1][1]["connection"] == "close"
+    lines = [e for e in native.events() if e.get("event") == "decision" and e.get("frontend") == "http"]
+    assert any(e["outcome"] == "accepted" and e["peer"].endswith(" for=192.0.2.17") for e in lines)
+
+
+def test_http_heads_cut_anywhere_keep_their_order(http_pair: tuple[Sidecar, Sidecar, Path]) -> None:
+    native, _, kt = http_pair
+    t = _tokens(kt, 12)
+    heads = [_http(_negotiate(tok)) for tok in t] + [_http(_negotiate(t[5]), close=True)]
+    data = b"".join(heads)
+    cuts = sorted(random.Random(8).sample(range(1, len(data)), 10))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    out = _http_exchange(native, chunks, pause=0.01)
+    assert [(s, h.get("x-auth-error")) for s, h, _ in out] == [(200, None)] * 12 + [(401, "replay")]
+
+
+def test_http_redis_down_fails_the_requests_closed(http_pair: tuple[Sidecar, Sidecar, Path],
+                                                   redis_srv: RedisServer) -> None:
+    native, _, kt = http_pair
+    t = _tokens(kt, 3)
+    redis_srv.stop()
+    try:
+        out = _http_exchange(native, [_http(_negotiate(t[0])) + _http(b"Negotiate AAAA")
+                                      + _http(_negotiate(t[1]), close=True)])
+        assert [(s, h.get("x-auth-error")) for s, h, _ in out] == [
+            (503, "replay_cache_unavailable"), (401, "malformed"), (503, "replay_cache_unavailable")]
+        assert out[0][1].get("retry-after") == "1"
+    finally:
+        redis_srv.start()
+
+
+def test_http_negotiate_heads_are_checked_natively_around_one_round_trip(tmp_path: Path,
+                                                                          redis_srv: RedisServer) -> None:
+    """In a worker with a Redis replay cache, a chunk of Negotiate heads is one native batch (no Python decision
+    per request), and its answers come once Redis has answered."""
+    import dataclasses
+
+    from fastkrb.keytab import Keytab
+    from fastkrb.sidecar.app import make_validator
+    from fastkrb.sidecar.binary import WireHandler
+    from fastkrb.sidecar.config import ServerConfig
+    from fastkrb.sidecar.conn import Connection, WorkerContext
+    from fastkrb.sidecar.engine import Engine
+    from fastkrb.sidecar.http import HttpHandler
+    from fastkrb.sidecar.log import JsonLog
+    from fastkrb.sidecar.metrics import Stats
+
+    kt = tmp_path / "inproc.keytab"
+    kt.write_bytes(make_keytab((SERVICE,), rng=random.Random(18)).to_bytes())
+    cfg = ServerConfig(keytab=str(kt), socket=None, cold_start=False,
+                       replay_cache=redis_srv.url + f"?prefix=fastkrb:ip{random.getrandbits(32):x}:")
+    toks = _tokens(kt, 3)
+
+    class Transport:
+        def __init__(self) -> None:
+            self.out: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.out.append(bytes(data))
+
+        def close(self) -> None: ...
+        def pause_reading(self) -> None: ...
+        def resume_reading(self) -> None: ...
+        def get_extra_info(self, name: str) -> Any:
+            return None
+
+    async def go() -> tuple[list[int], list[bytes], int]:
+        loop = asyncio.get_running_loop()
+        log = JsonLog(str(tmp_path / "inproc.log"), worker=0)
+        stats = Stats(0, None)
+        engine = Engine(make_validator(cfg, Keytab.load(kt)), stats, log, is_async=True)
+        python_decisions = 0
+        adecide = engine.adecide
+
+        async def counted(*a: Any, **k: Any) -> Any:
+            nonlocal python_decisions
+            python_decisions += 1
+            return await adecide(*a, **k)
+
+        engine.adecide = counted  # type: ignore[method-assign]
+        ctx = WorkerContext(dataclasses.replace(cfg, native_front=True), engine, stats, log, loop,
+                            lambda: {"ready": True}, lambda: b"", wire=WireHandler, http=HttpHandler)
+        assert ctx.front is not None
+        sizes: list[int] = []
+        handed = HttpHandler._replay_batch
+
+        def spy(self: HttpHandler, batch: Any) -> None:
+            sizes.append(len(batch))
+            handed(self, batch)
+
+        HttpHandler._replay_batch = spy  # type: ignore[method-assign]
+        try:
+            t = Transport()
+            c = Connection(ctx)
+            c.connection_made(t)  # type: ignore[arg-type]
+            c.data_received(b"".join(_http(_negotiate(x)) for x in [*toks, toks[0]]))
+            written_before = len(t.out)
+            for _ in range(200):
+                if b"".join(t.out).count(b"HTTP/1.1 ") >= 4:
+                    break
+                await asyncio.sleep(0.01)
+            log.close()
+            return sizes, [b"".join(t.out)], written_before + 10 * python_decisions
+        finally:
+            HttpHandler._replay_batch = handed  # type: ignore[method-assign]
+            await engine.validator.replay_cache.aclose()
+
+    sizes, (out,), before = asyncio.run(go())
+    assert sizes == [4]          # one batch for the chunk's four heads, and no Python decision
+    assert before == 0           # nothing written before Redis answered
+    statuses = [int(line.split(b" ")[1]) for line in out.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    assert statuses == [200, 200, 200, 401]

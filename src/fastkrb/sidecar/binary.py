@@ -28,8 +28,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from fastkrb import _native
-from fastkrb.errors import InternalError, KerberosError, replay_unavailable
+from fastkrb.errors import InternalError, KerberosError
 from fastkrb.sidecar import protocol
+from fastkrb.sidecar.batch import submit
 from fastkrb.sidecar.conn import Connection
 from fastkrb.sidecar.policies import PolicyError
 
@@ -87,26 +88,10 @@ class WireHandler:
         answers, in frame order, after those of this connection's earlier batches."""
         slot: list[Any] = [batch, None]
         self.batches.append(slot)
-        if not batch.items:   # every one refused before the cache
-            slot[1] = []
-            self._release()
-            return
-        conn = self.conn
-        conn.track(len(batch))
-        cache = self.ctx.engine.validator.replay_cache
-        submit = getattr(cache, "submit_entries", None)   # RedisReplayCache's: a future, no task per chunk
-        fut = (submit(batch.entries()) if submit is not None
-               else asyncio.ensure_future(cache.ainsert_many(batch.items, batch.last_now)))
-        fut.add_done_callback(lambda f: self._batch_done(slot, f))
+        submit(self.conn, batch, lambda answers: self._batch_done(slot, answers))
 
-    def _batch_done(self, slot: list[Any], fut: asyncio.Future[Any]) -> None:
-        self.conn.track(-len(slot[0]))
-        if fut.cancelled():
-            slot[1] = replay_unavailable("the replay insert was cancelled")
-        elif (exc := fut.exception()) is not None:
-            slot[1] = exc if isinstance(exc, KerberosError) else replay_unavailable(f"{type(exc).__name__}: {exc}")
-        else:
-            slot[1] = fut.result()
+    def _batch_done(self, slot: list[Any], answers: Any) -> None:
+        slot[1] = answers
         self._release()
 
     def _release(self) -> None:

@@ -42,9 +42,9 @@ class Engine:
     def native_front(self, max_frame: int, max_head: int) -> Any:
         """The native request path (``_native.NativeFront``) for this engine, or None where every request needs
         Python anyway: a validator with its own policy, or one that is not fastkrb's. With a network replay cache
-        (Redis) only the binary front door uses it (``_native.wire_batch``: checks in C, one awaited round trip
-        per chunk); the HTTP door's ``front.http`` declines (-2) and Python answers. Its decisions are counted
-        into ``stats`` and logged through ``log`` as this engine's are."""
+        (Redis) both front doors use it through ``_native.wire_batch`` and ``_native.http_batch``: checks in C,
+        one awaited round trip per chunk. Its decisions are counted into ``stats`` and logged through ``log`` as
+        this engine's are."""
         if getattr(self.validator, "policy", None) is not None:
             return None
         if not isinstance(getattr(self.validator, "_native", None), _native.NativeValidator):

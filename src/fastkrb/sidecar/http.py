@@ -46,9 +46,11 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from fastkrb import _native
 from fastkrb.challenge import Offer
 from fastkrb.errors import Forbidden, InternalError, KerberosError
 from fastkrb.krb.negotiate import negotiate_token
+from fastkrb.sidecar.batch import submit
 from fastkrb.sidecar.challenge import SidecarChallenge
 from fastkrb.sidecar.conn import Connection
 from fastkrb.sidecar.policies import PolicyError
@@ -212,8 +214,9 @@ def _rejection(exc: KerberosError, close: bool, token: bytes | None = None, extr
 class HttpHandler:
     """httptools callbacks for one connection; answers in request order."""
 
-    __slots__ = ("auth", "body_size", "buf", "chal", "conn", "cookies", "ctx", "front", "head_raw", "head_size",
-                 "in_head", "parser", "peer_addr", "peer_json", "pending", "refuse", "sess", "ua", "url", "xff")
+    __slots__ = ("auth", "batched", "body_size", "buf", "chal", "collect", "collect_close", "conn", "cookies", "ctx",
+                 "front", "head_raw", "head_size", "in_head", "parser", "peer_addr", "peer_json", "pending", "refuse",
+                 "sess", "ua", "url", "xff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -249,6 +252,11 @@ class HttpHandler:
         self.in_head = False
         self.refuse: tuple[int, str] | None = None
         self.pending: deque[list[Any]] = deque()   # [response or None, close] in request order (async only)
+        # a Redis replay cache: the native path's checks, then one round trip per chunk (_native.http_batch); its
+        # batches take their place in ``pending``
+        self.batched = self.front is not None and conn.ctx.engine.is_async
+        self.collect: list[bytes] | None = None   # while a batch is answered: where _emit puts answers
+        self.collect_close = False
 
     # -- feeding ----------------------------------------------------------------------------------
 
@@ -261,12 +269,35 @@ class HttpHandler:
         if self.buf:
             data = self.buf + data
             self.buf = b""
-        used = front.http(self, data, conn.wbuf, conn, self.peer_json, self.ctx.draining)
+        if self.batched:
+            used = _native.http_batch(front, self, data, conn.wbuf, conn, self.peer_json, self.ctx.draining)
+        else:
+            used = front.http(self, data, conn.wbuf, conn, self.peer_json, self.ctx.draining)
         if used == -2:   # the validator in service needs Python (never with the sidecar's own replay caches)
             self._slow_rest(data)
         elif used >= 0:
             self.buf = data[used:] if used < len(data) else b""
             conn.partial_since = (conn.partial_since or self.ctx.now) if self.buf else 0.0
+
+    def _replay_batch(self, batch: Any) -> None:
+        """http_batch's requests: one round trip for their replay keys; their answers take this place in the
+        request order (``pending``)."""
+        slot: list[Any] = [None, False, None]
+        self.pending.append(slot)
+        submit(self.conn, batch, lambda answers: self._batch_done(slot, batch, answers))
+
+    def _batch_done(self, slot: list[Any], batch: Any, answers: Any) -> None:
+        """The batch's answers, natively encoded or emitted by the handlers below, gathered into its slot."""
+        out: list[bytes] = []
+        self.collect, self.collect_close = out, False
+        try:
+            closed = _native.http_batch_finish(self.ctx.front, self, batch, answers, out, self.conn, self.peer_json)
+        finally:
+            self.collect = None
+        slot[1] = closed or self.collect_close
+        slot[0] = b"".join(out)
+        self._release()
+        self.conn.flush()
 
     def _slow_head(self, head: bytes) -> None:
         """One complete, bodiless request head the native path leaves to httptools (/healthz, a policy, ...)."""
@@ -682,6 +713,10 @@ class HttpHandler:
     # -- ordered output -----------------------------------------------------------------------------
 
     def _emit(self, response: bytes, close: bool) -> None:
+        if self.collect is not None:   # a batch's answer (_batch_done): its slot writes it, in order
+            self.collect.append(response)
+            self.collect_close = self.collect_close or close
+            return
         if self.pending:
             self.pending.append([response, close, None])
             return
