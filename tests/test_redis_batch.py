@@ -560,3 +560,31 @@ def test_http_negotiate_heads_are_checked_natively_around_one_round_trip(tmp_pat
     assert before == 0           # nothing written before Redis answered
     statuses = [int(line.split(b" ")[1]) for line in out.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
     assert statuses == [200, 200, 200, 401]
+
+
+def test_http_connection_gone_mid_round_trip_is_still_decided_and_logged(http_pair: tuple[Sidecar, Sidecar, Path],
+                                                                          redis_srv: RedisServer) -> None:
+    native, _, kt = http_pair
+    tok = _tokens(kt, 1)[0]
+    before = len(native.events())
+    err_before = len((native.dir / "stderr.txt").read_text())
+    redis_srv.pause()
+    try:
+        s = native.connect()
+        s.sendall(_http(_negotiate(tok)))
+        time.sleep(0.05)
+        s.close()
+    finally:
+        redis_srv.resume()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        new = native.events()[before:]
+        if any(e.get("event") == "decision" for e in new):
+            break
+        time.sleep(0.05)
+    new = native.events()[before:]
+    assert [e.get("outcome") for e in new if e.get("event") == "decision"] == ["accepted"]
+    assert not [e for e in new if e.get("level") in ("error", "critical")], new
+    assert "Traceback" not in (native.dir / "stderr.txt").read_text()[err_before:]
+    # the worker answers the next request as before
+    assert [s for s, _, _ in _http_exchange(native, [_http(_negotiate(_tokens(kt, 1)[0]), close=True)])] == [200]

@@ -297,7 +297,8 @@ class HttpHandler:
         slot[1] = closed or self.collect_close
         slot[0] = b"".join(out)
         self._release()
-        self.conn.flush()
+        if not self.conn.closing:   # a connection gone meanwhile: counted and logged, nothing to write to
+            self.conn.flush()
 
     def _slow_head(self, head: bytes) -> None:
         """One complete, bodiless request head the native path leaves to httptools (/healthz, a policy, ...)."""
@@ -708,7 +709,8 @@ class HttpHandler:
         out = self.ctx.engine._internal(exc, 0.0, conn.peer, "http") if exc is not None else fut.result()
         slot[0] = self._answer(out, slot[1], slot[2], slot[3], slot[4], slot[5])
         self._release()
-        conn.flush()
+        if not conn.closing:   # gone meanwhile: its transport takes no more writes
+            conn.flush()
 
     # -- ordered output -----------------------------------------------------------------------------
 
