@@ -25,6 +25,9 @@ replay cache, decision log on, written to a file):
   redis-wire-1w, redis-shm-wire-1w
                wire-1w against a daemon whose replay cache is a local redis-server, and the same load
                against the shared-memory cache in the same run (the ratio is the issue's target)
+  redis-nginx-1w, python-redis-nginx-1w
+               nginx-1w against a daemon whose replay cache is the local redis-server, with the native request
+               path and with the Python path alone (--no-native-front)
   floor-http, floor-uvloop-http
                nginx-1w's load against servers that do nothing but answer each request head with a
                fixed response of the size fastkrb's answer has: benches/floor/http_floor.c (one epoll
@@ -159,21 +162,30 @@ def _more(a: argparse.Namespace, work: Path, kt: Path, s: str, want: Any, out: d
                 (out["cookie-1w"],) = measured(d, load(d.sock, kt, *cookie))
         finally:
             d.stop()
-    if want("redis-wire-1w"):
+    redis_runs = [(name, cache, shape) for name, cache, shape in (
+        ("redis-shm-wire-1w", (), wire), ("redis-wire-1w", ("--replay-cache", "@redis"), wire),
+        ("redis-nginx-1w", ("--replay-cache", "@redis"), nginx),
+        ("python-redis-nginx-1w", ("--replay-cache", "@redis", "--no-native-front"), nginx)) if want(name)]
+    if want("redis-wire-1w") and not want("redis-shm-wire-1w"):   # the ratio needs its shm run beside it
+        redis_runs.insert(0, ("redis-shm-wire-1w", (), wire))
+    if redis_runs:
         sys.path.insert(0, str(HERE.parent / "tests"))
         from support.redis_server import RedisServer
 
         server = RedisServer(work / "redis")
         server.start()
         try:
-            for name, cache in (("redis-shm-wire-1w", ()), ("redis-wire-1w", ("--replay-cache", server.url))):
-                d = Daemon(work, kt, 1, ("--replay-capacity", str(1 << 23), *cache))
+            for n, (name, cache, shape) in enumerate(redis_runs):
+                # each run its own namespace (key prefix): a new daemon's tokens meet no earlier run's keys
+                args = tuple(f"{server.url}?prefix=fastkrb:bench{n}:" if c == "@redis" else c for c in cache)
+                d = Daemon(work, kt, 1, ("--replay-capacity", str(1 << 23), *args))
                 try:
-                    (out[name],) = measured(d, load(d.sock, kt, *wire))
+                    (out[name],) = measured(d, load(d.sock, kt, *shape))
                 finally:
                     d.stop()
-            out["redis-wire-1w"]["of_shm"] = round(out["redis-wire-1w"]["throughput"]
-                                                   / max(1, out["redis-shm-wire-1w"]["throughput"]), 2)
+            if "redis-wire-1w" in out:
+                out["redis-wire-1w"]["of_shm"] = round(out["redis-wire-1w"]["throughput"]
+                                                       / max(1, out["redis-shm-wire-1w"]["throughput"]), 2)
         finally:
             server.stop()
 
