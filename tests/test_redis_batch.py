@@ -7,6 +7,8 @@ malformed, replay (a duplicate in the same chunk, a token another request alread
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import random
 import signal
 import socket
@@ -22,8 +24,9 @@ from fastkrb.errors import ReplayCacheUnavailable
 from fastkrb.replay.redis import RedisReplayCache
 from fastkrb.sidecar import protocol
 from fastkrb.testing import make_keytab, mint
+from support.fake_transport import FakeTransport
 from support.redis_server import RedisServer, redis_server_binary
-from support.sidecar import Sidecar, recv_all
+from support.sidecar import Sidecar, parse_responses, recv_all
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed")
 
@@ -370,15 +373,11 @@ def _http(auth: bytes | None, *, close: bool = False, xff: bytes | None = None, 
 
 
 def _negotiate(tok: bytes) -> bytes:
-    import base64
-
     return b"Negotiate " + base64.b64encode(tok)
 
 
 def _http_exchange(sc: Sidecar, chunks: list[bytes], pause: float = 0.0) -> list[tuple[int, dict[str, str], bytes]]:
     """Send the chunks on one connection, read until the sidecar closes it (the last request says close)."""
-    from support.sidecar import parse_responses
-
     s = sc.connect()
     try:
         for c in chunks:
@@ -394,8 +393,6 @@ def _http_exchange(sc: Sidecar, chunks: list[bytes], pause: float = 0.0) -> list
 def _summary(responses: list[tuple[int, dict[str, str], bytes]]) -> list[tuple[Any, ...]]:
     """What an answer says, but the AP-REP (random), the causes' timings and the health document (the worker's
     own facts)."""
-    import json
-
     return [(status, h.get("x-auth-error"), h.get("x-remote-user"), h.get("connection"),
              h.get("www-authenticate", "").split(" ")[0] or None,
              json.loads(body).get("code") if b'"code"' in body else None)
@@ -512,19 +509,6 @@ def test_http_negotiate_heads_are_checked_natively_around_one_round_trip(tmp_pat
                        replay_cache=redis_srv.url + f"?prefix=fastkrb:ip{random.getrandbits(32):x}:")
     toks = _tokens(kt, 3)
 
-    class Transport:
-        def __init__(self) -> None:
-            self.out: list[bytes] = []
-
-        def write(self, data: bytes) -> None:
-            self.out.append(bytes(data))
-
-        def close(self) -> None: ...
-        def pause_reading(self) -> None: ...
-        def resume_reading(self) -> None: ...
-        def get_extra_info(self, name: str) -> Any:
-            return None
-
     async def go() -> tuple[list[int], int, int, bytes]:
         loop = asyncio.get_running_loop()
         log = JsonLog(str(tmp_path / "inproc.log"), worker=0)
@@ -551,7 +535,7 @@ def test_http_negotiate_heads_are_checked_natively_around_one_round_trip(tmp_pat
 
         HttpHandler._replay_batch = spy  # type: ignore[method-assign]
         try:
-            t = Transport()
+            t = FakeTransport(None)
             c = Connection(ctx)
             c.connection_made(t)  # type: ignore[arg-type]
             c.data_received(b"".join(_http(_negotiate(x)) for x in [*toks, toks[0]]))

@@ -32,38 +32,12 @@ from fastkrb.sidecar.http import HttpHandler
 from fastkrb.sidecar.log import JsonLog
 from fastkrb.sidecar.metrics import Stats
 from fastkrb.sidecar.policies import PolicyBook
+from support.fake_transport import FakeTransport
 from support.sidecar import Sidecar, recv_all
 
 NOW = float(int(time.time()))
 SPN = "HTTP/api.example.test@EXAMPLE.TEST"
 CB = b"tls-server-end-point:" + bytes(range(32))
-
-
-class _Transport:
-    """What a Connection writes, and where it closed (uvloop still sends what is written in the same callback
-    after close(), so that counts too)."""
-
-    def __init__(self, peer: Any) -> None:
-        self.out: list[bytes] = []
-        self.closed = False
-        self.closed_at = -1
-        self.peer = peer
-
-    def write(self, data: bytes) -> None:
-        self.out.append(bytes(data))
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.closed_at = sum(map(len, self.out))
-
-    abort = close
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-
-    def get_extra_info(self, name: str) -> Any:
-        return self.peer if name == "peername" else None
 
 
 class Worker:
@@ -93,7 +67,7 @@ class Worker:
             self.ctx.front.fixed_now = NOW
 
     def run(self, chunks: list[bytes], peer: Any = ("127.0.0.1", 5555), timeout: bool = False) -> tuple[bytes, int]:
-        t = _Transport(peer)
+        t = FakeTransport(peer)
         c = Connection(self.ctx)
         c.connection_made(t)  # type: ignore[arg-type]
         for ch in chunks:

@@ -31,30 +31,10 @@ from fastkrb.sidecar.log import JsonLog
 from fastkrb.sidecar.metrics import Stats
 from fastkrb.sidecar.policies import PolicyBook
 from fastkrb.sidecar.sessions import SidecarSessions
+from support.fake_transport import FakeTransport
 
 NOW = float(int(time.time()))
 SPN = "HTTP/api.example.test@EXAMPLE.TEST"
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.closed_at = -1
-
-    def write(self, data: bytes) -> None:
-        self.out.append(bytes(data))
-
-    def close(self) -> None:
-        if self.closed_at < 0:
-            self.closed_at = sum(map(len, self.out))
-
-    abort = close
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 5555) if name == "peername" else None
 
 
 class Worker:
@@ -74,7 +54,7 @@ class Worker:
             self.ctx.front.fixed_now = NOW
 
     def run(self, *chunks: bytes) -> tuple[bytes, int]:
-        t = _Transport()
+        t = FakeTransport()
         c = Connection(self.ctx)
         c.connection_made(t)  # type: ignore[arg-type]
         for ch in chunks:
