@@ -18,7 +18,7 @@ from libc.stdlib cimport realloc
 
 from validate cimport FK_V_REPLAY
 
-cdef size_t _NO_XFF = <size_t>-1
+cdef size_t _ABSENT = <size_t>-1   # an offset in the chunk: no such field (tok_at, xff_at)
 
 cdef enum:
     _B_PENDING = 0    # validated, its replay key awaits the cache's answer
@@ -38,7 +38,7 @@ cdef class ReplayBatch:
     cdef uint32_t *rid     # wire: the request id; http: 1 when the answer closes the connection
     cdef int *ex
     cdef size_t *tok_at    # http: the token's (base64) offset in data, for the KRB-ERROR of a refusal
-    cdef size_t *xff_at    # http: X-Forwarded-For's offset in data, or _NO_XFF
+    cdef size_t *xff_at    # http: X-Forwarded-For's offset in data, or _ABSENT
     cdef size_t *xff_n
     cdef int *state
     cdef size_t n, cap
@@ -80,15 +80,37 @@ cdef class ReplayBatch:
         cdef object now = self.last_now
         return [(k, e, now) for k, e in self.items]
 
+    cdef void _wipe(self, size_t i) noexcept:
+        """Request i is answered (or dropped): its plaintexts and keys wiped, its scratch freed."""
+        if self.scratch[i] != NULL:
+            fk_scratch_wipe(&self.r[i], self.scratch[i], self.toklen[i])
+            free(self.scratch[i])
+            self.scratch[i] = NULL
+        self.state[i] = _B_DONE
+
     cdef void _release(self) noexcept:
         """Wipe and free every scratch still held (results not answered)."""
         cdef size_t i
         for i in range(self.n):
-            if self.scratch[i] != NULL:
-                fk_scratch_wipe(&self.r[i], self.scratch[i], self.toklen[i])
-                free(self.scratch[i])
-                self.scratch[i] = NULL
-            self.state[i] = _B_DONE
+            self._wipe(i)
+
+    cdef object _verdict(self, NativeFront front, size_t i, answer):
+        """The replay cache's answer for pending request i as a verdict: None (fresh: accepted), or the typed
+        error (a replay, as NativeValidator.validate gives it with a Python replay backend; the cache's own
+        ReplayCacheUnavailable, or the failed round trip's exception)."""
+        if isinstance(answer, BaseException):
+            return answer
+        fresh, first = answer
+        if fresh:
+            return None
+        self.r[i].first_seen = first if first is not None else 0.0
+        return front._error(self.nv, FK_V_REPLAY, &self.r[i], self.now[i])
+
+    cdef object _span(self, size_t at, size_t n):
+        """Bytes of the chunk (http: the token, X-Forwarded-For) for an answer Python gives; None: absent."""
+        if at == _ABSENT:
+            return None
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(self.data) + at, n)
 
     def discard(self):
         """The connection is gone: wipe every result now, answer none."""
@@ -167,7 +189,7 @@ cdef class ReplayBatch:
         self.toklen[i] = toklen
         self.rid[i] = rid
         self.ex[i] = ex
-        self.tok_at[i] = self.xff_at[i] = _NO_XFF
+        self.tok_at[i] = self.xff_at[i] = _ABSENT
         self.xff_n[i] = 0
         self.state[i] = _B_DONE
         memset(&self.r[i], 0, sizeof(fk_result))
@@ -185,9 +207,7 @@ cdef class ReplayBatch:
         try:
             err = front._error(self.nv, code, &self.r[i], self.now[i])
         finally:
-            fk_scratch_wipe(&self.r[i], s, toklen)
-            free(s)
-            self.scratch[i] = NULL
+            self._wipe(i)
         self.lat[i] = _clock(CLOCK_MONOTONIC) - self.t0[i]
         self.errors.append(err)
         self.state[i] = _B_REJECTED
@@ -209,7 +229,20 @@ def wire_batch_usable(NativeFront front):
     return _deferred(front) is not None
 
 
-def wire_batch(NativeFront front, handler, bytes data, list wbuf, conn, bytes peer):
+cdef ReplayBatch _new_batch(NativeValidator nv, bytes data):
+    cdef ReplayBatch batch = ReplayBatch()
+    batch.nv = nv
+    batch.data = data
+    return batch
+
+
+cdef int _hand_over(handler, ReplayBatch batch) except -1:
+    if batch.n:
+        handler._replay_batch(batch)
+    return 0
+
+
+def wire_batch(NativeFront front, handler, bytes data, conn):
     """NativeFront.wire for a validator whose replay cache is awaited: every complete frame of data is checked;
     what needs Python goes to the handler as NativeFront.wire sends it (handler._feed); the rest becomes one
     ReplayBatch, handed to handler._replay_batch(batch) when it holds a request (its answers follow in
@@ -223,9 +256,7 @@ def wire_batch(NativeFront front, handler, bytes data, list wbuf, conn, bytes pe
     cdef size_t pos = 0, length, a, b, ncb, npol
     cdef uint32_t rid
     cdef int kind, ex, code
-    cdef ReplayBatch batch = ReplayBatch()
-    batch.nv = nv
-    batch.data = data
+    cdef ReplayBatch batch = _new_batch(nv, data)
     while n - pos >= 4:
         length = _be32(p + pos)
         if length < 5 or length > front.max_frame:   # protocol.split_frames' refusal, and its answer
@@ -262,19 +293,12 @@ def wire_batch(NativeFront front, handler, bytes data, list wbuf, conn, bytes pe
     return pos
 
 
-cdef int _hand_over(handler, ReplayBatch batch) except -1:
-    if batch.n:
-        handler._replay_batch(batch)
-    return 0
-
-
 def wire_batch_finish(NativeFront front, handler, ReplayBatch batch, answers, list wbuf, conn, bytes peer):
     """Answer every request of batch in frame order. answers: the cache's answer per pending request, in order
     ((fresh, first_seen), or a ReplayCacheUnavailable for one refused by the cold-start rule), or one exception
     for all of them (the round trip failed: fail closed)."""
-    cdef NativeValidator nv = batch.nv
     cdef size_t i, k = 0, e = 0
-    cdef int rc, code
+    cdef int rc
     cdef bint acc = False
     cdef fk_result *r
     cdef double lat, now
@@ -296,19 +320,10 @@ def wire_batch_finish(NativeFront front, handler, ReplayBatch batch, answers, li
                 continue
             r = &batch.r[i]
             now = batch.now[i]
-            answer = answers if failed else answers[k]
-            k += 1
             try:
-                if isinstance(answer, BaseException):
-                    err = answer
-                    code = -1
-                else:
-                    fresh, first = answer
-                    code = FK_V_OK if fresh else FK_V_REPLAY
-                    if not fresh:   # as NativeValidator.validate with a Python replay backend
-                        r.first_seen = first if first is not None else 0.0
-                        err = front._error(nv, code, r, now)
-                if code == FK_V_OK:
+                err = batch._verdict(front, i, answers if failed else answers[k])
+                k += 1
+                if err is None:
                     rc = fk_front_names(&front.f, r)
                     if rc == 0 and batch.ex[i] >= 0 and batch.ex[i] & _WANT_IDENTITY and fk_front_has_identity(r):
                         rc = 1   # the identity block: protocol.encode_identity
@@ -335,10 +350,7 @@ def wire_batch_finish(NativeFront front, handler, ReplayBatch batch, answers, li
                     acc = False
                     handler._native_rejected(batch.rid[i], err, lat, batch.ex[i])
             finally:
-                fk_scratch_wipe(r, batch.scratch[i], batch.toklen[i])
-                free(batch.scratch[i])
-                batch.scratch[i] = NULL
-                batch.state[i] = _B_DONE
+                batch._wipe(i)
     finally:
         batch._release()
     front._settle(wbuf, conn, acc)
@@ -346,7 +358,7 @@ def wire_batch_finish(NativeFront front, handler, ReplayBatch batch, answers, li
     return None
 
 
-def http_batch(NativeFront front, handler, bytes data, list wbuf, conn, bytes peer, bint draining):
+def http_batch(NativeFront front, handler, bytes data, conn, bint draining):
     """NativeFront.http for a validator whose replay cache is awaited: every complete /auth head of data the
     native path reads alone is checked into a ReplayBatch, handed to handler._replay_batch(batch) (its answers
     follow in http_batch_finish); any other head goes to Python as NativeFront.http sends it, after the batch
@@ -362,7 +374,7 @@ def http_batch(NativeFront front, handler, bytes data, list wbuf, conn, bytes pe
     cdef int st, code
     cdef bint close
     cdef fk_http_head h
-    cdef ReplayBatch batch = _http_batch_new(nv, data)
+    cdef ReplayBatch batch = _new_batch(nv, data)
     while pos < n:
         st = fk_http_read_head(p + pos, n - pos, front.max_head, &h)
         if st == FK_HEAD_PARTIAL:
@@ -379,7 +391,7 @@ def http_batch(NativeFront front, handler, bytes data, list wbuf, conn, bytes pe
             code = batch._check(front, h.token.p, h.token.n, NULL, 0, 1 if close else 0, -1)
         if code == _SLOW:
             _hand_over(handler, batch)
-            batch = _http_batch_new(nv, data)
+            batch = _new_batch(nv, data)
             handler._slow_head(data[pos:end])
             if conn.closing:
                 return -1
@@ -397,66 +409,40 @@ def http_batch(NativeFront front, handler, bytes data, list wbuf, conn, bytes pe
     return pos
 
 
-cdef ReplayBatch _http_batch_new(NativeValidator nv, bytes data):
-    cdef ReplayBatch batch = ReplayBatch()
-    batch.nv = nv
-    batch.data = data
-    return batch
-
-
-cdef object _span(bytes data, size_t at, size_t n):
-    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + at, n)
-
-
 def http_batch_finish(NativeFront front, handler, ReplayBatch batch, answers, list wbuf, conn, bytes peer):
     """Answer every request of an http_batch in order into wbuf (handler's answers, which it emits, too: see
     http.py's _batch_finish), as NativeFront.http answers them; answers as for wire_batch_finish. Returns
     True when an answer closes the connection (the batch's last)."""
-    cdef NativeValidator nv = batch.nv
     cdef size_t i, k = 0, e = 0
-    cdef int rc, code
+    cdef int rc
     cdef bint acc = False, close, closed = False
     cdef fk_result *r
     cdef double lat, now
     cdef fk_buf pj = fk_buf(<const uint8_t *>PyBytes_AS_STRING(peer), PyBytes_GET_SIZE(peer))
     cdef fk_buf xff
-    cdef bytes data = batch.data
     cdef bint failed = isinstance(answers, BaseException)
     front.f.out.n = 0
     try:
         for i in range(batch.n):
             close = batch.rid[i] != 0
             closed = closed or close
-            xff = fk_buf(NULL, 0)
-            xb = None
-            if batch.xff_at[i] != _NO_XFF:
-                xff = fk_buf(<const uint8_t *>PyBytes_AS_STRING(data) + batch.xff_at[i], batch.xff_n[i])
-                xb = _span(data, batch.xff_at[i], batch.xff_n[i])
             if batch.state[i] == _B_REJECTED:
                 err = batch.errors[e]
                 e += 1
                 batch.state[i] = _B_DONE
                 front._settle(wbuf, conn, acc)
                 acc = False
-                handler._native_rejected(err, batch.lat[i], close, xb, _span(data, batch.tok_at[i], batch.toklen[i]))
+                handler._native_rejected(err, batch.lat[i], close, batch._span(batch.xff_at[i], batch.xff_n[i]),
+                                         batch._span(batch.tok_at[i], batch.toklen[i]))
                 continue
             if batch.state[i] != _B_PENDING:
                 continue
             r = &batch.r[i]
             now = batch.now[i]
-            answer = answers if failed else answers[k]
-            k += 1
             try:
-                if isinstance(answer, BaseException):
-                    err = answer
-                    code = -1
-                else:
-                    fresh, first = answer
-                    code = FK_V_OK if fresh else FK_V_REPLAY
-                    if not fresh:
-                        r.first_seen = first if first is not None else 0.0
-                        err = front._error(nv, code, r, now)
-                if code == FK_V_OK:
+                err = batch._verdict(front, i, answers if failed else answers[k])
+                k += 1
+                if err is None:
                     rc = fk_front_names(&front.f, r)
                     if rc < 0:
                         raise MemoryError()
@@ -465,6 +451,10 @@ def http_batch_finish(NativeFront front, handler, ReplayBatch batch, answers, li
                             raise MemoryError()
                         lat = _clock(CLOCK_MONOTONIC) - batch.t0[i]
                         fk_front_observe(&front.f, r, lat)
+                        xff = fk_buf(NULL, 0)
+                        if batch.xff_at[i] != _ABSENT:
+                            xff = fk_buf(<const uint8_t *>PyBytes_AS_STRING(batch.data) + batch.xff_at[i],
+                                         batch.xff_n[i])
                         if front.f.log_decisions and fk_front_log_accepted(&front.f, r, 1, lat, now + lat, pj,
                                                                            xff) < 0:
                             raise MemoryError()
@@ -474,17 +464,15 @@ def http_batch_finish(NativeFront front, handler, ReplayBatch batch, answers, li
                         lat = _clock(CLOCK_MONOTONIC) - batch.t0[i]
                         front._settle(wbuf, conn, acc)
                         acc = False
-                        handler._native_accepted(res, lat, close, xb)
+                        handler._native_accepted(res, lat, close, batch._span(batch.xff_at[i], batch.xff_n[i]))
                 else:
                     lat = _clock(CLOCK_MONOTONIC) - batch.t0[i]
                     front._settle(wbuf, conn, acc)
                     acc = False
-                    handler._native_rejected(err, lat, close, xb, _span(data, batch.tok_at[i], batch.toklen[i]))
+                    handler._native_rejected(err, lat, close, batch._span(batch.xff_at[i], batch.xff_n[i]),
+                                             batch._span(batch.tok_at[i], batch.toklen[i]))
             finally:
-                fk_scratch_wipe(r, batch.scratch[i], batch.toklen[i])
-                free(batch.scratch[i])
-                batch.scratch[i] = NULL
-                batch.state[i] = _B_DONE
+                batch._wipe(i)
     finally:
         batch._release()
     front._settle(wbuf, conn, acc)

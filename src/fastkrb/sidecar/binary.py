@@ -73,7 +73,7 @@ class WireHandler:
             data = self.buf + data
             self.buf = b""
         if self.batched:
-            used = _native.wire_batch(front, self, data, conn.wbuf, conn, self.peer_json)
+            used = _native.wire_batch(front, self, data, conn)
         else:
             used = front.wire(self, data, conn.wbuf, conn, self.peer_json)
         if used == -2:   # the validator in service needs Python (never with the sidecar's own replay caches)

@@ -270,7 +270,7 @@ class HttpHandler:
             data = self.buf + data
             self.buf = b""
         if self.batched:
-            used = _native.http_batch(front, self, data, conn.wbuf, conn, self.peer_json, self.ctx.draining)
+            used = _native.http_batch(front, self, data, conn, self.ctx.draining)
         else:
             used = front.http(self, data, conn.wbuf, conn, self.peer_json, self.ctx.draining)
         if used == -2:   # the validator in service needs Python (never with the sidecar's own replay caches)
