@@ -449,6 +449,26 @@ def test_http_requests_are_answered_in_order_as_the_python_path_answers(
     assert _decisions_for(native, "192.0.2.17") == ["accepted"]
 
 
+def test_http_refusals_keep_the_forwarded_for_in_their_log_lines(http_pair: tuple[Sidecar, Sidecar, Path]) -> None:
+    """The refusals Python answers for a batch (one refused before the cache, one the cache calls a replay) log
+    the client nginx forwarded for, as the Python path does: the batch hands the X-Forwarded-For bytes only to
+    those answers."""
+    native, python, kt = http_pair
+    t = _tokens(kt, 2)
+    for n, sc in enumerate((native, python)):
+        malformed, replay, fresh = (f"198.51.100.{10 * n + k}" for k in (1, 2, 3))
+        chunk = b"".join([
+            _http(_negotiate(t[n]), xff=fresh.encode()),
+            _http(b"Negotiate AAAA", xff=malformed.encode()),
+            _http(_negotiate(t[n]), xff=replay.encode(), close=True),
+        ])
+        assert [(s, h.get("x-auth-error")) for s, h, _ in _http_exchange(sc, [chunk])] == [
+            (200, None), (401, "malformed"), (401, "replay")]
+        assert _decisions_for(sc, fresh) == ["accepted"]
+        assert _decisions_for(sc, malformed) == ["rejected"]
+        assert _decisions_for(sc, replay) == ["rejected"]
+
+
 def _decisions_for(sc: Sidecar, xff: str) -> list[str]:
     """The outcomes logged for requests forwarded for ``xff``, once the worker has written them (its log is
     written in batches, at the latest every tick)."""
